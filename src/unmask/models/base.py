@@ -1,0 +1,53 @@
+"""The masked diffusion model (MDM) interface every backend implements.
+
+An MDM maps a partially masked sequence ``x_n`` (B, L) to per-position token
+logits (B, L, V) for ``p_theta(x_0 | x_n)`` (UPO §2, Eq. 2) and, on request, the
+hidden features ``H_n`` (B, L, D) that learned policies read (UPO App. B.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MDMOutput:
+    """Result of one MDM forward (one NFE)."""
+
+    logits: torch.Tensor
+    hidden_states: torch.Tensor | None = None
+
+
+class MaskedDiffusionModel(nn.Module):
+    """Base class of all MDM backends (built-in transformers, Hugging Face dLLMs).
+
+    Subclasses set ``mask_id``, ``vocab_size`` and ``hidden_size`` and implement
+    :meth:`forward`. Positions holding ``mask_id`` are the ones still to generate;
+    every other position (prompt, clues, revealed tokens) is fixed.
+    """
+
+    mask_id: int
+    vocab_size: int
+    hidden_size: int
+    name: str = "mdm"
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> MDMOutput:
+        raise NotImplementedError
+
+    def check_input(self, input_ids: torch.Tensor) -> None:
+        """Raise a clear error for inputs this model cannot read."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"{self.name}: input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size):
+            raise ValueError(
+                f"{self.name}: token ids must lie in [0, {self.vocab_size}), got range "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]; was the input encoded for another model?"
+            )

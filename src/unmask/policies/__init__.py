@@ -1,0 +1,74 @@
+"""Unmasking policies and their registry.
+
+Policies are named in specs such as ``confidence``, ``threshold:0.9`` or
+``topk_softmax:k=5:temperature=0.1``: the name, then ``:``-separated arguments,
+either ``key=value`` or a bare value for the first parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from unmask.policies.base import Policy, ScorePolicy, top_k_mask
+from unmask.policies.heuristics import (
+    ConfidencePolicy,
+    EntropyPolicy,
+    LeftToRightPolicy,
+    MarginPolicy,
+    RandomPolicy,
+    ThresholdPolicy,
+    TopKSoftmaxPolicy,
+)
+
+HEURISTICS: dict[str, Callable[..., Policy]] = {
+    "random": RandomPolicy,
+    "confidence": ConfidencePolicy,
+    "margin": MarginPolicy,
+    "entropy": EntropyPolicy,
+    "left_to_right": LeftToRightPolicy,
+    "topk_softmax": TopKSoftmaxPolicy,
+    "threshold": ThresholdPolicy,
+}
+
+
+def _parse_value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Split ``name:a:key=b`` into the name and keyword arguments (bare values bind to the first parameter)."""
+    name, *parts = spec.strip().split(":")
+    if name not in HEURISTICS:
+        return name, {}
+    params = [p for p in inspect.signature(HEURISTICS[name]).parameters]
+    kwargs: dict = {}
+    for i, part in enumerate(parts):
+        key, sep, value = part.partition("=")
+        if not sep:
+            if i >= len(params):
+                raise ValueError(f"policy {spec!r}: too many arguments; {name} takes {params or 'none'}")
+            key, value = params[i], part
+        if key not in params:
+            raise ValueError(f"policy {spec!r}: unknown argument {key!r}; {name} takes {params or 'none'}")
+        kwargs[key] = _parse_value(value)
+    return name, kwargs
+
+
+def get_policy(spec: str) -> Policy:
+    """Build a heuristic policy from its spec; see the module docstring."""
+    name, kwargs = parse_spec(spec)
+    if name not in HEURISTICS:
+        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(HEURISTICS)} (or a policy checkpoint path)")
+    try:
+        return HEURISTICS[name](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"policy {spec!r}: {e}") from e
+
+
+__all__ = ["HEURISTICS", "Policy", "ScorePolicy", "get_policy", "parse_spec", "top_k_mask"]

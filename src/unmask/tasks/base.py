@@ -1,0 +1,81 @@
+"""The task interface: data, token layout, verifier and reward.
+
+A task turns its examples into MDM inputs (prompt/clue tokens fixed, answer
+positions set to the model's ``mask_id``), decodes generated sequences back into
+completions, and scores them. Reward functions follow TRL's convention,
+``reward(completions, examples) -> list[float]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from unmask.models.base import MaskedDiffusionModel
+
+
+@dataclass
+class EncodedBatch:
+    """MDM inputs for a batch of examples.
+
+    ``input_ids`` holds ``mask_id`` exactly at the positions to generate;
+    ``gen_start`` is where the generation region (and so block 0) begins.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    gen_start: int = 0
+
+
+@dataclass
+class Scores:
+    """Per-example verifier output."""
+
+    reward: np.ndarray
+    solved: np.ndarray
+    cell_accuracy: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """Base class of tasks; subclasses implement the abstract methods below."""
+
+    name: str = "task"
+    default_model: str = ""
+
+    def load(self, path: str) -> list:
+        """Read examples from a file."""
+        raise NotImplementedError
+
+    def generate(self, n: int, seed: int = 0, **difficulty: Any) -> list:
+        """Generate ``n`` fresh examples (seeded)."""
+        raise NotImplementedError(f"task {self.name} has no generator; pass --data FILE")
+
+    def encode(self, examples: Sequence, model: MaskedDiffusionModel) -> EncodedBatch:
+        raise NotImplementedError
+
+    def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list:
+        raise NotImplementedError
+
+    def score(self, examples: Sequence, completions: Sequence) -> Scores:
+        raise NotImplementedError
+
+    def reward(self, completions: Sequence, examples: Sequence, **kwargs: Any) -> list[float]:
+        """TRL-style reward function: the task's paper reward per completion."""
+        return self.score(examples, completions).reward.tolist()
+
+    # --- built-in MDM training (tasks whose model we train ourselves) ---
+    def coordinates(self) -> list[list[int]]:
+        """Factorised position tables for the built-in transformer."""
+        raise NotImplementedError(f"task {self.name} has no built-in model layout")
+
+    def vocab(self) -> tuple[int, int]:
+        """(vocab_size, mask_id) of the built-in model's token layout."""
+        raise NotImplementedError(f"task {self.name} has no built-in model layout")
+
+    def sample_targets(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean training sequences (B, L) and the mask of positions the MDM learns to fill."""
+        raise NotImplementedError(f"task {self.name} has no built-in model training stream")
