@@ -72,7 +72,7 @@ def test_llada_step_schedule_and_blocks():
     out = generate(model, x, get_policy("confidence"), SamplingConfig(steps=4, block_length=4), gen_start=gen_start, record=True)
     assert out.nfe.tolist() == [4, 4]
     # LLaDA get_num_transfer_tokens: 4 masks over 2 steps per block -> 2 + 2
-    assert [int(r.action[0].sum()) for r in out.trajectory] == [2, 2, 2, 2]
+    assert [int(r.reveal[0].sum()) for r in out.trajectory] == [2, 2, 2, 2]
     order = out.order[0]
     assert order[:4].max() < order[4:].min(), "block 0 must finish before block 1 starts"
     with pytest.raises(ValueError, match="multiple of the number of blocks"):
@@ -83,7 +83,7 @@ def test_uneven_schedule_front_loads_extra_tokens():
     model = PositionalMDM()
     x = masked_row(10, range(10))[None]
     out = generate(model, x, get_policy("left_to_right"), SamplingConfig(steps=4), record=True)
-    assert [int(r.action.sum()) for r in out.trajectory] == [3, 3, 2, 2]
+    assert [int(r.reveal.sum()) for r in out.trajectory] == [3, 3, 2, 2]
 
 
 def test_finished_rows_leave_the_batch():

@@ -4,13 +4,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from unmask.engine import SamplingConfig
 from unmask.evaluate import EvalResult, evaluate, format_table, plot_frontier, results_json
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import Policy, get_policy
 from unmask.tasks import Task, get_task
+
+if TYPE_CHECKING:
+    from unmask.rl.grpo import GRPOConfig
+
+
+SHIPPED_POLICIES = Path(__file__).resolve().parent / "assets" / "policies"
+
+
+def resolve_policy(spec: str, model: MaskedDiffusionModel) -> Policy:
+    """A heuristic spec, ``upo`` (the policy shipped for ``model``) or a policy checkpoint path."""
+    from unmask.policies.learned import load_policy
+
+    name = spec.strip()
+    if name in LEARNED_NAMES:
+        path = SHIPPED_POLICIES / f"{name}-{model.name}"
+        if not path.is_dir():
+            shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
+            raise ValueError(
+                f"no shipped {name} policy for model {model.name!r} (shipped: {', '.join(shipped) or 'none'}); "
+                "train one with `unmask train-policy` and pass its directory"
+            )
+        policy = load_policy(path)
+        policy.name = name
+    elif Path(name).is_dir():
+        policy = load_policy(name)
+    else:
+        return get_policy(name)
+    policy.check_model(model)
+    return policy
 
 
 def resolve_policies(specs: str | Sequence[str], task: Task, model: MaskedDiffusionModel) -> list[Policy]:
@@ -19,7 +48,7 @@ def resolve_policies(specs: str | Sequence[str], task: Task, model: MaskedDiffus
         specs = [s for s in specs.split(",") if s.strip()]
     if not specs:
         raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
-    return [get_policy(s) for s in specs]
+    return [resolve_policy(s, model) for s in specs]
 
 
 @dataclass
@@ -52,11 +81,15 @@ def evaluate_policies(
     temperature: float = 0.0,
     batch_size: int = 256,
     progress: bool = True,
+    model_options: dict | None = None,
+    task_options: dict | None = None,
 ) -> EvalReport:
-    """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`."""
-    task_obj = get_task(task)
+    """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`.
+    ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
+    :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks)."""
+    task_obj = get_task(task, **(task_options or {}))
     model_name = model or task_obj.default_model
-    mdm = load_model(model_name)
+    mdm = load_model(model_name, **(model_options or {}))
     examples = task_obj.load(data) if data else task_obj.generate(num, seed=seed, clues=clues)
     examples = examples[:limit] if limit else examples
     sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=temperature)
@@ -64,6 +97,13 @@ def evaluate_policies(
     results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed, progress=progress)
     context = {"model": model_name, "task": task, "data": data or f"generated:num={num}:clues={clues}:seed={seed}"}
     return EvalReport(results, context)
+
+
+def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True) -> Path:
+    """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2)."""
+    from unmask.rl.grpo import GRPOTrainer
+
+    return GRPOTrainer(config, progress=progress).train(resume=resume)
 
 
 def demo(output_dir: str = "outputs/demo", num: int = 200) -> EvalReport:
@@ -79,4 +119,5 @@ def demo(output_dir: str = "outputs/demo", num: int = 200) -> EvalReport:
     return report
 
 
+LEARNED_NAMES = ("upo",)
 _DEMO_POLICIES = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")

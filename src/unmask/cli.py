@@ -20,12 +20,40 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--task", default="sudoku9", help="task name (sudoku4, sudoku9)")
+    g.add_argument("--task", default="sudoku9", help="task name (sudoku4, sudoku9, gsm8k, math500)")
     g.add_argument("--data", default=None, help="data file; default: freshly generated examples")
     g.add_argument("--num", type=int, default=200, help="number of generated examples (without --data)")
     g.add_argument("--clues", type=int, default=None, help="clues per generated sudoku")
     g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     g.add_argument("--seed", type=int, default=0)
+
+
+def _add_hf(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Hugging Face dLLMs (--model hf:NAME_OR_PATH) and text tasks")
+    g.add_argument("--gen-length", "--max-new-tokens", dest="gen_length", type=int, default=None,
+                   help="tokens to generate after the prompt (LLaDA gen_length, Dream max_new_tokens); default 256")
+    g.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the tokenizer's chat template")
+    g.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (LLaDA, Dream)")
+    g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype; default bfloat16 on GPU, float32 on CPU")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default cuda when available")
+    g.add_argument("--hf-layer", type=int, default=None, help="hidden_states index fed to learned policies; default -1 (last)")
+    g.add_argument("--hf-style", default=None, choices=["llada", "dream", "masked_lm"],
+                   help="logit alignment; default from config.model_type")
+    g.add_argument("--mask-id", type=int, default=None, help="mask token id when neither tokenizer nor config names one")
+    g.add_argument("--tokenizer", default=None, help="tokenizer name or path; default the model's")
+    g.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin) weights; default safetensors only")
+
+
+def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(model options, task options) from the Hugging Face flags the user set."""
+    model = {
+        "trust_remote_code": args.trust_remote_code or None, "dtype": args.dtype, "device": args.device,
+        "hidden_layer": args.hf_layer, "style": args.hf_style, "mask_id": args.mask_id, "tokenizer": args.tokenizer,
+        "allow_pickle": args.allow_pickle or None,
+    }
+    task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None}
+    return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
 
 
 def load_examples(task, args) -> list:
@@ -39,10 +67,12 @@ def load_examples(task, args) -> list:
 def cmd_eval(args: argparse.Namespace) -> int:
     from unmask.api import evaluate_policies
 
+    model_options, task_options = hf_options(args)
     report = evaluate_policies(
         task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
         limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length,
         temperature=args.temperature, batch_size=args.batch_size,
+        model_options=model_options, task_options=task_options,
     )
     print(report.table)
     if args.json:
@@ -63,6 +93,31 @@ def cmd_train_mdm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from unmask.api import train_policy
+    from unmask.rl.grpo import GRPOConfig
+
+    cfg = GRPOConfig(**{f.name: getattr(args, f.name) for f in fields(GRPOConfig)})
+    out = train_policy(cfg, resume=args.resume)
+    print(f"saved {out / 'best'} (best held-out solved rate) and {out / 'last'} (resumable)")
+    return 0
+
+
+def _add_config_flags(p: argparse.ArgumentParser, config_cls) -> None:
+    """One flag per dataclass field, typed from its default."""
+    for f in fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        if "None" in str(f.type):
+            kind = _optional_float
+        else:
+            kind = type(f.default)
+        p.add_argument(flag, dest=f.name, type=kind, default=f.default)
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmask.api import demo
 
@@ -76,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate unmasking policies side by side")
     _add_data(p)
-    p.add_argument("--model", default=None, help="built-in model name or checkpoint dir; default: the task's shipped model")
+    p.add_argument("--model", default=None,
+                   help="built-in model name, checkpoint dir or hf:NAME_OR_PATH; default: the task's shipped model")
     p.add_argument("--policies", default="random,confidence,margin,entropy,left_to_right,topk_softmax,threshold:0.9",
                    help="comma-separated policy specs, e.g. confidence,threshold:0.9,topk_softmax:k=5")
     p.add_argument("--batch-size", type=int, default=256)
     _add_sampling(p)
+    _add_hf(p)
     p.add_argument("--json", default=None, help="write results JSON here")
     p.add_argument("--plot", default=None, help="write a solved-rate vs NFE plot (PNG) here")
     p.set_defaults(func=cmd_eval)
@@ -88,10 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     from unmask.train_mdm import MDMTrainConfig
 
     p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective")
-    for f in fields(MDMTrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default)
+    _add_config_flags(p, MDMTrainConfig)
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
     p.set_defaults(func=cmd_train_mdm)
+
+    from unmask.rl.grpo import GRPOConfig
+
+    p = sub.add_parser("train-policy", help="train a learned unmasking policy with GRPO (UPO)",
+                       description="Flags mirror unmask.rl.grpo.GRPOConfig; --beta/--base-temperature accept 'none'.")
+    _add_config_flags(p, GRPOConfig)
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
+    p.set_defaults(func=cmd_train_policy)
 
     p = sub.add_parser("demo", help="compare policies on fresh puzzles and write a plot (CPU, minutes)")
     p.add_argument("--output-dir", default="outputs/demo")

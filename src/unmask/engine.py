@@ -73,11 +73,13 @@ class StepState:
 
 @dataclass
 class StepRecord:
-    """One step of a recorded trajectory (UPO Algorithm 2, sampling phase)."""
+    """One step of a recorded trajectory (UPO Algorithm 2, sampling phase): the batch rows
+    that took part and what the policy chose to keep for its update (observation, action,
+    old log-probability)."""
 
     rows: torch.Tensor
-    observation: dict[str, torch.Tensor]
-    action: torch.Tensor  # (b, Lg) bool revealed positions
+    reveal: torch.Tensor  # (b, Lg) bool revealed positions
+    data: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -171,13 +173,13 @@ def generate(
             num_transfer=k, step=nfe[active].clone(), total=total[active], generator=generator,
             hidden=None if out.hidden_states is None else out.hidden_states[:, gen_start:], rows=active,
         )
-        reveal = policy.select(state)
+        reveal, data = policy.act(state, record)
         if reveal.shape != candidates.shape or reveal.dtype != torch.bool:
             raise RuntimeError(f"policy {policy.name!r} returned {tuple(reveal.shape)} {reveal.dtype}; expected bool {tuple(candidates.shape)}")
         if (reveal & ~candidates).any() or not reveal.any(1).all():
             raise RuntimeError(f"policy {policy.name!r} must reveal at least one masked position of the current block per row, and only those")
         if record:
-            trajectory.append(StepRecord(rows=active, observation=policy.observe(state), action=reveal))
+            trajectory.append(StepRecord(rows=active, reveal=reveal, data=data))
         region = x[active, gen_start:]
         x[active, gen_start:] = torch.where(reveal, tokens.to(x.dtype), region)
         ra = order[active]

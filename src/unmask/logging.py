@@ -33,10 +33,17 @@ class MetricsLogger:
             pass
 
     def log(self, row: dict[str, Any]) -> None:
-        if self.fields is None:
-            self.fields = list(row)
+        new = [k for k in row if k not in (self.fields or [])]
+        if new:  # a column appears: rewrite the file with the wider header
+            old_rows = []
+            if self.fields is not None:
+                with open(self.path, newline="") as f:
+                    old_rows = list(csv.DictReader(f))
+            self.fields = (self.fields or []) + new
             with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(self.fields)
+                w = csv.DictWriter(f, self.fields)
+                w.writeheader()
+                w.writerows(old_rows)
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in self.fields])
         if self.tb is not None:

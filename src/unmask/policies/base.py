@@ -3,8 +3,8 @@
 A policy looks at one engine step (:class:`unmask.engine.StepState`) and
 returns which masked positions of the current block to reveal: a bool mask
 (b, Lg) with at least one position per row. Heuristics rank positions by a
-score; learned policies also expose the observation they read (stored by the
-engine when recording, UPO Algorithm 2) and log-probabilities for RL.
+score; learned policies (:mod:`unmask.policies.learned`) also return, when the
+engine records a trajectory, what their RL update needs (UPO Algorithm 2).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ class Policy:
     def select(self, state: StepState) -> torch.Tensor:
         raise NotImplementedError
 
-    def observe(self, state: StepState) -> dict[str, torch.Tensor]:
-        """What the policy reads from ``state``, stored per step in recorded trajectories."""
-        return {}
+    def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reveal mask and, when ``record``, the tensors to store for training."""
+        return self.select(state), {}
 
 
 def top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

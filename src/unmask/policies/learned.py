@@ -1,0 +1,208 @@
+"""Learned unmasking policies: UPO's position scorer g_phi (UPO §3.3, App. B.1).
+
+g_phi reads the frozen MDM's features H_n, refines them with a one-layer
+transformer (phi_TF), concatenates the Top-K token probabilities of each
+position (Eq. 21), and maps the result through a 3-layer MLP (phi_MLP) to a score
+h_phi per position. The policy is the softmax of the scores over the masked
+positions of the current block (Eq. 9/20) or, for the Top-K realisation, over
+the K most confident of them only (Eq. 27).
+
+Following "start as the reference", the score is ``log(confidence) / tau0`` plus
+a learned residual whose last layer is zero-initialised, so an untrained policy
+already is the softmax-confidence reference (``tau0=None`` drops the base term:
+then an untrained Top-K policy is uniform over the Top-K set, as in the paper).
+Several tokens per step are drawn without replacement (Plackett-Luce), one per
+step being the paper's setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors, save_checkpoint
+from unmask.engine import StepState
+from unmask.models.base import MaskedDiffusionModel
+from unmask.policies.base import Policy, top_k_mask
+
+
+@dataclass
+class UPOConfig:
+    """Architecture of g_phi plus the identity of the MDM it reads."""
+
+    feature_size: int  # D of the MDM's hidden features
+    d_model: int = 64
+    n_head: int = 4
+    prob_features: int = 5  # K of TopK(p) in Eq. 21
+    mlp_hidden: int = 128
+    base_temperature: float | None = 0.05  # tau0 of the log-confidence base score
+    top_k: int | None = None  # restrict to the K most confident candidates (Top-K realisation, Eq. 27)
+    mdm_name: str = ""
+    mdm_vocab_size: int = 0
+    mdm_mask_id: int = 0
+
+
+def plackett_luce_log_prob(scores: torch.Tensor, allowed: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """log P(order) of drawing ``order`` (n, k; -1 = no draw) without replacement from softmax(scores) over ``allowed``."""
+    s = scores.masked_fill(~allowed, float("-inf"))
+    remaining = allowed.clone()
+    total = torch.zeros(scores.shape[0], device=scores.device)
+    for j in range(order.shape[1]):
+        idx = order[:, j]
+        valid = idx >= 0
+        safe = idx.clamp(min=0)
+        logz = s.masked_fill(~remaining, float("-inf")).logsumexp(1)
+        step = s.gather(1, safe[:, None]).squeeze(1) - logz
+        total = total + torch.where(valid, step, torch.zeros_like(step))
+        remaining = remaining & ~F.one_hot(safe, scores.shape[1]).bool().logical_and(valid[:, None])
+    return total
+
+
+def gumbel_top_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Ordered draw without replacement (Plackett-Luce) of k[i] positions per row: (n, max k), -1 padded."""
+    u = torch.rand(scores.shape, generator=generator, device=scores.device).clamp_min(1e-20)
+    perturbed = scores.masked_fill(~allowed, float("-inf")) - torch.log(-torch.log(u))
+    return ordered_top_k(perturbed, allowed, k)
+
+
+def ordered_top_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    kmax = int(k.max())
+    idx = scores.masked_fill(~allowed, float("-inf")).topk(kmax, dim=1).indices
+    keep = torch.arange(kmax, device=scores.device)[None, :] < torch.minimum(k, allowed.sum(1))[:, None]
+    return torch.where(keep, idx, torch.full_like(idx, -1))
+
+
+def order_to_mask(order: torch.Tensor, length: int) -> torch.Tensor:
+    mask = torch.zeros(order.shape[0], length + 1, dtype=torch.bool, device=order.device)
+    mask.scatter_(1, torch.where(order >= 0, order, torch.full_like(order, length)), True)
+    return mask[:, :length]
+
+
+class UPOPolicy(nn.Module, Policy):
+    """UPO's g_phi (Fig. 2). ``mode``: ``"sample"`` draws from g_phi (training rollouts),
+    ``"greedy"`` takes its argmax; ``sigma`` > 0 adds N(0, sigma^2) to the probabilities
+    before the argmax for multi-shot sampling (UPO App. D)."""
+
+    kind = "upo"
+    needs_hidden = True
+
+    def __init__(self, config: UPOConfig) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        self.name = "upo"
+        self.mode = "greedy"
+        self.sigma = 0.0
+        c = config
+        self.inp = nn.Linear(c.feature_size, c.d_model)
+        self.tf = nn.TransformerEncoderLayer(c.d_model, c.n_head, 4 * c.d_model, dropout=0.0, batch_first=True, norm_first=True)
+        self.mlp = nn.Sequential(
+            nn.Linear(c.d_model + c.prob_features, c.mlp_hidden), nn.GELU(),
+            nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(),
+            nn.Linear(c.mlp_hidden, 1),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.mode == "sample" or self.sigma > 0
+
+    # ----- observation (what Algorithm 2 stores per step) -----
+    def observe(self, state: StepState) -> dict[str, torch.Tensor]:
+        if state.hidden is None:
+            raise ValueError("UPO policy needs the MDM's hidden features; the model returned none")
+        if state.hidden.shape[-1] != self.config.feature_size:
+            raise ValueError(
+                f"UPO policy was trained on features of size {self.config.feature_size} "
+                f"(MDM {self.config.mdm_name!r}), this MDM gives {state.hidden.shape[-1]}; use a policy trained for this model"
+            )
+        k = self.config.prob_features
+        top = state.probs.topk(min(k, state.probs.shape[-1]), dim=-1).values
+        if top.shape[-1] < k:
+            top = F.pad(top, (0, k - top.shape[-1]))
+        allowed = state.candidates
+        if self.config.top_k is not None:
+            allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
+        return {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
+
+    def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """h_phi(x_n) per position (n, Lg); -inf outside the allowed set."""
+        h = self.tf(self.inp(obs["hidden"]))
+        s = self.mlp(torch.cat([h, obs["top_probs"]], -1)).squeeze(-1)
+        if self.config.base_temperature is not None:
+            s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
+        return s.masked_fill(~obs["allowed"], float("-inf"))
+
+    def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """log g_phi(a_n | x_n) of a recorded ordered action (n, k)."""
+        return plackett_luce_log_prob(self.scores(obs), obs["allowed"], action)
+
+    def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        logp = self.scores(obs).log_softmax(-1)
+        return -(logp.exp() * logp.masked_fill(~obs["allowed"], 0.0)).sum(-1)
+
+    @torch.no_grad()
+    def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = self.observe(state)
+        scores = self.scores(obs)
+        k = state.num_transfer
+        if self.mode == "sample":
+            order = gumbel_top_k(scores, obs["allowed"], k, state.generator)
+        elif self.sigma > 0:
+            probs = scores.softmax(-1)
+            noise = torch.randn(probs.shape, generator=state.generator, device=probs.device) * self.sigma
+            order = ordered_top_k((probs + noise).masked_fill(~obs["allowed"], float("-inf")), obs["allowed"], k)
+        else:
+            order = ordered_top_k(scores, obs["allowed"], k)
+        reveal = order_to_mask(order, scores.shape[1])
+        data = {}
+        if record:
+            data = {**obs, "action": order, "old_log_prob": plackett_luce_log_prob(scores, obs["allowed"], order)}
+        return reveal, data
+
+    def select(self, state: StepState) -> torch.Tensor:
+        return self.act(state)[0]
+
+    # ----- checkpoints -----
+    def save(self, directory: str | Path, extra: dict | None = None) -> None:
+        save_checkpoint(directory, self, {"policy": {"kind": self.kind, **asdict(self.config)}, **(extra or {})})
+
+    def check_model(self, model: MaskedDiffusionModel) -> None:
+        c = self.config
+        if (model.vocab_size, model.hidden_size, model.mask_id) != (c.mdm_vocab_size, c.feature_size, c.mdm_mask_id):
+            raise ValueError(
+                f"policy was trained with MDM {c.mdm_name!r} (vocab {c.mdm_vocab_size}, features {c.feature_size}, "
+                f"mask id {c.mdm_mask_id}); model {model.name!r} has vocab {model.vocab_size}, features "
+                f"{model.hidden_size}, mask id {model.mask_id}. Evaluate it with --model {c.mdm_name} or train one for this model"
+            )
+
+    @classmethod
+    def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "UPOPolicy":
+        return cls(UPOConfig(feature_size=model.hidden_size, mdm_name=model.name, mdm_vocab_size=model.vocab_size,
+                             mdm_mask_id=model.mask_id, **kwargs))
+
+
+POLICY_KINDS: dict[str, type] = {"upo": UPOPolicy}
+CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig}
+
+
+def load_policy(directory: str | Path) -> UPOPolicy:
+    """Load a learned policy checkpoint (``model.safetensors`` + ``config.json``)."""
+    directory = Path(directory)
+    if not (directory / CONFIG).is_file():
+        raise FileNotFoundError(f"no policy checkpoint at {directory} (expected {CONFIG} and {WEIGHTS})")
+    meta = load_json(directory / CONFIG)
+    if "policy" not in meta:
+        raise ValueError(f"{directory / CONFIG} has no 'policy' section: this is not a policy checkpoint (an MDM?)")
+    spec = dict(meta["policy"])
+    kind = spec.pop("kind", None)
+    if kind not in POLICY_KINDS:
+        raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(POLICY_KINDS)}")
+    policy = POLICY_KINDS[kind](CONFIG_TYPES[kind](**spec))
+    load_state_into(policy, load_tensors(directory / WEIGHTS), directory)
+    policy.name = f"{kind}:{directory.name}"
+    return policy.eval()

@@ -1,0 +1,1 @@
+"""Reinforcement learning of unmasking policies (GRPO with reference regularisation)."""

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from unmask.cli import main
+
+
+def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    rc = main(["eval", "--task", "sudoku4", "--num", "12", "--clues", "6", "--policies", "random,confidence,threshold:0.9",
+               "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "confidence" in text and "threshold:0.9" in text
+    data = json.loads(out.read_text())
+    assert data["model"] == "sudoku4" and data["task"] == "sudoku4"
+    assert [r["policy"] for r in data["results"]] == ["random", "confidence", "threshold:0.9"]
+    for r in data["results"]:
+        assert set(r) == {"policy", "solved_rate", "cell_accuracy", "nfe", "seconds", "n"} and r["n"] == 12
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval", "--task", "sudoku4", "--policies", "maxconf"], "unknown policy 'maxconf'"),
+        (["eval", "--task", "sudoku5"], "unknown task 'sudoku5'"),
+        (["eval", "--task", "sudoku4", "--model", "nope"], "unknown model 'nope'"),
+        (["eval", "--task", "sudoku4", "--data", "/nonexistent.csv"], "does not exist"),
+        (["eval", "--task", "sudoku4", "--model", "sudoku9-small", "--num", "2"], "does not read sudoku4 grids"),
+        (["eval", "--task", "sudoku4", "--policies", "upo", "--num", "2"], "no shipped upo policy"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_train_mdm_and_policy_from_the_command_line(tmp_path, capsys):
+    mdm = tmp_path / "mdm"
+    common = ["--task", "sudoku4", "--output-dir", str(mdm), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+              "--batch-size", "8", "--warmup", "1"]
+    assert main(["train-mdm", *common, "--steps", "2"]) == 0
+    assert main(["train-mdm", *common, "--steps", "3", "--resume"]) == 2  # settings differ: refused
+    assert "settings differ" in capsys.readouterr().err
+    pol = tmp_path / "pol"
+    assert main(["train-policy", "--task", "sudoku4", "--model", str(mdm), "--output-dir", str(pol), "--steps", "1",
+                 "--prompts-per-step", "2", "--num-generations", "2", "--eval-size", "4", "--clues", "6",
+                 "--d-model", "16", "--base-temperature", "none"]) == 0
+    assert (pol / "best" / "model.safetensors").is_file() and (pol / "last" / "optimizer.safetensors").is_file()
+    assert main(["eval", "--task", "sudoku4", "--model", str(mdm), "--num", "4", "--policies", f"confidence,{pol / 'best'}"]) == 0
+    assert "upo:best" in capsys.readouterr().out

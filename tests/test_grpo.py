@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
+from unmask.rl.reference import Reference
+from unmask.train_mdm import MDMTrainConfig, train_mdm
+
+
+@pytest.fixture(scope="module")
+def mdm_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mdm") / "sudoku4-tiny"
+    train_mdm(MDMTrainConfig(task="sudoku4", output_dir=str(out), n_layer=2, n_head=2, n_embd=32, steps=80,
+                             batch_size=32, warmup=2, save_every=80, log_every=40), progress=False)
+    return str(out)
+
+
+def cfg(mdm_dir, out, **kw):
+    base = dict(task="sudoku4", model=mdm_dir, output_dir=str(out), steps=2, prompts_per_step=3, num_generations=4,
+                eval_every=1, eval_size=8, clues="5", d_model=16, minibatch_size=16, learning_rate=1e-3)
+    return GRPOConfig(**{**base, **kw})
+
+
+def test_group_advantages_are_normalised_per_group():
+    adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5]), 4)
+    assert adv[:4].tolist() == pytest.approx([0.866, -0.866, 0.866, -0.866], abs=1e-3)
+    assert adv[4:].tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize("reference", ["confidence", "softmax", "topk", "none"])
+def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_path, reference):
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, reference=reference, beta=0.0, num_iterations=4, base_temperature=None,
+                              clues="4", num_generations=6), progress=False)
+    buf, stats = trainer.rollout(trainer.prompts(0))
+    assert len(buf) > 0 and stats["nfe"] > 0
+    calls = []
+    trainer.model.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        before = trainer.policy.log_prob(buf.obs, buf.action)
+    trainer.update(buf)
+    assert calls == [], "the update phase must not run the MDM (Algorithm 2)"
+    with torch.no_grad():
+        after = trainer.policy.log_prob(buf.obs, buf.action)
+    gain = ((after - before) * buf.advantage[buf.traj]).sum()
+    assert buf.advantage.abs().sum() > 0
+    assert gain > 0
+
+
+def test_resume_is_exact(mdm_dir, tmp_path, monkeypatch):
+    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3), progress=False)
+    straight.train()
+    interrupted = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False)
+    real_save = GRPOTrainer.save
+
+    def killed_after_step_2(self):
+        real_save(self)
+        if self.step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(GRPOTrainer, "save", killed_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    monkeypatch.setattr(GRPOTrainer, "save", real_save)
+    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False)
+    resumed.train(resume=True)
+    for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert (tmp_path / "b" / "best" / "model.safetensors").is_file()
+
+
+def test_resume_refuses_changed_settings(mdm_dir, tmp_path):
+    GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), progress=False).train()
+    with pytest.raises(ValueError, match="settings differ"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1, epsilon=0.3), progress=False).train(resume=True)
+
+
+def test_non_finite_loss_is_skipped_and_counted(mdm_dir, tmp_path):
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), reward_fn=lambda c, e: [math.nan] * len(c), progress=False)
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    with pytest.warns(UserWarning, match="non-finite loss"):
+        trainer.train()
+    assert trainer.skipped > 0
+    for k, v in trainer.policy.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_bad_reference_and_scheduler_are_explained(mdm_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown reference 'conf'"):
+        Reference("conf")
+    with pytest.raises(ValueError, match="lr_scheduler"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, lr_scheduler="linear"), progress=False)
