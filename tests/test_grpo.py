@@ -76,7 +76,7 @@ def test_resume_refuses_changed_settings(mdm_dir, tmp_path):
 
 
 def test_non_finite_loss_is_skipped_and_counted(mdm_dir, tmp_path):
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), reward_fn=lambda c, e: [math.nan] * len(c), progress=False)
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     with pytest.warns(UserWarning, match="non-finite loss"):
         trainer.train()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from unmask.engine import SamplingConfig
-from unmask.evaluate import EvalResult, evaluate, format_table, plot_frontier, results_json
+from unmask.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import Policy, get_policy
 from unmask.tasks import Task, get_task
@@ -20,10 +20,13 @@ SHIPPED_POLICIES = Path(__file__).resolve().parent / "assets" / "policies"
 
 
 def resolve_policy(spec: str, model: MaskedDiffusionModel) -> Policy:
-    """A heuristic spec, ``upo`` (the policy shipped for ``model``) or a policy checkpoint path."""
+    """A heuristic spec, ``upo`` (the policy shipped for ``model``) or a policy checkpoint path; learned
+    policies take ``:sigma=S`` (Gaussian noise for multi-shot sampling, UPO App. D) and ``:mode=sample``."""
     from unmask.policies.learned import load_policy
 
-    name = spec.strip()
+    name, _, options = spec.strip().partition(":")
+    if name not in LEARNED_NAMES and not Path(name).is_dir():
+        return get_policy(spec)
     if name in LEARNED_NAMES:
         path = SHIPPED_POLICIES / f"{name}-{model.name}"
         if not path.is_dir():
@@ -34,11 +37,18 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel) -> Policy:
             )
         policy = load_policy(path)
         policy.name = name
-    elif Path(name).is_dir():
-        policy = load_policy(name)
     else:
-        return get_policy(name)
+        policy = load_policy(name)
     policy.check_model(model)
+    for option in filter(None, options.split(":")):
+        key, _, value = option.partition("=")
+        if key == "sigma":
+            policy.sigma = float(value)
+        elif key == "mode" and value in ("greedy", "sample"):
+            policy.mode = value
+        else:
+            raise ValueError(f"policy {spec!r}: unknown option {option!r}; learned policies take sigma=FLOAT and mode=greedy|sample")
+        policy.name += f":{option}"
     return policy
 
 
@@ -58,7 +68,10 @@ class EvalReport:
 
     @property
     def table(self) -> str:
-        return format_table(self.results)
+        text = format_table(self.results)
+        for name, curve in self.context.get("pass_at", {}).items():
+            text += f"\npass@1..{len(curve)} {name}: " + " ".join(f"{v:.3f}" for v in curve)
+        return text
 
     def to_json(self) -> dict:
         return results_json(self.results, **self.context)
@@ -81,6 +94,7 @@ def evaluate_policies(
     temperature: float = 0.0,
     batch_size: int = 256,
     progress: bool = True,
+    pass_at: int | None = None,
     model_options: dict | None = None,
     task_options: dict | None = None,
 ) -> EvalReport:
@@ -96,6 +110,9 @@ def evaluate_policies(
     pols = resolve_policies(policies, task_obj, mdm)
     results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed, progress=progress)
     context = {"model": model_name, "task": task, "data": data or f"generated:num={num}:clues={clues}:seed={seed}"}
+    if pass_at:
+        context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, pass_at, sampling, batch_size, seed)
+                              for p in pols if p.stochastic or temperature > 0}
     return EvalReport(results, context)
 
 

@@ -72,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
         limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length,
         temperature=args.temperature, batch_size=args.batch_size,
-        model_options=model_options, task_options=task_options,
+        model_options=model_options, task_options=task_options, pass_at=args.pass_at,
     )
     print(report.table)
     if args.json:
@@ -97,25 +97,37 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     from unmask.api import train_policy
     from unmask.rl.grpo import GRPOConfig
 
-    cfg = GRPOConfig(**{f.name: getattr(args, f.name) for f in fields(GRPOConfig)})
+    model_options, task_options = hf_options(args)
+    if args.reward:
+        task_options["reward"] = args.reward
+    values = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.name not in ("model_options", "task_options")}
+    cfg = GRPOConfig(**values, model_options=model_options, task_options=task_options)
     out = train_policy(cfg, resume=args.resume)
     print(f"saved {out / 'best'} (best held-out solved rate) and {out / 'last'} (resumable)")
     return 0
 
 
 def _add_config_flags(p: argparse.ArgumentParser, config_cls) -> None:
-    """One flag per dataclass field, typed from its default."""
+    """One flag per scalar dataclass field, typed from its default."""
     for f in fields(config_cls):
+        if f.type == "dict":
+            continue
         flag = "--" + f.name.replace("_", "-")
         if "None" in str(f.type):
-            kind = _optional_float
+            kind = _optional(int if str(f.type).startswith("int") else float)
         else:
             kind = type(f.default)
         p.add_argument(flag, dest=f.name, type=kind, default=f.default)
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
+def _optional(cast):
+    """argparse type for ``X | None`` fields: 'none' gives None."""
+
+    def parse(text: str):
+        return None if text.lower() == "none" else cast(text)
+
+    parse.__name__ = cast.__name__
+    return parse
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -138,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     _add_sampling(p)
     _add_hf(p)
+    p.add_argument("--pass-at", type=int, default=None, metavar="N",
+                   help="also report pass@1..N of the stochastic policies (UPO App. D)")
     p.add_argument("--json", default=None, help="write results JSON here")
     p.add_argument("--plot", default=None, help="write a solved-rate vs NFE plot (PNG) here")
     p.set_defaults(func=cmd_eval)
@@ -154,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-policy", help="train a learned unmasking policy with GRPO (UPO)",
                        description="Flags mirror unmask.rl.grpo.GRPOConfig; --beta/--base-temperature accept 'none'.")
     _add_config_flags(p, GRPOConfig)
+    _add_hf(p)
+    p.add_argument("--reward", default=None, help="task reward variant, e.g. 'upo' for math tasks (UPO App. E.2)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
     p.set_defaults(func=cmd_train_policy)
 

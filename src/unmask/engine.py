@@ -37,6 +37,10 @@ class SamplingConfig:
     temperature: float = 0.0  # token sampling temperature; 0 = argmax
 
     def validate(self) -> None:
+        for name in ("steps", "block_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer or None, got {value!r}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be a positive integer or None (one token per step), got {self.steps}")
         if self.block_length is not None and self.block_length < 1:

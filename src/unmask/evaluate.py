@@ -38,7 +38,7 @@ def run_policy(
     progress: bool = False,
 ) -> tuple[EvalResult, dict]:
     """Decode every example with ``policy``; returns the summary and per-example arrays."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
     solved, acc, nfe = [], [], []
     start = time.perf_counter()
     batches = range(0, len(examples), batch_size)
@@ -78,6 +78,28 @@ def evaluate(
     for policy in tqdm(policies, desc="policies", disable=not progress, dynamic_ncols=True):
         results.append(run_policy(task, model, examples, policy, sampling, batch_size, seed, progress)[0])
     return results
+
+
+def pass_at_n(
+    task: Task,
+    model: MaskedDiffusionModel,
+    examples: Sequence,
+    policy: Policy,
+    n: int,
+    sampling: SamplingConfig | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> list[float]:
+    """Pass@k for k = 1..n (UPO §3.1, App. D): the share of examples solved by at least one of k
+    independent runs of a stochastic policy (or of stochastic token sampling)."""
+    if n < 1:
+        raise ValueError(f"pass@N needs N >= 1, got {n}")
+    stochastic = getattr(policy, "stochastic", False) or (sampling is not None and sampling.temperature > 0)
+    if n > 1 and not stochastic:
+        raise ValueError(f"policy {policy.name!r} is deterministic: pass@{n} equals pass@1; use a stochastic policy "
+                         "(random, topk_softmax, a learned policy with sigma>0) or --temperature > 0")
+    solved = np.stack([run_policy(task, model, examples, policy, sampling, batch_size, seed + i)[1]["solved"] for i in range(n)])
+    return np.maximum.accumulate(solved, axis=0).mean(axis=1).tolist()
 
 
 def format_table(results: Sequence[EvalResult]) -> str:

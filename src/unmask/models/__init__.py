@@ -28,8 +28,17 @@ def resolve_model_path(name_or_path: str) -> Path:
     )
 
 
-def load_model(name_or_path: str) -> MaskedDiffusionModel:
-    """Load a built-in MDM by name or a checkpoint directory written by ``unmask train-mdm``."""
+def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
+    """Load a built-in MDM by name, a checkpoint directory written by ``unmask train-mdm``, or a
+    Hugging Face dLLM as ``hf:NAME_OR_PATH`` (``options``: see :func:`unmask.models.hf.load_hf_model`)."""
+    if not name_or_path:
+        raise ValueError("no model given; pass --model (a built-in model, a checkpoint directory or hf:NAME_OR_PATH)")
+    if name_or_path.startswith("hf:"):
+        from unmask.models.hf import load_hf_model
+
+        return load_hf_model(name_or_path[3:], **options)
+    if options:
+        raise ValueError(f"model options {', '.join(sorted(options))} apply to Hugging Face models (hf:NAME) only, not {name_or_path!r}")
     path = resolve_model_path(name_or_path)
     meta = load_json(path / CONFIG)
     if "model" not in meta:

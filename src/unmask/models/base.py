@@ -42,6 +42,13 @@ class MaskedDiffusionModel(nn.Module):
     ) -> MDMOutput:
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (inputs and random generators go there too)."""
+        for t in self.parameters():
+            return t.device
+        return torch.device("cpu")
+
     def check_input(self, input_ids: torch.Tensor) -> None:
         """Raise a clear error for inputs this model cannot read."""
         if input_ids.dim() != 2:

@@ -35,10 +35,10 @@ class UPOConfig:
     """Architecture of g_phi plus the identity of the MDM it reads."""
 
     feature_size: int  # D of the MDM's hidden features
-    d_model: int = 64
+    d_model: int = 32
     n_head: int = 4
     prob_features: int = 5  # K of TopK(p) in Eq. 21
-    mlp_hidden: int = 128
+    mlp_hidden: int = 64
     base_temperature: float | None = 0.05  # tau0 of the log-confidence base score
     top_k: int | None = None  # restrict to the K most confident candidates (Top-K realisation, Eq. 27)
     mdm_name: str = ""

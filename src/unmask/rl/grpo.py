@@ -26,9 +26,10 @@ from unmask.checkpoint import CONFIG, load_json, load_state_into, load_tensors, 
 from unmask.engine import SamplingConfig, StepRecord, generate
 from unmask.logging import MetricsLogger
 from unmask.models import MaskedDiffusionModel, load_model
-from unmask.policies.learned import UPOPolicy
+from unmask.policies.learned import UPOPolicy, plackett_luce_log_prob
 from unmask.rl.reference import Reference
 from unmask.tasks import Task, get_task
+from unmask.tasks.math_reward import trajectory_logprob
 
 
 @dataclass
@@ -50,12 +51,18 @@ class GRPOConfig:
     weight_decay: float = 0.1
     max_grad_norm: float = 0.2
     steps: int = 100
+    data: str = ""  # training prompts from this file; "" = freshly generated ones
+    eval_data: str = ""  # held-out prompts from this file; "" = generated ones (disjoint seed)
     clues: str = "28"  # difficulty of generated prompts, e.g. "26,28,30"
     eval_every: int = 10
     eval_size: int = 256
-    d_model: int = 64
+    diffusion_steps: int | None = None  # SamplingConfig.steps of rollouts and evaluation
+    block_length: int | None = None  # SamplingConfig.block_length
+    d_model: int = 32
     base_temperature: float | None = 0.05
     seed: int = 0
+    model_options: dict = field(default_factory=dict)  # forwarded to load_model (hf: models)
+    task_options: dict = field(default_factory=dict)  # forwarded to get_task (e.g. gen_length)
 
 
 @dataclass
@@ -107,7 +114,8 @@ def upo_loss(
     """Minibatch part of -L_UPO (Eq. 19/22): clipped token-wise surrogate / L per trajectory,
     plus beta * CE(g_conf || g_phi) (Eq. 29) or beta * kappa * log g_phi (L_KL, Eq. 24)."""
     obs, action, traj = buf.take(idx), buf.action[idx], buf.traj[idx]
-    logp = policy.log_prob(obs, action)
+    scores = policy.scores(obs)
+    logp = plackett_luce_log_prob(scores, obs["allowed"], action)
     ratio = (logp - buf.old_log_prob[idx]).exp()
     adv = buf.advantage[traj]
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - epsilon, 1 + epsilon) * adv) / buf.length[traj]
@@ -117,7 +125,7 @@ def upo_loss(
         "approx_kl": (buf.old_log_prob[idx] - logp).mean().item(),
     }
     if reference.divergence == "ce":
-        ce = -policy.log_prob(obs, reference.confidence_action(obs, action))
+        ce = -plackett_luce_log_prob(scores, obs["allowed"], reference.confidence_action(obs, action))
         loss = loss + reference.beta * ce.sum() / n_traj
         stats["ce"] = ce.mean().item()
     elif reference.divergence == "kl":
@@ -130,10 +138,10 @@ def upo_loss(
 def trajectory_kappa(policy: UPOPolicy, buf: RolloutBuffer, reference: Reference, chunk: int) -> torch.Tensor:
     """kappa_g = StopGrad(p_phi/p_old * (1 + log p_phi/p_ref)) per trajectory (Eq. 24, Alg. 2 l.11-14)."""
     n = len(buf.advantage)
-    d_old = torch.zeros(n)
-    d_ref = torch.zeros(n)
+    d_old = torch.zeros(n, device=buf.traj.device)
+    d_ref = torch.zeros(n, device=buf.traj.device)
     for s in range(0, len(buf), chunk):
-        idx = torch.arange(s, min(s + chunk, len(buf)))
+        idx = torch.arange(s, min(s + chunk, len(buf)), device=buf.traj.device)
         obs, action, traj = buf.take(idx), buf.action[idx], buf.traj[idx]
         logp = policy.log_prob(obs, action)
         d_old.index_add_(0, traj, logp - buf.old_log_prob[idx])
@@ -146,10 +154,12 @@ class GRPOTrainer:
 
     def __init__(self, config: GRPOConfig, reward_fn: Callable | None = None, progress: bool = True) -> None:
         self.cfg = config
-        self.task: Task = get_task(config.task)
-        self.model: MaskedDiffusionModel = load_model(config.model or self.task.default_model)
+        self.task: Task = get_task(config.task, **config.task_options)
+        self.model: MaskedDiffusionModel = load_model(config.model or self.task.default_model, **config.model_options)
+        self.sampling = SamplingConfig(steps=config.diffusion_steps, block_length=config.block_length)
+        self.sampling.validate()
         self.reference = Reference(config.reference, config.beta)
-        self.reward_fn = reward_fn or self.task.reward
+        self.reward_fn = reward_fn  # None: the task's own reward (Scores.reward)
         self.progress = progress
         if config.lr_scheduler not in ("constant", "cosine"):
             raise ValueError(f"lr_scheduler must be 'constant' or 'cosine', got {config.lr_scheduler!r}")
@@ -160,13 +170,18 @@ class GRPOTrainer:
         )
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
                                      weight_decay=config.weight_decay)
-        self.gen = torch.Generator().manual_seed(config.seed)
+        self.policy.to(self.model.device)
+        self.gen = torch.Generator(device=self.model.device).manual_seed(config.seed)
         self.step = 0
         self.best = -1.0
         self.skipped = 0
         self.out = Path(config.output_dir)
-        self.eval_examples = [ex for c in self.clues for ex in self.task.generate(
-            max(1, config.eval_size // len(self.clues)), seed=10_000 + config.seed, clues=c)]
+        self.train_examples = self.task.load(config.data) if config.data else None
+        if config.eval_data:
+            self.eval_examples = self.task.load(config.eval_data)[: config.eval_size]
+        else:
+            self.eval_examples = [ex for c in self.clues for ex in self.task.generate(
+                max(1, config.eval_size // len(self.clues)), seed=10_000 + config.seed, clues=c)]
 
     # ----- persistence -----
     def _meta(self) -> dict:
@@ -194,9 +209,20 @@ class GRPOTrainer:
 
     # ----- phases -----
     def prompts(self, step: int) -> list:
-        rng = random.Random(f"{self.cfg.seed}-{step}")
-        clues = rng.choice(self.clues)
-        return self.task.generate(self.cfg.prompts_per_step, seed=1_000_000 * (self.cfg.seed + 1) + step, clues=clues)
+        """The prompts of training step ``step``: a pure function of (seed, step), so resuming is exact.
+        From a file: consecutive slices of a per-epoch seeded shuffle; else freshly generated."""
+        P = self.cfg.prompts_per_step
+        if self.train_examples is None:
+            clues = random.Random(f"{self.cfg.seed}-{step}").choice(self.clues)
+            return self.task.generate(P, seed=1_000_000 * (self.cfg.seed + 1) + step, clues=clues)
+        n = len(self.train_examples)
+        out = []
+        for i in range(step * P, (step + 1) * P):
+            epoch, pos = divmod(i, n)
+            order = list(range(n))
+            random.Random(f"{self.cfg.seed}-epoch-{epoch}").shuffle(order)
+            out.append(self.train_examples[order[pos]])
+        return out
 
     @torch.no_grad()
     def rollout(self, examples: list) -> tuple[RolloutBuffer, dict]:
@@ -206,11 +232,13 @@ class GRPOTrainer:
         enc = self.task.encode(group, self.model)
         self.policy.eval()
         self.policy.mode = "sample"
-        out = generate(self.model, enc.input_ids, self.policy, SamplingConfig(), enc.attention_mask, enc.gen_start,
+        out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start,
                        self.gen, record=True)
         completions = self.task.decode(group, out.sequences, self.model)
-        rewards = torch.tensor(self.reward_fn(completions, group), dtype=torch.float32)
-        solved = self.task.score(group, completions).solved
+        scores = self.task.score(group, completions, logprob=trajectory_logprob(out))
+        rewards = scores.reward if self.reward_fn is None else self.reward_fn(completions, group, logprob=trajectory_logprob(out))
+        rewards = torch.tensor(rewards, dtype=torch.float32, device=self.model.device)
+        solved = scores.solved
         adv = group_advantages(rewards, G)
         buf = RolloutBuffer.from_records(out.trajectory, adv, out.nfe)
         stats = {"reward_mean": rewards.mean().item(), "reward_std": rewards.view(-1, G).std(1).mean().item(),
@@ -226,7 +254,7 @@ class GRPOTrainer:
         for _ in range(self.cfg.num_iterations):
             kappa = trajectory_kappa(self.policy, buf, self.reference, self.cfg.minibatch_size) \
                 if self.reference.divergence == "kl" else None
-            perm = torch.randperm(len(buf), generator=self.gen)
+            perm = torch.randperm(len(buf), generator=self.gen, device=self.gen.device)
             n_mb = math.ceil(len(buf) / self.cfg.minibatch_size)
             for idx in perm.chunk(n_mb):
                 loss, stats = upo_loss(self.policy, buf, idx, self.reference, self.cfg.epsilon, kappa, n_traj)
@@ -244,7 +272,7 @@ class GRPOTrainer:
                 for k, v in stats.items():
                     agg.setdefault(k, []).append(v)
         with torch.no_grad():
-            sample = torch.randperm(len(buf), generator=self.gen)[: self.cfg.minibatch_size]
+            sample = torch.randperm(len(buf), generator=self.gen, device=self.gen.device)[: self.cfg.minibatch_size]
             agg["entropy"] = [self.policy.entropy(buf.take(sample)).mean().item()]
         return {k: float(np.mean(v)) for k, v in agg.items()}
 
@@ -254,7 +282,7 @@ class GRPOTrainer:
         self.policy.eval()
         self.policy.mode = "greedy"
         enc = self.task.encode(self.eval_examples, self.model)
-        out = generate(self.model, enc.input_ids, self.policy, SamplingConfig(), enc.attention_mask, enc.gen_start)
+        out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start)
         return float(self.task.score(self.eval_examples, self.task.decode(self.eval_examples, out.sequences, self.model)).solved.mean())
 
     def lr_at(self, step: int) -> float:

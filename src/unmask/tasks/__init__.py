@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Callable
 
 from unmask.tasks.base import EncodedBatch, Scores, Task
+from unmask.tasks.math import MathExample, MathTask, gsm8k, math500
 from unmask.tasks.sudoku import SudokuExample, SudokuTask
 
-TASKS: dict[str, Callable[[], Task]] = {
+TASKS: dict[str, Callable[..., Task]] = {
     "sudoku4": lambda: SudokuTask(box=2),
     "sudoku9": lambda: SudokuTask(box=3),
+    "gsm8k": gsm8k,
+    "math500": math500,
 }
 
 
-def get_task(name: str) -> Task:
-    """The task registered under ``name``."""
+def get_task(name: str, **options) -> Task:
+    """The task registered under ``name``, built with ``options`` (e.g. ``gen_length`` for math tasks)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name]()
+    try:
+        return TASKS[name](**options)
+    except TypeError as e:
+        raise ValueError(f"task {name} does not take the options {', '.join(sorted(options))} ({e})") from e
 
 
-__all__ = ["EncodedBatch", "Scores", "SudokuExample", "SudokuTask", "Task", "TASKS", "get_task"]
+__all__ = [
+    "EncodedBatch", "MathExample", "MathTask", "Scores", "SudokuExample", "SudokuTask", "Task", "TASKS", "get_task",
+]

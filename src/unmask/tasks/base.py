@@ -60,12 +60,13 @@ class Task:
     def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list:
         raise NotImplementedError
 
-    def score(self, examples: Sequence, completions: Sequence) -> Scores:
+    def score(self, examples: Sequence, completions: Sequence, **reward_inputs: Any) -> Scores:
+        """Verify completions; ``reward_inputs`` (e.g. ``logprob``) feed reward variants that need them."""
         raise NotImplementedError
 
     def reward(self, completions: Sequence, examples: Sequence, **kwargs: Any) -> list[float]:
         """TRL-style reward function: the task's paper reward per completion."""
-        return self.score(examples, completions).reward.tolist()
+        return self.score(examples, completions, **kwargs).reward.tolist()
 
     # --- built-in MDM training (tasks whose model we train ourselves) ---
     def coordinates(self) -> list[list[int]]:

@@ -161,7 +161,7 @@ class SudokuTask(Task):
         seq = sequences.cpu()
         return torch.where(seq == self.n, torch.zeros_like(seq), seq + 1).tolist()
 
-    def score(self, examples: Sequence[SudokuExample], completions: Sequence[Sequence[int]]) -> Scores:
+    def score(self, examples: Sequence[SudokuExample], completions: Sequence[Sequence[int]], **_: Any) -> Scores:
         correct, solved = [], []
         for ex, grid in zip(examples, completions):
             blanks = [i for i, v in enumerate(ex.puzzle) if not v]

@@ -1,0 +1,62 @@
+"""Write the model card (README.md) of each shipped MDM from its config and the heuristics benchmark.
+
+Command:
+    .venv/bin/python benchmarks/model_cards.py --results benchmarks/results/heuristics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from unmask.models import BUILTIN_DIR, builtin_models
+
+
+def card(name: str, meta: dict, rows: list[dict], command: str) -> str:
+    m, t = meta["model"], meta["train"]
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.items() if k != "output_dir")
+    lines = [
+        f"# {name}",
+        "",
+        f"Built-in masked diffusion model for `{m['task']}`: a bidirectional transformer with factorised "
+        f"(row, column, box) position embeddings, trained with the masked-diffusion objective by `unmask train-mdm`.",
+        "",
+        "| | |", "|---|---|",
+        f"| parameters | {meta['parameters']:,} |",
+        f"| layers × width × heads | {m['n_layer']} × {m['n_embd']} × {m['n_head']} |",
+        f"| vocabulary | {m['vocab_size']} (digits 1-{m['vocab_size'] - 1} as tokens 0-{m['vocab_size'] - 2}, mask id {m['mask_id']}) |",
+        f"| training | {t['steps']} steps × batch {t['batch_size']}, AdamW lr {t['lr']} cosine to {t['min_lr']}, seed {t['seed']} |",
+        "",
+        "Training command:",
+        "",
+        "```bash",
+        f"unmask train-mdm {flags} --output-dir runs/{name}",
+        "```",
+        "",
+        "## Accuracy by policy (one token per step)",
+        "",
+        f"From `{command}` (`benchmarks/results/heuristics.json`).",
+        "",
+        "| data | policy | solved | cell accuracy | mean NFE |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['data']} | {r['policy']} | {100 * r['solved_rate']:.1f}% | {100 * r['cell_accuracy']:.1f}% | {r['nfe']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="benchmarks/results/heuristics.json")
+    args = p.parse_args()
+    report = json.loads(Path(args.results).read_text())
+    for name in builtin_models():
+        meta = json.loads((BUILTIN_DIR / name / "config.json").read_text())
+        rows = [r for r in report["results"] if r["model"] == name]
+        (BUILTIN_DIR / name / "README.md").write_text(card(name, meta, rows, report["command"]))
+        print(f"wrote {BUILTIN_DIR / name / 'README.md'} ({len(rows)} result rows)")
+
+
+if __name__ == "__main__":
+    main()
