@@ -4,6 +4,8 @@ Command (the figures in benchmarks/results/engine_overhead.json):
     .venv/bin/python benchmarks/engine_overhead.py --model sudoku9-base --clues 28 --num 512 --batch-size 256
 
 Overhead = (engine wall time - time inside MDM forwards) / time inside MDM forwards, per policy.
+The `upo` row is an untrained UPO policy g_phi sized as `train-policy` builds it (its cost does not
+depend on its weights): its overhead is the learned policy's cost relative to the MDM.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from unmask.engine import SamplingConfig, generate
 from unmask.models import load_model
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import get_policy
+from unmask.policies.learned import UPOPolicy
+from unmask.rl.grpo import GRPOConfig
 from unmask.tasks import get_task
 
 
@@ -43,7 +47,7 @@ def main() -> None:
     p.add_argument("--clues", type=int, default=28)
     p.add_argument("--num", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--policies", default="random,confidence,margin,entropy,topk_softmax,threshold:0.9")
+    p.add_argument("--policies", default="random,confidence,margin,entropy,topk_softmax,threshold:0.9,upo")
     p.add_argument("--out", default="benchmarks/results/engine_overhead.json")
     args = p.parse_args()
     task = get_task("sudoku9")
@@ -52,8 +56,11 @@ def main() -> None:
     enc = task.encode(examples, model)
     rows = []
     print(f"{'policy':<34} {'puzzles/s':>10} {'engine s':>9} {'forward s':>10} {'overhead':>9}")
+    upo = UPOPolicy.for_model(model, d_model=GRPOConfig.d_model).eval()
+    print(f"UPO policy: {sum(p.numel() for p in upo.parameters()):,} parameters; MDM: "
+          f"{sum(p.numel() for p in model.parameters()):,}")
     for spec in args.policies.split(","):
-        policy = get_policy(spec)
+        policy = upo if spec == "upo" else get_policy(spec)
         generate(model, enc.input_ids[:8], policy)  # warm-up
         model.seconds = 0.0
         start = time.perf_counter()

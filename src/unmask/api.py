@@ -123,14 +123,22 @@ def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = Tr
     return GRPOTrainer(config, progress=progress).train(resume=resume)
 
 
-def demo(output_dir: str = "outputs/demo", num: int = 200) -> EvalReport:
-    """``unmask demo``: heuristics side by side on fresh 9x9 puzzles, with a plot."""
+def demo(output_dir: str = "outputs/demo", num: int = 200, clues: int = 28, train_steps: int = 15) -> EvalReport:
+    """``unmask demo``: train a short UPO run on the default 9x9 model, then compare it with every
+    heuristic on fresh puzzles (table, JSON and solved-vs-NFE plot)."""
+    from unmask.checkpoint import save_json
+    from unmask.rl.grpo import GRPOConfig
+
     out = Path(output_dir)
-    report = evaluate_policies(task="sudoku9", policies=list(_DEMO_POLICIES), num=num, clues=30)
+    if train_steps > 0:
+        print(f"training a UPO policy for {train_steps} GRPO steps (confidence reference) ...")
+        train_policy(GRPOConfig(task="sudoku9", output_dir=str(out / "upo"), steps=train_steps, clues=str(clues),
+                                eval_every=5, eval_size=128, learning_rate=3e-3, beta=0.005, base_temperature=0.02,
+                                num_generations=8, prompts_per_step=6))
+    policies = list(_DEMO_POLICIES) + ([str(out / "upo" / "best")] if train_steps > 0 else [])
+    report = evaluate_policies(task="sudoku9", policies=policies, num=num, clues=clues, seed=1)
     print(report.table)
     report.plot(out / "demo_frontier.png")
-    from unmask.checkpoint import save_json
-
     save_json(out / "demo_results.json", report.to_json())
     print(f"wrote {out / 'demo_frontier.png'} and {out / 'demo_results.json'}")
     return report

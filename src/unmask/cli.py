@@ -114,7 +114,7 @@ def _add_config_flags(p: argparse.ArgumentParser, config_cls) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         if "None" in str(f.type):
-            kind = _optional(int if str(f.type).startswith("int") else float)
+            kind = _optional({"int": int, "float": float, "str": str}[str(f.type).split(" ")[0]])
         else:
             kind = type(f.default)
         p.add_argument(flag, dest=f.name, type=kind, default=f.default)
@@ -133,7 +133,7 @@ def _optional(cast):
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmask.api import demo
 
-    demo(output_dir=args.output_dir, num=args.num)
+    demo(output_dir=args.output_dir, num=args.num, clues=args.clues, train_steps=args.train_steps)
     return 0
 
 
@@ -173,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
     p.set_defaults(func=cmd_train_policy)
 
-    p = sub.add_parser("demo", help="compare policies on fresh puzzles and write a plot (CPU, minutes)")
+    p = sub.add_parser("demo", help="train a short UPO run and compare it with the heuristics (CPU, minutes)")
     p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--num", type=int, default=200)
+    p.add_argument("--num", type=int, default=200, help="fresh puzzles in the comparison")
+    p.add_argument("--clues", type=int, default=28)
+    p.add_argument("--train-steps", type=int, default=15, help="GRPO steps of the UPO run (0: heuristics only)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -59,7 +59,7 @@ class SudokuTask(Task):
         self.n = box * box
         self.cells = self.n * self.n
         self.name = f"sudoku{self.n}"
-        self.default_model = {2: "sudoku4", 3: "sudoku9-base"}.get(box, "")
+        self.default_model = {2: "sudoku4", 3: "sudoku9-small"}.get(box, "")
         self._pool: torch.Tensor | None = None
 
     # ---------------- data ----------------
