@@ -1,8 +1,11 @@
 """Heuristic policies on sudoku: solved rate, cell accuracy, mean NFE, seconds.
 
-Command (the figures in benchmarks/results/heuristics.json):
-    .venv/bin/python benchmarks/heuristics.py --models sudoku9-small,sudoku9-base --clues 24,28,32,36 --num 500 \
-        --d1 ../shared/data/sudoku4x4_test_d1.csv
+Commands (the figures in benchmarks/results/heuristics_*.json):
+    .venv/bin/python benchmarks/heuristics.py --models sudoku9-small --d1 ../shared/data/sudoku4x4_test_d1.csv \
+        --out benchmarks/results/heuristics_small.json
+    .venv/bin/python benchmarks/heuristics.py --models sudoku9-base --policies random,confidence,margin,threshold:0.9 \
+        --out benchmarks/results/heuristics_base.json
+(the larger model gets four policies only, to fit the 2-core machine's time budget).
 
 Puzzles are generated fresh with unique solutions (seeded: the same for every model and policy).
 """
@@ -10,7 +13,6 @@ Puzzles are generated fresh with unique solutions (seeded: the same for every mo
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -36,7 +38,8 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/heuristics.json")
     args = p.parse_args()
     policies = [get_policy(s) for s in args.policies.split(",")]
-    rows = []
+    command = "benchmarks/heuristics.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v)
+    rows: list[dict] = []
     runs = []
     task9 = get_task("sudoku9")
     for clues in [int(c) for c in args.clues.split(",")]:
@@ -47,16 +50,14 @@ def main() -> None:
     if args.d1:
         task4 = get_task("sudoku4")
         runs.append(("sudoku4", task4, task4.load(args.d1), f"d1:{Path(args.d1).name}"))
+
     for model_name, task, examples, data in runs:
         model = load_model(model_name)
         results = evaluate(task, model, examples, policies, seed=0, progress=False)
-        print(f"\n{model_name} · {data}\n{format_table(results)}")
-        for r in results:
-            rows.append({"model": model_name, "data": data, **r.__dict__})
-    report = {"command": "benchmarks/heuristics.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v),
-              "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-              "results": rows}
-    save_json(args.out, report)
+        print(f"\n{model_name} · {data}\n{format_table(results)}", flush=True)
+        rows += [{"model": model_name, "data": data, **r.__dict__} for r in results]
+        save_json(args.out, {"command": command, "torch_threads": torch.get_num_threads(),  # saved after every block
+                             "machine": platform.machine(), "results": rows})
     print(f"\nwrote {args.out}")
 
 

@@ -1,7 +1,8 @@
 """Write the model card (README.md) of each shipped MDM from its config and the heuristics benchmark.
 
 Command:
-    .venv/bin/python benchmarks/model_cards.py --results benchmarks/results/heuristics.json
+    .venv/bin/python benchmarks/model_cards.py --results benchmarks/results/heuristics_small.json \
+        benchmarks/results/heuristics_base.json
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from unmask.models import BUILTIN_DIR, builtin_models
 
 
-def card(name: str, meta: dict, rows: list[dict], command: str) -> str:
+def card(name: str, meta: dict, rows: list[dict], command: str, source: str) -> str:
     m, t = meta["model"], meta["train"]
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.items() if k != "output_dir")
     lines = [
@@ -36,7 +37,7 @@ def card(name: str, meta: dict, rows: list[dict], command: str) -> str:
         "",
         "## Accuracy by policy (one token per step)",
         "",
-        f"From `{command}` (`benchmarks/results/heuristics.json`).",
+        f"From `{command}` (`{source}`); 500 fresh unique puzzles per clue count (d1: the public 4x4 test set).",
         "",
         "| data | policy | solved | cell accuracy | mean NFE |",
         "|---|---|---|---|---|",
@@ -48,14 +49,18 @@ def card(name: str, meta: dict, rows: list[dict], command: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="benchmarks/results/heuristics.json")
+    p.add_argument("--results", nargs="+", default=["benchmarks/results/heuristics_small.json",
+                                                    "benchmarks/results/heuristics_base.json"])
     args = p.parse_args()
-    report = json.loads(Path(args.results).read_text())
-    for name in builtin_models():
-        meta = json.loads((BUILTIN_DIR / name / "config.json").read_text())
-        rows = [r for r in report["results"] if r["model"] == name]
-        (BUILTIN_DIR / name / "README.md").write_text(card(name, meta, rows, report["command"]))
-        print(f"wrote {BUILTIN_DIR / name / 'README.md'} ({len(rows)} result rows)")
+    for path in args.results:
+        report = json.loads(Path(path).read_text())
+        for name in sorted({r["model"] for r in report["results"]}):
+            if name not in builtin_models():
+                continue
+            meta = json.loads((BUILTIN_DIR / name / "config.json").read_text())
+            rows = [r for r in report["results"] if r["model"] == name]
+            (BUILTIN_DIR / name / "README.md").write_text(card(name, meta, rows, report["command"], path))
+            print(f"wrote {BUILTIN_DIR / name / 'README.md'} ({len(rows)} result rows)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unmask.checkpoint import atomic_write
 from unmask.engine import SamplingConfig, generate
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import Policy
@@ -131,6 +132,5 @@ def plot_frontier(results: Sequence[EvalResult], path: str | Path, title: str = 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
     plt.close(fig)

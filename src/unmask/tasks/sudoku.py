@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from unmask.checkpoint import atomic_write
 from unmask.models.base import MaskedDiffusionModel
 from unmask.tasks.base import EncodedBatch, Scores, Task
 from unmask.tasks.sudoku_solver import generate_puzzle, random_solution, solve, units
@@ -125,8 +126,6 @@ class SudokuTask(Task):
 
     def save(self, examples: Sequence[SudokuExample], path: str) -> None:
         """Write examples as ``Puzzle,Solution`` CSV (the format :meth:`load` reads)."""
-        from unmask.checkpoint import _atomic_write
-
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
@@ -134,7 +133,7 @@ class SudokuTask(Task):
                 for ex in examples:
                     w.writerow(["".join(map(str, ex.puzzle)), "".join(map(str, ex.solution))])
 
-        _atomic_write(Path(path), write)
+        atomic_write(Path(path), write)
 
     # ---------------- token layout ----------------
     def vocab(self) -> tuple[int, int]:
