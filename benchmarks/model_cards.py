@@ -35,9 +35,10 @@ def card(name: str, meta: dict, rows: list[dict], command: str, source: str) -> 
         f"unmask train-mdm {flags} --output-dir runs/{name}",
         "```",
         "",
-        "## Accuracy by policy (one token per step)",
+        "## Accuracy by policy",
         "",
-        f"From `{command}` (`{source}`); 500 fresh unique puzzles per clue count (d1: the public 4x4 test set).",
+        f"From `{command}` (`{source}`); 500 fresh unique puzzles per clue count (d1: the public 4x4 test set). "
+        "Count policies reveal one token per step (NFE = blanks); `threshold` reveals a variable number.",
         "",
         "| data | policy | solved | cell accuracy | mean NFE |",
         "|---|---|---|---|---|",

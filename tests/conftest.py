@@ -26,3 +26,24 @@ def tiny_sudoku4_model():
     vocab, mask = task.vocab()
     torch.manual_seed(0)
     return MaskedTransformer(TransformerConfig(vocab, mask, task.coordinates(), n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+@pytest.fixture
+def stop_after_save(monkeypatch):
+    """``stop_after_save(trainer, step)``: run ``trainer.train()`` and kill it right after it saved ``step``."""
+    from unmask.rl.grpo import GRPOTrainer
+
+    real_save = GRPOTrainer.save
+
+    def run(trainer, step: int) -> None:
+        def save_then_stop(self):
+            real_save(self)
+            if self.step == step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(GRPOTrainer, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+        monkeypatch.setattr(GRPOTrainer, "save", real_save)
+
+    return run

@@ -8,6 +8,16 @@ from typing import TYPE_CHECKING, Sequence
 
 from unmask.engine import SamplingConfig
 from unmask.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
+from unmask.frontier import (
+    POLICY_TEMPERATURES,
+    THRESHOLDS,
+    TOKENS_PER_STEP,
+    format_frontier,
+    plot_curves,
+    run_sweeps,
+    standard_sweeps,
+    summarize,
+)
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import Policy, get_policy
 from unmask.tasks import Task, get_task
@@ -19,9 +29,12 @@ if TYPE_CHECKING:
 SHIPPED_POLICIES = Path(__file__).resolve().parent / "assets" / "policies"
 
 
-def resolve_policy(spec: str, model: MaskedDiffusionModel) -> Policy:
-    """A heuristic spec, ``upo`` (the policy shipped for ``model``) or a policy checkpoint path; learned
-    policies take ``:sigma=S`` (Gaussian noise for multi-shot sampling, UPO App. D) and ``:mode=sample``."""
+def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None = None) -> Policy:
+    """A heuristic spec, a learned policy shipped for ``model`` by kind (``upo``, ``bernoulli``,
+    ``plackett-luce``) or a policy checkpoint path. Learned policies take ``:key=value`` options (their
+    ``OPTIONS``): ``mode=greedy|sample``; UPO ``sigma=S`` (Gaussian noise for multi-shot sampling, App. D);
+    parallel policies ``temperature=T`` (tau_pi) and, when alpha-conditioned, ``alpha=A`` (``alpha`` sets
+    it too unless the spec does)."""
     from unmask.policies.learned import load_policy
 
     name, _, options = spec.strip().partition(":")
@@ -33,32 +46,42 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel) -> Policy:
             shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
             raise ValueError(
                 f"no shipped {name} policy for model {model.name!r} (shipped: {', '.join(shipped) or 'none'}); "
-                "train one with `unmask train-policy` and pass its directory"
+                f"train one with `unmask train-policy --policy {name} --model {model.name}` and pass its directory"
             )
         policy = load_policy(path)
         policy.name = name
     else:
         policy = load_policy(name)
     policy.check_model(model)
-    for option in filter(None, options.split(":")):
+    options = [o for o in options.split(":") if o]
+    if alpha is not None and getattr(policy, "conditioned", False) and not any(o.startswith("alpha=") for o in options):
+        options.append(f"alpha={alpha:g}")
+    for option in options:
         key, _, value = option.partition("=")
-        if key == "sigma":
-            policy.sigma = float(value)
-        elif key == "mode" and value in ("greedy", "sample"):
-            policy.mode = value
-        else:
-            raise ValueError(f"policy {spec!r}: unknown option {option!r}; learned policies take sigma=FLOAT and mode=greedy|sample")
+        if key not in policy.OPTIONS:
+            raise ValueError(f"policy {spec!r}: unknown option {option!r}; {policy.kind} policies take "
+                             + ", ".join(f"{k}={v}" for k, v in policy.OPTIONS.items()))
+        try:
+            policy.set_option(key, value)
+        except ValueError as e:
+            raise ValueError(f"policy {spec!r}: {e}") from e
         policy.name += f":{option}"
     return policy
 
 
-def resolve_policies(specs: str | Sequence[str], task: Task, model: MaskedDiffusionModel) -> list[Policy]:
-    """Turn a comma-separated list (or a list) of policy specs into policy objects."""
+def resolve_policies(specs: str | Sequence[str], task: Task, model: MaskedDiffusionModel,
+                     alpha: float | None = None) -> list[Policy]:
+    """Turn a comma-separated list (or a list) of policy specs into policy objects; ``alpha`` goes to the
+    alpha-conditioned ones (an error when there is none)."""
     if isinstance(specs, str):
         specs = [s for s in specs.split(",") if s.strip()]
     if not specs:
         raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
-    return [resolve_policy(s, model) for s in specs]
+    policies = [resolve_policy(s, model, alpha) for s in specs]
+    if alpha is not None and not any(getattr(p, "conditioned", False) for p in policies):
+        raise ValueError(f"--alpha {alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
+                         f"none of {', '.join(p.name for p in policies)} is one")
+    return policies
 
 
 @dataclass
@@ -80,6 +103,18 @@ class EvalReport:
         plot_frontier(self.results, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
 
 
+def _setup(task: str, model: str | None, data: str | None, num: int, clues: int | None, limit: int | None, seed: int,
+           model_options: dict | None, task_options: dict | None) -> tuple[Task, MaskedDiffusionModel, list, dict]:
+    """Task, MDM, examples and the JSON context shared by ``eval`` and ``frontier``."""
+    task_obj = get_task(task, **(task_options or {}))
+    model_name = model or task_obj.default_model
+    mdm = load_model(model_name, **(model_options or {}))
+    examples = task_obj.load(data) if data else task_obj.generate(num, seed=seed, clues=clues)
+    examples = examples[:limit] if limit else examples
+    context = {"model": model_name, "task": task, "data": data or f"generated:num={num}:clues={clues}:seed={seed}"}
+    return task_obj, mdm, examples, context
+
+
 def evaluate_policies(
     task: str = "sudoku9",
     model: str | None = None,
@@ -97,23 +132,81 @@ def evaluate_policies(
     pass_at: int | None = None,
     model_options: dict | None = None,
     task_options: dict | None = None,
+    alpha: float | None = None,
 ) -> EvalReport:
     """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`.
     ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
-    :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks)."""
-    task_obj = get_task(task, **(task_options or {}))
-    model_name = model or task_obj.default_model
-    mdm = load_model(model_name, **(model_options or {}))
-    examples = task_obj.load(data) if data else task_obj.generate(num, seed=seed, clues=clues)
-    examples = examples[:limit] if limit else examples
+    :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies."""
+    task_obj, mdm, examples, context = _setup(task, model, data, num, clues, limit, seed, model_options, task_options)
     sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=temperature)
-    pols = resolve_policies(policies, task_obj, mdm)
+    pols = resolve_policies(policies, task_obj, mdm, alpha)
     results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed, progress=progress)
-    context = {"model": model_name, "task": task, "data": data or f"generated:num={num}:clues={clues}:seed={seed}"}
     if pass_at:
         context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, pass_at, sampling, batch_size, seed)
                               for p in pols if p.stochastic or temperature > 0}
     return EvalReport(results, context)
+
+
+@dataclass
+class FrontierReport:
+    curves: dict
+    summary: dict
+    context: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        text = format_frontier(self.curves)
+        ref = self.summary.get("reference")
+        if ref:
+            text += (f"\nfewest mean NFE within 1 point of one-per-step confidence "
+                     f"(solved {ref['solved_rate']:.3f}, NFE {ref['nfe']:.1f}):")
+            for method, row in self.summary.items():
+                if method != "reference":
+                    text += f"\n  {method:<32} " + (f"NFE {row['nfe_at_reference_accuracy']:.2f} ({row['speedup']:.2f}x)"
+                                                     if row["speedup"] else "not reached")
+        return text
+
+    def to_json(self) -> dict:
+        return {"curves": self.curves, "summary": self.summary, **self.context}
+
+    def plot(self, path: str | Path) -> None:
+        plot_curves(self.curves, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
+
+
+def frontier(
+    task: str = "sudoku9",
+    model: str | None = None,
+    policies: str | Sequence[str] = (),
+    data: str | None = None,
+    num: int = 200,
+    clues: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    block_length: int | None = None,
+    temperature: float = 0.0,
+    batch_size: int = 256,
+    thresholds: Sequence[float] = THRESHOLDS,
+    ks: Sequence[int] = TOKENS_PER_STEP,
+    alphas: Sequence[float] | None = None,
+    policy_temperatures: Sequence[float] = POLICY_TEMPERATURES,
+    progress: bool = True,
+    model_options: dict | None = None,
+    task_options: dict | None = None,
+) -> FrontierReport:
+    """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
+    ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.frontier`."""
+    task_obj, mdm, examples, context = _setup(task, model, data, num, clues, limit, seed, model_options, task_options)
+    sampling = SamplingConfig(block_length=block_length, temperature=temperature)
+    sampling.validate()
+    specs = [s for s in policies.split(",") if s.strip()] if isinstance(policies, str) else list(policies)
+    learned = {spec: resolve_policy(spec, mdm) for spec in specs}
+    sweeps = standard_sweeps(task_obj, mdm, examples, sampling, learned, thresholds, ks, alphas, policy_temperatures,
+                             batch_size)
+    curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, seed, progress)
+    trained_with = {spec: getattr(getattr(pol, "config", None), "mdm_name", None) for spec, pol in learned.items()}
+    context.update(block_length=block_length, temperature=temperature, seed=seed,
+                   trained_with={spec: name for spec, name in trained_with.items() if name})
+    return FrontierReport(curves, summarize(curves), context)
 
 
 def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True) -> Path:
@@ -144,5 +237,5 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, clues: int = 28, trai
     return report
 
 
-LEARNED_NAMES = ("upo",)
+LEARNED_NAMES = ("upo", "bernoulli", "plackett-luce")
 _DEMO_POLICIES = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")

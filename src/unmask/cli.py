@@ -11,9 +11,10 @@ from pathlib import Path
 from unmask.checkpoint import save_json
 
 
-def _add_sampling(p: argparse.ArgumentParser) -> None:
+def _add_sampling(p: argparse.ArgumentParser, steps: bool = True) -> None:
     g = p.add_argument_group("sampling (LLaDA generate() names)")
-    g.add_argument("--steps", type=int, default=None, help="total decoding steps; default: one token per step")
+    if steps:
+        g.add_argument("--steps", type=int, default=None, help="total decoding steps; default: one token per step")
     g.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block length; default: full diffusion")
     g.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (0 = argmax)")
 
@@ -72,8 +73,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
         limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length,
         temperature=args.temperature, batch_size=args.batch_size,
-        model_options=model_options, task_options=task_options, pass_at=args.pass_at,
+        model_options=model_options, task_options=task_options, pass_at=args.pass_at, alpha=args.alpha,
     )
+    _write_report(report, args)
+    return 0
+
+
+def _write_report(report, args: argparse.Namespace) -> None:
     print(report.table)
     if args.json:
         save_json(args.json, report.to_json())
@@ -81,6 +87,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(args.plot)
         print(f"wrote {args.plot}")
+
+
+def _numbers(cast):
+    """argparse type for comma-separated lists of numbers."""
+
+    def parse(text: str) -> list:
+        try:
+            return [cast(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {cast.__name__}s, got {text!r}") from None
+
+    return parse
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from unmask.api import frontier
+
+    model_options, task_options = hf_options(args)
+    report = frontier(
+        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
+        limit=args.limit, seed=args.seed, block_length=args.block_length, temperature=args.temperature,
+        batch_size=args.batch_size, thresholds=args.thresholds, ks=args.ks, alphas=args.alphas,
+        policy_temperatures=args.policy_temperatures, model_options=model_options, task_options=task_options,
+    )
+    _write_report(report, args)
     return 0
 
 
@@ -113,8 +144,10 @@ def _add_config_flags(p: argparse.ArgumentParser, config_cls) -> None:
         if f.type == "dict":
             continue
         flag = "--" + f.name.replace("_", "-")
-        if "None" in str(f.type):
-            kind = _optional({"int": int, "float": float, "str": str}[str(f.type).split(" ")[0]])
+        if str(f.type) == "str | None":  # None is the default; 'none' is a value (--reference none)
+            kind = str
+        elif "None" in str(f.type):
+            kind = _optional(int if str(f.type).startswith("int") else float)
         else:
             kind = type(f.default)
         p.add_argument(flag, dest=f.name, type=kind, default=f.default)
@@ -152,9 +185,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hf(p)
     p.add_argument("--pass-at", type=int, default=None, metavar="N",
                    help="also report pass@1..N of the stochastic policies (UPO App. D)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="speed weight alpha fed to alpha-conditioned learned policies (unless their spec sets :alpha=)")
     p.add_argument("--json", default=None, help="write results JSON here")
     p.add_argument("--plot", default=None, help="write a solved-rate vs NFE plot (PNG) here")
     p.set_defaults(func=cmd_eval)
+
+    from unmask.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+
+    p = sub.add_parser("frontier", help="sweep each method's speed knob: solved rate vs mean NFE (PNG + JSON)",
+                       description="Curves: confidence over k tokens per step, threshold over its value, and each "
+                                   "--policies entry (learned parallel policies over alpha or tau_pi).")
+    _add_data(p)
+    p.add_argument("--model", default=None,
+                   help="built-in model name, checkpoint dir or hf:NAME_OR_PATH; default: the task's shipped model")
+    p.add_argument("--policies", default="", help="policies to add, e.g. bernoulli,runs/bern/best (swept) or upo (a point)")
+    p.add_argument("--thresholds", type=_numbers(float), default=list(THRESHOLDS), help="Fast-dLLM thresholds to sweep")
+    p.add_argument("--ks", type=_numbers(int), default=list(TOKENS_PER_STEP), help="tokens per step for confidence")
+    p.add_argument("--alphas", type=_numbers(float), default=None,
+                   help="alphas for alpha-conditioned policies; default 5 across the trained range")
+    p.add_argument("--policy-temperatures", type=_numbers(float), default=list(POLICY_TEMPERATURES),
+                   help="tau_pi values for the other parallel policies")
+    p.add_argument("--batch-size", type=int, default=256)
+    _add_sampling(p, steps=False)
+    _add_hf(p)
+    p.add_argument("--json", default=None, help="write curves and summary JSON here")
+    p.add_argument("--plot", default=None, help="write the frontier plot (PNG) here")
+    p.set_defaults(func=cmd_frontier)
 
     from unmask.train_mdm import MDMTrainConfig
 
@@ -165,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from unmask.rl.grpo import GRPOConfig
 
-    p = sub.add_parser("train-policy", help="train a learned unmasking policy with GRPO (UPO)",
-                       description="Flags mirror unmask.rl.grpo.GRPOConfig; --beta/--base-temperature accept 'none'.")
+    p = sub.add_parser("train-policy", help="train a learned unmasking policy with GRPO (UPO, Bernoulli, Plackett-Luce)",
+                       description="Flags mirror unmask.rl.grpo.GRPOConfig; optional ones (--reference, --beta, "
+                                   "--reward-form, --stop-logit, ...) accept 'none'.")
     _add_config_flags(p, GRPOConfig)
     _add_hf(p)
     p.add_argument("--reward", default=None, help="task reward variant, e.g. 'upo' for math tasks (UPO App. E.2)")

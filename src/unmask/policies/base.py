@@ -9,8 +9,12 @@ engine records a trajectory, what their RL update needs (UPO Algorithm 2).
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import torch
 
+from unmask.checkpoint import save_checkpoint
 from unmask.engine import StepState
 
 
@@ -46,3 +50,32 @@ class ScorePolicy(Policy):
 
     def select(self, state: StepState) -> torch.Tensor:
         return top_k_mask(self.score(state), state.candidates, state.num_transfer)
+
+
+class LearnedPolicy(Policy):
+    """What trained policies share (mixed into an ``nn.Module`` with a dataclass ``config``):
+    a sampling ``mode``, spec options (``PATH:key=value``) and safetensors checkpoints."""
+
+    kind: str = "learned"
+    default_mode: str = "greedy"  # how the policy decodes unless told otherwise
+    OPTIONS: dict[str, str] = {"mode": "greedy|sample"}
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.mode == "sample"
+
+    def set_option(self, key: str, value: str) -> None:
+        """Apply one spec option; ``key`` is one of :attr:`OPTIONS` (subclasses handle theirs first)."""
+        if key == "mode" and value in ("greedy", "sample"):
+            self.mode = value
+            return
+        raise ValueError(f"{key} takes {self.OPTIONS.get(key, 'nothing')}, got {value!r}")
+
+    def check_model(self, model) -> None:
+        """Raise when ``model``'s outputs do not fit the policy's inputs; confidences fit every MDM."""
+
+    def select(self, state: StepState) -> torch.Tensor:
+        return self.act(state)[0]
+
+    def save(self, directory: str | Path, extra: dict | None = None) -> None:
+        save_checkpoint(directory, self, {"policy": {"kind": self.kind, **asdict(self.config)}, **(extra or {})})

@@ -13,21 +13,32 @@ already is the softmax-confidence reference (``tau0=None`` drops the base term:
 then an untrained Top-K policy is uniform over the Top-K set, as in the paper).
 Several tokens per step are drawn without replacement (Plackett-Luce), one per
 step being the paper's setting.
+
+:data:`POLICY_KINDS` and :func:`load_policy` also serve Jazbec's confidence-only
+parallel policies (``bernoulli``, ``plackett-luce``: :mod:`unmask.policies.parallel`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors, save_checkpoint
+from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
 from unmask.engine import StepState
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.base import Policy, top_k_mask
+from unmask.policies.base import LearnedPolicy, top_k_mask
+from unmask.policies.distributions import (
+    first_draw_entropy,
+    gumbel_top_k,
+    order_to_mask,
+    ordered_top_k,
+    plackett_luce_log_prob,
+)
+from unmask.policies.parallel import BernoulliPolicy, ParallelConfig, PlackettLuceConfig, PlackettLucePolicy
 
 
 @dataclass
@@ -46,49 +57,14 @@ class UPOConfig:
     mdm_mask_id: int = 0
 
 
-def plackett_luce_log_prob(scores: torch.Tensor, allowed: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """log P(order) of drawing ``order`` (n, k; -1 = no draw) without replacement from softmax(scores) over ``allowed``."""
-    s = scores.masked_fill(~allowed, float("-inf"))
-    remaining = allowed.clone()
-    total = torch.zeros(scores.shape[0], device=scores.device)
-    for j in range(order.shape[1]):
-        idx = order[:, j]
-        valid = idx >= 0
-        safe = idx.clamp(min=0)
-        logz = s.masked_fill(~remaining, float("-inf")).logsumexp(1)
-        step = s.gather(1, safe[:, None]).squeeze(1) - logz
-        total = total + torch.where(valid, step, torch.zeros_like(step))
-        remaining = remaining & ~F.one_hot(safe, scores.shape[1]).bool().logical_and(valid[:, None])
-    return total
-
-
-def gumbel_top_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Ordered draw without replacement (Plackett-Luce) of k[i] positions per row: (n, max k), -1 padded."""
-    u = torch.rand(scores.shape, generator=generator, device=scores.device).clamp_min(1e-20)
-    perturbed = scores.masked_fill(~allowed, float("-inf")) - torch.log(-torch.log(u))
-    return ordered_top_k(perturbed, allowed, k)
-
-
-def ordered_top_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    kmax = int(k.max())
-    idx = scores.masked_fill(~allowed, float("-inf")).topk(kmax, dim=1).indices
-    keep = torch.arange(kmax, device=scores.device)[None, :] < torch.minimum(k, allowed.sum(1))[:, None]
-    return torch.where(keep, idx, torch.full_like(idx, -1))
-
-
-def order_to_mask(order: torch.Tensor, length: int) -> torch.Tensor:
-    mask = torch.zeros(order.shape[0], length + 1, dtype=torch.bool, device=order.device)
-    mask.scatter_(1, torch.where(order >= 0, order, torch.full_like(order, length)), True)
-    return mask[:, :length]
-
-
-class UPOPolicy(nn.Module, Policy):
+class UPOPolicy(nn.Module, LearnedPolicy):
     """UPO's g_phi (Fig. 2). ``mode``: ``"sample"`` draws from g_phi (training rollouts),
     ``"greedy"`` takes its argmax; ``sigma`` > 0 adds N(0, sigma^2) to the probabilities
     before the argmax for multi-shot sampling (UPO App. D)."""
 
     kind = "upo"
     needs_hidden = True
+    OPTIONS = {"sigma": "FLOAT >= 0 (Gaussian noise, UPO App. D)", "mode": "greedy|sample"}
 
     def __init__(self, config: UPOConfig) -> None:
         nn.Module.__init__(self)
@@ -110,6 +86,14 @@ class UPOPolicy(nn.Module, Policy):
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.mode == "sample" or self.sigma > 0
+
+    def set_option(self, key: str, value: str) -> None:
+        if key == "sigma":
+            if not float(value) >= 0:
+                raise ValueError(f"sigma must be >= 0, got {value}")
+            self.sigma = float(value)
+        else:
+            super().set_option(key, value)
 
     # ----- observation (what Algorithm 2 stores per step) -----
     def observe(self, state: StepState) -> dict[str, torch.Tensor]:
@@ -137,13 +121,12 @@ class UPOPolicy(nn.Module, Policy):
             s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
         return s.masked_fill(~obs["allowed"], float("-inf"))
 
-    def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
-        """log g_phi(a_n | x_n) of a recorded ordered action (n, k)."""
-        return plackett_luce_log_prob(self.scores(obs), obs["allowed"], action)
+    def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """log g_phi(a_n | x_n) of a recorded ordered action (n, k); ``scores``: :meth:`scores` if already computed."""
+        return plackett_luce_log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
 
     def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        logp = self.scores(obs).log_softmax(-1)
-        return -(logp.exp() * logp.masked_fill(~obs["allowed"], 0.0)).sum(-1)
+        return first_draw_entropy(self.scores(obs), obs["allowed"])
 
     @torch.no_grad()
     def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -164,13 +147,6 @@ class UPOPolicy(nn.Module, Policy):
             data = {**obs, "action": order, "old_log_prob": plackett_luce_log_prob(scores, obs["allowed"], order)}
         return reveal, data
 
-    def select(self, state: StepState) -> torch.Tensor:
-        return self.act(state)[0]
-
-    # ----- checkpoints -----
-    def save(self, directory: str | Path, extra: dict | None = None) -> None:
-        save_checkpoint(directory, self, {"policy": {"kind": self.kind, **asdict(self.config)}, **(extra or {})})
-
     def check_model(self, model: MaskedDiffusionModel) -> None:
         c = self.config
         if (model.vocab_size, model.hidden_size, model.mask_id) != (c.mdm_vocab_size, c.feature_size, c.mdm_mask_id):
@@ -186,11 +162,11 @@ class UPOPolicy(nn.Module, Policy):
                              mdm_mask_id=model.mask_id, **kwargs))
 
 
-POLICY_KINDS: dict[str, type] = {"upo": UPOPolicy}
-CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig}
+POLICY_KINDS: dict[str, type] = {"upo": UPOPolicy, "bernoulli": BernoulliPolicy, "plackett-luce": PlackettLucePolicy}
+CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}
 
 
-def load_policy(directory: str | Path) -> UPOPolicy:
+def load_policy(directory: str | Path) -> LearnedPolicy:
     """Load a learned policy checkpoint (``model.safetensors`` + ``config.json``)."""
     directory = Path(directory)
     if not (directory / CONFIG).is_file():

@@ -6,6 +6,13 @@ policy's observation, the action and its old log-probability).
 Update phase: mu passes of minibatches over the stored steps, training g_phi
 alone with the token-wise clipped surrogate of Prop. 1 / Eq. 19 and the
 reference regulariser of Table 1. The MDM is never called in the update.
+
+One trainer serves UPO's g_phi (``policy="upo"``) and Jazbec's parallel policies
+(``"bernoulli"``, ``"plackett-luce"``): every policy exposes ``log_prob(obs, action)``.
+The parallel ones train on the speed-aware reward of Jazbec §3.3
+(:mod:`unmask.rl.rewards`), optionally alpha-conditioned (alpha drawn per group from
+``alpha_range``) and with expert steering (:mod:`unmask.rl.steering`); the reference
+regulariser stays UPO's.
 """
 
 from __future__ import annotations
@@ -26,9 +33,15 @@ from unmask.checkpoint import CONFIG, load_json, load_state_into, load_tensors, 
 from unmask.engine import SamplingConfig, StepRecord, generate
 from unmask.logging import MetricsLogger
 from unmask.models import MaskedDiffusionModel, load_model
-from unmask.policies.learned import UPOPolicy, plackett_luce_log_prob
+from unmask.policies import get_policy
+from unmask.policies.base import LearnedPolicy
+from unmask.policies.learned import POLICY_KINDS, UPOPolicy
+from unmask.policies.parallel import check_alpha, check_alpha_range, check_temperature
 from unmask.rl.reference import Reference
+from unmask.rl.rewards import REWARD_FORMS, speed_reward
+from unmask.rl.steering import ExpertSteering, mixture_log_prob
 from unmask.tasks import Task, get_task
+from unmask.tasks.base import Scores
 from unmask.tasks.math_reward import trajectory_logprob
 
 
@@ -39,7 +52,8 @@ class GRPOConfig:
     task: str = "sudoku9"
     model: str = ""  # MDM name or path; "" = the task's shipped model
     output_dir: str = "runs/upo"
-    reference: str = "confidence"  # confidence | softmax | topk | none (Table 1)
+    policy: str = "upo"  # upo (UPO g_phi) | bernoulli | plackett-luce (Jazbec §3.2)
+    reference: str | None = None  # confidence | softmax | topk | none (Table 1); None: confidence for upo, else none
     beta: float | None = None  # None: the reference's paper default
     epsilon: float = 0.2  # PPO clip range
     num_generations: int = 6  # G
@@ -61,6 +75,14 @@ class GRPOConfig:
     d_model: int = 32
     base_temperature: float | None = 0.05
     seed: int = 0
+    reward_form: str | None = None  # multiplicative | additive | none (task reward); None: none for upo, else multiplicative
+    alpha: float = 1.0  # speed weight of the reward (Jazbec §3.3); held-out default for alpha-conditioned policies
+    alpha_range: str = ""  # "LO,HI": alpha-conditioned policy, alpha ~ U[LO, HI] per group (parallel policies)
+    policy_temperature: float = 1.0  # tau_pi of the parallel policies
+    expert_steering: str = ""  # heuristic specs, one extra trajectory per group each, e.g. "threshold:0.9" (§3.4)
+    pl_count: str = "stop"  # plackett-luce: "stop" (draw until STOP) | "schedule" (tokens per step of --diffusion-steps)
+    stop_logit: float | None = 0.0  # plackett-luce STOP utility; None = learned
+    base_threshold: float | None = 0.9  # parallel policies start as a soft threshold rule at this confidence; None = plain
     model_options: dict = field(default_factory=dict)  # forwarded to load_model (hf: models)
     task_options: dict = field(default_factory=dict)  # forwarded to get_task (e.g. gen_length)
 
@@ -75,9 +97,12 @@ class RolloutBuffer:
     traj: torch.Tensor  # trajectory index of each stored step
     advantage: torch.Tensor  # per trajectory
     length: torch.Tensor  # steps per trajectory
+    steered: torch.Tensor | None = None  # per trajectory: decoded by an expert (old log-probs already mixed)
+    group: tuple[int, int] = (0, 0)  # (G policy rollouts, E expert ones) of each group
 
     @classmethod
-    def from_records(cls, records: Sequence[StepRecord], advantage: torch.Tensor, nfe: torch.Tensor) -> "RolloutBuffer":
+    def from_records(cls, records: Sequence[StepRecord], advantage: torch.Tensor, nfe: torch.Tensor,
+                     steered: torch.Tensor | None = None, group: tuple[int, int] = (0, 0)) -> "RolloutBuffer":
         keys = [k for k in records[0].data if k not in ("action", "old_log_prob")]
         kmax = max(r.data["action"].shape[1] for r in records)
         pad = lambda a: torch.nn.functional.pad(a, (0, kmax - a.shape[1]), value=-1)  # noqa: E731
@@ -88,6 +113,8 @@ class RolloutBuffer:
             traj=torch.cat([r.rows for r in records]),
             advantage=advantage,
             length=nfe.clamp(min=1).float(),
+            steered=steered,
+            group=group,
         )
 
     def __len__(self) -> int:
@@ -108,14 +135,17 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
 
 
 def upo_loss(
-    policy: UPOPolicy, buf: RolloutBuffer, idx: torch.Tensor, reference: Reference, epsilon: float,
+    policy: LearnedPolicy, buf: RolloutBuffer, idx: torch.Tensor, reference: Reference, epsilon: float,
     kappa: torch.Tensor | None, n_traj: int,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Minibatch part of -L_UPO (Eq. 19/22): clipped token-wise surrogate / L per trajectory,
-    plus beta * CE(g_conf || g_phi) (Eq. 29) or beta * kappa * log g_phi (L_KL, Eq. 24)."""
+    plus beta * CE(g_conf || g_phi) (Eq. 29) or beta * kappa * log g_phi (L_KL, Eq. 24).
+    Any policy's ``log_prob`` serves; expert-steered steps use the mixture log-probability."""
     obs, action, traj = buf.take(idx), buf.action[idx], buf.traj[idx]
     scores = policy.scores(obs)
-    logp = plackett_luce_log_prob(scores, obs["allowed"], action)
+    logp = policy.log_prob(obs, action, scores)
+    if buf.steered is not None:
+        logp = torch.where(buf.steered[traj], mixture_log_prob(logp, *buf.group), logp)
     ratio = (logp - buf.old_log_prob[idx]).exp()
     adv = buf.advantage[traj]
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - epsilon, 1 + epsilon) * adv) / buf.length[traj]
@@ -125,7 +155,7 @@ def upo_loss(
         "approx_kl": (buf.old_log_prob[idx] - logp).mean().item(),
     }
     if reference.divergence == "ce":
-        ce = -plackett_luce_log_prob(scores, obs["allowed"], reference.confidence_action(obs, action))
+        ce = -policy.log_prob(obs, reference.confidence_action(obs, action), scores)
         loss = loss + reference.beta * ce.sum() / n_traj
         stats["ce"] = ce.mean().item()
     elif reference.divergence == "kl":
@@ -135,7 +165,7 @@ def upo_loss(
 
 
 @torch.no_grad()
-def trajectory_kappa(policy: UPOPolicy, buf: RolloutBuffer, reference: Reference, chunk: int) -> torch.Tensor:
+def trajectory_kappa(policy: LearnedPolicy, buf: RolloutBuffer, reference: Reference, chunk: int) -> torch.Tensor:
     """kappa_g = StopGrad(p_phi/p_old * (1 + log p_phi/p_ref)) per trajectory (Eq. 24, Alg. 2 l.11-14)."""
     n = len(buf.advantage)
     d_old = torch.zeros(n, device=buf.traj.device)
@@ -153,21 +183,19 @@ class GRPOTrainer:
     """Trains a learned unmasking policy against a frozen MDM (``unmask train-policy``)."""
 
     def __init__(self, config: GRPOConfig, reward_fn: Callable | None = None, progress: bool = True) -> None:
+        """``reward_fn(completions, examples, nfe=, length=, alpha=, logprob=) -> list[float]`` replaces the
+        built-in reward (TRL-style; ``length`` = positions generated per row, ``alpha`` per row)."""
         self.cfg = config
+        self._check_settings()
         self.task: Task = get_task(config.task, **config.task_options)
         self.model: MaskedDiffusionModel = load_model(config.model or self.task.default_model, **config.model_options)
         self.sampling = SamplingConfig(steps=config.diffusion_steps, block_length=config.block_length)
         self.sampling.validate()
-        self.reference = Reference(config.reference, config.beta)
-        self.reward_fn = reward_fn  # None: the task's own reward (Scores.reward)
+        self.reward_fn = reward_fn
         self.progress = progress
-        if config.lr_scheduler not in ("constant", "cosine"):
-            raise ValueError(f"lr_scheduler must be 'constant' or 'cosine', got {config.lr_scheduler!r}")
         self.clues = [int(c) for c in str(config.clues).split(",") if c.strip()]
         torch.manual_seed(config.seed)
-        self.policy = UPOPolicy.for_model(
-            self.model, d_model=config.d_model, base_temperature=config.base_temperature, **self.reference.policy_kwargs()
-        )
+        self.policy = self._build_policy()
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
                                      weight_decay=config.weight_decay)
         self.policy.to(self.model.device)
@@ -182,6 +210,56 @@ class GRPOTrainer:
         else:
             self.eval_examples = [ex for c in self.clues for ex in self.task.generate(
                 max(1, config.eval_size // len(self.clues)), seed=10_000 + config.seed, clues=c)]
+
+    def _check_settings(self) -> None:
+        """Reference, reward form, alpha range and experts for the chosen policy, with clear errors."""
+        cfg = self.cfg
+        if cfg.policy not in POLICY_KINDS:
+            raise ValueError(f"unknown policy {cfg.policy!r}; valid: {', '.join(POLICY_KINDS)}")
+        if cfg.lr_scheduler not in ("constant", "cosine"):
+            raise ValueError(f"lr_scheduler must be 'constant' or 'cosine', got {cfg.lr_scheduler!r}")
+        upo = cfg.policy == "upo"
+        reference = cfg.reference or ("confidence" if upo else "none")
+        if not upo and reference != "none":
+            raise ValueError(f"reference {reference!r}: the reference regulariser (UPO Table 1) is for --policy upo; "
+                             f"{cfg.policy} policies train without one (Jazbec §3): use --reference none")
+        self.reference = Reference(reference, cfg.beta)
+        self.reward_form = cfg.reward_form or ("none" if upo else "multiplicative")
+        if self.reward_form not in REWARD_FORMS:
+            raise ValueError(f"unknown reward form {self.reward_form!r}; valid: {', '.join(REWARD_FORMS)}")
+        check_alpha(cfg.alpha)
+        check_temperature(cfg.policy_temperature)
+        try:
+            bounds = [float(a) for a in cfg.alpha_range.split(",")] if cfg.alpha_range else None
+        except ValueError:
+            raise ValueError(f"alpha range must be LO,HI (two numbers), got {cfg.alpha_range!r}") from None
+        self.alpha_range = check_alpha_range(bounds)
+        if self.alpha_range and not self.alpha_range[0] <= cfg.alpha <= self.alpha_range[1]:
+            raise ValueError(f"alpha {cfg.alpha:g} (the default input of an alpha-conditioned policy) must lie in "
+                             f"the alpha range {cfg.alpha_range}")
+        self.experts = [get_policy(spec) for spec in cfg.expert_steering.split(",") if spec.strip()]
+        if upo and (self.alpha_range or self.experts):
+            raise ValueError("alpha ranges and expert steering are for the parallel policies (bernoulli, plackett-luce)")
+        if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
+            raise ValueError("expert steering needs a variable-count policy: bernoulli, or plackett-luce with pl_count 'stop'")
+
+    def _build_policy(self) -> LearnedPolicy:
+        cfg = self.cfg
+        if cfg.policy == "upo":
+            return UPOPolicy.for_model(self.model, d_model=cfg.d_model, base_temperature=cfg.base_temperature,
+                                       **self.reference.policy_kwargs())
+        extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
+        return POLICY_KINDS[cfg.policy].for_model(
+            self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold, temperature=cfg.policy_temperature,
+            alpha=cfg.alpha, alpha_range=self.alpha_range, **extra)
+
+    @property
+    def eval_alphas(self) -> list[float]:
+        """Held-out alphas: the run's alpha, or the ends and middle of an alpha range."""
+        if self.alpha_range is None:
+            return [self.cfg.alpha]
+        lo, hi = self.alpha_range
+        return [lo, (lo + hi) / 2, hi]
 
     # ----- persistence -----
     def _meta(self) -> dict:
@@ -224,26 +302,65 @@ class GRPOTrainer:
             out.append(self.train_examples[order[pos]])
         return out
 
+    @property
+    def selection(self) -> str:
+        """The held-out metric that picks ``best``: the speed-aware reward when training on one."""
+        return "eval_reward" if self.reward_form != "none" else "eval_solved"
+
+    def generated_length(self, input_ids: torch.Tensor, gen_start: int) -> torch.Tensor:
+        """L of the speed term: the positions each row generates."""
+        return (input_ids[:, gen_start:] == self.model.mask_id).sum(1).to(self.model.device)
+
+    def rewards(self, examples: list, completions: list, scores: Scores, nfe: torch.Tensor, length: torch.Tensor,
+                alpha: torch.Tensor, logprob: torch.Tensor) -> torch.Tensor:
+        """The custom ``reward_fn``, the task's reward (``reward_form="none"``) or the speed-aware reward."""
+        if self.reward_fn is not None:
+            rewards = self.reward_fn(completions, examples, logprob=logprob, nfe=nfe, length=length, alpha=alpha)
+        elif self.reward_form == "none":
+            rewards = scores.reward
+        else:
+            rewards = speed_reward(torch.as_tensor(scores.solved, device=nfe.device), nfe, length, alpha, self.reward_form)
+        return torch.as_tensor(rewards, dtype=torch.float32).to(self.model.device)
+
     @torch.no_grad()
     def rollout(self, examples: list) -> tuple[RolloutBuffer, dict]:
-        """Sampling phase: G trajectories per prompt from g_phi_old."""
-        G = self.cfg.num_generations
-        group = [ex for ex in examples for _ in range(G)]
+        """Sampling phase: G trajectories per prompt from g_phi_old, plus one per steering expert;
+        an alpha-conditioned policy gets one alpha ~ U[LO, HI] per group (its G + E rollouts share it,
+        so group-relative advantages compare trajectories under one objective)."""
+        G, E = self.cfg.num_generations, len(self.experts)
+        group = [ex for ex in examples for _ in range(G + E)]
         enc = self.task.encode(group, self.model)
+        device = self.model.device
+        if self.alpha_range is None:
+            alpha = torch.full((len(group),), self.cfg.alpha, device=device)
+        else:
+            lo, hi = self.alpha_range
+            alpha = (lo + (hi - lo) * torch.rand(len(examples), generator=self.gen, device=device)).repeat_interleave(G + E)
+            self.policy.alpha = alpha
         self.policy.eval()
         self.policy.mode = "sample"
-        out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start,
+        actor, steered = self.policy, None
+        if E:
+            expert_of = (torch.arange(G + E, device=device) - G).clamp(min=-1).repeat(len(examples))
+            steered = expert_of >= 0
+            actor = ExpertSteering(self.policy, self.experts, expert_of, G)
+        out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start,
                        self.gen, record=True)
         completions = self.task.decode(group, out.sequences, self.model)
-        scores = self.task.score(group, completions, logprob=trajectory_logprob(out))
-        rewards = scores.reward if self.reward_fn is None else self.reward_fn(completions, group, logprob=trajectory_logprob(out))
-        rewards = torch.tensor(rewards, dtype=torch.float32, device=self.model.device)
-        solved = scores.solved
-        adv = group_advantages(rewards, G)
-        buf = RolloutBuffer.from_records(out.trajectory, adv, out.nfe)
-        stats = {"reward_mean": rewards.mean().item(), "reward_std": rewards.view(-1, G).std(1).mean().item(),
-                 "train_solved": float(np.mean(solved)), "nfe": out.nfe.float().mean().item(),
+        logprob = trajectory_logprob(out)
+        scores = self.task.score(group, completions, logprob=logprob)
+        rewards = self.rewards(group, completions, scores, out.nfe, self.generated_length(enc.input_ids, enc.gen_start),
+                               alpha, logprob)
+        adv = group_advantages(rewards, G + E)
+        buf = RolloutBuffer.from_records(out.trajectory, adv, out.nfe, steered, (G, E))
+        policy_rows = np.ones(len(group), dtype=bool) if steered is None else ~steered.cpu().numpy()
+        nfe = out.nfe.float().cpu().numpy()
+        stats = {"reward_mean": rewards.mean().item(), "reward_std": rewards.view(-1, G + E).std(1).mean().item(),
+                 "train_solved": float(scores.solved[policy_rows].mean()), "nfe": float(nfe[policy_rows].mean()),
                  "buffer_mb": buf.nbytes() / 2**20}
+        if E:
+            stats["expert_solved"] = float(scores.solved[~policy_rows].mean())
+            stats["expert_nfe"] = float(nfe[~policy_rows].mean())
         return buf, stats
 
     def update(self, buf: RolloutBuffer) -> dict:
@@ -277,13 +394,26 @@ class GRPOTrainer:
         return {k: float(np.mean(v)) for k, v in agg.items()}
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Held-out greedy solved rate of g_phi."""
+    def evaluate(self) -> dict[str, float]:
+        """Held-out solved rate, mean NFE and (speed-aware runs) mean reward, averaged over :attr:`eval_alphas`;
+        the policy decodes as at inference (its ``default_mode``; sampling with a fixed seed)."""
         self.policy.eval()
-        self.policy.mode = "greedy"
+        self.policy.mode = self.policy.default_mode
         enc = self.task.encode(self.eval_examples, self.model)
-        out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start)
-        return float(self.task.score(self.eval_examples, self.task.decode(self.eval_examples, out.sequences, self.model)).solved.mean())
+        length = self.generated_length(enc.input_ids, enc.gen_start)
+        metrics: dict[str, list[float]] = {}
+        for alpha in self.eval_alphas:
+            if self.alpha_range is not None:
+                self.policy.alpha = alpha
+            generator = torch.Generator(device=self.model.device).manual_seed(self.cfg.seed)
+            out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, generator)
+            solved = self.task.score(self.eval_examples, self.task.decode(self.eval_examples, out.sequences, self.model)).solved
+            metrics.setdefault("eval_solved", []).append(float(solved.mean()))
+            metrics.setdefault("eval_nfe", []).append(out.nfe.float().mean().item())
+            if self.reward_form != "none":
+                reward = speed_reward(torch.as_tensor(solved, device=out.nfe.device), out.nfe, length, alpha, self.reward_form)
+                metrics.setdefault("eval_reward", []).append(reward.mean().item())
+        return {k: float(np.mean(v)) for k, v in metrics.items()}
 
     def lr_at(self, step: int) -> float:
         if self.cfg.lr_scheduler == "constant":
@@ -295,9 +425,10 @@ class GRPOTrainer:
             self.resume()
         logger = MetricsLogger(self.out, resume_step=self.step if resume else None)
         if self.step == 0:
-            self.best = self.evaluate()
-            self.policy.save(self.out / "best", {**self._meta(), "eval_solved": self.best, "step": 0})
-            logger.log({"step": 0, "eval_solved": self.best})
+            metrics = self.evaluate()
+            self.best = metrics[self.selection]
+            self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})
+            logger.log({"step": 0, **metrics})
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=f"train-policy {self.task.name}",
                    disable=not self.progress, dynamic_ncols=True)
         while self.step < self.cfg.steps:
@@ -310,15 +441,16 @@ class GRPOTrainer:
             row = {"step": self.step, **roll, **upd, "lr": self.lr_at(self.step - 1), "skipped": self.skipped,
                    "seconds": time.perf_counter() - t0}
             if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
-                row["eval_solved"] = self.evaluate()
-                if row["eval_solved"] > self.best:
-                    self.best = row["eval_solved"]
-                    self.policy.save(self.out / "best", {**self._meta(), "eval_solved": self.best, "step": self.step})
+                metrics = self.evaluate()
+                row.update(metrics)
+                if metrics[self.selection] > self.best:
+                    self.best = metrics[self.selection]
+                    self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": self.step})
                 self.save()
             logger.log(row)
             bar.update(1)
             bar.set_postfix(reward=f"{roll['reward_mean']:.3f}", solved=f"{roll['train_solved']:.2f}",
-                            best=f"{self.best:.3f}")
+                            nfe=f"{roll['nfe']:.1f}", best=f"{self.best:.3f}")
         bar.close()
         logger.close()
         return self.out

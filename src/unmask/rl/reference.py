@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unmask.policies.learned import ordered_top_k, plackett_luce_log_prob
+from unmask.policies.distributions import ordered_top_k, plackett_luce_log_prob
 
 DEFAULT_BETA = {"confidence": 0.05, "softmax": 1e-4, "topk": 1e-3, "none": 0.0}
 

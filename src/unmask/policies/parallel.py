@@ -1,0 +1,236 @@
+"""Jazbec's parallel unmasking policies: the confidence-only network f_phi (§3.2) with a
+Bernoulli or a Plackett-Luce action distribution, for any number of tokens per step.
+
+* ``bernoulli``: u_i ~ Bernoulli(sigmoid(b_i / tau_pi)) for each masked position of the
+  current block; when no position is drawn, the most confident one is revealed (the
+  paper's fallback, enforced in training too). ``greedy`` mode reveals b_i > 0.
+* ``plackett-luce``: positions drawn without replacement from softmax(b / tau_pi),
+  either until a STOP item is drawn (``count="stop"``: the paper's dynamic Plackett-Luce,
+  with a fixed STOP utility or a learned one from the pooled state) or exactly as many
+  as the engine's ``--steps`` schedule gives (``count="schedule"``).
+
+With ``alpha_range`` the speed weight alpha of the reward is a policy input (sampled per
+group in training), so one checkpoint covers the speed-accuracy frontier: choose alpha at
+inference with ``PATH:alpha=A`` or ``--alpha A``. The policies read confidences only, so
+they run with any MDM; inputs that are not probabilities are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unmask.engine import StepState
+from unmask.models.base import MaskedDiffusionModel
+from unmask.policies.base import LearnedPolicy, top_k_mask
+from unmask.policies.confidence_net import ConfidenceNet, zero_linear
+from unmask.policies.distributions import (
+    bernoulli_draw,
+    bernoulli_entropy,
+    bernoulli_log_prob,
+    first_draw_entropy,
+    gumbel_top_k,
+    mask_to_order,
+    order_to_mask,
+    ordered_top_k,
+    plackett_luce_log_prob,
+    stop_log_prob,
+    stop_order,
+)
+
+
+def check_alpha(alpha: float) -> float:
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0 (0 rewards correctness only), got {alpha}")
+    return alpha
+
+
+def check_temperature(temperature: float) -> float:
+    if not temperature > 0:
+        raise ValueError(f"the policy temperature tau_pi must be > 0, got {temperature}")
+    return temperature
+
+
+def check_alpha_range(alpha_range: list[float] | None) -> list[float] | None:
+    if alpha_range is not None and (len(alpha_range) != 2 or not 0 <= alpha_range[0] < alpha_range[1]):
+        raise ValueError(f"the alpha range must be two numbers LO,HI with 0 <= LO < HI, got {alpha_range}")
+    return alpha_range
+
+
+@dataclass
+class ParallelConfig:
+    """Architecture and inference defaults of a parallel policy (saved as ``config.json``)."""
+
+    d_model: int = 32
+    n_head: int = 2
+    base_threshold: float | None = 0.9  # warm start: soft threshold rule at this confidence; None = plain init
+    temperature: float = 1.0  # tau_pi unless a spec sets :temperature=
+    alpha: float = 1.0  # the reward's alpha in training; for alpha-conditioned policies the default input
+    alpha_range: list[float] | None = None  # [LO, HI]: alpha is a policy input
+    mdm_name: str = ""  # the MDM it was trained with (for the record: confidences fit any MDM)
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha)
+        check_temperature(self.temperature)
+        check_alpha_range(self.alpha_range)
+        if self.base_threshold is not None and not 0 < self.base_threshold < 1:
+            raise ValueError(f"base_threshold must lie in (0, 1) or be None, got {self.base_threshold}")
+        if self.alpha_range is not None and not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
+            raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
+
+
+@dataclass
+class PlackettLuceConfig(ParallelConfig):
+    count: str = "stop"  # "stop": draw until STOP (dynamic); "schedule": the engine's tokens per step
+    stop_logit: float | None = 0.0  # fixed STOP utility; None = learned from the pooled state
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.count not in ("stop", "schedule"):
+            raise ValueError(f"Plackett-Luce count must be 'stop' or 'schedule', got {self.count!r}")
+
+
+class ParallelPolicy(nn.Module, LearnedPolicy):
+    """Shared observation, action loop and options; subclasses give the action distribution."""
+
+    config_type: type = ParallelConfig
+    default_mode = "sample"  # the paper evaluates by sampling at tau_pi
+    OPTIONS = {"mode": "greedy|sample", "temperature": "FLOAT > 0 (tau_pi)",
+               "alpha": "FLOAT within the trained alpha range (alpha-conditioned policies)"}
+
+    def __init__(self, config: ParallelConfig) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        self.name = self.kind
+        self.mode = self.default_mode
+        self.temperature = config.temperature
+        self.alpha: float | torch.Tensor = config.alpha  # a tensor (batch rows) during training rollouts
+        self.net = ConfidenceNet(config.d_model, config.n_head, config.base_threshold, config.alpha_range)
+
+    @property
+    def conditioned(self) -> bool:
+        return self.config.alpha_range is not None
+
+    def set_option(self, key: str, value: str) -> None:
+        if key == "temperature":
+            self.temperature = check_temperature(float(value))
+        elif key == "alpha":
+            self.set_alpha(float(value))
+        else:
+            super().set_option(key, value)
+
+    def set_alpha(self, alpha: float) -> None:
+        if not self.conditioned:
+            raise ValueError(f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
+                             "alpha is an input only of policies trained with --alpha-range LO,HI")
+        lo, hi = self.config.alpha_range
+        if not lo <= alpha <= hi:
+            raise ValueError(f"alpha {alpha:g} lies outside the range the policy was trained for [{lo:g}, {hi:g}]")
+        self.alpha = alpha
+
+    def observe(self, state: StepState) -> dict[str, torch.Tensor]:
+        """Confidence, mask and block flags, diffusion time (and alpha): nothing MDM-specific."""
+        conf = state.confidence.float()
+        if not torch.isfinite(conf).all() or conf.min() < 0 or conf.max() > 1 + 1e-4:
+            raise ValueError(f"{self.kind} policy reads MDM confidences (probabilities in [0, 1]); this MDM gave "
+                             f"values in [{conf.min().item():.3g}, {conf.max().item():.3g}]")
+        obs = {"confidence": conf, "masked": state.masked, "allowed": state.candidates,
+               "time": state.masked_fraction.float()}
+        if self.conditioned:
+            alpha = self.alpha
+            obs["alpha"] = alpha.to(conf.device)[state.rows] if isinstance(alpha, torch.Tensor) \
+                else torch.full_like(obs["time"], float(alpha))
+        return obs
+
+    def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Utilities b / tau_pi per position (n, L), finite everywhere (``obs["allowed"]`` restricts)."""
+        return self.net(obs)[0] / self.temperature
+
+    def draw(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], state: StepState) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], reveal: torch.Tensor) -> torch.Tensor:
+        """The action that reveals exactly ``reveal`` (to score another policy's choice, e.g. an expert's)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = self.observe(state)
+        scores = self.scores(obs)
+        action = self.draw(scores, obs, state)
+        reveal = order_to_mask(action, state.candidates.shape[1])
+        fallback = top_k_mask(state.confidence, state.candidates, torch.ones_like(state.num_transfer))
+        reveal = reveal | (fallback & ~reveal.any(1, keepdim=True))
+        data = {**obs, "action": action, "old_log_prob": self.log_prob(obs, action, scores)} if record else {}
+        return reveal, data
+
+    @classmethod
+    def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "ParallelPolicy":
+        return cls(cls.config_type(mdm_name=model.name, **kwargs))
+
+
+class BernoulliPolicy(ParallelPolicy):
+    """Independent Bernoulli reveal decisions (Jazbec §3.2)."""
+
+    kind = "bernoulli"
+
+    def draw(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], state: StepState) -> torch.Tensor:
+        if self.mode == "greedy":
+            return mask_to_order((scores > 0) & obs["allowed"])
+        return bernoulli_draw(scores, obs["allowed"], state.generator)
+
+    def encode(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], reveal: torch.Tensor) -> torch.Tensor:
+        return mask_to_order(reveal)
+
+    def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log P(u) of the drawn set (the empty set when the fallback revealed a position)."""
+        return bernoulli_log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
+
+    def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return bernoulli_entropy(self.scores(obs), obs["allowed"])
+
+
+class PlackettLucePolicy(ParallelPolicy):
+    """Ordered draws without replacement, with a STOP item or the schedule's count (Jazbec §3.2)."""
+
+    kind = "plackett-luce"
+    config_type = PlackettLuceConfig
+
+    def __init__(self, config: PlackettLuceConfig) -> None:
+        super().__init__(config)
+        self.stops = config.count == "stop"
+        self.stop_head = zero_linear(config.d_model, 1) if self.stops and config.stop_logit is None else None
+
+    def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Utilities (n, L) / tau_pi, with the STOP utility appended as column L when ``count="stop"``."""
+        logits, pooled = self.net(obs)
+        if self.stops:
+            stop = self.stop_head(pooled) if self.stop_head is not None else logits.new_full((len(logits), 1), self.config.stop_logit)
+            logits = torch.cat([logits, stop], 1)
+        return logits / self.temperature
+
+    def draw(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], state: StepState) -> torch.Tensor:
+        if self.mode == "greedy":
+            rank = ordered_top_k
+        else:
+            def rank(s: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                return gumbel_top_k(s, allowed, k, state.generator)
+        if self.stops:
+            return stop_order(scores, obs["allowed"], rank)
+        return rank(scores, obs["allowed"], state.num_transfer)
+
+    def encode(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], reveal: torch.Tensor) -> torch.Tensor:
+        """The positions of ``reveal`` in decreasing utility: the most likely order of that set."""
+        return ordered_top_k(scores[:, : reveal.shape[1]], reveal, reveal.sum(1))
+
+    def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.scores(obs) if scores is None else scores
+        if self.stops:
+            return stop_log_prob(scores, obs["allowed"], action)
+        return plackett_luce_log_prob(scores, obs["allowed"], action)
+
+    def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Entropy of the first draw."""
+        return first_draw_entropy(self.scores(obs), obs["allowed"])
