@@ -124,9 +124,14 @@ def plot_frontier(results: Sequence[EvalResult], path: str | Path, title: str = 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    span = max((r.nfe for r in results), default=1.0)
+    placed: list[tuple[float, float]] = []
     for r in results:
-        ax.scatter(r.nfe, 100 * r.solved_rate, s=40)
-        ax.annotate(r.policy, (r.nfe, 100 * r.solved_rate), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        x, y = r.nfe, 100 * r.solved_rate
+        ax.scatter(x, y, s=40)
+        near = sum(abs(x - px) < 0.04 * span and abs(y - py) < 4 for px, py in placed)  # stack labels of close points
+        ax.annotate(r.policy, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * near), fontsize=8)
+        placed.append((x, y))
     ax.set_xlabel("mean NFE (MDM forward passes)")
     ax.set_ylabel("solved (%)")
     ax.set_title(title)
