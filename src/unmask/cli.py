@@ -57,14 +57,6 @@ def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
     return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
 
 
-def load_examples(task, args) -> list:
-    if args.data:
-        examples = task.load(args.data)
-    else:
-        examples = task.generate(args.num, seed=args.seed, clues=args.clues)
-    return examples[: args.limit] if args.limit else examples
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from unmask.api import evaluate_policies
 
