@@ -47,21 +47,10 @@ def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_
     assert gain > 0
 
 
-def test_resume_is_exact(mdm_dir, tmp_path, monkeypatch):
+def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save):
     straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3), progress=False)
     straight.train()
-    interrupted = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False)
-    real_save = GRPOTrainer.save
-
-    def killed_after_step_2(self):
-        real_save(self)
-        if self.step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(GRPOTrainer, "save", killed_after_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.train()
-    monkeypatch.setattr(GRPOTrainer, "save", real_save)
+    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False), 2)
     resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
