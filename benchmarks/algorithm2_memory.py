@@ -32,7 +32,7 @@ def run(variant: str, args: argparse.Namespace) -> dict:
     from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
 
     torch.set_num_threads(args.threads)
-    trainer = GRPOTrainer(GRPOConfig(model=args.model, clues=str(args.clues), prompts_per_step=args.prompts,
+    trainer = GRPOTrainer(GRPOConfig(model=args.model, difficulty=str(args.clues), prompts_per_step=args.prompts,
                                      num_generations=args.generations, eval_size=1, num_iterations=1), progress=False)
     examples = trainer.prompts(0)
     base = peak_mb()

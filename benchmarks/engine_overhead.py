@@ -52,7 +52,7 @@ def main() -> None:
     args = p.parse_args()
     task = get_task("sudoku9")
     model = TimedMDM(load_model(args.model))
-    examples = task.generate(args.num, seed=7, clues=args.clues)
+    examples = task.generate(args.num, seed=7, difficulty=args.clues)
     enc = task.encode(examples, model)
     rows = []
     print(f"{'policy':<34} {'puzzles/s':>10} {'engine s':>9} {'forward s':>10} {'overhead':>9}")

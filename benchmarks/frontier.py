@@ -83,7 +83,7 @@ def main() -> None:
         for block in args.block_lengths.split(","):
             block_length = None if block == "none" else int(block)
             report = frontier(
-                task=args.task, model=model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
+                task=args.task, model=model, policies=args.policies, data=args.data, num=args.num, difficulty=args.clues,
                 limit=args.limit, seed=args.seed, block_length=block_length, batch_size=args.batch_size,
                 thresholds=numbers(float, args.thresholds), ks=numbers(int, args.ks),
                 alphas=numbers(float, args.alphas) if args.alphas else None,

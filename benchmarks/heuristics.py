@@ -1,18 +1,25 @@
-"""Heuristic policies on sudoku: solved rate, cell accuracy, mean NFE, seconds.
+"""Heuristic policies on any task: solved rate, cell accuracy, mean NFE, seconds, per difficulty and model.
 
 Commands (the figures in benchmarks/results/heuristics_*.json):
-    .venv/bin/python benchmarks/heuristics.py --models sudoku9-small --d1 ../shared/data/sudoku4x4_test_d1.csv \
+    .venv/bin/python benchmarks/heuristics.py --models sudoku9-small --difficulty 24,28,32,36 \
         --out benchmarks/results/heuristics_small.json
+    .venv/bin/python benchmarks/heuristics.py --task sudoku4 --data ../shared/data/sudoku4x4_test_d1.csv \
+        --out benchmarks/results/heuristics_small.json   # the d1 rows (appended with --append)
     .venv/bin/python benchmarks/heuristics.py --models sudoku9-base --policies random,confidence,margin,threshold:0.9 \
-        --out benchmarks/results/heuristics_base.json
-(the larger model gets four policies only, to fit the 2-core machine's time budget).
+        --difficulty 24,28,32,36 --out benchmarks/results/heuristics_base.json
+    .venv/bin/python benchmarks/heuristics.py --task zebra --difficulty ... --out benchmarks/results/heuristics_zebra.json
+    .venv/bin/python benchmarks/heuristics.py --task arithmetic --difficulty ... --out benchmarks/results/heuristics_arithmetic.json
+(the larger sudoku model gets four policies only, to fit the 2-core machine's time budget). The sudoku
+files were written by an earlier version of this script that took the d1 file as ``--d1`` in the same run.
 
-Puzzles are generated fresh with unique solutions (seeded: the same for every model and policy).
+Examples are generated fresh (seeded: the same for every model and policy) at each difficulty, the task's
+one knob (sudoku: clues, arithmetic: digits, ...), or read from ``--data``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -30,35 +37,42 @@ POLICIES = "random,left_to_right,entropy,margin,confidence,topk_softmax,threshol
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="sudoku9-small,sudoku9-base")
-    p.add_argument("--clues", default="24,28,32,36")
+    p.add_argument("--task", default="sudoku9")
+    p.add_argument("--models", default="", help="comma-separated; default: the task's shipped model")
+    p.add_argument("--difficulty", "--clues", default="", help="comma-separated difficulties; default: the task's")
+    p.add_argument("--data", default=None, help="evaluate this file instead of generated examples")
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--policies", default=POLICIES)
-    p.add_argument("--d1", default=None, help="path of the d1 4x4 CSV (evaluated with the sudoku4 model)")
     p.add_argument("--out", default="benchmarks/results/heuristics.json")
+    p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     args = p.parse_args()
+    task = get_task(args.task)
     policies = [get_policy(s) for s in args.policies.split(",")]
-    command = "benchmarks/heuristics.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v)
-    rows: list[dict] = []
-    runs = []
-    task9 = get_task("sudoku9")
-    for clues in [int(c) for c in args.clues.split(",")]:
-        t = time.perf_counter()
-        examples = task9.generate(args.num, seed=2026, clues=clues)
-        print(f"generated {args.num} unique puzzles with {clues} clues in {time.perf_counter() - t:.1f}s")
-        runs += [(name, task9, examples, f"generated:clues={clues}") for name in args.models.split(",")]
-    if args.d1:
-        task4 = get_task("sudoku4")
-        runs.append(("sudoku4", task4, task4.load(args.d1), f"d1:{Path(args.d1).name}"))
+    models = args.models.split(",") if args.models else [task.default_model]
+    command = "benchmarks/heuristics.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v and v is not True)
+    if args.data:
+        datasets = [(f"file:{Path(args.data).name}", task.load(args.data))]
+    else:
+        datasets = []
+        for d in [int(x) for x in args.difficulty.split(",")] if args.difficulty else [None]:
+            t = time.perf_counter()
+            datasets.append((f"generated:{task.difficulty_name}={d}", task.generate(args.num, seed=2026, difficulty=d)))
+            print(f"generated {args.num} examples with {task.difficulty_name}={d} in {time.perf_counter() - t:.1f}s")
 
-    for model_name, task, examples, data in runs:
-        model = load_model(model_name)
-        results = evaluate(task, model, examples, policies, seed=0, progress=False)
-        print(f"\n{model_name} · {data}\n{format_table(results)}", flush=True)
-        rows += [{"model": model_name, "data": data, **r.__dict__} for r in results]
-        save_json(args.out, {"command": command, "torch_threads": torch.get_num_threads(),  # saved after every block
-                             "machine": platform.machine(), "results": rows})
-    print(f"\nwrote {args.out}")
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if args.append and out.exists() else {}
+    rows: list[dict] = previous.get("results", [])
+    commands = previous.get("commands", [previous["command"]] if "command" in previous else []) + [command]
+    for data, examples in datasets:
+        for model_name in models:
+            model = load_model(model_name)
+            results = evaluate(task, model, examples, policies, seed=0, progress=False)
+            print(f"\n{model_name} · {args.task} · {data}\n{format_table(results)}", flush=True)
+            rows += [{"model": model_name, "task": args.task, "data": data, **r.__dict__} for r in results]
+            save_json(out, {"commands": commands, "torch_threads": torch.get_num_threads(),  # saved after every block
+                            "machine": platform.machine(), "results": rows})
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def main() -> None:
         params = {"builtin": builtin.num_parameters(), "hf": sum(p.numel() for p in hf.model.parameters())}
         rows = []
         for batch_size in args.batch_sizes:
-            inputs = task.encode(task.generate(batch_size, seed=0, clues=args.clues), builtin).input_ids
+            inputs = task.encode(task.generate(batch_size, seed=0, difficulty=args.clues), builtin).input_ids
             for name, (mdm, raw) in paths.items():
                 rows.append({"path": name, "batch_size": batch_size, "params": params[name], **measure(mdm, raw, inputs, args.repeats)})
     print(f"{'path':<8} {'batch':>5} {'params':>8} {'NFE':>5} {'engine s':>9} {'forward s':>9} {'overhead':>9} {'tokens/s':>9}")

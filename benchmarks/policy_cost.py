@@ -52,12 +52,12 @@ def measure(model_name: str, batch_size: int, forwards: int) -> dict:
     model.register_forward_pre_hook(before)
     model.register_forward_hook(after)
     generator = torch.Generator().manual_seed(0)
-    x = task.encode(task.generate(batch_size, seed=0, clues=30), model).input_ids
+    x = task.encode(task.generate(batch_size, seed=0, difficulty=30), model).input_ids
     generate(model, x, policy.inner, generator=generator)  # warm-up
     policy.seconds = policy.calls = clock["seconds"] = clock["calls"] = 0
     seed = 1
     while clock["calls"] < forwards:
-        x = task.encode(task.generate(batch_size, seed=seed, clues=30), model).input_ids
+        x = task.encode(task.generate(batch_size, seed=seed, difficulty=30), model).input_ids
         generate(model, x, policy, generator=generator)
         seed += 1
     mdm_params = sum(p.numel() for p in model.parameters())

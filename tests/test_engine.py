@@ -35,7 +35,7 @@ def masked_row(L, masked_positions, mask_id=4):
 
 def test_one_token_per_step_fills_everything_and_keeps_prompt(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    examples = task.generate(6, seed=0, clues=7)
+    examples = task.generate(6, seed=0, difficulty=7)
     enc = task.encode(examples, tiny_sudoku4_model)
     out = generate(tiny_sudoku4_model, enc.input_ids, get_policy("confidence"))
     assert (out.sequences != tiny_sudoku4_model.mask_id).all()
@@ -50,7 +50,7 @@ def test_confidence_matches_reference_loop(tiny_sudoku4_model):
     """Our engine with `confidence` equals a plain one-position-per-step max-confidence loop."""
     model = tiny_sudoku4_model
     task = get_task("sudoku4")
-    examples = task.generate(5, seed=3, clues=6)
+    examples = task.generate(5, seed=3, difficulty=6)
     x = task.encode(examples, model).input_ids
     ref = x.clone()
     for b in range(len(ref)):
@@ -105,7 +105,7 @@ def test_threshold_reveals_several_per_step_and_at_least_one():
 
 def test_temperature_sampling_is_seeded(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    x = task.encode(task.generate(8, seed=1, clues=5), tiny_sudoku4_model).input_ids
+    x = task.encode(task.generate(8, seed=1, difficulty=5), tiny_sudoku4_model).input_ids
     cfg = SamplingConfig(temperature=1.0)
     runs = [generate(tiny_sudoku4_model, x, get_policy("random"), cfg, generator=torch.Generator().manual_seed(s)).sequences for s in (0, 0, 1)]
     assert torch.equal(runs[0], runs[1])

@@ -9,7 +9,7 @@ from unmask.tasks import get_task
 
 def test_run_policy_scores_every_example(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    examples = task.generate(10, seed=0, clues=6)
+    examples = task.generate(10, seed=0, difficulty=6)
     result, per = run_policy(task, tiny_sudoku4_model, examples, get_policy("confidence"), batch_size=4)
     assert result.n == 10 and len(per["solved"]) == 10
     assert result.nfe == 10.0  # one token per step, 10 blanks each
@@ -18,7 +18,7 @@ def test_run_policy_scores_every_example(tiny_sudoku4_model):
 
 def test_pass_at_n_is_monotone_and_starts_at_pass_at_1(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    examples = task.generate(20, seed=1, clues=5)
+    examples = task.generate(20, seed=1, difficulty=5)
     curve = pass_at_n(task, tiny_sudoku4_model, examples, get_policy("random"), 4, seed=3)
     single, _ = run_policy(task, tiny_sudoku4_model, examples, get_policy("random"), seed=3)
     assert curve[0] == pytest.approx(single.solved_rate)

@@ -24,7 +24,7 @@ def policies(tmp_path):
 
 def test_k_tokens_per_step_through_the_steps_schedule():
     task, model = get_task("sudoku4"), load_model("sudoku4")
-    examples = task.generate(8, seed=0, clues=6)  # 10 blanks each
+    examples = task.generate(8, seed=0, difficulty=6)  # 10 blanks each
     assert steps_for_k(task, model, examples, 1, SamplingConfig()) is None
     steps = steps_for_k(task, model, examples, 3, SamplingConfig())
     assert steps == 4
@@ -36,7 +36,7 @@ def test_k_tokens_per_step_through_the_steps_schedule():
 
 def test_frontier_sweeps_every_method_on_the_same_examples(policies):
     cond, fixed = policies
-    report = frontier(task="sudoku4", num=12, clues=5, policies=f"{cond},{fixed},random", thresholds=[0.5, 0.9],
+    report = frontier(task="sudoku4", num=12, difficulty=5, policies=f"{cond},{fixed},random", thresholds=[0.5, 0.9],
                       ks=[1, 2], alphas=[0.0, 2.0], policy_temperatures=[0.5, 1.0], progress=False)
     curves = report.curves
     assert list(curves) == ["confidence", "threshold", str(cond), str(fixed), "random"]

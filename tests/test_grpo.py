@@ -18,7 +18,7 @@ def mdm_dir(tmp_path_factory):
 
 def cfg(mdm_dir, out, **kw):
     base = dict(task="sudoku4", model=mdm_dir, output_dir=str(out), steps=2, prompts_per_step=3, num_generations=4,
-                eval_every=1, eval_size=8, clues="5", d_model=16, minibatch_size=16, learning_rate=1e-3)
+                eval_every=1, eval_size=8, difficulty="5", d_model=16, minibatch_size=16, learning_rate=1e-3)
     return GRPOConfig(**{**base, **kw})
 
 
@@ -31,7 +31,7 @@ def test_group_advantages_are_normalised_per_group():
 @pytest.mark.parametrize("reference", ["confidence", "softmax", "topk", "none"])
 def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_path, reference):
     trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, reference=reference, beta=0.0, num_iterations=4, base_temperature=None,
-                              clues="4", num_generations=6), progress=False)
+                              difficulty="4", num_generations=6), progress=False)
     buf, stats = trainer.rollout(trainer.prompts(0))
     assert len(buf) > 0 and stats["nfe"] > 0
     calls = []

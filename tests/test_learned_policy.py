@@ -26,7 +26,7 @@ def test_plackett_luce_is_a_distribution():
 def test_untrained_upo_decodes_like_max_confidence(tiny_sudoku4_model):
     """Zero-initialised residual: greedy g_phi is g_conf (the 'start as the reference' design)."""
     task = get_task("sudoku4")
-    x = task.encode(task.generate(16, seed=2, clues=6), tiny_sudoku4_model).input_ids
+    x = task.encode(task.generate(16, seed=2, difficulty=6), tiny_sudoku4_model).input_ids
     policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2)
     a = generate(tiny_sudoku4_model, x, policy).sequences
     b = generate(tiny_sudoku4_model, x, get_policy("confidence")).sequences
@@ -35,7 +35,7 @@ def test_untrained_upo_decodes_like_max_confidence(tiny_sudoku4_model):
 
 def test_topk_realisation_only_picks_among_top_k(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    x = task.encode(task.generate(8, seed=4, clues=4), tiny_sudoku4_model).input_ids
+    x = task.encode(task.generate(8, seed=4, difficulty=4), tiny_sudoku4_model).input_ids
     policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2, top_k=2, base_temperature=None)
     policy.mode = "sample"
     out = generate(tiny_sudoku4_model, x, policy, record=True, generator=torch.Generator().manual_seed(0))
@@ -48,7 +48,7 @@ def test_topk_realisation_only_picks_among_top_k(tiny_sudoku4_model):
 
 def test_recorded_log_prob_matches_recomputation(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    x = task.encode(task.generate(6, seed=5, clues=5), tiny_sudoku4_model).input_ids
+    x = task.encode(task.generate(6, seed=5, difficulty=5), tiny_sudoku4_model).input_ids
     policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2)
     torch.nn.init.normal_(policy.mlp[-1].weight, std=0.5)
     policy.mode = "sample"

@@ -26,7 +26,7 @@ def perturb(policy, std=0.3, seed=0):
 
 def puzzles(model, n=6, seed=5, clues=5):
     task = get_task("sudoku4")
-    return task.encode(task.generate(n, seed=seed, clues=clues), model).input_ids
+    return task.encode(task.generate(n, seed=seed, difficulty=clues), model).input_ids
 
 
 def test_bernoulli_log_probs_sum_to_one_over_every_subset_including_the_empty_one():

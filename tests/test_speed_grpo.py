@@ -27,7 +27,7 @@ def mdm_dir(tmp_path, tiny_sudoku4_model):
 
 def cfg(model, out, **kw):
     base = dict(task="sudoku4", model=model, output_dir=str(out), policy="bernoulli", steps=2, prompts_per_step=3,
-                num_generations=4, eval_every=1, eval_size=6, clues="5", d_model=16, minibatch_size=64, learning_rate=1e-2)
+                num_generations=4, eval_every=1, eval_size=6, difficulty="5", d_model=16, minibatch_size=64, learning_rate=1e-2)
     return GRPOConfig(**{**base, **kw})
 
 
@@ -54,7 +54,7 @@ def test_only_the_additive_reward_pays_fast_wrong_answers():
                          ids=["bernoulli", "pl-stop", "pl-schedule"])
 def test_update_trains_parallel_policies_without_the_mdm(tmp_path, kw):
     """Plain initialisation (random reveals) with the shipped 4x4 MDM: answers and rewards vary."""
-    trainer = GRPOTrainer(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, clues="4", base_threshold=None,
+    trainer = GRPOTrainer(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty="4", base_threshold=None,
                               **kw), progress=False)
     buf, stats = trainer.rollout(trainer.prompts(0))
     advantage = buf.advantage[buf.traj]
@@ -86,7 +86,7 @@ def test_rewards_use_correctness_nfe_and_length(mdm_dir, tmp_path):
 
 def test_expert_steps_are_recorded_as_policy_actions_with_mixture_log_probs(tiny_sudoku4_model):
     task = get_task("sudoku4")
-    x = task.encode(task.generate(4, seed=3, clues=5), tiny_sudoku4_model).input_ids
+    x = task.encode(task.generate(4, seed=3, difficulty=5), tiny_sudoku4_model).input_ids
     policy = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16)
     expert_of = torch.tensor([-1, 0, -1, 0])
     actor = ExpertSteering(policy, [get_policy("threshold:0.9")], expert_of, num_generations=3)

@@ -19,16 +19,16 @@ def test_generated_puzzles_are_unique_with_exact_clue_count(box, clues):
 
 def test_generation_is_seeded():
     task = get_task("sudoku9")
-    a = task.generate(3, seed=7, clues=32)
-    b = task.generate(3, seed=7, clues=32)
-    c = task.generate(3, seed=8, clues=32)
+    a = task.generate(3, seed=7, difficulty=32)
+    b = task.generate(3, seed=7, difficulty=32)
+    c = task.generate(3, seed=8, difficulty=32)
     assert [e.puzzle for e in a] == [e.puzzle for e in b]
     assert [e.puzzle for e in a] != [e.puzzle for e in c]
 
 
 def test_csv_roundtrip(tmp_path):
     task = get_task("sudoku9")
-    examples = task.generate(4, seed=0, clues=30)
+    examples = task.generate(4, seed=0, difficulty=30)
     path = tmp_path / "p.csv"
     task.save(examples, str(path))
     loaded = task.load(str(path))
@@ -64,7 +64,7 @@ def test_malformed_rows_name_file_and_line(tmp_path, row, message):
 
 def test_reward_is_fraction_of_blanks_and_solved_needs_validity():
     task = get_task("sudoku4")
-    (ex,) = task.generate(1, seed=0, clues=8)
+    (ex,) = task.generate(1, seed=0, difficulty=8)
     blanks = [i for i, v in enumerate(ex.puzzle) if not v]
     wrong = list(ex.solution)
     wrong[blanks[0]] = wrong[blanks[0]] % 4 + 1

@@ -103,15 +103,16 @@ class EvalReport:
         plot_frontier(self.results, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
 
 
-def _setup(task: str, model: str | None, data: str | None, num: int, clues: int | None, limit: int | None, seed: int,
+def _setup(task: str, model: str | None, data: str | None, num: int, difficulty: int | None, limit: int | None, seed: int,
            model_options: dict | None, task_options: dict | None) -> tuple[Task, MaskedDiffusionModel, list, dict]:
     """Task, MDM, examples and the JSON context shared by ``eval`` and ``frontier``."""
     task_obj = get_task(task, **(task_options or {}))
     model_name = model or task_obj.default_model
     mdm = load_model(model_name, **(model_options or {}))
-    examples = task_obj.load(data) if data else task_obj.generate(num, seed=seed, clues=clues)
+    examples = task_obj.load(data) if data else task_obj.generate(num, seed=seed, difficulty=difficulty)
     examples = examples[:limit] if limit else examples
-    context = {"model": model_name, "task": task, "data": data or f"generated:num={num}:clues={clues}:seed={seed}"}
+    generated = f"generated:num={num}:{task_obj.difficulty_name}={difficulty}:seed={seed}"
+    context = {"model": model_name, "task": task, "data": data or generated}
     return task_obj, mdm, examples, context
 
 
@@ -121,7 +122,7 @@ def evaluate_policies(
     policies: str | Sequence[str] = "confidence",
     data: str | None = None,
     num: int = 200,
-    clues: int | None = None,
+    difficulty: int | None = None,
     limit: int | None = None,
     seed: int = 0,
     steps: int | None = None,
@@ -137,7 +138,7 @@ def evaluate_policies(
     """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`.
     ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
     :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies."""
-    task_obj, mdm, examples, context = _setup(task, model, data, num, clues, limit, seed, model_options, task_options)
+    task_obj, mdm, examples, context = _setup(task, model, data, num, difficulty, limit, seed, model_options, task_options)
     sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=temperature)
     pols = resolve_policies(policies, task_obj, mdm, alpha)
     results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed, progress=progress)
@@ -179,7 +180,7 @@ def frontier(
     policies: str | Sequence[str] = (),
     data: str | None = None,
     num: int = 200,
-    clues: int | None = None,
+    difficulty: int | None = None,
     limit: int | None = None,
     seed: int = 0,
     block_length: int | None = None,
@@ -195,7 +196,7 @@ def frontier(
 ) -> FrontierReport:
     """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
     ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.frontier`."""
-    task_obj, mdm, examples, context = _setup(task, model, data, num, clues, limit, seed, model_options, task_options)
+    task_obj, mdm, examples, context = _setup(task, model, data, num, difficulty, limit, seed, model_options, task_options)
     sampling = SamplingConfig(block_length=block_length, temperature=temperature)
     sampling.validate()
     specs = [s for s in policies.split(",") if s.strip()] if isinstance(policies, str) else list(policies)
@@ -216,7 +217,7 @@ def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = Tr
     return GRPOTrainer(config, progress=progress).train(resume=resume)
 
 
-def demo(output_dir: str = "outputs/demo", num: int = 200, clues: int = 28, train_steps: int = 15) -> EvalReport:
+def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28, train_steps: int = 15) -> EvalReport:
     """``unmask demo``: train a short UPO run on the default 9x9 model, then compare it with every
     heuristic on fresh puzzles (table, JSON and solved-vs-NFE plot)."""
     from unmask.checkpoint import save_json
@@ -225,11 +226,11 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, clues: int = 28, trai
     out = Path(output_dir)
     if train_steps > 0:
         print(f"training a UPO policy for {train_steps} GRPO steps (confidence reference) ...")
-        train_policy(GRPOConfig(task="sudoku9", output_dir=str(out / "upo"), steps=train_steps, clues=str(clues),
+        train_policy(GRPOConfig(task="sudoku9", output_dir=str(out / "upo"), steps=train_steps, difficulty=str(difficulty),
                                 eval_every=5, eval_size=128, learning_rate=3e-3, beta=0.005, base_temperature=0.02,
                                 num_generations=8, prompts_per_step=6))
     policies = list(_DEMO_POLICIES) + ([str(out / "upo" / "best")] if train_steps > 0 else [])
-    report = evaluate_policies(task="sudoku9", policies=policies, num=num, clues=clues, seed=1)
+    report = evaluate_policies(task="sudoku9", policies=policies, num=num, difficulty=difficulty, seed=1)
     print(report.table)
     report.plot(out / "demo_frontier.png")
     save_json(out / "demo_results.json", report.to_json())

@@ -24,7 +24,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", default="sudoku9", help="task name (sudoku4, sudoku9, gsm8k, math500)")
     g.add_argument("--data", default=None, help="data file; default: freshly generated examples")
     g.add_argument("--num", type=int, default=200, help="number of generated examples (without --data)")
-    g.add_argument("--clues", type=int, default=None, help="clues per generated sudoku")
+    g.add_argument("--difficulty", "--clues", type=int, default=None,
+                   help="difficulty of generated examples: the task's knob (sudoku: clues, arithmetic: digits, ...)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     g.add_argument("--seed", type=int, default=0)
 
@@ -62,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model_options, task_options = hf_options(args)
     report = evaluate_policies(
-        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
+        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, difficulty=args.difficulty,
         limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length,
         temperature=args.temperature, batch_size=args.batch_size,
         model_options=model_options, task_options=task_options, pass_at=args.pass_at, alpha=args.alpha,
@@ -98,7 +99,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
     model_options, task_options = hf_options(args)
     report = frontier(
-        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, clues=args.clues,
+        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, difficulty=args.difficulty,
         limit=args.limit, seed=args.seed, block_length=args.block_length, temperature=args.temperature,
         batch_size=args.batch_size, thresholds=args.thresholds, ks=args.ks, alphas=args.alphas,
         policy_temperatures=args.policy_temperatures, model_options=model_options, task_options=task_options,
@@ -142,7 +143,8 @@ def _add_config_flags(p: argparse.ArgumentParser, config_cls) -> None:
             kind = _optional(int if str(f.type).startswith("int") else float)
         else:
             kind = type(f.default)
-        p.add_argument(flag, dest=f.name, type=kind, default=f.default)
+        aliases = ["--clues"] if f.name == "difficulty" else []  # the sudoku name of the knob
+        p.add_argument(flag, *aliases, dest=f.name, type=kind, default=f.default)
 
 
 def _optional(cast):
@@ -158,7 +160,7 @@ def _optional(cast):
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmask.api import demo
 
-    demo(output_dir=args.output_dir, num=args.num, clues=args.clues, train_steps=args.train_steps)
+    demo(output_dir=args.output_dir, num=args.num, difficulty=args.difficulty, train_steps=args.train_steps)
     return 0
 
 
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a short UPO run and compare it with the heuristics (CPU, minutes)")
     p.add_argument("--output-dir", default="outputs/demo")
     p.add_argument("--num", type=int, default=200, help="fresh puzzles in the comparison")
-    p.add_argument("--clues", type=int, default=28)
+    p.add_argument("--difficulty", "--clues", type=int, default=28, help="clues of the 9x9 puzzles")
     p.add_argument("--train-steps", type=int, default=15, help="GRPO steps of the UPO run (0: heuristics only)")
     p.set_defaults(func=cmd_demo)
     return parser

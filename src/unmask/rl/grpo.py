@@ -67,7 +67,7 @@ class GRPOConfig:
     steps: int = 100
     data: str = ""  # training prompts from this file; "" = freshly generated ones
     eval_data: str = ""  # held-out prompts from this file; "" = generated ones (disjoint seed)
-    clues: str = "28"  # difficulty of generated prompts, e.g. "26,28,30"
+    difficulty: str = "28"  # of generated prompts, the task's knob (sudoku: clues), e.g. "26,28,30"
     eval_every: int = 10
     eval_size: int = 256
     diffusion_steps: int | None = None  # SamplingConfig.steps of rollouts and evaluation
@@ -193,7 +193,7 @@ class GRPOTrainer:
         self.sampling.validate()
         self.reward_fn = reward_fn
         self.progress = progress
-        self.clues = [int(c) for c in str(config.clues).split(",") if c.strip()]
+        self.difficulties = [int(c) for c in str(config.difficulty).split(",") if c.strip()]
         torch.manual_seed(config.seed)
         self.policy = self._build_policy()
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
@@ -208,8 +208,8 @@ class GRPOTrainer:
         if config.eval_data:
             self.eval_examples = self.task.load(config.eval_data)[: config.eval_size]
         else:
-            self.eval_examples = [ex for c in self.clues for ex in self.task.generate(
-                max(1, config.eval_size // len(self.clues)), seed=10_000 + config.seed, clues=c)]
+            self.eval_examples = [ex for c in self.difficulties for ex in self.task.generate(
+                max(1, config.eval_size // len(self.difficulties)), seed=10_000 + config.seed, difficulty=c)]
 
     def _check_settings(self) -> None:
         """Reference, reward form, alpha range and experts for the chosen policy, with clear errors."""
@@ -291,8 +291,8 @@ class GRPOTrainer:
         From a file: consecutive slices of a per-epoch seeded shuffle; else freshly generated."""
         P = self.cfg.prompts_per_step
         if self.train_examples is None:
-            clues = random.Random(f"{self.cfg.seed}-{step}").choice(self.clues)
-            return self.task.generate(P, seed=1_000_000 * (self.cfg.seed + 1) + step, clues=clues)
+            difficulty = random.Random(f"{self.cfg.seed}-{step}").choice(self.difficulties)
+            return self.task.generate(P, seed=1_000_000 * (self.cfg.seed + 1) + step, difficulty=difficulty)
         n = len(self.train_examples)
         out = []
         for i in range(step * P, (step + 1) * P):

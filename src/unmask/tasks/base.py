@@ -45,13 +45,14 @@ class Task:
 
     name: str = "task"
     default_model: str = ""
+    difficulty_name: str = "difficulty"  # what ``generate``'s one difficulty knob counts (sudoku: "clues")
 
     def load(self, path: str) -> list:
         """Read examples from a file."""
         raise NotImplementedError
 
-    def generate(self, n: int, seed: int = 0, **difficulty: Any) -> list:
-        """Generate ``n`` fresh examples (seeded)."""
+    def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list:
+        """Generate ``n`` fresh examples (seeded) at ``difficulty`` (see ``difficulty_name``; None: the default)."""
         raise NotImplementedError(f"task {self.name} has no generator; pass --data FILE")
 
     def encode(self, examples: Sequence, model: MaskedDiffusionModel) -> EncodedBatch:

@@ -55,6 +55,8 @@ def grid_errors(grid: Sequence[int], box: int) -> list[str]:
 class SudokuTask(Task):
     """N x N sudoku with ``N = box**2`` (box 2: 4x4, box 3: 9x9)."""
 
+    difficulty_name = "clues"
+
     def __init__(self, box: int) -> None:
         self.box = box
         self.n = box * box
@@ -64,9 +66,9 @@ class SudokuTask(Task):
         self._pool: torch.Tensor | None = None
 
     # ---------------- data ----------------
-    def generate(self, n: int, seed: int = 0, clues: int | None = None, **_: Any) -> list[SudokuExample]:
-        """``n`` unique-solution puzzles with exactly ``clues`` givens (default: a medium difficulty)."""
-        clues = clues if clues is not None else {2: 8, 3: 30}.get(self.box, self.cells // 2)
+    def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[SudokuExample]:
+        """``n`` unique-solution puzzles with exactly ``difficulty`` clues (givens); default: a medium difficulty."""
+        clues = difficulty if difficulty is not None else {2: 8, 3: 30}.get(self.box, self.cells // 2)
         rng = random.Random(f"{self.name}-{seed}-{clues}")
         out = []
         for _ in range(n):
