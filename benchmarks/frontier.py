@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--models", default="sudoku9-small,sudoku9-base")
     p.add_argument("--policies", default="", help="learned policies (paths or shipped names), comma-separated")
     p.add_argument("--block-lengths", default="none,27", help="'none' = full diffusion")
-    p.add_argument("--clues", type=int, default=28)
+    p.add_argument("--difficulty", "--clues", type=int, default=28, help="the task's generation knob (sudoku: clues)")
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--data", default=None)
     p.add_argument("--limit", type=int, default=None)
@@ -83,7 +83,7 @@ def main() -> None:
         for block in args.block_lengths.split(","):
             block_length = None if block == "none" else int(block)
             report = frontier(
-                task=args.task, model=model, policies=args.policies, data=args.data, num=args.num, difficulty=args.clues,
+                task=args.task, model=model, policies=args.policies, data=args.data, num=args.num, difficulty=args.difficulty,
                 limit=args.limit, seed=args.seed, block_length=block_length, batch_size=args.batch_size,
                 thresholds=numbers(float, args.thresholds), ks=numbers(int, args.ks),
                 alphas=numbers(float, args.alphas) if args.alphas else None,

@@ -1,4 +1,4 @@
-"""Heuristic policies on any task: solved rate, cell accuracy, mean NFE, seconds, per difficulty and model.
+"""Heuristic (and learned) policies on any task: solved rate, cell accuracy, mean NFE, seconds, per difficulty and model.
 
 Commands (the figures in benchmarks/results/heuristics_*.json):
     .venv/bin/python benchmarks/heuristics.py --models sudoku9-small --difficulty 24,28,32,36 \
@@ -12,7 +12,8 @@ Commands (the figures in benchmarks/results/heuristics_*.json):
 (the larger sudoku model gets four policies only, to fit the 2-core machine's time budget). The sudoku
 files were written by an earlier version of this script that took the d1 file as ``--d1`` in the same run.
 
-Examples are generated fresh (seeded: the same for every model and policy) at each difficulty, the task's
+``--policies`` takes every spec ``unmask eval`` takes (``upo``, a checkpoint directory, ...), so a learned policy
+is added to a table with ``--append`` on the same puzzles. Examples are generated fresh (seeded: the same for every model and policy) at each difficulty, the task's
 one knob (sudoku: clues, arithmetic: digits, ...), or read from ``--data``.
 """
 
@@ -26,10 +27,10 @@ from pathlib import Path
 
 import torch
 
+from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
 from unmask.evaluate import evaluate, format_table
 from unmask.models import load_model
-from unmask.policies import get_policy
 from unmask.tasks import get_task
 
 POLICIES = "random,left_to_right,entropy,margin,confidence,topk_softmax,threshold:0.9"
@@ -47,7 +48,6 @@ def main() -> None:
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     args = p.parse_args()
     task = get_task(args.task)
-    policies = [get_policy(s) for s in args.policies.split(",")]
     models = args.models.split(",") if args.models else [task.default_model]
     command = "benchmarks/heuristics.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v and v is not True)
@@ -67,6 +67,7 @@ def main() -> None:
     for data, examples in datasets:
         for model_name in models:
             model = load_model(model_name)
+            policies = [resolve_policy(s, model) for s in args.policies.split(",")]
             results = evaluate(task, model, examples, policies, seed=0, progress=False)
             print(f"\n{model_name} · {args.task} · {data}\n{format_table(results)}", flush=True)
             rows += [{"model": model_name, "task": args.task, "data": data, **r.__dict__} for r in results]

@@ -2,7 +2,8 @@
 
 Command:
     .venv/bin/python benchmarks/model_cards.py --results benchmarks/results/heuristics_small.json \
-        benchmarks/results/heuristics_base.json
+        benchmarks/results/heuristics_base.json benchmarks/results/heuristics_zebra.json \
+        benchmarks/results/heuristics_arithmetic.json
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from pathlib import Path
 from unmask.models import BUILTIN_DIR, builtin_models
 
 
-def card(name: str, meta: dict, rows: list[dict], command: str, source: str) -> str:
+def card(name: str, meta: dict, rows: list[dict], commands: list[str], source: str) -> str:
     m, t = meta["model"], meta["train"]
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.items() if k != "output_dir")
     lines = [
         f"# {name}",
         "",
         f"Built-in masked diffusion model for `{m['task']}`: a bidirectional transformer with factorised "
-        f"(row, column, box) position embeddings, trained with the masked-diffusion objective by `unmask train-mdm`.",
+        f"position embeddings ({len(m['coordinates'])} coordinate tables over {len(m['coordinates'][0])} positions), trained with the masked-diffusion objective by `unmask train-mdm`.",
         "",
         "| | |", "|---|---|",
         f"| parameters | {meta['parameters']:,} |",
         f"| layers × width × heads | {m['n_layer']} × {m['n_embd']} × {m['n_head']} |",
-        f"| vocabulary | {m['vocab_size']} (digits 1-{m['vocab_size'] - 1} as tokens 0-{m['vocab_size'] - 2}, mask id {m['mask_id']}) |",
+        f"| vocabulary | {m['vocab_size']} tokens, mask id {m['mask_id']} (the `{m['task']}` task's layout) |",
         f"| training | {t['steps']} steps × batch {t['batch_size']}, AdamW lr {t['lr']} cosine to {t['min_lr']}, seed {t['seed']} |",
         "",
         "Training command:",
@@ -37,14 +38,16 @@ def card(name: str, meta: dict, rows: list[dict], command: str, source: str) -> 
         "",
         "## Accuracy by policy",
         "",
-        f"From `{command}` (`{source}`); 500 fresh unique puzzles per clue count (d1: the public 4x4 test set). "
-        "Count policies reveal one token per step (NFE = blanks); `threshold` reveals a variable number.",
+        f"From `{source}`, written by " + "; ".join(f"`{c}`" for c in commands) + ". Generated examples are "
+        "fresh and seeded; `data` names the difficulty (or the file). Count policies reveal one token per step "
+        "(NFE = positions to generate); `threshold` reveals a variable number.",
         "",
-        "| data | policy | solved | cell accuracy | mean NFE |",
-        "|---|---|---|---|---|",
+        "| data | policy | solved | cell accuracy | mean NFE | n |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['data']} | {r['policy']} | {100 * r['solved_rate']:.1f}% | {100 * r['cell_accuracy']:.1f}% | {r['nfe']:.1f} |")
+        lines.append(f"| {r['data']} | {r['policy']} | {100 * r['solved_rate']:.1f}% | {100 * r['cell_accuracy']:.1f}% "
+                     f"| {r['nfe']:.1f} | {r['n']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -60,7 +63,7 @@ def main() -> None:
                 continue
             meta = json.loads((BUILTIN_DIR / name / "config.json").read_text())
             rows = [r for r in report["results"] if r["model"] == name]
-            (BUILTIN_DIR / name / "README.md").write_text(card(name, meta, rows, report["command"], path))
+            (BUILTIN_DIR / name / "README.md").write_text(card(name, meta, rows, report.get("commands", [report.get("command")]), path))
             print(f"wrote {BUILTIN_DIR / name / 'README.md'} ({len(rows)} result rows)")
 
 

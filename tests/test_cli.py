@@ -29,6 +29,9 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
         (["eval", "--task", "sudoku4", "--data", "/nonexistent.csv"], "does not exist"),
         (["eval", "--task", "sudoku4", "--model", "sudoku9-small", "--num", "2"], "does not read sudoku4 grids"),
         (["eval", "--task", "sudoku4", "--policies", "upo", "--num", "2"], "no shipped upo policy"),
+        (["eval", "--task", "arithmetic", "--task-option", "bogus=4", "--num", "2"], "does not take the options bogus"),
+        (["eval", "--task", "arithmetic", "--task-option", "max_digits", "--num", "2"], "takes KEY=VALUE"),
+        (["eval", "--task", "arithmetic", "--task-option", "max_digits=4", "--num", "2"], "does not read this arithmetic"),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, message, capsys):

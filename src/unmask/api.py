@@ -103,9 +103,10 @@ class EvalReport:
         plot_frontier(self.results, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
 
 
-def _setup(task: str, model: str | None, data: str | None, num: int, difficulty: int | None, limit: int | None, seed: int,
-           model_options: dict | None, task_options: dict | None) -> tuple[Task, MaskedDiffusionModel, list, dict]:
-    """Task, MDM, examples and the JSON context shared by ``eval`` and ``frontier``."""
+def prepare_run(task: str, model: str | None, data: str | None, num: int, difficulty: int | None, limit: int | None,
+                seed: int, model_options: dict | None, task_options: dict | None
+                ) -> tuple[Task, MaskedDiffusionModel, list, dict]:
+    """Task, MDM, examples and the JSON context shared by ``eval``, ``frontier`` and ``show-order``."""
     task_obj = get_task(task, **(task_options or {}))
     model_name = model or task_obj.default_model
     mdm = load_model(model_name, **(model_options or {}))
@@ -138,7 +139,7 @@ def evaluate_policies(
     """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`.
     ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
     :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies."""
-    task_obj, mdm, examples, context = _setup(task, model, data, num, difficulty, limit, seed, model_options, task_options)
+    task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
     sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=temperature)
     pols = resolve_policies(policies, task_obj, mdm, alpha)
     results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed, progress=progress)
@@ -196,7 +197,7 @@ def frontier(
 ) -> FrontierReport:
     """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
     ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.frontier`."""
-    task_obj, mdm, examples, context = _setup(task, model, data, num, difficulty, limit, seed, model_options, task_options)
+    task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
     sampling = SamplingConfig(block_length=block_length, temperature=temperature)
     sampling.validate()
     specs = [s for s in policies.split(",") if s.strip()] if isinstance(policies, str) else list(policies)

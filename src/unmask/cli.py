@@ -9,6 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from unmask.checkpoint import save_json
+from unmask.policies import parse_value
+from unmask.tasks import TASKS
 
 
 def _add_sampling(p: argparse.ArgumentParser, steps: bool = True) -> None:
@@ -21,7 +23,7 @@ def _add_sampling(p: argparse.ArgumentParser, steps: bool = True) -> None:
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--task", default="sudoku9", help="task name (sudoku4, sudoku9, gsm8k, math500)")
+    g.add_argument("--task", default="sudoku9", help=f"task name ({', '.join(sorted(TASKS))})")
     g.add_argument("--data", default=None, help="data file; default: freshly generated examples")
     g.add_argument("--num", type=int, default=200, help="number of generated examples (without --data)")
     g.add_argument("--difficulty", "--clues", type=int, default=None,
@@ -35,6 +37,8 @@ def _add_hf(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gen-length", "--max-new-tokens", dest="gen_length", type=int, default=None,
                    help="tokens to generate after the prompt (LLaDA gen_length, Dream max_new_tokens); default 256")
     g.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the tokenizer's chat template")
+    g.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a task option, repeatable (e.g. zebra houses=4; arithmetic op=mul); see `get_task`")
     g.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (LLaDA, Dream)")
     g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype; default bfloat16 on GPU, float32 on CPU")
@@ -55,6 +59,11 @@ def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
         "allow_pickle": args.allow_pickle or None,
     }
     task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None}
+    for option in args.task_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--task-option takes KEY=VALUE, got {option!r}")
+        task[key] = parse_value(value)
     return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
 
 
@@ -164,6 +173,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show_order(args: argparse.Namespace) -> int:
+    from unmask.order import plot_order, show_order
+
+    model_options, task_options = hf_options(args)
+    result = show_order(
+        task=args.task, policy=args.policy, model=args.model, data=args.data, num=args.num, difficulty=args.difficulty,
+        limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length, temperature=args.temperature,
+        batch_size=args.batch_size, model_options=model_options, task_options=task_options,
+    )
+    print(f"{result.context['policy']}: solved {result.solved.mean():.3f}, mean NFE {result.nfe.mean():.2f} on {len(result.nfe)} examples")
+    print("mean reveal step / last step per generated position (0 = first, 1 = last):")
+    for row in result.mean_normalised.reshape(result.shape):
+        print("  " + " ".join(f"{v:.2f}" for v in row))
+    plot_order(result, args.out, num_examples=args.show, normalise=args.normalise)
+    print(f"wrote {args.out}")
+    if args.json:
+        save_json(args.json, result.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", "--clues", type=int, default=28, help="clues of the 9x9 puzzles")
     p.add_argument("--train-steps", type=int, default=15, help="GRPO steps of the UPO run (0: heuristics only)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("show-order", help="heatmap (PNG) of the step at which a policy reveals each generated position",
+                       description="Decodes --num examples with one policy and draws the reveal step of each position "
+                                   "for --show of them, beside the mean over all (JSON with --json).")
+    _add_data(p)
+    p.set_defaults(num=100)
+    p.add_argument("--model", default=None,
+                   help="built-in model name, checkpoint dir or hf:NAME_OR_PATH; default: the task's shipped model")
+    p.add_argument("--policy", default="confidence", help="one policy spec, as in eval --policies (e.g. threshold:0.9, upo, PATH)")
+    p.add_argument("--show", type=int, default=8, help="examples drawn one by one")
+    p.add_argument("--normalise", action="store_true", help="colour by step / last step of the row instead of the step")
+    p.add_argument("--batch-size", type=int, default=256)
+    _add_sampling(p)
+    _add_hf(p)
+    p.add_argument("--out", default="order.png", help="write the heatmap (PNG) here")
+    p.add_argument("--json", default=None, help="write every example's reveal steps and tokens (JSON) here")
+    p.set_defaults(func=cmd_show_order)
     return parser
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from unmask.checkpoint import atomic_write
-from unmask.engine import SamplingConfig, generate
+from unmask.engine import GenerationOutput, SamplingConfig, generate
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import Policy
-from unmask.tasks.base import Task
+from unmask.tasks.base import EncodedBatch, Task
 
 
 @dataclass
@@ -37,8 +37,10 @@ def run_policy(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    on_batch: Callable[[Sequence, EncodedBatch, GenerationOutput], None] | None = None,
 ) -> tuple[EvalResult, dict]:
-    """Decode every example with ``policy``; returns the summary and per-example arrays."""
+    """Decode every example with ``policy``; returns the summary and per-example arrays.
+    ``on_batch(examples, encoded, output)`` sees each decoded batch (e.g. to keep the reveal order)."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
     solved, acc, nfe = [], [], []
     start = time.perf_counter()
@@ -48,6 +50,8 @@ def run_policy(
         enc = task.encode(chunk, model)
         out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, generator)
         scores = task.score(chunk, task.decode(chunk, out.sequences, model))
+        if on_batch is not None:
+            on_batch(chunk, enc, out)
         solved.append(scores.solved)
         acc.append(scores.cell_accuracy)
         nfe.append(out.nfe.cpu().numpy())

@@ -32,7 +32,8 @@ HEURISTICS: dict[str, Callable[..., Policy]] = {
 }
 
 
-def _parse_value(text: str) -> int | float | str:
+def parse_value(text: str) -> int | float | str:
+    """A spec or command-line value as int, float or string."""
     for cast in (int, float):
         try:
             return cast(text)
@@ -56,7 +57,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             key, value = params[i], part
         if key not in params:
             raise ValueError(f"policy {spec!r}: unknown argument {key!r}; {name} takes {params or 'none'}")
-        kwargs[key] = _parse_value(value)
+        kwargs[key] = parse_value(value)
     return name, kwargs
 
 
@@ -71,4 +72,4 @@ def get_policy(spec: str) -> Policy:
         raise ValueError(f"policy {spec!r}: {e}") from e
 
 
-__all__ = ["HEURISTICS", "Policy", "ScorePolicy", "get_policy", "parse_spec", "top_k_mask"]
+__all__ = ["HEURISTICS", "Policy", "ScorePolicy", "get_policy", "parse_spec", "parse_value", "top_k_mask"]

@@ -125,8 +125,8 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         """log g_phi(a_n | x_n) of a recorded ordered action (n, k); ``scores``: :meth:`scores` if already computed."""
         return plackett_luce_log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
 
-    def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return first_draw_entropy(self.scores(obs), obs["allowed"])
+    def entropy(self, obs: dict[str, torch.Tensor], scores: torch.Tensor | None = None) -> torch.Tensor:
+        return first_draw_entropy(self.scores(obs) if scores is None else scores, obs["allowed"])
 
     @torch.no_grad()
     def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

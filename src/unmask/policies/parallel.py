@@ -188,8 +188,8 @@ class BernoulliPolicy(ParallelPolicy):
         """Exact log P(u) of the drawn set (the empty set when the fallback revealed a position)."""
         return bernoulli_log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
 
-    def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return bernoulli_entropy(self.scores(obs), obs["allowed"])
+    def entropy(self, obs: dict[str, torch.Tensor], scores: torch.Tensor | None = None) -> torch.Tensor:
+        return bernoulli_entropy(self.scores(obs) if scores is None else scores, obs["allowed"])
 
 
 class PlackettLucePolicy(ParallelPolicy):
@@ -231,6 +231,6 @@ class PlackettLucePolicy(ParallelPolicy):
             return stop_log_prob(scores, obs["allowed"], action)
         return plackett_luce_log_prob(scores, obs["allowed"], action)
 
-    def entropy(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def entropy(self, obs: dict[str, torch.Tensor], scores: torch.Tensor | None = None) -> torch.Tensor:
         """Entropy of the first draw."""
-        return first_draw_entropy(self.scores(obs), obs["allowed"])
+        return first_draw_entropy(self.scores(obs) if scores is None else scores, obs["allowed"])

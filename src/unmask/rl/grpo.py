@@ -153,6 +153,7 @@ def upo_loss(
     stats = {
         "clip_frac": ((ratio - 1).abs() > epsilon).float().mean().item(),
         "approx_kl": (buf.old_log_prob[idx] - logp).mean().item(),
+        "entropy": policy.entropy(obs, scores.detach()).mean().item(),
     }
     if reference.divergence == "ce":
         ce = -policy.log_prob(obs, reference.confidence_action(obs, action), scores)
@@ -388,9 +389,6 @@ class GRPOTrainer:
                 stats["loss"] = loss.item()
                 for k, v in stats.items():
                     agg.setdefault(k, []).append(v)
-        with torch.no_grad():
-            sample = torch.randperm(len(buf), generator=self.gen, device=self.gen.device)[: self.cfg.minibatch_size]
-            agg["entropy"] = [self.policy.entropy(buf.take(sample)).mean().item()]
         return {k: float(np.mean(v)) for k, v in agg.items()}
 
     @torch.no_grad()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Callable
 
+from unmask.tasks.arithmetic import ArithmeticExample, ArithmeticTask
 from unmask.tasks.base import EncodedBatch, Scores, Task
 from unmask.tasks.math import MathExample, MathTask, gsm8k, math500
 from unmask.tasks.sudoku import SudokuExample, SudokuTask
+from unmask.tasks.zebra import ZebraExample, ZebraTask
 
 TASKS: dict[str, Callable[..., Task]] = {
     "sudoku4": lambda: SudokuTask(box=2),
     "sudoku9": lambda: SudokuTask(box=3),
     "gsm8k": gsm8k,
     "math500": math500,
+    "arithmetic": ArithmeticTask,
+    "zebra": ZebraTask,
 }
 
 
@@ -27,5 +31,6 @@ def get_task(name: str, **options) -> Task:
 
 
 __all__ = [
-    "EncodedBatch", "MathExample", "MathTask", "Scores", "SudokuExample", "SudokuTask", "Task", "TASKS", "get_task",
+    "ArithmeticExample", "ArithmeticTask", "EncodedBatch", "MathExample", "MathTask", "Scores", "SudokuExample",
+    "SudokuTask", "Task", "TASKS", "ZebraExample", "ZebraTask", "get_task",
 ]

@@ -81,3 +81,16 @@ class Task:
     def sample_targets(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean training sequences (B, L) and the mask of positions the MDM learns to fill."""
         raise NotImplementedError(f"task {self.name} has no built-in model training stream")
+
+    # --- display (``unmask show-order``) ---
+    def answer_shape(self, length: int) -> tuple[int, int]:
+        """(rows, columns) to draw a generation region of ``length`` positions in; default one row."""
+        return 1, length
+
+    def token_text(self, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[list[str]]:
+        """Printable text of every token of ``sequences`` (B, L): the model's tokenizer's tokens when it
+        has one (Hugging Face dLLMs), else the token ids."""
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:
+            return [tokenizer.convert_ids_to_tokens(row) for row in sequences.tolist()]
+        return [[str(t) for t in row] for row in sequences.tolist()]

@@ -173,6 +173,12 @@ class SudokuTask(Task):
         acc = np.asarray(correct, dtype=np.float64)
         return Scores(reward=acc, solved=np.asarray(solved, dtype=bool), cell_accuracy=acc)
 
+    def answer_shape(self, length: int) -> tuple[int, int]:
+        return self.n, self.n
+
+    def token_text(self, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[list[str]]:
+        return [[str(v) if v else "?" for v in row] for row in self.decode([], sequences, model)]
+
     # ---------------- built-in MDM training stream ----------------
     def _symmetry(self, rng: random.Random) -> list[int]:
         """A random validity-preserving cell permutation: bands, rows in bands, stacks, columns, transpose."""

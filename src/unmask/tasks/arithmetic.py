@@ -1,0 +1,206 @@
+"""Multi-digit arithmetic (``arithmetic``): ``a+b`` and ``a*b`` written most-significant digit first.
+
+Token layout of the built-in model (one character per token, vocabulary
+``0123456789+*=_`` with ``_`` the padding character, ``mask_id`` = 14): with
+``D = max_digits`` and an answer width ``W`` (``D + 1`` for addition, ``2D`` as
+soon as multiplication is allowed), every problem is the fixed-length string
+
+    a (D chars, right-aligned) | op | b (D chars, right-aligned) | = | a op b (W chars, right-aligned)
+
+left-padded with ``_``: ``max_digits=4``, ``op="add"`` writes ``123+989`` as
+``_123+_989=_1112``. Place values sit at fixed positions, so one model serves every
+size up to ``D`` digits. The prompt ``a op b =`` is fixed; the ``W`` answer
+positions are masked and generated (``gen_start`` = the prompt length). The shipped
+model ``arithmetic`` reads the default layout (``op="add"``, ``max_digits=8``: 26 tokens).
+
+Scores: a completion is the answer region as text (``_1112``). It parses only as
+padding followed by a number written without leading zeros; ``solved`` means it
+parses to exactly ``a op b`` (so it equals the target region character for
+character). The reward, like sudoku's fraction of blanks, is the fraction of the
+``W`` answer positions holding the target character (leading pads included).
+
+Files: one problem per line, ``123+989`` or ``123+989=1112`` (a given answer is
+checked); blank lines and lines starting with ``#`` are skipped.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from unmask.checkpoint import atomic_write
+from unmask.models.base import MaskedDiffusionModel
+from unmask.tasks.base import EncodedBatch, Scores, Task
+
+CHARS = "0123456789+*=_"
+PAD = "_"
+OPS = {"add": "+", "mul": "*"}
+OP_CHOICES = ("add", "mul", "mixed")
+LINE = re.compile(r"(\d+)([+*])(\d+)(?:=(\d+))?")
+
+
+@dataclass
+class ArithmeticExample:
+    """``a op b`` with ``op`` the character ``+`` or ``*``."""
+
+    a: int
+    op: str
+    b: int
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b if self.op == "+" else self.a * self.b
+
+    def __str__(self) -> str:
+        return f"{self.a}{self.op}{self.b}={self.answer}"
+
+
+def parse_answer(text: str) -> int | None:
+    """The number an answer region holds: padding, then digits without leading zeros; None if malformed."""
+    digits = text.lstrip(PAD)
+    if not digits.isdigit() or not digits.isascii() or (len(digits) > 1 and digits[0] == "0"):
+        return None
+    return int(digits)
+
+
+class ArithmeticTask(Task):
+    """Addition, multiplication or both (``op``) of operands of up to ``max_digits`` digits."""
+
+    name = "arithmetic"
+    default_model = "arithmetic"
+    difficulty_name = "digits"
+
+    def __init__(self, op: str = "add", max_digits: int = 8) -> None:
+        if op not in OP_CHOICES:
+            raise ValueError(f"arithmetic: op must be one of {', '.join(OP_CHOICES)}, got {op!r}")
+        if max_digits < 1:
+            raise ValueError(f"arithmetic: max_digits must be a positive integer, got {max_digits}")
+        self.op, self.max_digits = op, max_digits
+        self.ops = list(OPS.values()) if op == "mixed" else [OPS[op]]
+        self.answer_width = max_digits + 1 if op == "add" else 2 * max_digits
+        self.gen_start = 2 * max_digits + 2
+        self.length = self.gen_start + self.answer_width
+
+    # ---------------- data ----------------
+    def _operand(self, digits: int, rng: random.Random) -> int:
+        return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+    def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[ArithmeticExample]:
+        """``n`` problems whose operands both have exactly ``difficulty`` digits (default ``max_digits``);
+        with ``op="mixed"`` each problem's operation is drawn at random."""
+        digits = self.max_digits if difficulty is None else difficulty
+        if not 1 <= digits <= self.max_digits:
+            raise ValueError(f"arithmetic: digits must be in [1, {self.max_digits}] (max_digits), got {digits}")
+        rng = random.Random(f"{self.name}-{self.op}-{seed}-{digits}")
+        return [ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(digits, rng)) for _ in range(n)]
+
+    def parse_line(self, text: str, where: str) -> ArithmeticExample:
+        match = LINE.fullmatch("".join(text.split()))
+        if not match:
+            raise ValueError(f"{where}: expected a problem like 123+989 or 123*45=5535, got {text.strip()!r}")
+        a, op, b, given = match.groups()
+        if op not in self.ops:
+            raise ValueError(f"{where}: {op!r} problems need op='{'mul' if op == '*' else 'add'}' or 'mixed' (this task: op={self.op!r})")
+        ex = ArithmeticExample(int(a), op, int(b))
+        for value in (ex.a, ex.b):
+            if len(str(value)) > self.max_digits:
+                raise ValueError(f"{where}: operand {value} has {len(str(value))} digits; this task holds at most {self.max_digits} (max_digits)")
+        if given is not None and int(given) != ex.answer:
+            raise ValueError(f"{where}: {ex.a}{op}{ex.b} is {ex.answer}, not {int(given)}")
+        return ex
+
+    def load(self, path: str) -> list[ArithmeticExample]:
+        """Read one problem per line (``123+989`` or ``123+989=1112``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"arithmetic data file {path} does not exist")
+        examples = []
+        with open(path) as f:
+            for line_no, line in enumerate(f, start=1):
+                if line.strip() and not line.lstrip().startswith("#"):
+                    examples.append(self.parse_line(line, f"{path}:{line_no}"))
+        if not examples:
+            raise ValueError(f"{path}: no problems found")
+        return examples
+
+    def save(self, examples: Sequence[ArithmeticExample], path: str) -> None:
+        """Write ``a op b = answer`` lines (the format :meth:`load` reads)."""
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.writelines(f"{ex}\n" for ex in examples)
+
+        atomic_write(Path(path), write)
+
+    # ---------------- token layout ----------------
+    def layout(self, ex: ArithmeticExample) -> str:
+        """The full fixed-length text of a solved example, e.g. ``_123+_989=_1112``."""
+        D, W = self.max_digits, self.answer_width
+        return f"{ex.a:{PAD}>{D}}{ex.op}{ex.b:{PAD}>{D}}={ex.answer:{PAD}>{W}}"
+
+    def tokenize(self, text: str) -> list[int]:
+        return [CHARS.index(c) for c in text]
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids; a mask shows as ``?``."""
+        return "".join(CHARS[i] if 0 <= i < len(CHARS) else "?" for i in ids)
+
+    def vocab(self) -> tuple[int, int]:
+        return len(CHARS) + 1, len(CHARS)
+
+    def coordinates(self) -> list[list[int]]:
+        return [list(range(self.length))]
+
+    def _check_model(self, model: MaskedDiffusionModel) -> None:
+        vocab_size, mask_id = self.vocab()
+        seq_len = getattr(getattr(model, "config", None), "seq_len", self.length)
+        if model.vocab_size != vocab_size or model.mask_id != mask_id or seq_len != self.length:
+            raise ValueError(
+                f"model {model.name!r} (vocab {model.vocab_size}, mask id {model.mask_id}, length {seq_len}) does not read "
+                f"this arithmetic layout (op={self.op!r}, max_digits={self.max_digits}: vocab {vocab_size}, mask id "
+                f"{mask_id}, length {self.length}); use a model trained for these options"
+            )
+
+    def encode(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> EncodedBatch:
+        self._check_model(model)
+        _, mask_id = self.vocab()
+        prompts = [self.tokenize(self.layout(ex)[: self.gen_start]) + [mask_id] * self.answer_width for ex in examples]
+        return EncodedBatch(input_ids=torch.tensor(prompts, dtype=torch.long, device=model.device), gen_start=self.gen_start)
+
+    def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[str]:
+        """The answer region of each sequence as text (``_1112``)."""
+        return [self.detokenize(row) for row in sequences[:, self.gen_start :].tolist()]
+
+    def score(self, examples: Sequence[ArithmeticExample], completions: Sequence[str], **_: Any) -> Scores:
+        correct, solved = [], []
+        W = self.answer_width
+        for ex, text in zip(examples, completions):
+            target = self.layout(ex)[self.gen_start :]
+            text = text.rjust(W, PAD)
+            fits = len(text) == W
+            correct.append(sum(c == t for c, t in zip(text, target)) / W if fits else 0.0)
+            solved.append(fits and parse_answer(text) == ex.answer)
+        acc = np.asarray(correct, dtype=np.float64)
+        return Scores(reward=acc, solved=np.asarray(solved, dtype=bool), cell_accuracy=acc)
+
+    def token_text(self, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[list[str]]:
+        return [list(self.detokenize(row)) for row in sequences.tolist()]
+
+    # ---------------- built-in MDM training stream ----------------
+    def sample_targets(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Solved problems with each operand's digit count uniform in 1..max_digits; the answer region is learnable."""
+        rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        examples = [
+            ArithmeticExample(self._operand(rng.randint(1, self.max_digits), rng), rng.choice(self.ops),
+                              self._operand(rng.randint(1, self.max_digits), rng))
+            for _ in range(batch_size)
+        ]
+        targets = torch.tensor([self.tokenize(self.layout(ex)) for ex in examples], dtype=torch.long)
+        learnable = torch.zeros_like(targets, dtype=torch.bool)
+        learnable[:, self.gen_start :] = True
+        return targets, learnable

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from unmask.engine import generate
+from unmask.models import load_model
+from unmask.policies import get_policy
+from unmask.tasks import get_task
+from unmask.tasks.arithmetic import ArithmeticExample, parse_answer
+
+
+def test_layout_right_aligns_operands_and_answer_with_pads():
+    task = get_task("arithmetic", op="add", max_digits=4)
+    assert task.layout(ArithmeticExample(123, "+", 989)) == "_123+_989=_1112"
+    assert task.layout(ArithmeticExample(9999, "+", 1)) == "9999+___1=10000"  # carry into the extra digit
+    assert task.layout(ArithmeticExample(0, "+", 0)) == "___0+___0=____0"
+    mul = get_task("arithmetic", op="mul", max_digits=3)
+    assert mul.layout(ArithmeticExample(999, "*", 99)) == "999*_99=_98901"
+    assert (mul.gen_start, mul.answer_width, mul.length) == (8, 6, 14)
+
+
+def test_tokenizer_round_trip_and_vocab():
+    task = get_task("arithmetic", max_digits=4)
+    text = "_123+_989=_1112"
+    ids = task.tokenize(text)
+    assert task.detokenize(ids) == text
+    vocab_size, mask_id = task.vocab()
+    assert max(ids) < mask_id == vocab_size - 1
+    assert task.detokenize([1, mask_id]) == "1?"
+
+
+@pytest.mark.parametrize("text,value", [("_1112", 1112), ("10000", 10000), ("____0", 0), ("01112", None),
+                                        ("1_112", None), ("_____", None), ("_11?2", None)])
+def test_answers_parse_only_as_pads_then_a_number_without_leading_zeros(text, value):
+    assert parse_answer(text) == value
+
+
+def test_reward_is_fraction_of_answer_characters_and_solved_is_exact():
+    task = get_task("arithmetic", op="add", max_digits=4)
+    ex = ArithmeticExample(123, "+", 989)
+    scores = task.score([ex] * 5, ["_1112", "01112", "_1113", "1112", "___1112"])
+    assert scores.reward.tolist() == [1.0, 0.8, 0.8, 1.0, 0.0]  # short completions are right-aligned
+    assert scores.solved.tolist() == [True, False, False, True, False]
+    assert task.reward(["_1112"], [ex]) == [1.0]
+
+
+def test_generation_is_seeded_and_has_the_requested_digits():
+    task = get_task("arithmetic", op="mixed", max_digits=3)
+    a, b = task.generate(20, seed=3, difficulty=2), task.generate(20, seed=3, difficulty=2)
+    assert [str(e) for e in a] == [str(e) for e in b]
+    assert [str(e) for e in a] != [str(e) for e in task.generate(20, seed=4, difficulty=2)]
+    assert all(10 <= e.a <= 99 and 10 <= e.b <= 99 for e in a) and {e.op for e in a} == {"+", "*"}
+    assert all(len(str(e.a)) == 3 for e in task.generate(5))  # default: max_digits
+    with pytest.raises(ValueError, match=r"digits must be in \[1, 3\]"):
+        task.generate(1, difficulty=4)
+
+
+def test_save_load_round_trip(tmp_path):
+    task = get_task("arithmetic", op="mixed", max_digits=3)
+    examples = task.generate(6, seed=0)
+    path = tmp_path / "p.txt"
+    task.save(examples, str(path))
+    assert [str(e) for e in task.load(str(path))] == [str(e) for e in examples]
+    path.write_text("# comment\n12 + 3\n\n7*8=56\n")
+    assert [str(e) for e in task.load(str(path))] == ["12+3=15", "7*8=56"]
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("12-3", "expected a problem like"),
+        ("12+3=16", r"12\+3 is 15, not 16"),
+        ("12345+1", "operand 12345 has 5 digits"),
+        ("12*3", "'\\*' problems need op='mul' or 'mixed'"),
+    ],
+)
+def test_malformed_lines_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "bad.txt"
+    path.write_text("1+2\n" + line + "\n")
+    with pytest.raises(ValueError, match=message) as e:
+        get_task("arithmetic", op="add", max_digits=4).load(str(path))
+    assert f"{path}:2" in str(e.value)
+
+
+def test_training_stream_learns_the_answer_region_only():
+    task = get_task("arithmetic", op="add", max_digits=4)
+    targets, learnable = task.sample_targets(64, torch.Generator().manual_seed(0))
+    assert targets.shape == (64, task.length)
+    assert not learnable[:, : task.gen_start].any() and learnable[:, task.gen_start :].all()
+    for row in targets.tolist():
+        a, rest = task.detokenize(row).replace("_", "").split("+")
+        b, answer = rest.split("=")
+        assert int(a) + int(b) == int(answer)
+
+
+def test_shipped_model_decodes_and_mismatched_layouts_are_refused():
+    task, model = get_task("arithmetic"), load_model("arithmetic")
+    examples = task.generate(32, seed=0, difficulty=2)
+    enc = task.encode(examples, model)
+    assert (enc.input_ids[:, enc.gen_start :] == model.mask_id).all()
+    assert (enc.input_ids[:, : enc.gen_start] != model.mask_id).all()
+    out = generate(model, enc.input_ids, get_policy("confidence"), gen_start=enc.gen_start)
+    scores = task.score(examples, task.decode(examples, out.sequences, model))
+    assert scores.solved.mean() > 0.5
+    with pytest.raises(ValueError, match="does not read this arithmetic layout"):
+        get_task("arithmetic", max_digits=task.max_digits - 1).encode(examples[:1], model)
