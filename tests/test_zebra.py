@@ -1,3 +1,4 @@
+import itertools
 import json
 import random
 
@@ -6,7 +7,9 @@ import torch
 
 from unmask.tasks import get_task
 from unmask.tasks import zebra
-from unmask.tasks.zebra_solver import Clue, generate_puzzle, relabelled, solve, violations
+from unmask.tasks.zebra_solver import (
+    Clue, generate_puzzle, random_clue, random_solution, relabelled, solve, violations,
+)
 
 # 3 houses; attribute 0 = colour (red 0, green 1, blue 2), attribute 1 = pet (dog 0, cat 1, fish 2)
 RED, GREEN, BLUE, DOG, CAT, FISH = (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)
@@ -40,6 +43,18 @@ def test_solver_proves_uniqueness_ambiguity_and_contradiction():
     assert sorted(solve(HAND_CLUES[:-1], 3, 2, limit=5)) == sorted([HAND_SOLUTION, SWAPPED])
     assert solve(HAND_CLUES + [Clue("at_house", CAT, house=2)], 3, 2) == []
     assert len(solve([], 3, 2, limit=100)) == 36  # 3! x 3!
+
+
+def test_solver_counts_match_brute_force():
+    rng = random.Random(0)
+    placements = [[list(a), list(b), list(c)] for a in itertools.permutations(range(3))
+                  for b in itertools.permutations(range(3)) for c in itertools.permutations(range(3))]
+    for _ in range(60):
+        truth = random_solution(3, 3, rng)
+        clues = [random_clue(truth, rng) for _ in range(rng.randint(1, 5))]
+        clues += [Clue("not_same_house", (0, 0), (1, 0))] * (rng.random() < 0.3)  # sometimes unsatisfiable
+        expected = sorted(p for p in placements if all(c.holds(p) for c in clues))
+        assert sorted(solve(clues, 3, 3, limit=1000)) == expected
 
 
 @pytest.mark.parametrize("houses,attributes,n", [(3, 3, 10), (4, 4, 10), (5, 3, 3), (6, 6, 1)])
@@ -153,43 +168,39 @@ def test_encode_decode_with_a_tiny_model():
     model = MaskedTransformer(TransformerConfig(vocab, mask, task.coordinates(), n_layer=1, n_head=2, n_embd=16)).eval()
     examples = task.generate(2, seed=0)
     batch = task.encode(examples, model)
-    L = task.prompt_length + 9
-    assert batch.input_ids.shape == (2, L) and batch.gen_start == task.prompt_length
-    assert (batch.input_ids[:, : task.prompt_length] != mask).all()
-    for ex, answer in zip(examples, batch.input_ids[:, task.prompt_length :].tolist()):  # at_house clues are given
-        assert all(t in (mask, h) for t, h in zip(answer, sum(ex.solution, [])))
+    P, pairs = task.prompt_length, len(task.pairs)
+    assert batch.input_ids.shape == (2, task.length) == (2, P + pairs + 9) and batch.gen_start == P
+    assert (batch.input_ids[:, :P] != mask).all()
+    for ex, row in zip(examples, batch.input_ids.tolist()):
+        links, answer = row[P : P + pairs], row[P + pairs :]
+        assert sum(t == mask for t in links) == sum(c.kind not in ("at_house", "not_at_house") for c in ex.clues)
+        assert all(t in (mask, h) for t, h in zip(answer, sum(ex.solution, [])))  # at_house clues are given
         assert sum(t != mask for t in answer) == sum(c.kind == "at_house" for c in ex.clues)
-    assert model(batch.input_ids).logits.shape == (2, L, vocab)
+    assert model(batch.input_ids).logits.shape == (2, task.length, vocab)
     filled = batch.input_ids.clone()
-    filled[:, task.prompt_length :] = torch.tensor([sum(e.solution, []) for e in examples])
+    filled[:, P:] = torch.tensor([task.generation_tokens(e.clues, e.solution) for e in examples])
     assert task.decode(examples, filled, model) == [e.solution for e in examples]
     assert task.score(examples, task.decode(examples, filled, model)).solved.all()
     with pytest.raises(ValueError, match="does not read 4x4"):
         get_task("zebra", houses=4, attributes=4).encode(task.generate(1), model)
 
 
-def test_training_stream_masks_only_the_answer(monkeypatch):
+def test_training_stream_fills_links_and_answer(monkeypatch):
     monkeypatch.setattr(zebra, "POOL_SIZE", 8)
     task = get_task("zebra", houses=3, attributes=3)
     targets, learnable = task.sample_targets(16, torch.Generator().manual_seed(0))
-    assert targets.shape == learnable.shape == (16, task.prompt_length + 9)
-    assert not learnable[:, : task.prompt_length].any() and learnable.any(1).all()
+    P, pairs = task.prompt_length, len(task.pairs)
+    assert targets.shape == learnable.shape == (16, task.length)
+    assert not learnable[:, :P].any() and learnable.any(1).all()
     check = {"same_house": lambda x, y: x == y, "not_same_house": lambda x, y: x != y, "left_of": lambda x, y: x < y,
              "right_of": lambda x, y: x > y, "next_to": lambda x, y: abs(x - y) == 1}
-    for row, learn in zip(targets.tolist(), learnable[:, task.prompt_length :].tolist()):
-        house = row[task.prompt_length :]
+    for row, learn in zip(targets.tolist(), learnable.tolist()):
+        links, house = row[P : P + pairs], row[P + pairs :]
         assert all(sorted(house[3 * a : 3 * a + 3]) == [0, 1, 2] for a in range(3))
         sets, relations = read_prompt(task, row)
         assert all(s >> h & 1 for s, h in zip(sets, house))
-        assert all(s == 1 << h for s, h, learn_it in zip(sets, house, learn) if not learn_it)  # given: at_house
+        assert all(s == 1 << h for s, h, l in zip(sets, house, learn[P + pairs :]) if not l)  # given: at_house
         assert all(check[rel](house[x], house[y]) for (x, y), rel in relations.items())
+        for (x, y), link, l in zip(task.pairs, links, learn[P : P + pairs]):  # a related pair's link: both houses
+            assert (link, l) == ((task.link0 + 3 * house[x] + house[y], True) if (x, y) in relations else (task.no_relation, False))
     assert len({tuple(t) for t in targets.tolist()}) == 16
-
-
-def test_shipped_model_decodes_fresh_puzzles():
-    from unmask.api import evaluate_policies
-
-    report = evaluate_policies(task="zebra", policies="confidence,random", num=32, seed=5, progress=False)
-    confidence, rand = report.results
-    assert confidence.nfe == 16 and confidence.cell_accuracy > 0.6
-    assert confidence.solved_rate > rand.solved_rate
