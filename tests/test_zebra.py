@@ -204,3 +204,11 @@ def test_training_stream_fills_links_and_answer(monkeypatch):
         for (x, y), link, l in zip(task.pairs, links, learn[P : P + pairs]):  # a related pair's link: both houses
             assert (link, l) == ((task.link0 + 3 * house[x] + house[y], True) if (x, y) in relations else (task.no_relation, False))
     assert len({tuple(t) for t in targets.tolist()}) == 16
+
+
+def test_shipped_model_decodes_fresh_puzzles():
+    from unmask.api import evaluate_policies
+
+    report = evaluate_policies(task="zebra", policies="confidence,random", num=32, seed=5, progress=False)
+    confidence, rand = report.results
+    assert confidence.cell_accuracy > 0.5 and confidence.solved_rate > rand.solved_rate + 0.15

@@ -79,7 +79,7 @@ def clue_to_json(clue: Clue) -> dict:
 
 
 class ZebraTask(Task):
-    """``houses`` x ``attributes`` zebra puzzles; the default size is 4 x 3 (no shipped model yet)."""
+    """``houses`` x ``attributes`` zebra puzzles; the shipped model ``zebra`` reads the default 4 x 3."""
 
     name = "zebra"
     difficulty_name = "extra_clues"
@@ -92,7 +92,7 @@ class ZebraTask(Task):
         self.pairs = [(x, y) for x in range(self.cells) for y in range(x + 1, self.cells)]
         self.prompt_length = self.cells + len(self.pairs)
         self.length = self.prompt_length + len(self.pairs) + self.cells
-        self.default_model = ""  # no shipped zebra MDM yet: train one with `unmask train-mdm --task zebra`
+        self.default_model = "zebra" if (houses, attributes) == DEFAULT_SIZE else ""
         # token ids: houses, mask, house sets (bitmasks 1 .. 2^houses - 1), none, RELATIONS, links (house pairs)
         self.mask_id = houses
         self.no_relation = houses + 2**houses
