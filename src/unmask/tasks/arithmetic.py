@@ -156,18 +156,11 @@ class ArithmeticTask(Task):
     def coordinates(self) -> list[list[int]]:
         return [list(range(self.length))]
 
-    def _check_model(self, model: MaskedDiffusionModel) -> None:
-        vocab_size, mask_id = self.vocab()
-        seq_len = getattr(getattr(model, "config", None), "seq_len", self.length)
-        if model.vocab_size != vocab_size or model.mask_id != mask_id or seq_len != self.length:
-            raise ValueError(
-                f"model {model.name!r} (vocab {model.vocab_size}, mask id {model.mask_id}, length {seq_len}) does not read "
-                f"this arithmetic layout (op={self.op!r}, max_digits={self.max_digits}: vocab {vocab_size}, mask id "
-                f"{mask_id}, length {self.length}); use a model trained for these options"
-            )
+    def layout_name(self) -> str:
+        return f"this arithmetic layout (op={self.op!r}, max_digits={self.max_digits})"
 
     def encode(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> EncodedBatch:
-        self._check_model(model)
+        self.check_model(model)
         _, mask_id = self.vocab()
         prompts = [self.tokenize(self.layout(ex)[: self.gen_start]) + [mask_id] * self.answer_width for ex in examples]
         return EncodedBatch(input_ids=torch.tensor(prompts, dtype=torch.long, device=model.device), gen_start=self.gen_start)

@@ -82,6 +82,22 @@ class Task:
         """Clean training sequences (B, L) and the mask of positions the MDM learns to fill."""
         raise NotImplementedError(f"task {self.name} has no built-in model training stream")
 
+    def layout_name(self) -> str:
+        """The inputs a built-in model must be trained for, as the mismatch error names them."""
+        return f"{self.name} inputs"
+
+    def check_model(self, model: MaskedDiffusionModel) -> None:
+        """Refuse a model whose vocabulary, mask id or length differ from this task's built-in layout."""
+        vocab_size, mask_id = self.vocab()
+        length = len(self.coordinates()[0])
+        seq_len = getattr(getattr(model, "config", None), "seq_len", length)
+        if (model.vocab_size, model.mask_id, seq_len) != (vocab_size, mask_id, length):
+            raise ValueError(
+                f"model {model.name!r} (vocab {model.vocab_size}, mask id {model.mask_id}, length {seq_len}) does not "
+                f"read {self.layout_name()} (vocab {vocab_size}, mask id {mask_id}, length {length}); use a model "
+                "trained for this task and these options"
+            )
+
     # --- display (``unmask show-order``) ---
     def answer_shape(self, length: int) -> tuple[int, int]:
         """(rows, columns) to draw a generation region of ``length`` positions in; default one row."""

@@ -145,16 +145,11 @@ class SudokuTask(Task):
         _, rcb = units(self.box)
         return [[r for r, _, _ in rcb], [c for _, c, _ in rcb], [b for _, _, b in rcb]]
 
-    def _check_model(self, model: MaskedDiffusionModel) -> None:
-        vocab_size, mask_id = self.vocab()
-        if model.vocab_size != vocab_size or model.mask_id != mask_id:
-            raise ValueError(
-                f"model {model.name!r} (vocab {model.vocab_size}, mask id {model.mask_id}) does not read "
-                f"{self.name} grids (vocab {vocab_size}, mask id {mask_id}); use a model trained for {self.name}"
-            )
+    def layout_name(self) -> str:
+        return f"{self.name} grids"
 
     def encode(self, examples: Sequence[SudokuExample], model: MaskedDiffusionModel) -> EncodedBatch:
-        self._check_model(model)
+        self.check_model(model)
         grid = torch.tensor([ex.puzzle for ex in examples], dtype=torch.long)
         return EncodedBatch(input_ids=torch.where(grid > 0, grid - 1, torch.full_like(grid, self.n)))
 

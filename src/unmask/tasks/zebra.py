@@ -233,20 +233,15 @@ class ZebraTask(Task):
         answer = [givens.get(x, self.mask_id) for x in range(self.cells)] if house is None else house
         return [link(x, y) for x, y in self.pairs] + answer
 
-    def _check_model(self, model: MaskedDiffusionModel) -> None:
-        vocab_size, mask_id = self.vocab()
-        if model.vocab_size != vocab_size or model.mask_id != mask_id:
-            raise ValueError(
-                f"model {model.name!r} (vocab {model.vocab_size}, mask id {model.mask_id}) does not read {self.size} "
-                f"zebra puzzles (vocab {vocab_size}, mask id {mask_id}); use a model trained for this size"
-            )
+    def layout_name(self) -> str:
+        return f"{self.size} zebra puzzles"
 
     def givens(self, clues: Sequence[Clue]) -> dict[int, int]:
         """Item number -> house of the items placed by an ``at_house`` clue (given answer cells)."""
         return {c.a[0] * self.houses + c.a[1]: c.house for c in clues if c.kind == "at_house"}
 
     def encode(self, examples: Sequence[ZebraExample], model: MaskedDiffusionModel) -> EncodedBatch:
-        self._check_model(model)
+        self.check_model(model)
         rows = [self.prompt_tokens(ex.clues) + self.generation_tokens(ex.clues) for ex in examples]
         return EncodedBatch(input_ids=torch.tensor(rows, dtype=torch.long), gen_start=self.prompt_length)
 
