@@ -2,7 +2,8 @@
 (cf. UPO Fig. 4), one curve per metrics.csv in benchmarks/results/<grid>/, with a summary table and JSON.
 
 `--grid upo` (default) holds the UPO runs: the three below and the reference/beta ablation of
-`benchmarks/ablations.py --grid upo`; `--grid parallel` the Bernoulli / Plackett-Luce ablation. The first three
+`benchmarks/ablations.py --grid upo`; `--grid parallel` the Bernoulli / Plackett-Luce ablation; `--grid zebra`
+the zebra runs of `benchmarks/gpu_grid.sh` (each folder's README.md gives the commands and machine). The first three
 curves come from `unmask train-policy` runs (metrics.csv copied to benchmarks/results/upo/):
     unmask train-policy --task sudoku9 --model sudoku9-small --clues 28 --reference confidence --beta 0.05 \\
         --base-temperature 0.05 --d-model 32 --learning-rate 1e-3 --steps 150 --eval-every 10 --eval-size 256 \\
@@ -17,6 +18,7 @@ curves come from `unmask train-policy` runs (metrics.csv copied to benchmarks/re
 Summary commands (table + JSON + PNG: benchmarks/results/<grid>_curves.{json,png}):
     .venv/bin/python benchmarks/curves.py --grid upo
     .venv/bin/python benchmarks/curves.py --grid parallel
+    .venv/bin/python benchmarks/curves.py --grid zebra
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def read(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def smooth(values: list[float], points: int = 60) -> list[float]:
+    """Trailing mean over a window that leaves about ``points`` independent points per curve."""
+    w = max(1, len(values) // points)
+    return [sum(values[max(0, i - w + 1) : i + 1]) / len(values[max(0, i - w + 1) : i + 1]) for i in range(len(values))]
 
 
 def main() -> None:
@@ -61,15 +69,15 @@ def main() -> None:
               f"{run['last_eval']:>10.3f} {nfe:>9}")
         line = ax1.plot(*zip(*evals), marker="o", label=path.stem)[0]
         steps = [r["step"] for r in train]
-        mean = [r["reward_mean"] for r in train]
-        std = [r["reward_std"] for r in train]
+        mean = smooth([r["reward_mean"] for r in train])
+        std = smooth([r["reward_std"] for r in train])
         ax2.plot(steps, mean, color=line.get_color(), label=path.stem)
         ax2.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                          color=line.get_color(), alpha=0.15)
         if nfes:
             ax3.plot(*zip(*nfes), marker="o", color=line.get_color(), label=path.stem)
     ax1.set(xlabel="GRPO step", ylabel="held-out solved rate (256 puzzles)")
-    ax2.set(xlabel="GRPO step", ylabel="group reward (mean ± within-group std)")
+    ax2.set(xlabel="GRPO step", ylabel="group reward (mean ± within-group std, smoothed)")
     ax3.set(xlabel="GRPO step", ylabel="held-out mean NFE")
     for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)

@@ -13,6 +13,11 @@ policies as in the README ("Parallel unmasking"):
     .venv/bin/python benchmarks/frontier.py --name sudoku4-transfer --task sudoku4 --models sudoku4 --clues 5 --num 500 \
         --block-lengths none,8 --ks 1,2,3,4 --policies \
         src/unmask/assets/policies/bernoulli-sudoku9-small,src/unmask/assets/policies/bernoulli-sudoku9-base,runs/bernoulli-sudoku4/best
+    # a text task on the built-in models: 8-digit sums, full diffusion vs blocks of 3 answer digits, the shipped
+    # 9x9 policy transferred (runs/arithmetic-600: unmask train-mdm --task arithmetic --n-embd 64 --n-layer 4
+    #  --steps 600 --batch-size 128 --lr 2e-3 --output-dir runs/arithmetic-600)
+    .venv/bin/python benchmarks/frontier.py --name arithmetic-blocks --task arithmetic --models arithmetic,runs/arithmetic-600 \
+        --policies src/unmask/assets/policies/bernoulli-sudoku9-small --block-lengths none,3 --difficulty 8 --num 500 --ks 1,2,3,9
     # a text task on a Hugging Face dLLM (GPU): full diffusion vs LLaDA's 32-token blocks
     .venv/bin/python benchmarks/frontier.py --name gsm8k --task gsm8k --data ../shared/data/gsm8k_test.jsonl --limit 256 \
         --models hf:GSAI-ML/LLaDA-8B-Instruct --trust-remote-code --gen-length 256 --block-lengths none,32 \

@@ -50,7 +50,7 @@ def main() -> None:
     task = get_task(args.task)
     models = args.models.split(",") if args.models else [task.default_model]
     command = "benchmarks/heuristics.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v and v is not True)
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v)
     if args.data:
         datasets = [(f"file:{Path(args.data).name}", task.load(args.data))]
     else:

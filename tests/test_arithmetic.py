@@ -18,6 +18,20 @@ def test_layout_right_aligns_operands_and_answer_with_pads():
     assert (mul.gen_start, mul.answer_width, mul.length) == (8, 6, 14)
 
 
+def test_short_multiplication_layout(tmp_path):
+    task = get_task("arithmetic", op="mul", max_digits=4, multiplier_digits=1)
+    assert task.layout(ArithmeticExample(9999, "*", 9)) == "9999*9=89991"
+    assert (task.gen_start, task.answer_width, task.length) == (7, 5, 12)
+    examples = task.generate(30, seed=1, difficulty=3)
+    assert all(100 <= e.a <= 999 and 0 <= e.b <= 9 and e.op == "*" for e in examples)
+    (tmp_path / "p.txt").write_text("12*34\n")
+    with pytest.raises(ValueError, match=r"p.txt:1: operand 34 has 2 digits; .* at most 1 \(multiplier_digits\)"):
+        task.load(str(tmp_path / "p.txt"))
+    with pytest.raises(ValueError, match=r"multiplier_digits must be in \[1, max_digits=4\]"):
+        get_task("arithmetic", max_digits=4, multiplier_digits=5)
+    assert get_task("arithmetic").length == 27  # the shipped model's layout is unchanged
+
+
 def test_tokenizer_round_trip_and_vocab():
     task = get_task("arithmetic", max_digits=4)
     text = "_123+_989=_1112"

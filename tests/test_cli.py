@@ -40,6 +40,19 @@ def test_bad_input_is_one_clear_line(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+def test_train_mdm_takes_task_options_and_eval_needs_the_same(tmp_path, capsys):
+    mdm = tmp_path / "mul"
+    options = ["--task-option", "op=mul", "--task-option", "multiplier_digits=1", "--task-option", "max_digits=3"]
+    assert main(["train-mdm", "--task", "arithmetic", *options, "--output-dir", str(mdm), "--n-layer", "1",
+                 "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--warmup", "1", "--steps", "2"]) == 0
+    assert json.loads((mdm / "config.json").read_text())["train"]["task_options"] == {
+        "op": "mul", "multiplier_digits": 1, "max_digits": 3}
+    assert main(["eval", "--task", "arithmetic", *options, "--model", str(mdm), "--num", "4"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--task", "arithmetic", "--model", str(mdm), "--num", "4"]) == 2
+    assert "multiplier_digits=8" in capsys.readouterr().err  # the error names the layout it expected
+
+
 def test_train_mdm_and_policy_from_the_command_line(tmp_path, capsys):
     mdm = tmp_path / "mdm"
     common = ["--task", "sudoku4", "--output-dir", str(mdm), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",

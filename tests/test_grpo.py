@@ -58,6 +58,23 @@ def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save):
     assert (tmp_path / "b" / "best" / "model.safetensors").is_file()
 
 
+def test_max_minutes_stops_with_a_resumable_checkpoint(mdm_dir, tmp_path):
+    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3, eval_every=5), progress=False)
+    straight.train()
+    budget = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, eval_every=5), progress=False)
+    budget.train(max_minutes=1e-9)  # out of time after the first step: evaluated and saved there
+    assert budget.step == 1
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "eval_solved" in rows[0]  # header, step 0, step 1
+    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, eval_every=5), progress=False)
+    resumed.train(resume=True)
+    assert resumed.step == 3
+    for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="max_minutes must be > 0"):
+        budget.train(max_minutes=0)
+
+
 def test_resume_refuses_changed_settings(mdm_dir, tmp_path):
     GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), progress=False).train()
     with pytest.raises(ValueError, match="settings differ"):

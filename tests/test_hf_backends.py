@@ -60,11 +60,16 @@ def reference_generate(raw, prompt: list[int], gen_length: int, block_length: in
     return x[0, P:]
 
 
+def load_cpu(name: str, **options):
+    """The tests compare with raw transformers models on the CPU, so the MDM stays there on GPU machines too."""
+    return load_model(name, **{"device": "cpu", **options})
+
+
 PROMPTS = [[2, 8, 9, 10, 3], [2, 11, 12, 13, 14, 15, 16, 3]]
 
 
 def test_masked_lm_loads_like_a_user_checkpoint(bert_dir):
-    mdm = load_model(f"hf:{bert_dir}")
+    mdm = load_cpu(f"hf:{bert_dir}")
     raw = transformers.AutoModelForMaskedLM.from_pretrained(bert_dir, use_safetensors=True)
     assert isinstance(mdm, HFMaskedDiffusionModel) and mdm.style.name == "masked_lm"
     assert (mdm.mask_id, mdm.vocab_size, mdm.hidden_size, mdm.max_length) == (MASK, len(WORDS), 16, 128)
@@ -78,13 +83,13 @@ def test_masked_lm_loads_like_a_user_checkpoint(bert_dir):
     want = raw(input_ids=x, output_hidden_states=True)
     torch.testing.assert_close(out.logits, want.logits)
     torch.testing.assert_close(out.hidden_states, want.hidden_states[-1])
-    embeddings = load_model(f"hf:{bert_dir}", hidden_layer=0)(x, output_hidden_states=True).hidden_states
+    embeddings = load_cpu(f"hf:{bert_dir}", hidden_layer=0)(x, output_hidden_states=True).hidden_states
     torch.testing.assert_close(embeddings, want.hidden_states[0])
     assert mdm(x).hidden_states is None
 
 
 def test_dream_style_shifts_logits_and_features_by_one(llama_dir):
-    mdm = load_model(f"hf:{llama_dir}", style="dream")
+    mdm = load_cpu(f"hf:{llama_dir}", style="dream")
     raw = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, use_safetensors=True)
     x = torch.tensor([[2, 8, 9, 10, MASK, MASK, MASK]])
     out = mdm(x, output_hidden_states=True)
@@ -98,7 +103,7 @@ def test_dream_style_shifts_logits_and_features_by_one(llama_dir):
 
 @pytest.mark.parametrize("style", ["masked_lm", "dream", "llada"])
 def test_left_padding_leaves_real_positions_unchanged(bert_dir, style):
-    mdm = load_model(f"hf:{bert_dir}", style=style)
+    mdm = load_cpu(f"hf:{bert_dir}", style=style)
     ids, attention, P = left_pad(PROMPTS, 4)
     batched = mdm(ids, attention).logits
     short = len(PROMPTS[0])
@@ -109,7 +114,7 @@ def test_left_padding_leaves_real_positions_unchanged(bert_dir, style):
 
 @pytest.mark.parametrize("style", ["masked_lm", "dream"])
 def test_confidence_decoding_matches_a_reference_loop(bert_dir, style):
-    mdm = load_model(f"hf:{bert_dir}", style=style)
+    mdm = load_cpu(f"hf:{bert_dir}", style=style)
     ids, attention, P = left_pad(PROMPTS, 8)
     out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=4), attention, P)
     for row, prompt in enumerate(PROMPTS):
@@ -119,7 +124,7 @@ def test_confidence_decoding_matches_a_reference_loop(bert_dir, style):
 
 
 def test_confidence_decoding_matches_reference_on_a_causal_stand_in(llama_dir):
-    mdm = load_model(f"hf:{llama_dir}", style="dream")
+    mdm = load_cpu(f"hf:{llama_dir}", style="dream")
     prompts = [[2, 8, 9, 10, 3], [2, 11, 12, 13, 3]]
     ids, attention, P = left_pad(prompts, 6)
     out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=3), attention, P)
@@ -128,7 +133,7 @@ def test_confidence_decoding_matches_reference_on_a_causal_stand_in(llama_dir):
 
 
 def test_block_schedule_follows_llada(bert_dir):
-    mdm = load_model(f"hf:{bert_dir}")
+    mdm = load_cpu(f"hf:{bert_dir}")
     ids, attention, P = left_pad(PROMPTS, 12)
     out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=6, block_length=4), attention, P)
     assert out.nfe.tolist() == [6, 6]
@@ -143,7 +148,7 @@ def test_block_schedule_follows_llada(bert_dir):
 
 
 def test_sampling_is_deterministic_under_a_seed(bert_dir):
-    mdm = load_model(f"hf:{bert_dir}")
+    mdm = load_cpu(f"hf:{bert_dir}")
     ids, attention, P = left_pad(PROMPTS, 8)
 
     def run(seed):
@@ -160,8 +165,8 @@ def test_remote_code_model_needs_the_opt_in(tmp_path, monkeypatch):
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
     path = save_remote_llada(tmp_path / "llada")
     with pytest.raises(ValueError, match="--trust-remote-code"):
-        load_model(f"hf:{path}")
-    mdm = load_model(f"hf:{path}", trust_remote_code=True)
+        load_cpu(f"hf:{path}")
+    mdm = load_cpu(f"hf:{path}", trust_remote_code=True)
     assert mdm.style.name == "llada" and mdm.tokenizer.mask_token_id is None
     assert mdm.mask_id == MASK  # from config.mask_token_id, as LLaDA's 126336
     assert type(mdm.model).__name__ == "TinyLLaDAModelLM"
@@ -171,27 +176,27 @@ def test_remote_code_model_needs_the_opt_in(tmp_path, monkeypatch):
 def test_model_without_a_mask_token_names_the_fix(tmp_path):
     path = save_bert(tmp_path / "nomask", mask=False)
     with pytest.raises(ValueError, match="--mask-id"):
-        load_model(f"hf:{path}")
-    assert load_model(f"hf:{path}", mask_id=MASK).mask_id == MASK
+        load_cpu(f"hf:{path}")
+    assert load_cpu(f"hf:{path}", mask_id=MASK).mask_id == MASK
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
-        load_model(f"hf:{path}", mask_id=len(WORDS))
+        load_cpu(f"hf:{path}", mask_id=len(WORDS))
 
 
 def test_tokenizer_model_mismatch_is_refused(tmp_path, bert_dir):
     bigger = tmp_path / "bigger-tokenizer"
     tokenizer(extra_words=50).save_pretrained(bigger)
     with pytest.raises(ValueError, match="tokenizer/model mismatch"):
-        load_model(f"hf:{bert_dir}", tokenizer=str(bigger))
+        load_cpu(f"hf:{bert_dir}", tokenizer=str(bigger))
     disagreeing = save_bert(tmp_path / "disagree")
     config = json.loads((disagreeing / "config.json").read_text())
     (disagreeing / "config.json").write_text(json.dumps({**config, "mask_token_id": PAD}))
     with pytest.raises(ValueError, match="mismatch"):
-        load_model(f"hf:{disagreeing}")
+        load_cpu(f"hf:{disagreeing}")
 
 
 def test_padded_vocabulary_rows_are_never_chosen(tmp_path):
     path = save_bert(tmp_path / "padded-vocab", vocab_size=len(WORDS) + 8)
-    mdm = load_model(f"hf:{path}")
+    mdm = load_cpu(f"hf:{path}")
     logits = mdm(torch.tensor([[2, MASK, 3]])).logits
     assert mdm.vocab_size == len(WORDS) + 8 and torch.isinf(logits[..., len(WORDS) :]).all()
 
@@ -203,31 +208,31 @@ def test_pickled_weights_need_an_explicit_opt_in(tmp_path, bert_dir):
     tokenizer().save_pretrained(path)
     torch.save(raw.state_dict(), path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="--allow-pickle"):
-        load_model(f"hf:{path}")
-    assert load_model(f"hf:{path}", allow_pickle=True).vocab_size == len(WORDS)
+        load_cpu(f"hf:{path}")
+    assert load_cpu(f"hf:{path}", allow_pickle=True).vocab_size == len(WORDS)
 
 
 def test_bad_options_and_inputs_name_the_fix(bert_dir, llama_dir):
     with pytest.raises(ValueError, match="--hf-style"):
-        load_model(f"hf:{llama_dir}")
+        load_cpu(f"hf:{llama_dir}")
     with pytest.raises(ValueError, match="unknown hf style"):
-        load_model(f"hf:{bert_dir}", style="gpt")
+        load_cpu(f"hf:{bert_dir}", style="gpt")
     with pytest.raises(ValueError, match="--hf-layer"):
-        load_model(f"hf:{bert_dir}", hidden_layer=5)
+        load_cpu(f"hf:{bert_dir}", hidden_layer=5)
     with pytest.raises(ValueError, match="unknown dtype"):
-        load_model(f"hf:{bert_dir}", dtype="int8")
+        load_cpu(f"hf:{bert_dir}", dtype="int8")
     with pytest.raises(ValueError, match="apply to Hugging Face models"):
-        load_model("sudoku9-base", dtype="bfloat16")
+        load_cpu("sudoku9-base", dtype="bfloat16")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_model(f"hf:{bert_dir}/missing")
+        load_cpu(f"hf:{bert_dir}/missing")
     with pytest.raises(ValueError, match="cannot read the config"):
-        load_model(f"hf:{bert_dir.parent}")
-    mdm = load_model(f"hf:{bert_dir}")
+        load_cpu(f"hf:{bert_dir.parent}")
+    mdm = load_cpu(f"hf:{bert_dir}")
     with pytest.raises(ValueError, match="context of 128"):
         mdm(torch.full((1, 129), MASK))
 
 
 def test_bfloat16_weights(bert_dir):
-    mdm = load_model(f"hf:{bert_dir}", dtype="bfloat16", device="cpu")
+    mdm = load_cpu(f"hf:{bert_dir}", dtype="bfloat16", device="cpu")
     out = mdm(torch.tensor([[2, 8, MASK, 3]]), output_hidden_states=True)
     assert mdm.model.dtype == torch.bfloat16 and out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()

@@ -17,7 +17,7 @@ def test_train_save_load_roundtrip(tmp_path):
     out = train_mdm(small_cfg(tmp_path, 4), progress=False)
     model = load_model(str(out))
     assert model.vocab_size == 5 and model.mask_id == 4
-    x = torch.full((2, 16), 4)
+    x = torch.full((2, 16), 4, device=model.device)
     assert model(x).logits.shape == (2, 16, 5)
     assert model(x, output_hidden_states=True).hidden_states.shape == (2, 16, 16)
     assert not any(p.requires_grad for p in model.parameters())
@@ -71,6 +71,17 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
 def test_unknown_model_lists_builtins(tmp_path):
     with pytest.raises(ValueError, match="built-in models:"):
         load_model(str(tmp_path / "nothing"))
+
+
+def test_device_option_of_builtin_models():
+    assert load_model("sudoku4", device="cpu").device == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid device 'gpu0'"):
+        load_model("sudoku4", device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible.*--device cpu"):
+            load_model("sudoku4", device="cuda")
+    with pytest.raises(ValueError, match="apply to Hugging Face models"):
+        load_model("sudoku4", device="cpu", dtype="float16")
 
 
 def test_wrong_length_input_is_explained(tiny_sudoku4_model):

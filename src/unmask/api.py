@@ -53,6 +53,7 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     else:
         policy = load_policy(name)
     policy.check_model(model)
+    policy.to(model.device)
     options = [o for o in options.split(":") if o]
     if alpha is not None and getattr(policy, "conditioned", False) and not any(o.startswith("alpha=") for o in options):
         options.append(f"alpha={alpha:g}")
@@ -211,16 +212,18 @@ def frontier(
     return FrontierReport(curves, summarize(curves), context)
 
 
-def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True) -> Path:
-    """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2)."""
+def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True,
+                 max_minutes: float | None = None) -> Path:
+    """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2);
+    ``max_minutes`` stops it early with a resumable checkpoint."""
     from unmask.rl.grpo import GRPOTrainer
 
-    return GRPOTrainer(config, progress=progress).train(resume=resume)
+    return GRPOTrainer(config, progress=progress).train(resume=resume, max_minutes=max_minutes)
 
 
 def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28, train_steps: int = 15) -> EvalReport:
     """``unmask demo``: train a short UPO run on the default 9x9 model, then compare it with every
-    heuristic on fresh puzzles (table, JSON and solved-vs-NFE plot)."""
+    heuristic and the shipped ``upo`` / ``bernoulli`` policies on fresh puzzles (table, JSON and solved-vs-NFE plot)."""
     from unmask.checkpoint import save_json
     from unmask.rl.grpo import GRPOConfig
 
@@ -240,4 +243,5 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
 
 
 LEARNED_NAMES = ("upo", "bernoulli", "plackett-luce")
-_DEMO_POLICIES = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")
+_DEMO_POLICIES = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7", "upo",
+                  "bernoulli")

@@ -42,7 +42,8 @@ def _add_hf(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (LLaDA, Dream)")
     g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype; default bfloat16 on GPU, float32 on CPU")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default cuda when available")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1, ... for any model (built-in or hf:); default cuda when available")
     g.add_argument("--hf-layer", type=int, default=None, help="hidden_states index fed to learned policies; default -1 (last)")
     g.add_argument("--hf-style", default=None, choices=["llada", "dream", "masked_lm"],
                    help="logit alignment; default from config.model_type")
@@ -58,13 +59,19 @@ def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
         "hidden_layer": args.hf_layer, "style": args.hf_style, "mask_id": args.mask_id, "tokenizer": args.tokenizer,
         "allow_pickle": args.allow_pickle or None,
     }
-    task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None}
-    for option in args.task_option:
+    task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None, **task_options(args.task_option)}
+    return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
+
+
+def task_options(items: list[str]) -> dict:
+    """``--task-option KEY=VALUE`` flags as a dict of parsed values."""
+    options = {}
+    for option in items:
         key, sep, value = option.partition("=")
         if not sep or not key:
             raise ValueError(f"--task-option takes KEY=VALUE, got {option!r}")
-        task[key] = parse_value(value)
-    return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
+        options[key] = parse_value(value)
+    return options
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -120,7 +127,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 def cmd_train_mdm(args: argparse.Namespace) -> int:
     from unmask.train_mdm import MDMTrainConfig, train_mdm
 
-    cfg = MDMTrainConfig(**{f.name: getattr(args, f.name) for f in fields(MDMTrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in fields(MDMTrainConfig) if f.name != "task_options"}
+    cfg = MDMTrainConfig(**values, task_options=task_options(args.task_option))
     out = train_mdm(cfg, resume=args.resume)
     print(f"saved {out}")
     return 0
@@ -135,7 +143,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         task_options["reward"] = args.reward
     values = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.name not in ("model_options", "task_options")}
     cfg = GRPOConfig(**values, model_options=model_options, task_options=task_options)
-    out = train_policy(cfg, resume=args.resume)
+    out = train_policy(cfg, resume=args.resume, max_minutes=args.max_minutes)
     print(f"saved {out / 'best'} (best held-out solved rate) and {out / 'last'} (resumable)")
     return 0
 
@@ -241,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective")
     _add_config_flags(p, MDMTrainConfig)
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a task option, repeatable (e.g. arithmetic op=mul); pass the same ones to eval")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
     p.set_defaults(func=cmd_train_mdm)
 
@@ -253,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hf(p)
     p.add_argument("--reward", default=None, help="task reward variant, e.g. 'upo' for math tasks (UPO App. E.2)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget: stop at the first step past it, with a resumable checkpoint")
     p.set_defaults(func=cmd_train_policy)
 
     p = sub.add_parser("demo", help="train a short UPO run and compare it with the heuristics (CPU, minutes)")

@@ -124,8 +124,13 @@ def generate(
     B, L = input_ids.shape
     if not 0 <= gen_start < L:
         raise ValueError(f"gen_start must lie in [0, {L}), got {gen_start}")
-    device = input_ids.device
-    x = input_ids.clone()
+    device = model.device
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"the random generator is on {generator.device} but the model on {device}; "
+                         f"create it with torch.Generator(device=model.device)")
+    x = input_ids.to(device, copy=True)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
     Lg = L - gen_start
     block_length = config.block_length or Lg
     num_blocks = math.ceil(Lg / block_length)

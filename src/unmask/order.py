@@ -6,7 +6,8 @@ for given positions such as sudoku clues); :func:`plot_order` draws it as a heat
 per example (tokens annotated where they fit) beside the mean normalised reveal step
 per position over all examples (0 = revealed at the row's first step, 1 = at its
 last). Tasks choose the 2-D shape of the drawing with ``Task.answer_shape`` (sudoku:
-the grid) and the printed tokens with ``Task.token_text``.
+the grid) and the printed tokens with ``Task.token_text``. :meth:`RevealOrder.agreement`
+compares two policies' orders on the same examples.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ class RevealOrder:
         norm = self.normalised
         counts = np.isfinite(norm).sum(0)
         return np.where(counts > 0, np.nansum(norm, 0) / np.maximum(counts, 1), np.nan)
+
+    def agreement(self, other: "RevealOrder") -> dict[str, float]:
+        """How far two policies' orders on the same examples agree: whole orders, per-position steps, the
+        first step's positions, and which examples each solves."""
+        if self.order.shape != other.order.shape:
+            raise ValueError(f"orders of different examples: shapes {self.order.shape} and {other.order.shape}")
+        generated = self.order >= 0
+        return {
+            "examples": len(self.order),
+            "identical_order": float((self.order == other.order).all(1).mean()),
+            "same_step": float((self.order == other.order)[generated].mean()),
+            "same_first_step": float(((self.order == 0) == (other.order == 0)).all(1).mean()),
+            "solved_by_one_only": float((self.solved != other.solved).mean()),
+        }
 
     def to_json(self) -> dict:
         def clean(values: np.ndarray) -> list:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +52,7 @@ class MDMTrainConfig:
     seed: int = 0
     save_every: int = 250
     log_every: int = 25
+    task_options: dict = field(default_factory=dict)  # forwarded to get_task (e.g. arithmetic op=mul)
 
 
 def masked_diffusion_loss(
@@ -84,7 +85,7 @@ def lr_at(step: int, cfg: MDMTrainConfig) -> float:
 def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train (or resume) a built-in MDM; returns the checkpoint directory."""
     out = Path(cfg.output_dir)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, **cfg.task_options)
     vocab_size, mask_id = task.vocab()
     mcfg = TransformerConfig(
         vocab_size=vocab_size, mask_id=mask_id, coordinates=task.coordinates(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
-from unmask.models.base import MaskedDiffusionModel, MDMOutput
+from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -30,13 +30,15 @@ def resolve_model_path(name_or_path: str) -> Path:
 
 def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
     """Load a built-in MDM by name, a checkpoint directory written by ``unmask train-mdm``, or a
-    Hugging Face dLLM as ``hf:NAME_OR_PATH`` (``options``: see :func:`unmask.models.hf.load_hf_model`)."""
+    Hugging Face dLLM as ``hf:NAME_OR_PATH`` (``options``: see :func:`unmask.models.hf.load_hf_model`).
+    Every model takes ``device`` (default cuda when available, else cpu)."""
     if not name_or_path:
         raise ValueError("no model given; pass --model (a built-in model, a checkpoint directory or hf:NAME_OR_PATH)")
     if name_or_path.startswith("hf:"):
         from unmask.models.hf import load_hf_model
 
         return load_hf_model(name_or_path[3:], **options)
+    device = resolve_device(options.pop("device", None))
     if options:
         raise ValueError(f"model options {', '.join(sorted(options))} apply to Hugging Face models (hf:NAME) only, not {name_or_path!r}")
     path = resolve_model_path(name_or_path)
@@ -46,7 +48,7 @@ def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
     model = MaskedTransformer(TransformerConfig.from_dict(meta["model"]))
     load_state_into(model, load_tensors(path / WEIGHTS), path)
     model.name = meta.get("name", path.name)
-    return model.eval().requires_grad_(False)
+    return model.to(device).eval().requires_grad_(False)
 
 
 __all__ = [

@@ -13,6 +13,17 @@ import torch
 from torch import nn
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", ...) as a torch.device; None: cuda when available, else cpu."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise ValueError(f"invalid device {device!r} ({e}); e.g. cpu, cuda, cuda:1") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return dev
+
+
 @dataclass
 class MDMOutput:
     """Result of one MDM forward (one NFE)."""

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from unmask.models.base import MaskedDiffusionModel, MDMOutput
+from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -223,10 +223,7 @@ def resolve_mask_id(tokenizer: Any, model: torch.nn.Module, mask_id: int | None,
 
 
 def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, Any]:
-    try:
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as e:
-        raise ValueError(f"invalid device {device!r} ({e}); e.g. cpu, cuda, cuda:1") from e
+    dev = resolve_device(device)
     if dtype is None:
         return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
     if dtype == "auto":

@@ -67,7 +67,7 @@ class GRPOConfig:
     steps: int = 100
     data: str = ""  # training prompts from this file; "" = freshly generated ones
     eval_data: str = ""  # held-out prompts from this file; "" = generated ones (disjoint seed)
-    difficulty: str = "28"  # of generated prompts, the task's knob (sudoku: clues), e.g. "26,28,30"
+    difficulty: str = ""  # of generated prompts, the task's knob (sudoku: clues), e.g. "26,28,30"; "" = task default
     eval_every: int = 10
     eval_size: int = 256
     diffusion_steps: int | None = None  # SamplingConfig.steps of rollouts and evaluation
@@ -194,7 +194,7 @@ class GRPOTrainer:
         self.sampling.validate()
         self.reward_fn = reward_fn
         self.progress = progress
-        self.difficulties = [int(c) for c in str(config.difficulty).split(",") if c.strip()]
+        self.difficulties: list[int | None] = [int(c) for c in str(config.difficulty).split(",") if c.strip()] or [None]
         torch.manual_seed(config.seed)
         self.policy = self._build_policy()
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
@@ -418,7 +418,12 @@ class GRPOTrainer:
             return self.cfg.learning_rate
         return 0.5 * self.cfg.learning_rate * (1 + math.cos(math.pi * step / max(1, self.cfg.steps)))
 
-    def train(self, resume: bool = False) -> Path:
+    def train(self, resume: bool = False, max_minutes: float | None = None) -> Path:
+        """Run to ``cfg.steps``; with ``max_minutes``, stop early at the first step boundary past that wall time,
+        after a held-out evaluation and a resumable checkpoint (``--resume`` continues exactly from there)."""
+        if max_minutes is not None and max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0, got {max_minutes:g}")
+        deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
         if resume:
             self.resume()
         logger = MetricsLogger(self.out, resume_step=self.step if resume else None)
@@ -438,7 +443,8 @@ class GRPOTrainer:
             self.step += 1
             row = {"step": self.step, **roll, **upd, "lr": self.lr_at(self.step - 1), "skipped": self.skipped,
                    "seconds": time.perf_counter() - t0}
-            if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
+            out_of_time = deadline is not None and time.monotonic() > deadline
+            if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps or out_of_time:
                 metrics = self.evaluate()
                 row.update(metrics)
                 if metrics[self.selection] > self.best:
@@ -449,6 +455,10 @@ class GRPOTrainer:
             bar.update(1)
             bar.set_postfix(reward=f"{roll['reward_mean']:.3f}", solved=f"{roll['train_solved']:.2f}",
                             nfe=f"{roll['nfe']:.1f}", best=f"{self.best:.3f}")
+            if out_of_time:
+                tqdm.write(f"train-policy: stopped at step {self.step}/{self.cfg.steps} after {max_minutes:g} min "
+                           f"(--max-minutes); --resume continues from {self.out / 'last'}")
+                break
         bar.close()
         logger.close()
         return self.out

@@ -1,17 +1,21 @@
-"""Multi-digit arithmetic (``arithmetic``): ``a+b`` and ``a*b`` written most-significant digit first.
+"""Multi-digit arithmetic: ``a+b`` and ``a*b`` written most-significant digit first.
 
-Token layout of the built-in model (one character per token, vocabulary
+Addition of up to 8-digit operands by default; ``op="mul"`` with
+``multiplier_digits=1`` is short multiplication (a number times one digit).
+
+Token layout of the built-in models (one character per token, vocabulary
 ``0123456789+*=_`` with ``_`` the padding character, ``mask_id`` = 14): with
-``D = max_digits`` and an answer width ``W`` (``D + 1`` for addition, ``2D`` as
-soon as multiplication is allowed), every problem is the fixed-length string
+``D = max_digits``, ``M = multiplier_digits`` (default ``D``) and an answer width
+``W`` (``max(D, M) + 1`` for addition, ``D + M`` as soon as multiplication is
+allowed), every problem is the fixed-length string
 
-    a (D chars, right-aligned) | op | b (D chars, right-aligned) | = | a op b (W chars, right-aligned)
+    a (D chars, right-aligned) | op | b (M chars, right-aligned) | = | a op b (W chars, right-aligned)
 
 left-padded with ``_``: ``max_digits=4``, ``op="add"`` writes ``123+989`` as
 ``_123+_989=_1112``. Place values sit at fixed positions, so one model serves every
 size up to ``D`` digits. The prompt ``a op b =`` is fixed; the ``W`` answer
 positions are masked and generated (``gen_start`` = the prompt length). The shipped
-model ``arithmetic`` reads the default layout (``op="add"``, ``max_digits=8``: 26 tokens).
+model ``arithmetic`` reads the default layout (``op="add"``, ``max_digits=8``: 27 tokens).
 
 Scores: a completion is the answer region as text (``_1112``). It parses only as
 padding followed by a number written without leading zeros; ``solved`` means it
@@ -70,21 +74,25 @@ def parse_answer(text: str) -> int | None:
 
 
 class ArithmeticTask(Task):
-    """Addition, multiplication or both (``op``) of operands of up to ``max_digits`` digits."""
+    """Addition, multiplication or both (``op``) of a number of up to ``max_digits`` digits and one of up to
+    ``multiplier_digits`` (default ``max_digits``)."""
 
     name = "arithmetic"
     default_model = "arithmetic"
     difficulty_name = "digits"
 
-    def __init__(self, op: str = "add", max_digits: int = 8) -> None:
+    def __init__(self, op: str = "add", max_digits: int = 8, multiplier_digits: int | None = None) -> None:
         if op not in OP_CHOICES:
             raise ValueError(f"arithmetic: op must be one of {', '.join(OP_CHOICES)}, got {op!r}")
         if max_digits < 1:
             raise ValueError(f"arithmetic: max_digits must be a positive integer, got {max_digits}")
-        self.op, self.max_digits = op, max_digits
+        M = max_digits if multiplier_digits is None else multiplier_digits
+        if not 1 <= M <= max_digits:
+            raise ValueError(f"arithmetic: multiplier_digits must be in [1, max_digits={max_digits}], got {M}")
+        self.op, self.max_digits, self.multiplier_digits = op, max_digits, M
         self.ops = list(OPS.values()) if op == "mixed" else [OPS[op]]
-        self.answer_width = max_digits + 1 if op == "add" else 2 * max_digits
-        self.gen_start = 2 * max_digits + 2
+        self.answer_width = max_digits + 1 if op == "add" else max_digits + M
+        self.gen_start = max_digits + M + 2
         self.length = self.gen_start + self.answer_width
 
     # ---------------- data ----------------
@@ -92,13 +100,15 @@ class ArithmeticTask(Task):
         return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
     def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[ArithmeticExample]:
-        """``n`` problems whose operands both have exactly ``difficulty`` digits (default ``max_digits``);
-        with ``op="mixed"`` each problem's operation is drawn at random."""
+        """``n`` problems whose first operand has exactly ``difficulty`` digits (default ``max_digits``) and the
+        second ``min(difficulty, multiplier_digits)``; with ``op="mixed"`` each problem's operation is drawn at random."""
         digits = self.max_digits if difficulty is None else difficulty
         if not 1 <= digits <= self.max_digits:
-            raise ValueError(f"arithmetic: digits must be in [1, {self.max_digits}] (max_digits), got {digits}")
+            raise ValueError(f"{self.name}: digits must be in [1, {self.max_digits}] (max_digits), got {digits}")
         rng = random.Random(f"{self.name}-{self.op}-{seed}-{digits}")
-        return [ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(digits, rng)) for _ in range(n)]
+        b_digits = min(digits, self.multiplier_digits)
+        return [ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(b_digits, rng))
+                for _ in range(n)]
 
     def parse_line(self, text: str, where: str) -> ArithmeticExample:
         match = LINE.fullmatch("".join(text.split()))
@@ -108,9 +118,9 @@ class ArithmeticTask(Task):
         if op not in self.ops:
             raise ValueError(f"{where}: {op!r} problems need op='{'mul' if op == '*' else 'add'}' or 'mixed' (this task: op={self.op!r})")
         ex = ArithmeticExample(int(a), op, int(b))
-        for value in (ex.a, ex.b):
-            if len(str(value)) > self.max_digits:
-                raise ValueError(f"{where}: operand {value} has {len(str(value))} digits; this task holds at most {self.max_digits} (max_digits)")
+        for value, most, knob in ((ex.a, self.max_digits, "max_digits"), (ex.b, self.multiplier_digits, "multiplier_digits")):
+            if len(str(value)) > most:
+                raise ValueError(f"{where}: operand {value} has {len(str(value))} digits; this task holds at most {most} ({knob})")
         if given is not None and int(given) != ex.answer:
             raise ValueError(f"{where}: {ex.a}{op}{ex.b} is {ex.answer}, not {int(given)}")
         return ex
@@ -140,8 +150,8 @@ class ArithmeticTask(Task):
     # ---------------- token layout ----------------
     def layout(self, ex: ArithmeticExample) -> str:
         """The full fixed-length text of a solved example, e.g. ``_123+_989=_1112``."""
-        D, W = self.max_digits, self.answer_width
-        return f"{ex.a:{PAD}>{D}}{ex.op}{ex.b:{PAD}>{D}}={ex.answer:{PAD}>{W}}"
+        D, M, W = self.max_digits, self.multiplier_digits, self.answer_width
+        return f"{ex.a:{PAD}>{D}}{ex.op}{ex.b:{PAD}>{M}}={ex.answer:{PAD}>{W}}"
 
     def tokenize(self, text: str) -> list[int]:
         return [CHARS.index(c) for c in text]
@@ -157,7 +167,8 @@ class ArithmeticTask(Task):
         return [list(range(self.length))]
 
     def layout_name(self) -> str:
-        return f"this arithmetic layout (op={self.op!r}, max_digits={self.max_digits})"
+        return (f"this {self.name} layout (op={self.op!r}, max_digits={self.max_digits}, "
+                f"multiplier_digits={self.multiplier_digits})")
 
     def encode(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> EncodedBatch:
         self.check_model(model)
@@ -186,11 +197,11 @@ class ArithmeticTask(Task):
 
     # ---------------- built-in MDM training stream ----------------
     def sample_targets(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Solved problems with each operand's digit count uniform in 1..max_digits; the answer region is learnable."""
+        """Solved problems with each operand's digit count uniform in 1..its maximum; the answer region is learnable."""
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         examples = [
             ArithmeticExample(self._operand(rng.randint(1, self.max_digits), rng), rng.choice(self.ops),
-                              self._operand(rng.randint(1, self.max_digits), rng))
+                              self._operand(rng.randint(1, self.multiplier_digits), rng))
             for _ in range(batch_size)
         ]
         targets = torch.tensor([self.tokenize(self.layout(ex)) for ex in examples], dtype=torch.long)

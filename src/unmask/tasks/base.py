@@ -95,7 +95,8 @@ class Task:
             raise ValueError(
                 f"model {model.name!r} (vocab {model.vocab_size}, mask id {model.mask_id}, length {seq_len}) does not "
                 f"read {self.layout_name()} (vocab {vocab_size}, mask id {mask_id}, length {length}); use a model "
-                "trained for this task and these options"
+                "trained for this task and these options (pass the --task-option flags the model was trained with: "
+                "its config.json, train.task_options)"
             )
 
     # --- display (``unmask show-order``) ---

@@ -1,0 +1,24 @@
+"""The policies shipped in src/unmask/assets/policies load by kind for their MDM and decode its task."""
+
+import json
+
+import pytest
+
+from unmask.api import SHIPPED_POLICIES, evaluate_policies
+
+SHIPPED = sorted(p.name for p in SHIPPED_POLICIES.glob("*/"))
+
+
+def test_policies_are_shipped():
+    assert {"upo-sudoku9-small", "upo-zebra", "bernoulli-sudoku9-small"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_policy_resolves_by_kind_and_decodes(name):
+    meta = json.loads((SHIPPED_POLICIES / name / "config.json").read_text())
+    kind = meta["policy"]["kind"]
+    assert name == f"{kind}-{meta['mdm']}" and (SHIPPED_POLICIES / name / "README.md").is_file()
+    report = evaluate_policies(task=meta["task"], model=meta["mdm"], policies=f"confidence,{kind}", num=4,
+                               progress=False)
+    learned = next(r for r in report.results if r.policy == kind)
+    assert learned.n == 4 and learned.nfe >= 1
