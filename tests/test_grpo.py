@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
+from unmask.rl.grpo import GRPOConfig, GRPOTrainer, greedy_baseline_advantages, group_advantages
 from unmask.rl.reference import Reference
 from unmask.train_mdm import MDMTrainConfig, train_mdm
 
@@ -26,6 +26,25 @@ def test_group_advantages_are_normalised_per_group():
     adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5]), 4)
     assert adv[:4].tolist() == pytest.approx([0.866, -0.866, 0.866, -0.866], abs=1e-3)
     assert adv[4:].tolist() == [0.0] * 4
+
+
+def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    adv = greedy_baseline_advantages(rewards, 4, torch.tensor([0.0, 1.0]))
+    assert adv[0] > 0 and (adv[1:4] == 0).all()  # prompt 1: the one sample that beats greedy, others tie it
+    assert (adv[4:] == 0).all()  # prompt 2: every sample ties greedy, whatever the group mean
+    assert group_advantages(rewards, 4)[1:4].lt(0).all()  # while GRPO pushes the tied samples down
+
+
+def test_greedy_baseline_decodes_each_prompt_once_more(mdm_dir, tmp_path):
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="greedy", difficulty="4", base_temperature=None), progress=False)
+    calls = []
+    trainer.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    buf, stats = trainer.rollout(trainer.prompts(0))
+    assert 0 <= stats["greedy_reward"] <= 1 and buf.advantage.shape == (12,)
+    assert calls[0] == 12 and 3 in calls  # the 3 x 4 sampled rollouts, then the 3 greedy decodes
+    with pytest.raises(ValueError, match="baseline must be 'group' or 'greedy'"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="mean"), progress=False)
 
 
 @pytest.mark.parametrize("reference", ["confidence", "softmax", "topk", "none"])

@@ -139,6 +139,7 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
     ({"policy": "upo", "alpha_range": "0,1"}, "for the parallel policies"),
     ({"expert_steering": "threshold:1.5"}, "threshold must lie in"),
     ({"policy": "plackett-luce", "pl_count": "schedule", "expert_steering": "threshold:0.9"}, "variable-count policy"),
+    ({"baseline": "greedy", "expert_steering": "threshold:0.9"}, "does not combine with expert steering"),
 ])
 def test_bad_settings_are_explained(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):

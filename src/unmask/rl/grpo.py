@@ -76,6 +76,7 @@ class GRPOConfig:
     base_temperature: float | None = 0.05
     seed: int = 0
     reward_form: str | None = None  # multiplicative | additive | none (task reward); None: none for upo, else multiplicative
+    baseline: str = "group"  # advantage baseline: group (GRPO: group mean) | greedy (ReMax: the policy's greedy decode)
     alpha: float = 1.0  # speed weight of the reward (Jazbec §3.3); held-out default for alpha-conditioned policies
     alpha_range: str = ""  # "LO,HI": alpha-conditioned policy, alpha ~ U[LO, HI] per group (parallel policies)
     policy_temperature: float = 1.0  # tau_pi of the parallel policies
@@ -132,6 +133,16 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     """A_g = (r_g - mean) / (std + eps) within each group of G rollouts of one prompt (GRPO)."""
     r = rewards.view(-1, group_size)
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).view(-1)
+
+
+def greedy_baseline_advantages(rewards: torch.Tensor, group_size: int, greedy: torch.Tensor,
+                               eps: float = 1e-4) -> torch.Tensor:
+    """A_g = (r_g - r_greedy) / (std + eps) per prompt (ReMax, Li et al. 2023): the baseline is the reward of the
+    policy's own greedy decode, so moving toward greedy earns nothing and only samples that beat it are
+    reinforced; std is over the group and the greedy reward (all equal: zero advantages)."""
+    r = rewards.view(-1, group_size)
+    spread = torch.cat([r, greedy[:, None]], 1).std(1, keepdim=True)
+    return ((r - greedy[:, None]) / (spread + eps)).view(-1)
 
 
 def upo_loss(
@@ -241,6 +252,10 @@ class GRPOTrainer:
         self.experts = [get_policy(spec) for spec in cfg.expert_steering.split(",") if spec.strip()]
         if upo and (self.alpha_range or self.experts):
             raise ValueError("alpha ranges and expert steering are for the parallel policies (bernoulli, plackett-luce)")
+        if cfg.baseline not in ("group", "greedy"):
+            raise ValueError(f"baseline must be 'group' or 'greedy', got {cfg.baseline!r}")
+        if cfg.baseline == "greedy" and self.experts:
+            raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
         if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
             raise ValueError("expert steering needs a variable-count policy: bernoulli, or plackett-luce with pl_count 'stop'")
 
@@ -352,17 +367,37 @@ class GRPOTrainer:
         scores = self.task.score(group, completions, logprob=logprob)
         rewards = self.rewards(group, completions, scores, out.nfe, self.generated_length(enc.input_ids, enc.gen_start),
                                alpha, logprob)
-        adv = group_advantages(rewards, G + E)
+        greedy = None
+        if self.cfg.baseline == "greedy":
+            greedy = self.greedy_rewards(examples, alpha.view(-1, G)[:, 0])
+            adv = greedy_baseline_advantages(rewards, G, greedy)
+        else:
+            adv = group_advantages(rewards, G + E)
         buf = RolloutBuffer.from_records(out.trajectory, adv, out.nfe, steered, (G, E))
         policy_rows = np.ones(len(group), dtype=bool) if steered is None else ~steered.cpu().numpy()
         nfe = out.nfe.float().cpu().numpy()
         stats = {"reward_mean": rewards.mean().item(), "reward_std": rewards.view(-1, G + E).std(1).mean().item(),
                  "train_solved": float(scores.solved[policy_rows].mean()), "nfe": float(nfe[policy_rows].mean()),
                  "buffer_mb": buf.nbytes() / 2**20}
+        if greedy is not None:
+            stats["greedy_reward"] = greedy.mean().item()
         if E:
             stats["expert_solved"] = float(scores.solved[~policy_rows].mean())
             stats["expert_nfe"] = float(nfe[~policy_rows].mean())
         return buf, stats
+
+    def greedy_rewards(self, examples: list, alpha: torch.Tensor) -> torch.Tensor:
+        """Rewards of the policy's greedy (inference-mode) decode of each prompt: the ReMax baseline."""
+        self.policy.mode = self.policy.default_mode
+        if self.alpha_range is not None:
+            self.policy.alpha = alpha
+        enc = self.task.encode(examples, self.model)
+        out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, self.gen)
+        completions = self.task.decode(examples, out.sequences, self.model)
+        logprob = trajectory_logprob(out)
+        scores = self.task.score(examples, completions, logprob=logprob)
+        return self.rewards(examples, completions, scores, out.nfe, self.generated_length(enc.input_ids, enc.gen_start),
+                            alpha, logprob)
 
     def update(self, buf: RolloutBuffer) -> dict:
         """Update phase: mu passes over shuffled minibatches of stored steps; the MDM is not used."""
