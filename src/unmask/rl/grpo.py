@@ -30,18 +30,18 @@ import torch
 from tqdm.auto import tqdm
 
 from unmask.checkpoint import CONFIG, load_json, load_state_into, load_tensors, load_training_state, save_json, save_training_state, WEIGHTS
-from unmask.engine import SamplingConfig, StepRecord, generate
+from unmask.engine import GenerationOutput, SamplingConfig, StepRecord, generate
 from unmask.logging import MetricsLogger
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
-from unmask.policies.base import LearnedPolicy
+from unmask.policies.base import LearnedPolicy, Policy
 from unmask.policies.learned import POLICY_KINDS, UPOPolicy
 from unmask.policies.parallel import check_alpha, check_alpha_range, check_temperature
 from unmask.rl.reference import Reference
 from unmask.rl.rewards import REWARD_FORMS, speed_reward
 from unmask.rl.steering import ExpertSteering, mixture_log_prob
 from unmask.tasks import Task, get_task
-from unmask.tasks.base import Scores
+from unmask.tasks.base import EncodedBatch, Scores
 from unmask.tasks.math_reward import trajectory_logprob
 
 
@@ -360,13 +360,7 @@ class GRPOTrainer:
             expert_of = (torch.arange(G + E, device=device) - G).clamp(min=-1).repeat(len(examples))
             steered = expert_of >= 0
             actor = ExpertSteering(self.policy, self.experts, expert_of, G)
-        out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start,
-                       self.gen, record=True)
-        completions = self.task.decode(group, out.sequences, self.model)
-        logprob = trajectory_logprob(out)
-        scores = self.task.score(group, completions, logprob=logprob)
-        rewards = self.rewards(group, completions, scores, out.nfe, self.generated_length(enc.input_ids, enc.gen_start),
-                               alpha, logprob)
+        out, scores, rewards = self.decode_and_reward(group, enc, actor, alpha, record=True)
         greedy = None
         if self.cfg.baseline == "greedy":
             greedy = self.greedy_rewards(examples, alpha.view(-1, G)[:, 0])
@@ -386,18 +380,23 @@ class GRPOTrainer:
             stats["expert_nfe"] = float(nfe[~policy_rows].mean())
         return buf, stats
 
+    def decode_and_reward(self, examples: list, enc: EncodedBatch, actor: Policy, alpha: torch.Tensor,
+                          record: bool = False) -> tuple[GenerationOutput, Scores, torch.Tensor]:
+        """Decode encoded ``examples`` with ``actor``; the output, the task's scores and the training rewards."""
+        out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start, self.gen,
+                       record=record)
+        completions = self.task.decode(examples, out.sequences, self.model)
+        logprob = trajectory_logprob(out)
+        scores = self.task.score(examples, completions, logprob=logprob)
+        length = self.generated_length(enc.input_ids, enc.gen_start)
+        return out, scores, self.rewards(examples, completions, scores, out.nfe, length, alpha, logprob)
+
     def greedy_rewards(self, examples: list, alpha: torch.Tensor) -> torch.Tensor:
         """Rewards of the policy's greedy (inference-mode) decode of each prompt: the ReMax baseline."""
         self.policy.mode = self.policy.default_mode
         if self.alpha_range is not None:
             self.policy.alpha = alpha
-        enc = self.task.encode(examples, self.model)
-        out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, self.gen)
-        completions = self.task.decode(examples, out.sequences, self.model)
-        logprob = trajectory_logprob(out)
-        scores = self.task.score(examples, completions, logprob=logprob)
-        return self.rewards(examples, completions, scores, out.nfe, self.generated_length(enc.input_ids, enc.gen_start),
-                            alpha, logprob)
+        return self.decode_and_reward(examples, self.task.encode(examples, self.model), self.policy, alpha)[2]
 
     def update(self, buf: RolloutBuffer) -> dict:
         """Update phase: mu passes over shuffled minibatches of stored steps; the MDM is not used."""
