@@ -40,7 +40,7 @@ import torch
 
 from unmask.checkpoint import atomic_write
 from unmask.models.base import MaskedDiffusionModel
-from unmask.tasks.base import EncodedBatch, Scores, Task
+from unmask.tasks.base import EncodedBatch, Scores, Task, read_lines
 
 CHARS = "0123456789+*=_"
 PAD = "_"
@@ -127,17 +127,7 @@ class ArithmeticTask(Task):
 
     def load(self, path: str) -> list[ArithmeticExample]:
         """Read one problem per line (``123+989`` or ``123+989=1112``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"arithmetic data file {path} does not exist")
-        examples = []
-        with open(path) as f:
-            for line_no, line in enumerate(f, start=1):
-                if line.strip() and not line.lstrip().startswith("#"):
-                    examples.append(self.parse_line(line, f"{path}:{line_no}"))
-        if not examples:
-            raise ValueError(f"{path}: no problems found")
-        return examples
+        return [self.parse_line(line, where) for where, line in read_lines(path, self.name, "problems", comments=True)]
 
     def save(self, examples: Sequence[ArithmeticExample], path: str) -> None:
         """Write ``a op b = answer`` lines (the format :meth:`load` reads)."""

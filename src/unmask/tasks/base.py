@@ -8,13 +8,37 @@ completions, and scores them. Reward functions follow TRL's convention,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from unmask.models.base import MaskedDiffusionModel
+
+
+def read_lines(path: str | Path, task: str, noun: str, comments: bool = False) -> list[tuple[str, str]]:
+    """``(where, line)`` for every non-blank line of a data file, ``where`` = ``path:line`` for error messages;
+    with ``comments``, lines starting with ``#`` are skipped too. A missing file or one without ``noun`` is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{task} data file {path} does not exist")
+    with open(path) as f:
+        lines = [(f"{path}:{i}", line) for i, line in enumerate(f, start=1)
+                 if line.strip() and not (comments and line.lstrip().startswith("#"))]
+    if not lines:
+        raise ValueError(f"{path}: no {noun} found")
+    return lines
+
+
+def parse_json_line(line: str, where: str) -> Any:
+    """One JSONL line, or an error naming ``where``."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg}); expected one JSON object per line") from None
 
 
 @dataclass

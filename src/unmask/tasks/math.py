@@ -20,7 +20,6 @@ one (:mod:`unmask.tasks.math_reward`); ``cell_accuracy`` is the same as a float
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from unmask.models.base import MaskedDiffusionModel
-from unmask.tasks.base import EncodedBatch, Scores, Task
+from unmask.tasks.base import EncodedBatch, Scores, Task, parse_json_line, read_lines
 from unmask.tasks.math_reward import (
     VERIFY_TIMEOUT,
     clean_answer,
@@ -64,20 +63,10 @@ def read_records(spec: str) -> list[tuple[str, dict]]:
     """``(where, record)`` pairs from a JSONL file or a Hugging Face dataset name."""
     path = Path(spec)
     if path.is_file():
-        records = []
-        with open(path) as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({e}); expected one JSON object per line") from e
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question' and 'answer'")
-                records.append((f"{path}:{line_no}", record))
-        if not records:
-            raise ValueError(f"{path}: no records found")
+        records = [(where, parse_json_line(line, where)) for where, line in read_lines(path, "math", "records")]
+        for where, record in records:
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object with 'question' and 'answer'")
         return records
     if path.exists() or not HUB_NAME.fullmatch(spec) or spec.endswith((".jsonl", ".json")):
         raise FileNotFoundError(f"data file {spec} does not exist (Hugging Face datasets are named OWNER/NAME[:CONFIG][@SPLIT])")

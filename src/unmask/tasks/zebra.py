@@ -45,7 +45,7 @@ import torch
 
 from unmask.checkpoint import atomic_write
 from unmask.models.base import MaskedDiffusionModel
-from unmask.tasks.base import EncodedBatch, Scores, Task
+from unmask.tasks.base import EncodedBatch, Scores, Task, parse_json_line, read_lines
 from unmask.tasks.zebra_solver import (
     HOUSE_KINDS,
     Clue,
@@ -157,23 +157,7 @@ class ZebraTask(Task):
         """Read JSONL, one puzzle a line: ``{"houses", "attributes", "clues": [{"kind", "a": [attribute, value],
         "b": [attribute, value] | "house": h}], "solution": [[house of each value] per attribute]}`` (solution
         optional: then solved here, and it must be unique)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"zebra data file {path} does not exist")
-        examples = []
-        with open(path) as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_no}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-                examples.append(self._parse_row(row, where))
-        if not examples:
-            raise ValueError(f"{path}: no puzzles found")
-        return examples
+        return [self._parse_row(parse_json_line(line, where), where) for where, line in read_lines(path, "zebra", "puzzles")]
 
     def save(self, examples: Sequence[ZebraExample], path: str) -> None:
         """Write examples as JSONL (the format :meth:`load` reads)."""
