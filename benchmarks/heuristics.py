@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import add_task_option, command_line
 
 from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
+from unmask.cli import task_options
 from unmask.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.tasks import get_task
@@ -46,11 +48,11 @@ def main() -> None:
     p.add_argument("--policies", default=POLICIES)
     p.add_argument("--out", default="benchmarks/results/heuristics.json")
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
+    add_task_option(p)
     args = p.parse_args()
-    task = get_task(args.task)
+    task = get_task(args.task, **task_options(args.task_option))
     models = args.models.split(",") if args.models else [task.default_model]
-    command = "benchmarks/heuristics.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v)
+    command = command_line("benchmarks/heuristics.py", args)
     if args.data:
         datasets = [(f"file:{Path(args.data).name}", task.load(args.data))]
     else:

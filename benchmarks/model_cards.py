@@ -1,10 +1,10 @@
 """Write the card (README.md) of each shipped MDM and each shipped policy from its config and the heuristics
-benchmark (a policy's card shows its rows beside confidence, margin and threshold:0.9 on the same examples).
+benchmark (a policy's card shows its rows beside random, left-to-right, confidence, margin and threshold:0.9 on the same examples).
 
 Command:
     .venv/bin/python benchmarks/model_cards.py --results benchmarks/results/heuristics_small.json \
         benchmarks/results/heuristics_base.json benchmarks/results/heuristics_zebra.json \
-        benchmarks/results/heuristics_arithmetic.json
+        benchmarks/results/heuristics_arithmetic.json benchmarks/results/heuristics_arithmetic-carry.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from unmask.api import SHIPPED_POLICIES
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.rl.grpo import GRPOConfig
 
-BASELINES = ("confidence", "margin", "threshold:0.9")
+BASELINES = ("random", "left_to_right", "confidence", "margin", "threshold:0.9")
 
 
 def flags(train: dict, defaults: dict | None = None) -> str:

@@ -13,8 +13,11 @@ import argparse
 import json
 from pathlib import Path
 
+from common import add_task_option, command_line
+
 from unmask.api import prepare_run, resolve_policy
 from unmask.checkpoint import save_json
+from unmask.cli import task_options
 from unmask.order import reveal_order
 
 OUT = Path(__file__).resolve().parent / "results" / "order" / "agreement.json"
@@ -31,14 +34,14 @@ def main() -> None:
     p.add_argument("--policies", default="upo", help="comma-separated policy specs compared with --baseline")
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     p.add_argument("--out", default=str(OUT))
+    add_task_option(p)
     args = p.parse_args()
     task, mdm, examples, context = prepare_run(args.task, args.model, None, args.num, args.difficulty, None,
-                                               args.seed, None, None)
+                                               args.seed, None, task_options(args.task_option))
     base = reveal_order(task, mdm, examples, resolve_policy(args.baseline, mdm), seed=args.seed)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if args.append and out.exists() else {"commands": [], "rows": []}
-    command = "benchmarks/order_agreement.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v)
+    command = command_line("benchmarks/order_agreement.py", args)
     rows = previous["rows"]
     print(f"{'data':<44} {'policy':<16} {'identical':>9} {'same step':>9} {'same 1st':>9} "
           f"{'solved':>7} {'baseline':>8} {'one only':>8}")

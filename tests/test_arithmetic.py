@@ -117,3 +117,51 @@ def test_shipped_model_decodes_and_mismatched_layouts_are_refused():
     assert scores.solved.mean() > 0.5
     with pytest.raises(ValueError, match="does not read this arithmetic layout"):
         get_task("arithmetic", max_digits=task.max_digits - 1).encode(examples[:1], model)
+
+
+def _longest_propagate_run(ex: ArithmeticExample, width: int) -> int:
+    """Longest run of digit pairs summing to 9 (a carry entering it runs through it)."""
+    a, b = str(ex.a).zfill(width)[::-1], str(ex.b).zfill(width)[::-1]
+    best = run = 0
+    for x, y in zip(a, b):
+        run = run + 1 if int(x) + int(y) == 9 else 0
+        best = max(best, run)
+    return best
+
+
+def test_propagate_makes_carry_chains_long_and_leaves_the_default_stream_alone():
+    plain, chained = get_task("arithmetic"), get_task("arithmetic", propagate=0.8)
+    examples = chained.generate(400, seed=5)
+    assert all(len(str(e.a)) == 8 and len(str(e.b)) == 8 for e in examples)  # digit counts are kept
+    assert all(e.answer == e.a + e.b for e in examples)
+    runs = [_longest_propagate_run(e, 8) for e in examples]
+    plain_runs = [_longest_propagate_run(e, 8) for e in plain.generate(400, seed=5)]
+    assert sum(runs) / len(runs) > 4 > 1 > sum(plain_runs) / len(plain_runs)
+    always = [_longest_propagate_run(e, 8) for e in get_task("arithmetic", propagate=1.0).generate(50)]
+    assert min(always) >= 7 and 8 in always  # all pairs but a top one that would need a leading zero
+    # propagate=None draws nothing extra: the shipped model's data and training stream are unchanged
+    assert [str(e) for e in plain.generate(20, seed=5)] == [str(e) for e in get_task("arithmetic", propagate=None).generate(20, seed=5)]
+    targets, _ = chained.sample_targets(256, torch.Generator().manual_seed(0))
+    for row in targets.tolist():
+        a, rest = chained.detokenize(row).replace("_", "").split("+")
+        b, answer = rest.split("=")
+        assert int(a) + int(b) == int(answer) and len(a) == len(str(int(a)))  # no leading zero appears
+
+
+@pytest.mark.parametrize("options", [{"propagate": 1.5}, {"propagate": -0.1}, {"op": "mul", "propagate": 0.5}])
+def test_propagate_out_of_range_or_without_additions_is_refused(options):
+    with pytest.raises(ValueError, match="propagate is a probability in \\[0, 1\\] for additions"):
+        get_task("arithmetic", **options)
+
+
+def test_shipped_carry_model_needs_the_least_significant_digits_first():
+    """The built-in ``arithmetic-carry`` model (1 layer, trained with propagate=0.8) cannot resolve long carry
+    chains from the operands alone: the most-significant-first order fails where max-confidence succeeds."""
+    task, model = get_task("arithmetic", propagate=0.8), load_model("arithmetic-carry")
+    examples = task.generate(64, seed=11)
+    enc = task.encode(examples, model)
+    solved = {}
+    for name in ("confidence", "left_to_right"):
+        out = generate(model, enc.input_ids, get_policy(name), gen_start=enc.gen_start)
+        solved[name] = task.score(examples, task.decode(examples, out.sequences, model)).solved.mean()
+    assert solved["confidence"] >= 0.9 and solved["left_to_right"] <= solved["confidence"] - 0.1

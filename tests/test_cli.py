@@ -32,6 +32,7 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
         (["eval", "--task", "arithmetic", "--task-option", "bogus=4", "--num", "2"], "does not take the options bogus"),
         (["eval", "--task", "arithmetic", "--task-option", "max_digits", "--num", "2"], "takes KEY=VALUE"),
         (["eval", "--task", "arithmetic", "--task-option", "max_digits=4", "--num", "2"], "does not read this arithmetic"),
+        (["eval", "--task", "arithmetic", "--task-option", "propagate=2", "--num", "2"], "propagate is a probability in [0, 1]"),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, message, capsys):

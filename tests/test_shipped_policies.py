@@ -10,7 +10,7 @@ SHIPPED = sorted(p.name for p in SHIPPED_POLICIES.glob("*/"))
 
 
 def test_policies_are_shipped():
-    assert {"upo-sudoku9-small", "upo-zebra", "bernoulli-sudoku9-small"} <= set(SHIPPED)
+    assert {"upo-sudoku9-small", "upo-zebra", "bernoulli-sudoku9-small", "upo-arithmetic-carry"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -19,6 +19,6 @@ def test_shipped_policy_resolves_by_kind_and_decodes(name):
     kind = meta["policy"]["kind"]
     assert name == f"{kind}-{meta['mdm']}" and (SHIPPED_POLICIES / name / "README.md").is_file()
     report = evaluate_policies(task=meta["task"], model=meta["mdm"], policies=f"confidence,{kind}", num=4,
-                               progress=False)
+                               task_options=meta["train"]["task_options"], progress=False)
     learned = next(r for r in report.results if r.policy == kind)
     assert learned.n == 4 and learned.nfe >= 1

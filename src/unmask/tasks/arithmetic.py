@@ -2,6 +2,11 @@
 
 Addition of up to 8-digit operands by default; ``op="mul"`` with
 ``multiplier_digits=1`` is short multiplication (a number times one digit).
+``propagate=p`` makes carry chains long: each digit pair of an addition is made to
+sum to 9 with probability ``p`` (uniform digits do so 1 time in 10), so a carry runs
+on through it and a high answer digit depends on digits far below it; the
+least-significant-first order then turns each digit into a local sum of three digits
+and the carry out below it.
 
 Token layout of the built-in models (one character per token, vocabulary
 ``0123456789+*=_`` with ``_`` the padding character, ``mask_id`` = 14): with
@@ -15,7 +20,8 @@ left-padded with ``_``: ``max_digits=4``, ``op="add"`` writes ``123+989`` as
 ``_123+_989=_1112``. Place values sit at fixed positions, so one model serves every
 size up to ``D`` digits. The prompt ``a op b =`` is fixed; the ``W`` answer
 positions are masked and generated (``gen_start`` = the prompt length). The shipped
-model ``arithmetic`` reads the default layout (``op="add"``, ``max_digits=8``: 27 tokens).
+models ``arithmetic`` and ``arithmetic-carry`` (trained with ``propagate=0.8``) read the default layout
+(``op="add"``, ``max_digits=8``: 27 tokens).
 
 Scores: a completion is the answer region as text (``_1112``). It parses only as
 padding followed by a number written without leading zeros; ``solved`` means it
@@ -81,7 +87,8 @@ class ArithmeticTask(Task):
     default_model = "arithmetic"
     difficulty_name = "digits"
 
-    def __init__(self, op: str = "add", max_digits: int = 8, multiplier_digits: int | None = None) -> None:
+    def __init__(self, op: str = "add", max_digits: int = 8, multiplier_digits: int | None = None,
+                 propagate: float | None = None) -> None:
         if op not in OP_CHOICES:
             raise ValueError(f"arithmetic: op must be one of {', '.join(OP_CHOICES)}, got {op!r}")
         if max_digits < 1:
@@ -89,7 +96,10 @@ class ArithmeticTask(Task):
         M = max_digits if multiplier_digits is None else multiplier_digits
         if not 1 <= M <= max_digits:
             raise ValueError(f"arithmetic: multiplier_digits must be in [1, max_digits={max_digits}], got {M}")
-        self.op, self.max_digits, self.multiplier_digits = op, max_digits, M
+        if propagate is not None and not (op != "mul" and 0.0 <= propagate <= 1.0):
+            raise ValueError(f"arithmetic: propagate is a probability in [0, 1] for additions (op='add' or 'mixed'), "
+                             f"got propagate={propagate!r} with op={op!r}")
+        self.op, self.max_digits, self.multiplier_digits, self.propagate = op, max_digits, M, propagate
         self.ops = list(OPS.values()) if op == "mixed" else [OPS[op]]
         self.answer_width = max_digits + 1 if op == "add" else max_digits + M
         self.gen_start = max_digits + M + 2
@@ -99,6 +109,18 @@ class ArithmeticTask(Task):
     def _operand(self, digits: int, rng: random.Random) -> int:
         return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
+    def _carry(self, ex: ArithmeticExample, rng: random.Random) -> ArithmeticExample:
+        """With ``propagate``, the addition ``ex`` with each digit of ``a`` (that has a digit of ``b`` below it)
+        replaced, with that probability, by the one that sums to 9 (the top digit stays non-zero)."""
+        if ex.op != "+" or self.propagate is None:
+            return ex
+        a, b = str(ex.a)[::-1], str(ex.b)[::-1]
+        digits = [int(c) for c in a]
+        for i in range(min(len(a), len(b))):
+            if rng.random() < self.propagate and not (i == len(a) - 1 > 0 and b[i] == "9"):
+                digits[i] = 9 - int(b[i])
+        return ArithmeticExample(int("".join(map(str, digits[::-1]))), ex.op, ex.b)
+
     def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[ArithmeticExample]:
         """``n`` problems whose first operand has exactly ``difficulty`` digits (default ``max_digits``) and the
         second ``min(difficulty, multiplier_digits)``; with ``op="mixed"`` each problem's operation is drawn at random."""
@@ -107,7 +129,7 @@ class ArithmeticTask(Task):
             raise ValueError(f"{self.name}: digits must be in [1, {self.max_digits}] (max_digits), got {digits}")
         rng = random.Random(f"{self.name}-{self.op}-{seed}-{digits}")
         b_digits = min(digits, self.multiplier_digits)
-        return [ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(b_digits, rng))
+        return [self._carry(ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(b_digits, rng)), rng)
                 for _ in range(n)]
 
     def parse_line(self, text: str, where: str) -> ArithmeticExample:
@@ -190,8 +212,8 @@ class ArithmeticTask(Task):
         """Solved problems with each operand's digit count uniform in 1..its maximum; the answer region is learnable."""
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         examples = [
-            ArithmeticExample(self._operand(rng.randint(1, self.max_digits), rng), rng.choice(self.ops),
-                              self._operand(rng.randint(1, self.multiplier_digits), rng))
+            self._carry(ArithmeticExample(self._operand(rng.randint(1, self.max_digits), rng), rng.choice(self.ops),
+                                          self._operand(rng.randint(1, self.multiplier_digits), rng)), rng)
             for _ in range(batch_size)
         ]
         targets = torch.tensor([self.tokenize(self.layout(ex)) for ex in examples], dtype=torch.long)
