@@ -148,16 +148,17 @@ def test_propagate_makes_carry_chains_long_and_leaves_the_default_stream_alone()
         assert int(a) + int(b) == int(answer) and len(a) == len(str(int(a)))  # no leading zero appears
 
 
-@pytest.mark.parametrize("options", [{"propagate": 1.5}, {"propagate": -0.1}, {"op": "mul", "propagate": 0.5}])
+@pytest.mark.parametrize("options", [{"propagate": 1.5}, {"propagate": -0.1}, {"propagate": "often"},
+                                     {"op": "mul", "propagate": 0.5}])
 def test_propagate_out_of_range_or_without_additions_is_refused(options):
     with pytest.raises(ValueError, match="propagate is a probability in \\[0, 1\\] for additions"):
         get_task("arithmetic", **options)
 
 
 def test_shipped_carry_model_needs_the_least_significant_digits_first():
-    """The built-in ``arithmetic-carry`` model (1 layer, trained with propagate=0.8) cannot resolve long carry
+    """The built-in ``arithmetic-carry`` model (1 layer, 16-digit sums with propagate=0.8) cannot resolve long carry
     chains from the operands alone: the most-significant-first order fails where max-confidence succeeds."""
-    task, model = get_task("arithmetic", propagate=0.8), load_model("arithmetic-carry")
+    task, model = get_task("arithmetic", propagate=0.8, max_digits=16), load_model("arithmetic-carry")
     examples = task.generate(64, seed=11)
     enc = task.encode(examples, model)
     solved = {}

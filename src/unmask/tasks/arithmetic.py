@@ -20,8 +20,8 @@ left-padded with ``_``: ``max_digits=4``, ``op="add"`` writes ``123+989`` as
 ``_123+_989=_1112``. Place values sit at fixed positions, so one model serves every
 size up to ``D`` digits. The prompt ``a op b =`` is fixed; the ``W`` answer
 positions are masked and generated (``gen_start`` = the prompt length). The shipped
-models ``arithmetic`` and ``arithmetic-carry`` (trained with ``propagate=0.8``) read the default layout
-(``op="add"``, ``max_digits=8``: 27 tokens).
+model ``arithmetic`` reads the default layout (``op="add"``, ``max_digits=8``: 27 tokens);
+``arithmetic-carry`` reads ``max_digits=16`` (51 tokens) and was trained with ``propagate=0.8``.
 
 Scores: a completion is the answer region as text (``_1112``). It parses only as
 padding followed by a number written without leading zeros; ``solved`` means it
@@ -96,7 +96,7 @@ class ArithmeticTask(Task):
         M = max_digits if multiplier_digits is None else multiplier_digits
         if not 1 <= M <= max_digits:
             raise ValueError(f"arithmetic: multiplier_digits must be in [1, max_digits={max_digits}], got {M}")
-        if propagate is not None and not (op != "mul" and 0.0 <= propagate <= 1.0):
+        if propagate is not None and (op == "mul" or not isinstance(propagate, (int, float)) or not 0 <= propagate <= 1):
             raise ValueError(f"arithmetic: propagate is a probability in [0, 1] for additions (op='add' or 'mixed'), "
                              f"got propagate={propagate!r} with op={op!r}")
         self.op, self.max_digits, self.multiplier_digits, self.propagate = op, max_digits, M, propagate
@@ -110,8 +110,8 @@ class ArithmeticTask(Task):
         return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
     def _carry(self, ex: ArithmeticExample, rng: random.Random) -> ArithmeticExample:
-        """With ``propagate``, the addition ``ex`` with each digit of ``a`` (that has a digit of ``b`` below it)
-        replaced, with that probability, by the one that sums to 9 (the top digit stays non-zero)."""
+        """With ``propagate``, the addition ``ex`` with each digit of ``a`` at a place value where ``b`` has a digit
+        replaced, with that probability, by the one that sums to 9 with it (``a``'s top digit stays non-zero)."""
         if ex.op != "+" or self.propagate is None:
             return ex
         a, b = str(ex.a)[::-1], str(ex.b)[::-1]
