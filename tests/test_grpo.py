@@ -28,6 +28,21 @@ def test_group_advantages_are_normalised_per_group():
     assert adv[4:].tolist() == [0.0] * 4
 
 
+def test_unscaled_advantages_keep_small_reward_differences_small():
+    """All rollouts correct, differing only by a speed term: GRPO's std scaling blows the difference up to +-1
+    (what collapsed the parallel policy to one NFE on arithmetic-carry); advantage_scale='none' keeps it."""
+    rewards = torch.tensor([1.0, 0.98, 1.0, 0.98])
+    assert group_advantages(rewards, 4).abs().tolist() == pytest.approx([0.866] * 4, abs=1e-2)
+    assert group_advantages(rewards, 4, scale=False).tolist() == pytest.approx([0.01, -0.01, 0.01, -0.01])
+    greedy = greedy_baseline_advantages(rewards, 4, torch.tensor([0.99]), scale=False)
+    assert greedy.tolist() == pytest.approx([0.01, -0.01, 0.01, -0.01])
+
+
+def test_unknown_advantage_scale_is_refused(mdm_dir, tmp_path):
+    with pytest.raises(ValueError, match="advantage_scale must be 'std' or 'none'"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
+
+
 def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
     adv = greedy_baseline_advantages(rewards, 4, torch.tensor([0.0, 1.0]))

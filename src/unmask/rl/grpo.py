@@ -77,6 +77,7 @@ class GRPOConfig:
     seed: int = 0
     reward_form: str | None = None  # multiplicative | additive | none (task reward); None: none for upo, else multiplicative
     baseline: str = "group"  # advantage baseline: group (GRPO: group mean) | greedy (ReMax: the policy's greedy decode)
+    advantage_scale: str = "std"  # std (GRPO: divide by the group's std) | none (Dr. GRPO: reward minus baseline)
     alpha: float = 1.0  # speed weight of the reward (Jazbec §3.3); held-out default for alpha-conditioned policies
     alpha_range: str = ""  # "LO,HI": alpha-conditioned policy, alpha ~ U[LO, HI] per group (parallel policies)
     policy_temperature: float = 1.0  # tau_pi of the parallel policies
@@ -129,20 +130,25 @@ class RolloutBuffer:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """A_g = (r_g - mean) / (std + eps) within each group of G rollouts of one prompt (GRPO)."""
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
+    """A_g = (r_g - mean) / (std + eps) within each group of G rollouts of one prompt (GRPO); ``scale=False``
+    leaves out the division (Dr. GRPO, Liu et al. 2025), so a group that differs only by a small reward term
+    (e.g. the speed term when every rollout is correct) gets small advantages instead of +-1."""
     r = rewards.view(-1, group_size)
-    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).view(-1)
+    centred = r - r.mean(1, keepdim=True)
+    return (centred / (r.std(1, keepdim=True) + eps) if scale else centred).view(-1)
 
 
 def greedy_baseline_advantages(rewards: torch.Tensor, group_size: int, greedy: torch.Tensor,
-                               eps: float = 1e-4) -> torch.Tensor:
+                               eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
     """A_g = (r_g - r_greedy) / (std + eps) per prompt (ReMax, Li et al. 2023): the baseline is the reward of the
     policy's own greedy decode, so moving toward greedy earns nothing and only samples that beat it are
-    reinforced; std is over the group and the greedy reward (all equal: zero advantages)."""
+    reinforced; std is over the group and the greedy reward (all equal: zero advantages); ``scale`` as in
+    :func:`group_advantages`."""
     r = rewards.view(-1, group_size)
+    centred = r - greedy[:, None]
     spread = torch.cat([r, greedy[:, None]], 1).std(1, keepdim=True)
-    return ((r - greedy[:, None]) / (spread + eps)).view(-1)
+    return (centred / (spread + eps) if scale else centred).view(-1)
 
 
 def upo_loss(
@@ -254,6 +260,8 @@ class GRPOTrainer:
             raise ValueError("alpha ranges and expert steering are for the parallel policies (bernoulli, plackett-luce)")
         if cfg.baseline not in ("group", "greedy"):
             raise ValueError(f"baseline must be 'group' or 'greedy', got {cfg.baseline!r}")
+        if cfg.advantage_scale not in ("std", "none"):
+            raise ValueError(f"advantage_scale must be 'std' or 'none', got {cfg.advantage_scale!r}")
         if cfg.baseline == "greedy" and self.experts:
             raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
         if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
@@ -364,9 +372,9 @@ class GRPOTrainer:
         greedy = None
         if self.cfg.baseline == "greedy":
             greedy = self.greedy_rewards(examples, alpha.view(-1, G)[:, 0])
-            adv = greedy_baseline_advantages(rewards, G, greedy)
+            adv = greedy_baseline_advantages(rewards, G, greedy, scale=self.cfg.advantage_scale == "std")
         else:
-            adv = group_advantages(rewards, G + E)
+            adv = group_advantages(rewards, G + E, scale=self.cfg.advantage_scale == "std")
         buf = RolloutBuffer.from_records(out.trajectory, adv, out.nfe, steered, (G, E))
         policy_rows = np.ones(len(group), dtype=bool) if steered is None else ~steered.cpu().numpy()
         nfe = out.nfe.float().cpu().numpy()
