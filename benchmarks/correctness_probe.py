@@ -21,6 +21,7 @@ from common import command_line
 
 from unmask.checkpoint import save_json
 from unmask.engine import SamplingConfig, generate
+from unmask.evaluate import evaluate
 from unmask.models import load_model
 from unmask.policies.learned import UPOPolicy
 from unmask.tasks import get_task
@@ -35,13 +36,9 @@ class TokenRecordingUPO(UPOPolicy):
         return {**super().observe(state), "tokens": state.tokens}
 
 
-def solved_rate(task, model, policy, examples, batch_size: int = 250) -> float:
-    solved = 0
-    for i in range(0, len(examples), batch_size):
-        batch = examples[i : i + batch_size]
-        out = generate(model, task.encode(batch, model).input_ids, policy, SamplingConfig())
-        solved += int(task.score(batch, task.decode(batch, out.sequences, model)).solved.sum())
-    return solved / len(examples)
+def solved_rate(task, model, policy, examples) -> float:
+    """Greedy solved rate of ``policy`` (the library's :func:`unmask.evaluate.evaluate`)."""
+    return evaluate(task, model, examples, [policy.eval()], progress=False)[0].solved_rate
 
 
 def collect(task, model, policy, examples, seed: int, batch_size: int = 100) -> tuple[dict, torch.Tensor]:
@@ -78,7 +75,7 @@ def main() -> None:
     policy = TokenRecordingUPO.for_model(model).to(model.device)
     train = task.generate(args.train, seed=777, difficulty=args.clues)
     held = task.generate(args.held_out, seed=2026, difficulty=args.clues)
-    rows = [{"epoch": 0, "loss": None, "held_out_solved": solved_rate(task, model, policy.eval(), held)}]
+    rows = [{"epoch": 0, "loss": None, "held_out_solved": solved_rate(task, model, policy, held)}]
     print(f"max-confidence (the untrained g_phi): {rows[0]['held_out_solved']:.3f} solved", flush=True)
     t = time.perf_counter()
     parts = []
@@ -103,7 +100,7 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             opt.step()
             total, batches = total + loss.item(), batches + 1
-        rows.append({"epoch": epoch, "loss": total / batches, "held_out_solved": solved_rate(task, model, policy.eval(), held)})
+        rows.append({"epoch": epoch, "loss": total / batches, "held_out_solved": solved_rate(task, model, policy, held)})
         print(f"epoch {epoch}  loss {rows[-1]['loss']:.4f}  held-out solved {rows[-1]['held_out_solved']:.3f}", flush=True)
     save_json(args.out, {"command": command_line("benchmarks/correctness_probe.py", args), "states": len(labels),
                          "device": str(model.device), "epochs": rows})
