@@ -7,7 +7,8 @@ dense version of the solved reward), over the states of sampled and greedy max-c
 first wrong reveal. Greedy decoding with it is then compared with max-confidence on fresh held-out puzzles
 after every epoch. Prints one line per epoch and writes JSON.
 
-Command (benchmarks/results/upo/correctness_probe.json; a GPU makes the rollouts fast, 2 CPU cores take ~30 min):
+Command (benchmarks/results/upo/correctness_probe.json; a GPU makes the rollouts fast, 2 CPU cores take ~30 min;
+``--prob-input full`` probes UPOPolicy's token_probs variant):
     python benchmarks/correctness_probe.py --train 3000 --epochs 4
 """
 
@@ -26,7 +27,7 @@ from unmask.models import load_model
 from unmask.policies.learned import UPOPolicy
 from unmask.tasks import get_task
 
-KEEP = ("hidden", "top_probs", "confidence", "allowed")
+KEEP = ("hidden", "top_probs", "confidence", "allowed", "token_probs")
 
 
 class TokenRecordingUPO(UPOPolicy):
@@ -53,11 +54,11 @@ def collect(task, model, policy, examples, seed: int, batch_size: int = 100) -> 
         for rec in out.trajectory:
             correct = rec.data["tokens"] == target[rec.rows]
             keep = alive[rec.rows]
-            obs.append({k: rec.data[k][keep].cpu() for k in KEEP})
+            obs.append({k: rec.data[k][keep].cpu() for k in KEEP if k in rec.data})
             labels.append(correct[keep].cpu())
             wrong = ~correct.gather(1, rec.data["action"][:, :1]).squeeze(1)
             alive[rec.rows[wrong]] = False
-    return {k: torch.cat([o[k] for o in obs]) for k in KEEP}, torch.cat(labels)
+    return {k: torch.cat([o[k] for o in obs]) for k in obs[0]}, torch.cat(labels)
 
 
 def main() -> None:
@@ -68,11 +69,14 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=500)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--prob-input", choices=("topk", "full"), default="topk",
+                   help="g_phi's probability input: Eq. 21's Top-K, or every token's (UPOPolicy.token_probs)")
+    p.add_argument("--save", default=None, help="write the trained g_phi here (a policy checkpoint)")
     p.add_argument("--out", default="benchmarks/results/upo/correctness_probe.json")
     args = p.parse_args()
     torch.manual_seed(0)
     task, model = get_task("sudoku9"), load_model(args.model)
-    policy = TokenRecordingUPO.for_model(model).to(model.device)
+    policy = TokenRecordingUPO.for_model(model, token_probs=args.prob_input == "full").to(model.device)
     train = task.generate(args.train, seed=777, difficulty=args.clues)
     held = task.generate(args.held_out, seed=2026, difficulty=args.clues)
     rows = [{"epoch": 0, "loss": None, "held_out_solved": solved_rate(task, model, policy, held)}]
@@ -83,7 +87,7 @@ def main() -> None:
         policy.mode = mode
         parts.append(collect(task, model, policy, train, seed))
     policy.mode = "greedy"
-    obs = {k: torch.cat([o[k] for o, _ in parts]) for k in KEEP}
+    obs = {k: torch.cat([o[k] for o, _ in parts]) for k in parts[0][0]}
     labels = torch.cat([y for _, y in parts])
     print(f"{len(labels)} states in {time.perf_counter() - t:.0f}s", flush=True)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.1)
@@ -105,6 +109,9 @@ def main() -> None:
     save_json(args.out, {"command": command_line("benchmarks/correctness_probe.py", args), "states": len(labels),
                          "device": str(model.device), "epochs": rows})
     print(f"wrote {args.out}")
+    if args.save:
+        policy.save(args.save, {"mdm": args.model, "task": "sudoku9"})
+        print(f"saved g_phi to {args.save}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ Commands (the figures in benchmarks/results/heuristics_*.json):
         --out benchmarks/results/heuristics_small.json
     .venv/bin/python benchmarks/heuristics.py --task sudoku4 --data ../shared/data/sudoku4x4_test_d1.csv \
         --out benchmarks/results/heuristics_small.json   # the d1 rows (appended with --append)
+    .venv/bin/python benchmarks/heuristics.py --task sudoku4 --difficulty 4,5,6,8 \
+        --policies random,left_to_right,entropy,margin,confidence,threshold:0.9,upo \
+        --out benchmarks/results/heuristics_sudoku4.json   # then the same with --data ...d1.csv --append
     .venv/bin/python benchmarks/heuristics.py --models sudoku9-base --policies random,confidence,margin,threshold:0.9 \
         --difficulty 24,28,32,36 --out benchmarks/results/heuristics_base.json
     .venv/bin/python benchmarks/heuristics.py --task zebra --difficulty ... --out benchmarks/results/heuristics_zebra.json

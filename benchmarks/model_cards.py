@@ -4,7 +4,9 @@ benchmark (a policy's card shows its rows beside random, left-to-right, confiden
 Command:
     .venv/bin/python benchmarks/model_cards.py --results benchmarks/results/heuristics_small.json \
         benchmarks/results/heuristics_base.json benchmarks/results/heuristics_zebra.json \
-        benchmarks/results/heuristics_arithmetic.json benchmarks/results/heuristics_arithmetic-carry.json
+        benchmarks/results/heuristics_arithmetic.json benchmarks/results/heuristics_arithmetic-carry.json \
+        benchmarks/results/heuristics_sudoku4.json
+(a model's card comes from the last file that has rows for it)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
         (["eval", "--task", "sudoku4", "--model", "nope"], "unknown model 'nope'"),
         (["eval", "--task", "sudoku4", "--data", "/nonexistent.csv"], "does not exist"),
         (["eval", "--task", "sudoku4", "--model", "sudoku9-small", "--num", "2"], "does not read sudoku4 grids"),
-        (["eval", "--task", "sudoku4", "--policies", "upo", "--num", "2"], "no shipped upo policy"),
+        (["eval", "--task", "sudoku4", "--policies", "bernoulli", "--num", "2"], "no shipped bernoulli policy"),
         (["eval", "--task", "arithmetic", "--task-option", "bogus=4", "--num", "2"], "does not take the options bogus"),
         (["eval", "--task", "arithmetic", "--task-option", "max_digits", "--num", "2"], "takes KEY=VALUE"),
         (["eval", "--task", "arithmetic", "--task-option", "max_digits=4", "--num", "2"], "does not read this arithmetic"),
@@ -67,4 +67,20 @@ def test_train_mdm_and_policy_from_the_command_line(tmp_path, capsys):
                  "--d-model", "16", "--base-temperature", "none"]) == 0
     assert (pol / "best" / "model.safetensors").is_file() and (pol / "last" / "optimizer.safetensors").is_file()
     assert main(["eval", "--task", "sudoku4", "--model", str(mdm), "--num", "4", "--policies", f"confidence,{pol / 'best'}"]) == 0
-    assert "upo:best" in capsys.readouterr().out
+    assert "upo:pol/best" in capsys.readouterr().out
+
+
+def test_demo_trains_on_4x4_and_compares_on_both_sudokus(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--num", "6", "--train-steps", "2"]) == 0
+    assert (out / "upo-sudoku4" / "best" / "model.safetensors").is_file()
+    run = json.loads((out / "upo-sudoku4" / "best" / "config.json").read_text())["train"]
+    assert run["task"] == "sudoku4" and run["reference"] == "none" and run["base_temperature"] is None
+    data = json.loads((out / "demo_results.json").read_text())
+    rows = {task: [r["policy"] for r in data[task]["results"]] for task in ("sudoku4", "sudoku9")}
+    assert rows["sudoku4"][-2:] == ["upo", "upo:upo-sudoku4/best"] and "bernoulli" not in rows["sudoku4"]
+    assert rows["sudoku9"][-2:] == ["upo", "bernoulli"] and "confidence" in rows["sudoku9"]
+    assert all(r["n"] == 6 for task in data for r in data[task]["results"])
+    for task in ("sudoku4", "sudoku9"):
+        assert (out / f"demo_{task}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "upo:upo-sudoku4/best" in capsys.readouterr().out

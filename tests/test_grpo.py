@@ -38,9 +38,13 @@ def test_unscaled_advantages_keep_small_reward_differences_small():
     assert greedy.tolist() == pytest.approx([0.01, -0.01, 0.01, -0.01])
 
 
-def test_unknown_advantage_scale_is_refused(mdm_dir, tmp_path):
+def test_unknown_advantage_scale_or_prob_input_is_refused(mdm_dir, tmp_path):
     with pytest.raises(ValueError, match="advantage_scale must be 'std' or 'none'"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
+    with pytest.raises(ValueError, match="prob_input must be 'topk' or 'full'"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="all"), progress=False)
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="full"), progress=False)
+    assert trainer.policy.config.token_probs and "token_probs" in trainer.rollout(trainer.prompts(0))[0].obs
 
 
 def test_greedy_baseline_rewards_only_samples_that_beat_greedy():

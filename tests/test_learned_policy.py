@@ -74,3 +74,29 @@ def test_save_load_and_model_mismatch(tmp_path, tiny_sudoku4_model):
         loaded.check_model(other)
     with pytest.raises(FileNotFoundError, match="no policy checkpoint"):
         load_policy(tmp_path / "missing")
+
+
+def test_token_probs_see_each_position_distribution_or_written_token(tiny_sudoku4_model, tmp_path):
+    task = get_task("sudoku4")
+    x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
+    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2, token_probs=True)
+    assert policy.inp.in_features == tiny_sudoku4_model.hidden_size + tiny_sudoku4_model.vocab_size
+    out = generate(tiny_sudoku4_model, x, policy, record=True)
+    assert torch.equal(out.sequences, generate(tiny_sudoku4_model, x, get_policy("confidence")).sequences)
+    for rec in out.trajectory[:3]:
+        obs = rec.data["token_probs"]
+        masked = rec.data["allowed"]  # one block: the candidates are the masked positions
+        assert torch.allclose(obs.sum(-1), torch.ones(obs.shape[:2]), atol=1e-5)
+        assert (obs[~masked].max(-1).values == 1).all()  # revealed: the one-hot of the written token
+        assert (obs[masked][:, tiny_sudoku4_model.mask_id] == 0).all()  # masked: p_theta(x_0 | x_n)
+    first = out.trajectory[0].data["token_probs"][0]
+    clues = x[0] != tiny_sudoku4_model.mask_id
+    assert torch.equal(first[clues].argmax(-1), x[0][clues])
+    policy.save(tmp_path / "p")
+    assert load_policy(tmp_path / "p").config.token_probs
+
+
+def test_token_probs_refuse_large_vocabularies(tiny_sudoku4_model, monkeypatch):
+    monkeypatch.setattr(tiny_sudoku4_model, "vocab_size", 50_000)
+    with pytest.raises(ValueError, match="--prob-input topk"):
+        UPOPolicy.for_model(tiny_sudoku4_model, token_probs=True)

@@ -156,4 +156,4 @@ def test_train_policy_command_line_trains_an_alpha_conditioned_policy(tmp_path, 
     saved = load_policy(out / "best")
     assert saved.kind == "bernoulli" and saved.config.alpha_range == [0.0, 2.0]
     assert main(["eval", "--task", "sudoku4", "--num", "4", "--policies", f"threshold:0.9,{out / 'best'}", "--alpha", "2"]) == 0
-    assert "bernoulli:best:alpha=2" in capsys.readouterr().out
+    assert "bernoulli:bern/best:alpha=2" in capsys.readouterr().out

@@ -267,11 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-time budget: stop at the first step past it, with a resumable checkpoint")
     p.set_defaults(func=cmd_train_policy)
 
-    p = sub.add_parser("demo", help="train a short UPO run and compare it with the heuristics (CPU, minutes)")
+    p = sub.add_parser("demo", help="train UPO on 4x4 sudoku from random order and compare it with the heuristics "
+                                    "on 4x4 and 9x9 (CPU, minutes)")
     p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--num", type=int, default=200, help="fresh puzzles in the comparison")
+    p.add_argument("--num", type=int, default=200, help="fresh puzzles in each comparison")
     p.add_argument("--difficulty", "--clues", type=int, default=28, help="clues of the 9x9 puzzles")
-    p.add_argument("--train-steps", type=int, default=15, help="GRPO steps of the UPO run (0: heuristics only)")
+    p.add_argument("--train-steps", type=int, default=60, help="GRPO steps of the 4x4 UPO run (0: no training)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("show-order", help="heatmap (PNG) of the step at which a policy reveals each generated position",

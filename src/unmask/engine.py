@@ -68,6 +68,7 @@ class StepState:
     generator: torch.Generator | None
     hidden: torch.Tensor | None = None  # (b, Lg, D) MDM features, when the policy asks for them
     rows: torch.Tensor | None = None  # (b,) indices of these rows in the batch
+    current: torch.Tensor | None = None  # (b, Lg) tokens written so far (mask id where masked)
 
     @property
     def masked_fraction(self) -> torch.Tensor:
@@ -181,6 +182,7 @@ def generate(
             probs=probs, tokens=tokens, confidence=confidence, candidates=candidates, masked=m,
             num_transfer=k, step=nfe[active].clone(), total=total[active], generator=generator,
             hidden=None if out.hidden_states is None else out.hidden_states[:, gen_start:], rows=active,
+            current=xa[:, gen_start:],
         )
         reveal, data = policy.act(state, record)
         if reveal.shape != candidates.shape or reveal.dtype != torch.bool:

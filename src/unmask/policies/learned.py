@@ -52,6 +52,7 @@ class UPOConfig:
     mlp_hidden: int = 64
     base_temperature: float | None = 0.05  # tau0 of the log-confidence base score
     top_k: int | None = None  # restrict to the K most confident candidates (Top-K realisation, Eq. 27)
+    token_probs: bool = False  # also feed phi_TF every position's full distribution (see UPOPolicy)
     mdm_name: str = ""
     mdm_vocab_size: int = 0
     mdm_mask_id: int = 0
@@ -60,7 +61,13 @@ class UPOConfig:
 class UPOPolicy(nn.Module, LearnedPolicy):
     """UPO's g_phi (Fig. 2). ``mode``: ``"sample"`` draws from g_phi (training rollouts),
     ``"greedy"`` takes its argmax; ``sigma`` > 0 adds N(0, sigma^2) to the probabilities
-    before the argmax for multi-shot sampling (UPO App. D)."""
+    before the argmax for multi-shot sampling (UPO App. D).
+
+    ``token_probs`` (beyond the paper, for small vocabularies) concatenates to H_n each position's whole
+    distribution P_i = p_theta(x_0 | x_n)_i over the vocabulary, or the one-hot of its token once revealed.
+    Eq. 21's Top-K values say how sure the MDM is but not *of which token*. It also adds an agreement
+    attention whose per-head output sum_{j != i} A_ij <P_i, P_j> (fed to phi_MLP) is the mass the attended
+    positions put on what position i wants, e.g. two cells of a sudoku row that both want the same digit."""
 
     kind = "upo"
     needs_hidden = True
@@ -73,10 +80,13 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         self.mode = "greedy"
         self.sigma = 0.0
         c = config
-        self.inp = nn.Linear(c.feature_size, c.d_model)
+        self.inp = nn.Linear(c.feature_size + (c.mdm_vocab_size if c.token_probs else 0), c.d_model)
         self.tf = nn.TransformerEncoderLayer(c.d_model, c.n_head, 4 * c.d_model, dropout=0.0, batch_first=True, norm_first=True)
+        if c.token_probs:
+            self.agree_q = nn.Linear(c.d_model, c.d_model)
+            self.agree_k = nn.Linear(c.d_model, c.d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(c.d_model + c.prob_features, c.mlp_hidden), nn.GELU(),
+            nn.Linear(c.d_model + c.prob_features + (c.n_head if c.token_probs else 0), c.mlp_hidden), nn.GELU(),
             nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(),
             nn.Linear(c.mlp_hidden, 1),
         )
@@ -111,15 +121,36 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         allowed = state.candidates
         if self.config.top_k is not None:
             allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
-        return {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
+        obs = {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
+        if self.config.token_probs:
+            if state.current is None:
+                raise ValueError("a token_probs UPO policy needs the written tokens (StepState.current)")
+            written = F.one_hot(state.current, state.probs.shape[-1]).float()
+            obs["token_probs"] = torch.where(state.masked[..., None], state.probs, written)
+        return obs
 
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """h_phi(x_n) per position (n, Lg); -inf outside the allowed set."""
-        h = self.tf(self.inp(obs["hidden"]))
-        s = self.mlp(torch.cat([h, obs["top_probs"]], -1)).squeeze(-1)
+        if self.config.token_probs:
+            z = self.inp(torch.cat([obs["hidden"], obs["token_probs"]], -1))
+            feats = [self.tf(z), obs["top_probs"], self.agreement(z, obs["token_probs"])]
+        else:
+            feats = [self.tf(self.inp(obs["hidden"])), obs["top_probs"]]
+        s = self.mlp(torch.cat(feats, -1)).squeeze(-1)
         if self.config.base_temperature is not None:
             s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
         return s.masked_fill(~obs["allowed"], float("-inf"))
+
+    def agreement(self, z: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Per head, sum_{j != i} A_ij <P_i, P_j> (n, Lg, n_head): A from ``z``, P = ``probs``."""
+        n, L, d = z.shape
+        H = self.config.n_head
+        q = self.agree_q(z).view(n, L, H, d // H).transpose(1, 2)
+        k = self.agree_k(z).view(n, L, H, d // H).transpose(1, 2)
+        self_pair = torch.eye(L, dtype=torch.bool, device=z.device)
+        logits = (q @ k.transpose(-1, -2) / (d // H) ** 0.5).masked_fill(self_pair, float("-inf"))
+        attn = logits.softmax(-1).nan_to_num(0.0)  # a one-position region attends to nothing
+        return (attn * (probs @ probs.transpose(-1, -2))[:, None]).sum(-1).transpose(1, 2)
 
     def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
         """log g_phi(a_n | x_n) of a recorded ordered action (n, k); ``scores``: :meth:`scores` if already computed."""
@@ -158,10 +189,16 @@ class UPOPolicy(nn.Module, LearnedPolicy):
 
     @classmethod
     def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "UPOPolicy":
+        if kwargs.get("token_probs") and model.vocab_size > MAX_TOKEN_PROBS_VOCAB:
+            raise ValueError(
+                f"token_probs feeds the policy all {model.vocab_size} token probabilities of {model.name!r} per "
+                f"position; it is meant for vocabularies of at most {MAX_TOKEN_PROBS_VOCAB} tokens (the built-in "
+                "models). Use the Top-K probabilities (--prob-input topk) for this model")
         return cls(UPOConfig(feature_size=model.hidden_size, mdm_name=model.name, mdm_vocab_size=model.vocab_size,
                              mdm_mask_id=model.mask_id, **kwargs))
 
 
+MAX_TOKEN_PROBS_VOCAB = 1024
 POLICY_KINDS: dict[str, type] = {"upo": UPOPolicy, "bernoulli": BernoulliPolicy, "plackett-luce": PlackettLucePolicy}
 CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}
 
@@ -180,5 +217,6 @@ def load_policy(directory: str | Path) -> LearnedPolicy:
         raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(POLICY_KINDS)}")
     policy = POLICY_KINDS[kind](CONFIG_TYPES[kind](**spec))
     load_state_into(policy, load_tensors(directory / WEIGHTS), directory)
-    policy.name = f"{kind}:{directory.name}"
+    run = directory.resolve()
+    policy.name = f"{kind}:{run.parent.name}/{run.name}" if run.name in ("best", "last") else f"{kind}:{run.name}"
     return policy.eval()

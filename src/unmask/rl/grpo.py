@@ -74,6 +74,7 @@ class GRPOConfig:
     block_length: int | None = None  # SamplingConfig.block_length
     d_model: int = 32
     base_temperature: float | None = 0.05
+    prob_input: str = "topk"  # upo: "topk" (Eq. 21) | "full" (also every token's probability: UPOPolicy.token_probs)
     seed: int = 0
     reward_form: str | None = None  # multiplicative | additive | none (task reward); None: none for upo, else multiplicative
     baseline: str = "group"  # advantage baseline: group (GRPO: group mean) | greedy (ReMax: the policy's greedy decode)
@@ -258,10 +259,10 @@ class GRPOTrainer:
         self.experts = [get_policy(spec) for spec in cfg.expert_steering.split(",") if spec.strip()]
         if upo and (self.alpha_range or self.experts):
             raise ValueError("alpha ranges and expert steering are for the parallel policies (bernoulli, plackett-luce)")
-        if cfg.baseline not in ("group", "greedy"):
-            raise ValueError(f"baseline must be 'group' or 'greedy', got {cfg.baseline!r}")
-        if cfg.advantage_scale not in ("std", "none"):
-            raise ValueError(f"advantage_scale must be 'std' or 'none', got {cfg.advantage_scale!r}")
+        for name, valid in (("baseline", ("group", "greedy")), ("advantage_scale", ("std", "none")),
+                            ("prob_input", ("topk", "full"))):
+            if getattr(cfg, name) not in valid:
+                raise ValueError(f"{name} must be '{valid[0]}' or '{valid[1]}', got {getattr(cfg, name)!r}")
         if cfg.baseline == "greedy" and self.experts:
             raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
         if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
@@ -271,7 +272,7 @@ class GRPOTrainer:
         cfg = self.cfg
         if cfg.policy == "upo":
             return UPOPolicy.for_model(self.model, d_model=cfg.d_model, base_temperature=cfg.base_temperature,
-                                       **self.reference.policy_kwargs())
+                                       token_probs=cfg.prob_input == "full", **self.reference.policy_kwargs())
         extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
         return POLICY_KINDS[cfg.policy].for_model(
             self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold, temperature=cfg.policy_temperature,
