@@ -223,25 +223,26 @@ def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = Tr
 
 def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28, train_steps: int = 60
          ) -> dict[str, EvalReport]:
-    """``unmask demo``: (1) train UPO on 4x4 sudoku (4 clues) from uniform random order, with no reference and no
-    confidence prior (``--reference none --base-temperature none``, as the paper's random-init Top-K), and compare
-    it with every heuristic and the shipped ``upo`` on fresh 4x4 puzzles; (2) compare the heuristics with the
-    shipped ``upo`` / ``bernoulli`` policies on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a
+    """``unmask demo``: (1) the first ``train_steps`` GRPO steps of the shipped ``upo-sudoku4`` recipe, UPO on 4x4
+    sudoku learned from uniform random order (no reference, no confidence prior), compared with every heuristic
+    and the shipped ``upo`` on fresh 4x4 puzzles at the recipe's clue count; (2) the heuristics beside the shipped
+    ``upo`` / ``bernoulli`` policies on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a
     solved-vs-NFE plot per task and one JSON."""
-    from unmask.checkpoint import save_json
+    from unmask.checkpoint import load_json, save_json
     from unmask.rl.grpo import GRPOConfig
 
     out = Path(output_dir)
-    policies_4x4 = list(_DEMO_POLICIES[:-1])
+    recipe = load_json(SHIPPED_POLICIES / "upo-sudoku4" / "config.json")["train"]
+    policies_4x4 = [*_DEMO_HEURISTICS, "upo"]
     if train_steps > 0:
         print(f"training UPO on 4x4 sudoku from random order for {train_steps} GRPO steps ...")
-        train_policy(GRPOConfig(task="sudoku4", difficulty=str(_DEMO_CLUES_4X4), reference="none",
-                                base_temperature=None, learning_rate=2e-3, num_generations=8, prompts_per_step=16,
-                                eval_every=10, eval_size=256, steps=train_steps, output_dir=str(out / "upo-sudoku4")))
+        train_policy(GRPOConfig(**{**recipe, "steps": train_steps, "output_dir": str(out / "upo-sudoku4")}))
         policies_4x4.append(str(out / "upo-sudoku4" / "best"))
     reports = {
-        "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=_DEMO_CLUES_4X4, seed=1),
-        "sudoku9": evaluate_policies(task="sudoku9", policies=_DEMO_POLICIES, num=num, difficulty=difficulty, seed=1),
+        "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=int(recipe["difficulty"]),
+                                     seed=1),
+        "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS, "upo", "bernoulli"], num=num,
+                                     difficulty=difficulty, seed=1),
     }
     for task, report in reports.items():
         print(f"\n{task}, {report.context['data']}:\n{report.table}")
@@ -252,6 +253,4 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
 
 
 LEARNED_NAMES = ("upo", "bernoulli", "plackett-luce")
-_DEMO_POLICIES = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7", "upo",
-                  "bernoulli")  # the 4x4 comparison leaves out the last: no parallel policy is shipped for sudoku4
-_DEMO_CLUES_4X4 = 4
+_DEMO_HEURISTICS = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")
