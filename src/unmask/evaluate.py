@@ -121,21 +121,19 @@ def results_json(results: Sequence[EvalResult], **context) -> dict:
 
 
 def plot_frontier(results: Sequence[EvalResult], path: str | Path, title: str = "") -> None:
-    """Solved rate against mean NFE, one labelled point per policy."""
+    """Solved rate against mean NFE, one point per policy, told apart by colour and marker in a legend that
+    also gives each point's values (points of count policies share one NFE and often overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    span = max((r.nfe for r in results), default=1.0)
-    placed: list[tuple[float, float]] = []
-    for r in results:
-        x, y = r.nfe, 100 * r.solved_rate
-        ax.scatter(x, y, s=40)
-        near = sum(abs(x - px) < 0.04 * span and abs(y - py) < 4 for px, py in placed)  # stack labels of close points
-        ax.annotate(r.policy, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * near), fontsize=8)
-        placed.append((x, y))
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
+    markers = "osD^vP*X<>h"
+    for i, r in enumerate(results):
+        ax.scatter(r.nfe, 100 * r.solved_rate, s=50, marker=markers[i % len(markers)], alpha=0.8,
+                   label=f"{r.policy}: {100 * r.solved_rate:.1f}%, {r.nfe:.1f} NFE")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("mean NFE (MDM forward passes)")
     ax.set_ylabel("solved (%)")
     ax.set_title(title)
