@@ -43,6 +43,8 @@ def test_unknown_advantage_scale_or_prob_input_is_refused(mdm_dir, tmp_path):
         GRPOTrainer(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
     with pytest.raises(ValueError, match="prob_input must be 'topk' or 'full'"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="all"), progress=False)
+    with pytest.raises(ValueError, match="--prob-input is for UPO policies"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="full", policy="bernoulli"), progress=False)
     trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="full"), progress=False)
     assert trainer.policy.config.token_probs and "token_probs" in trainer.rollout(trainer.prompts(0))[0].obs
 

@@ -259,6 +259,8 @@ class GRPOTrainer:
         self.experts = [get_policy(spec) for spec in cfg.expert_steering.split(",") if spec.strip()]
         if upo and (self.alpha_range or self.experts):
             raise ValueError("alpha ranges and expert steering are for the parallel policies (bernoulli, plackett-luce)")
+        if not upo and cfg.prob_input != "topk":
+            raise ValueError("--prob-input is for UPO policies; the parallel policies read confidences only")
         for name, valid in (("baseline", ("group", "greedy")), ("advantage_scale", ("std", "none")),
                             ("prob_input", ("topk", "full"))):
             if getattr(cfg, name) not in valid:
