@@ -80,7 +80,7 @@ class PickAudit(Policy):
 def audit(task, model, examples, policies: dict[str, Policy]) -> list[dict]:
     """One :class:`PickAudit` decode per followed policy: states and wrong-pick rates of every policy."""
     x = task.encode(examples, model).input_ids
-    solution = torch.where(x == model.mask_id, torch.tensor([e.solution for e in examples], device=x.device) - 1, x)
+    solution = torch.tensor([e.solution for e in examples], device=x.device) - 1  # token id = digit - 1
     rows = []
     for follow in policies:
         a = PickAudit(policies, follow, solution)
