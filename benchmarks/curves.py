@@ -15,6 +15,13 @@ curves come from `unmask train-policy` runs (metrics.csv copied to benchmarks/re
         --base-temperature 0.05 --learning-rate 2e-3 --num-generations 8 --prompts-per-step 12 --num-iterations 1 \\
         --steps 200 --eval-every 10 --eval-size 256 --output-dir runs/upo-c28-t05  # -> ..._t0.05_lr2e-3_P12.csv (stopped
         # at 29; its best, step 10, is benchmarks/results/checkpoints/upo-sudoku9-small-c28-step10)
+    GRPO after the coupling's pre-training (--coupling-rounds, the shipped upo-sudoku9-* recipe's settings but):
+    unmask train-policy --task sudoku9 --model sudoku9-small --coupling-rounds 3 --coupling-prompts 1000 \
+        --difficulty 28 --reference none --learning-rate 3e-4 --num-generations 8 --prompts-per-step 16 --steps 30 \
+        --eval-every 5 --eval-size 256 --output-dir runs/cp1   # -> sudoku9-small_c28_coupling_lr3e-4.csv
+    unmask train-policy --task sudoku9 --model sudoku9-small --coupling-rounds 3 --difficulty 24,28,32,36 \
+        --reference none --learning-rate 2e-3 --num-generations 8 --prompts-per-step 16 --steps 40 --eval-every 5 \
+        --eval-size 256 --output-dir runs/cp2   # -> sudoku9-small_mix_coupling_lr2e-3_stopped.csv (stopped at 17)
 Summary commands (table + JSON + PNG: benchmarks/results/<grid>_curves.{json,png}):
     .venv/bin/python benchmarks/curves.py --grid upo
     .venv/bin/python benchmarks/curves.py --grid parallel

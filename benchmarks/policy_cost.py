@@ -1,7 +1,9 @@
-"""Size and per-step cost of the confidence-only parallel policy against one MDM forward (Jazbec §3.2).
+"""Size and per-step cost of a policy against one MDM forward (Jazbec §3.2; UPO's g_phi with ``--policy``).
 
-Command (the figures in benchmarks/results/policy_cost.json):
+Commands (the figures in benchmarks/results/policy_cost.json and benchmarks/results/upo/policy_cost_coupling.json):
     .venv/bin/python benchmarks/policy_cost.py --models sudoku9-small,sudoku9-base --batch-sizes 1,64 --forwards 300
+    .venv/bin/python benchmarks/policy_cost.py --policy upo --batch-sizes 1,64 --forwards 300 \
+        --out benchmarks/results/upo/policy_cost_coupling.json
 
 One CPU thread. Each model decodes fresh 9x9 puzzles (30 clues) with an untrained Bernoulli policy (default
 size, sampled) until it has run at least --forwards MDM forwards; a forward hook times every MDM forward and a
@@ -15,6 +17,7 @@ import time
 
 import torch
 
+from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
 from unmask.engine import StepState, generate
 from unmask.models import load_model
@@ -28,6 +31,7 @@ class TimedPolicy(Policy):
 
     def __init__(self, inner: Policy) -> None:
         self.inner, self.name, self.seconds, self.calls = inner, inner.name, 0.0, 0
+        self.needs_hidden = getattr(inner, "needs_hidden", False)
 
     def act(self, state: StepState, record: bool = False):
         start = time.perf_counter()
@@ -37,9 +41,9 @@ class TimedPolicy(Policy):
         return out
 
 
-def measure(model_name: str, batch_size: int, forwards: int) -> dict:
+def measure(model_name: str, batch_size: int, forwards: int, spec: str = "") -> dict:
     task, model = get_task("sudoku9"), load_model(model_name)
-    policy = TimedPolicy(BernoulliPolicy.for_model(model))
+    policy = TimedPolicy(resolve_policy(spec, model) if spec else BernoulliPolicy.for_model(model))
     clock = {"start": 0.0, "seconds": 0.0, "calls": 0}
 
     def before(*_):
@@ -63,7 +67,7 @@ def measure(model_name: str, batch_size: int, forwards: int) -> dict:
     mdm_params = sum(p.numel() for p in model.parameters())
     policy_params = sum(p.numel() for p in policy.inner.parameters())
     forward_ms, policy_ms = 1e3 * clock["seconds"] / clock["calls"], 1e3 * policy.seconds / policy.calls
-    return {"model": model_name, "batch_size": batch_size, "mdm_parameters": mdm_params,
+    return {"model": model_name, "policy": policy.name, "batch_size": batch_size, "mdm_parameters": mdm_params,
             "policy_parameters": policy_params, "parameter_ratio": policy_params / mdm_params,
             "forwards": clock["calls"], "forward_ms": forward_ms, "policy_step_ms": policy_ms,
             "step_cost_ratio": policy_ms / forward_ms}
@@ -75,6 +79,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1,64")
     p.add_argument("--forwards", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--policy", default="", help="a policy spec; default: an untrained Bernoulli policy")
     p.add_argument("--out", default="benchmarks/results/policy_cost.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,7 +87,7 @@ def main() -> None:
     print(f"{'model':<15} {'batch':>5} {'MDM params':>11} {'policy':>8} {'ratio':>7} {'forward ms':>11} {'policy ms':>10} {'cost':>7}")
     for name in args.models.split(","):
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            r = measure(name, batch_size, args.forwards)
+            r = measure(name, batch_size, args.forwards, args.policy)
             rows.append(r)
             print(f"{name:<15} {batch_size:>5} {r['mdm_parameters']:>11,} {r['policy_parameters']:>8,} "
                   f"{100 * r['parameter_ratio']:>6.1f}% {r['forward_ms']:>11.3f} {r['policy_step_ms']:>10.3f} "

@@ -87,11 +87,15 @@ def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_
     assert gain > 0
 
 
-def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save):
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3), progress=False)
+COUPLING = dict(coupling_rounds=2, coupling_prompts=6, coupling_epochs=2)
+
+
+@pytest.mark.parametrize("extra", [{}, COUPLING], ids=["plain", "coupling"])
+def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save, extra):
+    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3, **extra), progress=False)
     straight.train()
-    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False), 2)
-    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3), progress=False)
+    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, **extra), progress=False), 2)
+    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, **extra), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), k
@@ -136,3 +140,27 @@ def test_bad_reference_and_scheduler_are_explained(mdm_dir, tmp_path):
         Reference("conf")
     with pytest.raises(ValueError, match="lr_scheduler"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, lr_scheduler="linear"), progress=False)
+
+
+def test_coupling_is_pretrained_before_grpo_and_saved(mdm_dir, tmp_path):
+    from unmask.policies.learned import load_policy
+
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1, **COUPLING), progress=False)
+    assert trainer.policy.coupling.weight.shape == (16, 16)  # the 4x4 grid's positions
+    start = trainer.policy.coupling.weight.detach().clone()
+    trainer.train()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[1] == "coupling_nll" and float(rows[1].split(",")[1]) > 0
+    assert not torch.equal(trainer.policy.coupling.weight, start)
+    loaded = load_policy(tmp_path / "last")
+    assert loaded.config.coupling_rounds == 2
+    assert torch.equal(loaded.coupling.weight, trainer.policy.coupling.weight)
+
+
+def test_coupling_settings_are_checked(mdm_dir, tmp_path):
+    with pytest.raises(ValueError, match="coupling-rounds is for UPO policies"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, policy="bernoulli", coupling_rounds=2), progress=False)
+    with pytest.raises(ValueError, match="coupling_epochs >= 1"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, coupling_epochs=0), progress=False)
+    with pytest.raises(ValueError, match="needs a base temperature"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, base_temperature=None), progress=False)

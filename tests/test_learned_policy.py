@@ -100,3 +100,35 @@ def test_token_probs_refuse_large_vocabularies(tiny_sudoku4_model, monkeypatch):
     monkeypatch.setattr(tiny_sudoku4_model, "vocab_size", 50_000)
     with pytest.raises(ValueError, match="--prob-input topk"):
         UPOPolicy.for_model(tiny_sudoku4_model, token_probs=True)
+
+
+def test_coupling_policy_scores_refined_marginals(tiny_sudoku4_model, tmp_path):
+    """The base score is log q_i(token_i) / tau0 with q the coupling's refinement; a strong coupling between
+    two masked cells that want the same digit lowers both their scores, and a checkpoint restores it."""
+    task = get_task("sudoku4")
+    x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
+    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=3, coupling_length=16)
+    rec = generate(tiny_sudoku4_model, x, policy, record=True).trajectory[0]
+    obs = rec.data
+    assert {"token_probs", "masked", "tokens"} <= obs.keys()
+    i, j = 0, 1
+    obs = {k: v[:1].clone() for k, v in obs.items()}
+    obs["masked"][0, [i, j]] = obs["allowed"][0, [i, j]] = True
+    obs["token_probs"][0, [i, j]] = torch.tensor([0.9, 0.05, 0.03, 0.02, 0.0])
+    obs["tokens"][0, [i, j]] = 0
+    before = policy.scores(obs)
+    with torch.no_grad():
+        policy.coupling.weight[i, j] = policy.coupling.weight[j, i] = 5.0
+    after = policy.scores(obs)
+    assert after[0, i] < before[0, i] - 10 and after[0, j] < before[0, j] - 10
+    log_q = policy.coupling(obs["token_probs"], obs["masked"])[0, i, 0]
+    assert after[0, i].item() == pytest.approx(log_q.item() / 0.05, abs=1e-3)  # the residual is still zero
+    policy.save(tmp_path / "p")
+    loaded = load_policy(tmp_path / "p")
+    assert torch.equal(loaded.scores(obs), after)
+
+
+def test_coupling_refuses_large_vocabularies(tiny_sudoku4_model, monkeypatch):
+    monkeypatch.setattr(tiny_sudoku4_model, "vocab_size", 50_000)
+    with pytest.raises(ValueError, match="--coupling-rounds 0"):
+        UPOPolicy.for_model(tiny_sudoku4_model, coupling_rounds=2, coupling_length=16)

@@ -10,7 +10,7 @@ SHIPPED = sorted(p.name for p in SHIPPED_POLICIES.glob("*/"))
 
 
 def test_policies_are_shipped():
-    assert {"upo-sudoku9-small", "upo-zebra", "bernoulli-sudoku9-small", "upo-arithmetic-carry",
+    assert {"upo-sudoku9-small", "upo-sudoku9-base", "upo-zebra", "bernoulli-sudoku9-small", "upo-arithmetic-carry",
             "bernoulli-arithmetic-carry"} <= set(SHIPPED)
 
 

@@ -71,6 +71,14 @@ class StepState:
     current: torch.Tensor | None = None  # (b, Lg) tokens written so far (mask id where masked)
 
     @property
+    def token_probs(self) -> torch.Tensor:
+        """(b, Lg, V): ``probs`` at masked positions, the one-hot of the written token elsewhere (needs ``current``)."""
+        if self.current is None:
+            raise ValueError("this policy needs the written tokens (StepState.current)")
+        written = torch.nn.functional.one_hot(self.current, self.probs.shape[-1]).to(self.probs.dtype)
+        return torch.where(self.masked[..., None], self.probs, written)
+
+    @property
     def masked_fraction(self) -> torch.Tensor:
         """Diffusion time t in (0, 1]: the share of the row's generated positions still masked."""
         return self.masked.sum(1) / self.total.clamp(min=1)

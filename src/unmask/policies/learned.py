@@ -31,6 +31,7 @@ from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_
 from unmask.engine import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import LearnedPolicy, top_k_mask
+from unmask.policies.coupling import MeanFieldCoupling
 from unmask.policies.distributions import (
     first_draw_entropy,
     gumbel_top_k,
@@ -53,6 +54,8 @@ class UPOConfig:
     base_temperature: float | None = 0.05  # tau0 of the log-confidence base score
     top_k: int | None = None  # restrict to the K most confident candidates (Top-K realisation, Eq. 27)
     token_probs: bool = False  # also feed phi_TF every position's full distribution (see UPOPolicy)
+    coupling_rounds: int = 0  # > 0: the base score reads marginals refined by a MeanFieldCoupling (see UPOPolicy)
+    coupling_length: int = 0  # positions of the generation region the coupling is learned over
     mdm_name: str = ""
     mdm_vocab_size: int = 0
     mdm_mask_id: int = 0
@@ -67,7 +70,12 @@ class UPOPolicy(nn.Module, LearnedPolicy):
     distribution P_i = p_theta(x_0 | x_n)_i over the vocabulary, or the one-hot of its token once revealed.
     Eq. 21's Top-K values say how sure the MDM is but not *of which token*. It also adds an agreement
     attention whose per-head output sum_{j != i} A_ij <P_i, P_j> (fed to phi_MLP) is the mass the attended
-    positions put on what position i wants, e.g. two cells of a sudoku row that both want the same digit."""
+    positions put on what position i wants, e.g. two cells of a sudoku row that both want the same digit.
+
+    ``coupling_rounds`` (beyond the paper, fixed layouts) computes the base score from the marginals refined by
+    a learned pairwise coupling (:class:`unmask.policies.coupling.MeanFieldCoupling`): log q_i(token_i) / tau0
+    instead of log(confidence_i) / tau0. It starts near the identity, so the policy still starts as its
+    reference; :mod:`unmask.rl.pretrain` learns it from the policy's own rollouts."""
 
     kind = "upo"
     needs_hidden = True
@@ -92,6 +100,10 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
+        if c.coupling_rounds:
+            if c.base_temperature is None:
+                raise ValueError("a coupling refines the base score log(confidence) / tau0; it needs a base temperature")
+            self.coupling = MeanFieldCoupling(c.coupling_length, c.coupling_rounds)
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -122,11 +134,10 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         if self.config.top_k is not None:
             allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
         obs = {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
-        if self.config.token_probs:
-            if state.current is None:
-                raise ValueError("a token_probs UPO policy needs the written tokens (StepState.current)")
-            written = F.one_hot(state.current, state.probs.shape[-1]).float()
-            obs["token_probs"] = torch.where(state.masked[..., None], state.probs, written)
+        if self.config.token_probs or self.config.coupling_rounds:
+            obs["token_probs"] = state.token_probs.float()
+        if self.config.coupling_rounds:
+            obs.update(masked=state.masked, tokens=state.tokens)
         return obs
 
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -137,7 +148,10 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         else:
             feats = [self.tf(self.inp(obs["hidden"])), obs["top_probs"]]
         s = self.mlp(torch.cat(feats, -1)).squeeze(-1)
-        if self.config.base_temperature is not None:
+        if self.config.coupling_rounds:
+            log_q = self.coupling(obs["token_probs"], obs["masked"]).gather(-1, obs["tokens"][..., None]).squeeze(-1)
+            s = s + log_q / self.config.base_temperature
+        elif self.config.base_temperature is not None:
             s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
         return s.masked_fill(~obs["allowed"], float("-inf"))
 
@@ -189,11 +203,11 @@ class UPOPolicy(nn.Module, LearnedPolicy):
 
     @classmethod
     def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "UPOPolicy":
-        if kwargs.get("token_probs") and model.vocab_size > MAX_TOKEN_PROBS_VOCAB:
+        if (kwargs.get("token_probs") or kwargs.get("coupling_rounds")) and model.vocab_size > MAX_TOKEN_PROBS_VOCAB:
             raise ValueError(
-                f"token_probs feeds the policy all {model.vocab_size} token probabilities of {model.name!r} per "
-                f"position; it is meant for vocabularies of at most {MAX_TOKEN_PROBS_VOCAB} tokens (the built-in "
-                "models). Use the Top-K probabilities (--prob-input topk) for this model")
+                f"token_probs and the coupling read all {model.vocab_size} token probabilities of {model.name!r} per "
+                f"position; they are meant for vocabularies of at most {MAX_TOKEN_PROBS_VOCAB} tokens (the built-in "
+                "models). Use the Top-K probabilities (--prob-input topk, --coupling-rounds 0) for this model")
         return cls(UPOConfig(feature_size=model.hidden_size, mdm_name=model.name, mdm_vocab_size=model.vocab_size,
                              mdm_mask_id=model.mask_id, **kwargs))
 

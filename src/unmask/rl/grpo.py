@@ -37,6 +37,7 @@ from unmask.policies import get_policy
 from unmask.policies.base import LearnedPolicy, Policy
 from unmask.policies.learned import POLICY_KINDS, UPOPolicy
 from unmask.policies.parallel import check_alpha, check_alpha_range, check_temperature
+from unmask.rl.pretrain import pretrain_coupling
 from unmask.rl.reference import Reference
 from unmask.rl.rewards import REWARD_FORMS, speed_reward
 from unmask.rl.steering import ExpertSteering, mixture_log_prob
@@ -75,6 +76,9 @@ class GRPOConfig:
     d_model: int = 32
     base_temperature: float | None = 0.05
     prob_input: str = "topk"  # upo: "topk" (Eq. 21) | "full" (also every token's probability: UPOPolicy.token_probs)
+    coupling_rounds: int = 0  # upo: > 0 refines the base score's marginals by a learned coupling (unmask.policies.coupling)
+    coupling_prompts: int = 3000  # training prompts whose rollouts pre-train the coupling before GRPO (unmask.rl.pretrain)
+    coupling_epochs: int = 6  # passes over their states
     seed: int = 0
     reward_form: str | None = None  # multiplicative | additive | none (task reward); None: none for upo, else multiplicative
     baseline: str = "group"  # advantage baseline: group (GRPO: group mean) | greedy (ReMax: the policy's greedy decode)
@@ -213,22 +217,30 @@ class GRPOTrainer:
         self.reward_fn = reward_fn
         self.progress = progress
         self.difficulties: list[int | None] = [int(c) for c in str(config.difficulty).split(",") if c.strip()] or [None]
-        torch.manual_seed(config.seed)
-        self.policy = self._build_policy()
-        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
-                                     weight_decay=config.weight_decay)
-        self.policy.to(self.model.device)
-        self.gen = torch.Generator(device=self.model.device).manual_seed(config.seed)
-        self.step = 0
-        self.best = -1.0
-        self.skipped = 0
-        self.out = Path(config.output_dir)
         self.train_examples = self.task.load(config.data) if config.data else None
         if config.eval_data:
             self.eval_examples = self.task.load(config.eval_data)[: config.eval_size]
         else:
             self.eval_examples = [ex for c in self.difficulties for ex in self.task.generate(
                 max(1, config.eval_size // len(self.difficulties)), seed=10_000 + config.seed, difficulty=c)]
+        if config.coupling_rounds and config.coupling_prompts:
+            try:  # fail before any rollout
+                self.task.targets(self.eval_examples[:1], self.model)
+            except NotImplementedError as e:
+                raise ValueError(str(e)) from None
+        torch.manual_seed(config.seed)
+        self.policy = self._build_policy()
+        coupling = [p for n, p in self.policy.named_parameters() if n.startswith("coupling.")]
+        rest = [p for n, p in self.policy.named_parameters() if not n.startswith("coupling.")]
+        groups = [{"params": rest}] + ([{"params": coupling, "weight_decay": 0.0}] if coupling else [])
+        # no decay on the coupling: W -> 0 would mean a strength softplus(0) between every pair of positions
+        self.opt = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=config.weight_decay)
+        self.policy.to(self.model.device)
+        self.gen = torch.Generator(device=self.model.device).manual_seed(config.seed)
+        self.step = 0
+        self.best = -1.0
+        self.skipped = 0
+        self.out = Path(config.output_dir)
 
     def _check_settings(self) -> None:
         """Reference, reward form, alpha range and experts for the chosen policy, with clear errors."""
@@ -265,6 +277,10 @@ class GRPOTrainer:
                             ("prob_input", ("topk", "full"))):
             if getattr(cfg, name) not in valid:
                 raise ValueError(f"{name} must be '{valid[0]}' or '{valid[1]}', got {getattr(cfg, name)!r}")
+        if cfg.coupling_rounds < 0 or cfg.coupling_prompts < 0 or cfg.coupling_epochs < 1:
+            raise ValueError("coupling_rounds and coupling_prompts must be >= 0 and coupling_epochs >= 1")
+        if cfg.coupling_rounds and not upo:
+            raise ValueError("--coupling-rounds is for UPO policies; the parallel policies read confidences only")
         if cfg.baseline == "greedy" and self.experts:
             raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
         if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
@@ -274,11 +290,28 @@ class GRPOTrainer:
         cfg = self.cfg
         if cfg.policy == "upo":
             return UPOPolicy.for_model(self.model, d_model=cfg.d_model, base_temperature=cfg.base_temperature,
-                                       token_probs=cfg.prob_input == "full", **self.reference.policy_kwargs())
+                                       token_probs=cfg.prob_input == "full", coupling_rounds=cfg.coupling_rounds,
+                                       coupling_length=self.generation_length() if cfg.coupling_rounds else 0,
+                                       **self.reference.policy_kwargs())
         extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
         return POLICY_KINDS[cfg.policy].for_model(
             self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold, temperature=cfg.policy_temperature,
             alpha=cfg.alpha, alpha_range=self.alpha_range, **extra)
+
+    def generation_length(self) -> int:
+        """Positions of the task's generation region (what a coupling is learned over)."""
+        enc = self.task.encode(self.eval_examples[:1], self.model)
+        return enc.input_ids.shape[1] - enc.gen_start
+
+    def coupling_examples(self) -> list:
+        """The ``coupling_prompts`` prompts that pre-train the coupling: the first ones of the data file, or
+        freshly generated ones (their own seed, spread over the difficulties)."""
+        n = self.cfg.coupling_prompts
+        if self.train_examples is not None:
+            return self.train_examples[:n]
+        k = len(self.difficulties)
+        return [ex for i, c in enumerate(self.difficulties)
+                for ex in self.task.generate(n // k + (i < n % k), seed=2_000_000 + self.cfg.seed, difficulty=c)]
 
     @property
     def eval_alphas(self) -> list[float]:
@@ -473,9 +506,15 @@ class GRPOTrainer:
             self.resume()
         logger = MetricsLogger(self.out, resume_step=self.step if resume else None)
         if self.step == 0:
-            metrics = self.evaluate()
+            metrics = {}
+            if self.cfg.coupling_rounds and self.cfg.coupling_prompts:
+                history = pretrain_coupling(self.task, self.model, self.policy, self.coupling_examples(), self.sampling,
+                                            self.gen, self.cfg.coupling_epochs, progress=self.progress)
+                metrics["coupling_nll"] = history[-1]
+            metrics.update(self.evaluate())
             self.best = metrics[self.selection]
             self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})
+            self.save()
             logger.log({"step": 0, **metrics})
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=f"train-policy {self.task.name}",
                    disable=not self.progress, dynamic_ncols=True)

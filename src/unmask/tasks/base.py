@@ -89,6 +89,12 @@ class Task:
         """Verify completions; ``reward_inputs`` (e.g. ``logprob``) feed reward variants that need them."""
         raise NotImplementedError
 
+    def targets(self, examples: Sequence, model: MaskedDiffusionModel) -> torch.Tensor:
+        """The true token of every generated position (B, Lg), for supervised pre-training (a policy's coupling)."""
+        raise NotImplementedError(
+            f"task {self.name} gives no per-position target tokens, which the coupling's pre-training needs (the "
+            "sudoku tasks give them); pass --coupling-prompts 0 to leave the coupling to GRPO, or drop --coupling-rounds")
+
     def reward(self, completions: Sequence, examples: Sequence, **kwargs: Any) -> list[float]:
         """TRL-style reward function: the task's paper reward per completion."""
         return self.score(examples, completions, **kwargs).reward.tolist()

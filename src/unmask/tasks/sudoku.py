@@ -153,6 +153,9 @@ class SudokuTask(Task):
         grid = torch.tensor([ex.puzzle for ex in examples], dtype=torch.long)
         return EncodedBatch(input_ids=torch.where(grid > 0, grid - 1, torch.full_like(grid, self.n)))
 
+    def targets(self, examples: Sequence[SudokuExample], model: MaskedDiffusionModel) -> torch.Tensor:
+        return torch.tensor([ex.solution for ex in examples], dtype=torch.long) - 1
+
     def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[list[int]]:
         seq = sequences.cpu()
         return torch.where(seq == self.n, torch.zeros_like(seq), seq + 1).tolist()
