@@ -158,9 +158,25 @@ def test_coupling_is_pretrained_before_grpo_and_saved(mdm_dir, tmp_path):
 
 
 def test_coupling_settings_are_checked(mdm_dir, tmp_path):
-    with pytest.raises(ValueError, match="coupling-rounds is for UPO policies"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, policy="bernoulli", coupling_rounds=2), progress=False)
     with pytest.raises(ValueError, match="coupling_epochs >= 1"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, coupling_epochs=0), progress=False)
     with pytest.raises(ValueError, match="needs a base temperature"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, base_temperature=None), progress=False)
+
+
+@pytest.mark.parametrize("policy", ["bernoulli", "plackett-luce"])
+def test_parallel_policies_read_coupled_confidences(mdm_dir, tmp_path, policy):
+    """A parallel policy with a coupling reads q_i(token_i) (network and fallback) and pre-trains it too."""
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, policy=policy, steps=1, **COUPLING), progress=False)
+    pol = trainer.policy
+    buf, _ = trainer.rollout(trainer.prompts(0))
+    obs = buf.take(torch.arange(4))
+    assert torch.allclose(pol.confidence(obs), pol.coupling.token_log_prob(obs).exp())
+    with torch.no_grad():
+        pol.coupling.weight.fill_(3.0)  # a strong coupling changes what the network reads
+    assert not torch.allclose(pol.confidence(obs), obs["confidence"])
+    assert not torch.equal(pol.scores(obs), pol.net(obs)[0] / pol.temperature)
+    with torch.no_grad():
+        pol.coupling.weight.fill_(-4.0)
+    trainer.train()
+    assert "coupling_nll" in (tmp_path / "metrics.csv").read_text().splitlines()[0]

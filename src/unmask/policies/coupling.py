@@ -25,6 +25,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unmask.engine import StepState
+from unmask.models.base import MaskedDiffusionModel
+
+MAX_VOCAB = 1024  # policies that read whole distributions (the coupling, UPO's token_probs) stop here
+
+
+def coupling_observation(state: StepState) -> dict[str, torch.Tensor]:
+    """What the coupling reads of a step: every position's distribution (one-hot once written), the mask, the
+    tokens the engine would write."""
+    return {"token_probs": state.token_probs.float(), "masked": state.masked, "tokens": state.tokens}
+
+
+def check_vocab(model: MaskedDiffusionModel, what: str, fix: str) -> None:
+    """Refuse ``model`` when its vocabulary is too large for a policy that reads whole distributions."""
+    if model.vocab_size > MAX_VOCAB:
+        raise ValueError(f"{what} read all {model.vocab_size} token probabilities of {model.name!r} per position; "
+                         f"they are meant for vocabularies of at most {MAX_VOCAB} tokens (the built-in models). {fix}")
+
 
 class MeanFieldCoupling(nn.Module):
     """``rounds`` of mean-field refinement over ``length`` positions (see the module docstring)."""
@@ -41,6 +59,10 @@ class MeanFieldCoupling(nn.Module):
         """A (L, L): symmetric, non-negative, zero diagonal."""
         w = 0.5 * (self.weight + self.weight.t())
         return F.softplus(w) * (1 - torch.eye(len(w), device=w.device))
+
+    def token_log_prob(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q_i(token_i) (n, L) from a policy observation (``token_probs``, ``masked``, ``tokens``)."""
+        return self(obs["token_probs"], obs["masked"]).gather(-1, obs["tokens"][..., None]).squeeze(-1)
 
     def forward(self, probs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Refined log-marginals (n, L, V) from ``probs`` (n, L, V: marginals at masked positions, one-hot of

@@ -31,7 +31,7 @@ from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_
 from unmask.engine import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import LearnedPolicy, top_k_mask
-from unmask.policies.coupling import MeanFieldCoupling
+from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
 from unmask.policies.distributions import (
     first_draw_entropy,
     gumbel_top_k,
@@ -134,10 +134,10 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         if self.config.top_k is not None:
             allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
         obs = {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
-        if self.config.token_probs or self.config.coupling_rounds:
+        if self.config.token_probs:
             obs["token_probs"] = state.token_probs.float()
         if self.config.coupling_rounds:
-            obs.update(masked=state.masked, tokens=state.tokens)
+            obs.update(coupling_observation(state))
         return obs
 
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -149,8 +149,7 @@ class UPOPolicy(nn.Module, LearnedPolicy):
             feats = [self.tf(self.inp(obs["hidden"])), obs["top_probs"]]
         s = self.mlp(torch.cat(feats, -1)).squeeze(-1)
         if self.config.coupling_rounds:
-            log_q = self.coupling(obs["token_probs"], obs["masked"]).gather(-1, obs["tokens"][..., None]).squeeze(-1)
-            s = s + log_q / self.config.base_temperature
+            s = s + self.coupling.token_log_prob(obs) / self.config.base_temperature
         elif self.config.base_temperature is not None:
             s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
         return s.masked_fill(~obs["allowed"], float("-inf"))
@@ -203,16 +202,13 @@ class UPOPolicy(nn.Module, LearnedPolicy):
 
     @classmethod
     def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "UPOPolicy":
-        if (kwargs.get("token_probs") or kwargs.get("coupling_rounds")) and model.vocab_size > MAX_TOKEN_PROBS_VOCAB:
-            raise ValueError(
-                f"token_probs and the coupling read all {model.vocab_size} token probabilities of {model.name!r} per "
-                f"position; they are meant for vocabularies of at most {MAX_TOKEN_PROBS_VOCAB} tokens (the built-in "
-                "models). Use the Top-K probabilities (--prob-input topk, --coupling-rounds 0) for this model")
+        if kwargs.get("token_probs") or kwargs.get("coupling_rounds"):
+            check_vocab(model, "token_probs and the coupling",
+                        "Use the Top-K probabilities (--prob-input topk, --coupling-rounds 0) for this model")
         return cls(UPOConfig(feature_size=model.hidden_size, mdm_name=model.name, mdm_vocab_size=model.vocab_size,
                              mdm_mask_id=model.mask_id, **kwargs))
 
 
-MAX_TOKEN_PROBS_VOCAB = 1024
 POLICY_KINDS: dict[str, type] = {"upo": UPOPolicy, "bernoulli": BernoulliPolicy, "plackett-luce": PlackettLucePolicy}
 CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}
 

@@ -13,6 +13,11 @@ With ``alpha_range`` the speed weight alpha of the reward is a policy input (sam
 group in training), so one checkpoint covers the speed-accuracy frontier: choose alpha at
 inference with ``PATH:alpha=A`` or ``--alpha A``. The policies read confidences only, so
 they run with any MDM; inputs that are not probabilities are refused.
+
+With ``coupling_rounds`` (beyond the paper, fixed layouts) the confidences are read from the marginals refined
+by a learned coupling (:class:`unmask.policies.coupling.MeanFieldCoupling`, pre-trained by
+:mod:`unmask.rl.pretrain`), q_i(token_i) instead of p_i(token_i), for the network and for the fallback alike.
+Such a policy is bound to the layout (the number of generated positions) it was trained on.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from unmask.engine import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import LearnedPolicy, top_k_mask
 from unmask.policies.confidence_net import ConfidenceNet, zero_linear
+from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
 from unmask.policies.distributions import (
     bernoulli_draw,
     bernoulli_entropy,
@@ -70,6 +76,8 @@ class ParallelConfig:
     alpha: float = 1.0  # the reward's alpha in training; for alpha-conditioned policies the default input
     alpha_range: list[float] | None = None  # [LO, HI]: alpha is a policy input
     mdm_name: str = ""  # the MDM it was trained with (for the record: confidences fit any MDM)
+    coupling_rounds: int = 0  # > 0: read confidences refined by a MeanFieldCoupling over coupling_length positions
+    coupling_length: int = 0
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
@@ -108,6 +116,8 @@ class ParallelPolicy(nn.Module, LearnedPolicy):
         self.temperature = config.temperature
         self.alpha: float | torch.Tensor = config.alpha  # a tensor (batch rows) during training rollouts
         self.net = ConfidenceNet(config.d_model, config.n_head, config.base_threshold, config.alpha_range)
+        if config.coupling_rounds:
+            self.coupling = MeanFieldCoupling(config.coupling_length, config.coupling_rounds)
 
     @property
     def conditioned(self) -> bool:
@@ -138,15 +148,25 @@ class ParallelPolicy(nn.Module, LearnedPolicy):
                              f"values in [{conf.min().item():.3g}, {conf.max().item():.3g}]")
         obs = {"confidence": conf, "masked": state.masked, "allowed": state.candidates,
                "time": state.masked_fraction.float()}
+        if self.config.coupling_rounds:
+            obs.update(coupling_observation(state))
         if self.conditioned:
             alpha = self.alpha
             obs["alpha"] = alpha.to(conf.device)[state.rows] if isinstance(alpha, torch.Tensor) \
                 else torch.full_like(obs["time"], float(alpha))
         return obs
 
+    def confidence(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The confidences the policy reads: p_i(token_i), or q_i(token_i) through the coupling."""
+        return self.coupling.token_log_prob(obs).exp() if self.config.coupling_rounds else obs["confidence"]
+
+    def network(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_phi's logits (n, L) and pooled state, on the confidences of :meth:`confidence`."""
+        return self.net({**obs, "confidence": self.confidence(obs)} if self.config.coupling_rounds else obs)
+
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Utilities b / tau_pi per position (n, L), finite everywhere (``obs["allowed"]`` restricts)."""
-        return self.net(obs)[0] / self.temperature
+        return self.network(obs)[0] / self.temperature
 
     def draw(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], state: StepState) -> torch.Tensor:
         raise NotImplementedError
@@ -161,13 +181,15 @@ class ParallelPolicy(nn.Module, LearnedPolicy):
         scores = self.scores(obs)
         action = self.draw(scores, obs, state)
         reveal = order_to_mask(action, state.candidates.shape[1])
-        fallback = top_k_mask(state.confidence, state.candidates, torch.ones_like(state.num_transfer))
+        fallback = top_k_mask(self.confidence(obs), state.candidates, torch.ones_like(state.num_transfer))
         reveal = reveal | (fallback & ~reveal.any(1, keepdim=True))
         data = {**obs, "action": action, "old_log_prob": self.log_prob(obs, action, scores)} if record else {}
         return reveal, data
 
     @classmethod
     def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "ParallelPolicy":
+        if kwargs.get("coupling_rounds"):
+            check_vocab(model, "policies with a coupling", "Train without --coupling-rounds for this model")
         return cls(cls.config_type(mdm_name=model.name, **kwargs))
 
 
@@ -205,7 +227,7 @@ class PlackettLucePolicy(ParallelPolicy):
 
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Utilities (n, L) / tau_pi, with the STOP utility appended as column L when ``count="stop"``."""
-        logits, pooled = self.net(obs)
+        logits, pooled = self.network(obs)
         if self.stops:
             stop = self.stop_head(pooled) if self.stop_head is not None else logits.new_full((len(logits), 1), self.config.stop_logit)
             logits = torch.cat([logits, stop], 1)

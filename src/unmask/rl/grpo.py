@@ -76,7 +76,7 @@ class GRPOConfig:
     d_model: int = 32
     base_temperature: float | None = 0.05
     prob_input: str = "topk"  # upo: "topk" (Eq. 21) | "full" (also every token's probability: UPOPolicy.token_probs)
-    coupling_rounds: int = 0  # upo: > 0 refines the base score's marginals by a learned coupling (unmask.policies.coupling)
+    coupling_rounds: int = 0  # > 0: the policy reads marginals refined by a learned coupling (unmask.policies.coupling)
     coupling_prompts: int = 3000  # training prompts whose rollouts pre-train the coupling before GRPO (unmask.rl.pretrain)
     coupling_epochs: int = 6  # passes over their states
     seed: int = 0
@@ -279,8 +279,6 @@ class GRPOTrainer:
                 raise ValueError(f"{name} must be '{valid[0]}' or '{valid[1]}', got {getattr(cfg, name)!r}")
         if cfg.coupling_rounds < 0 or cfg.coupling_prompts < 0 or cfg.coupling_epochs < 1:
             raise ValueError("coupling_rounds and coupling_prompts must be >= 0 and coupling_epochs >= 1")
-        if cfg.coupling_rounds and not upo:
-            raise ValueError("--coupling-rounds is for UPO policies; the parallel policies read confidences only")
         if cfg.baseline == "greedy" and self.experts:
             raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
         if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
@@ -296,7 +294,8 @@ class GRPOTrainer:
         extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
         return POLICY_KINDS[cfg.policy].for_model(
             self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold, temperature=cfg.policy_temperature,
-            alpha=cfg.alpha, alpha_range=self.alpha_range, **extra)
+            alpha=cfg.alpha, alpha_range=self.alpha_range, coupling_rounds=cfg.coupling_rounds,
+            coupling_length=self.generation_length() if cfg.coupling_rounds else 0, **extra)
 
     def generation_length(self) -> int:
         """Positions of the task's generation region (what a coupling is learned over)."""

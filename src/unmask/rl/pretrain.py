@@ -1,4 +1,4 @@
-"""Supervised pre-training of a UPO policy's coupling (:mod:`unmask.policies.coupling`) before GRPO.
+"""Supervised pre-training of a policy's coupling (:mod:`unmask.policies.coupling`) before GRPO.
 
 The policy decodes training prompts by sampling (Algorithm 2's sampling phase: MDM and policy under no-grad),
 and every state up to the trajectory's first wrong reveal is kept with the true tokens of its positions
@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from unmask.engine import SamplingConfig, generate
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
-from unmask.policies.learned import UPOPolicy
+from unmask.policies.base import LearnedPolicy
 from unmask.tasks import Task
 
 KEEP = ("token_probs", "masked", "tokens")
 
 
 @torch.no_grad()
-def collect_states(task: Task, model: MaskedDiffusionModel, policy: UPOPolicy, examples: list,
+def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolicy, examples: list,
                    sampling: SamplingConfig, generator: torch.Generator, batch_size: int = 64,
                    progress: bool = True) -> dict[str, torch.Tensor]:
     """``token_probs``, ``masked``, ``tokens`` and ``target`` of every state of sampled rollouts before the
@@ -47,7 +47,7 @@ def collect_states(task: Task, model: MaskedDiffusionModel, policy: UPOPolicy, e
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: UPOPolicy, examples: list,
+def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPolicy, examples: list,
                       sampling: SamplingConfig, generator: torch.Generator, epochs: int, learning_rate: float = 0.05,
                       batch_size: int = 512, progress: bool = True) -> list[float]:
     """Fit ``policy.coupling`` (see the module docstring); returns the mean NLL of each epoch."""
