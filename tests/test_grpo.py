@@ -180,3 +180,13 @@ def test_parallel_policies_read_coupled_confidences(mdm_dir, tmp_path, policy):
         pol.coupling.weight.fill_(-4.0)
     trainer.train()
     assert "coupling_nll" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tmp_path, monkeypatch):
+    from unmask.tasks.base import Task
+    from unmask.tasks.sudoku import SudokuTask
+
+    monkeypatch.setattr(SudokuTask, "targets", Task.targets)
+    with pytest.raises(ValueError, match="no per-position target tokens.*--coupling-prompts 0"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
+    GRPOTrainer(cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False)  # GRPO alone

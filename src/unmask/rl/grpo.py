@@ -286,16 +286,15 @@ class GRPOTrainer:
 
     def _build_policy(self) -> LearnedPolicy:
         cfg = self.cfg
+        coupling = {"coupling_rounds": cfg.coupling_rounds,
+                    "coupling_length": self.generation_length() if cfg.coupling_rounds else 0}
         if cfg.policy == "upo":
             return UPOPolicy.for_model(self.model, d_model=cfg.d_model, base_temperature=cfg.base_temperature,
-                                       token_probs=cfg.prob_input == "full", coupling_rounds=cfg.coupling_rounds,
-                                       coupling_length=self.generation_length() if cfg.coupling_rounds else 0,
-                                       **self.reference.policy_kwargs())
+                                       token_probs=cfg.prob_input == "full", **coupling, **self.reference.policy_kwargs())
         extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
         return POLICY_KINDS[cfg.policy].for_model(
             self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold, temperature=cfg.policy_temperature,
-            alpha=cfg.alpha, alpha_range=self.alpha_range, coupling_rounds=cfg.coupling_rounds,
-            coupling_length=self.generation_length() if cfg.coupling_rounds else 0, **extra)
+            alpha=cfg.alpha, alpha_range=self.alpha_range, **coupling, **extra)
 
     def generation_length(self) -> int:
         """Positions of the task's generation region (what a coupling is learned over)."""
