@@ -47,7 +47,7 @@ def collect(task, model, policy, examples, seed: int, batch_size: int = 100) -> 
     obs, labels = [], []
     for i in range(0, len(examples), batch_size):
         batch = examples[i : i + batch_size]
-        target = torch.tensor([e.solution for e in batch], device=model.device) - 1  # token id = digit - 1
+        target = task.targets(batch, model).to(model.device)
         g = torch.Generator(device=model.device).manual_seed(seed + i)
         out = generate(model, task.encode(batch, model).input_ids, policy, SamplingConfig(), generator=g, record=True)
         alive = torch.ones(len(batch), dtype=torch.bool, device=model.device)

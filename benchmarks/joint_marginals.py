@@ -26,7 +26,6 @@ import argparse
 import platform
 
 import torch
-import torch.nn.functional as F
 from common import command_line
 
 from unmask.checkpoint import save_json
@@ -46,9 +45,9 @@ class UnitRescoring(ScorePolicy):
 
     def score(self, state: StepState) -> torch.Tensor:
         n = int(self.units[0].sum())  # digits = cells per unit (token ids 0..n-1; the mask id is n)
-        written = F.one_hot(state.current.clamp(max=n - 1), n).float()
         masked = state.masked[..., None]
-        p = torch.where(masked, state.probs[..., :n] / state.probs[..., :n].sum(-1, keepdim=True), written)
+        p = state.token_probs[..., :n].float()  # written cells: the one-hot of their digit
+        written = p = p / p.sum(-1, keepdim=True)
         per_cell_units = self.units.sum(0)[None, :, None]
         for _ in range(self.iters):
             mass = torch.einsum("ul,bld->bud", self.units, p)  # each unit's total mass of each digit
@@ -80,7 +79,7 @@ class PickAudit(Policy):
 def audit(task, model, examples, policies: dict[str, Policy]) -> list[dict]:
     """One :class:`PickAudit` decode per followed policy: states and wrong-pick rates of every policy."""
     x = task.encode(examples, model).input_ids
-    solution = torch.tensor([e.solution for e in examples], device=x.device) - 1  # token id = digit - 1
+    solution = task.targets(examples, model).to(x.device)
     rows = []
     for follow in policies:
         a = PickAudit(policies, follow, solution)

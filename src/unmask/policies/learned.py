@@ -134,10 +134,10 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         if self.config.top_k is not None:
             allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
         obs = {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
-        if self.config.token_probs:
-            obs["token_probs"] = state.token_probs.float()
         if self.config.coupling_rounds:
-            obs.update(coupling_observation(state))
+            obs.update(coupling_observation(state))  # token_probs among them
+        elif self.config.token_probs:
+            obs["token_probs"] = state.token_probs.float()
         return obs
 
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
