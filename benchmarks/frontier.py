@@ -3,21 +3,20 @@ confidence, in full diffusion and semi-AR blocks, with policies moved across MDM
 
 Commands (the figures in benchmarks/results/frontier_*.json and the plots beside them), after training the
 policies as in the README ("Parallel unmasking"):
-    # sudoku9: both built-in MDMs (sudoku9-small is the default), full diffusion vs blocks of 3 rows; each policy on
-    # its own MDM (native) and on the other (transfer)
-    .venv/bin/python benchmarks/frontier.py --name sudoku9 --models sudoku9-small,sudoku9-base --block-lengths none,27 \
-        --clues 28 --num 500 --policies src/unmask/assets/policies/bernoulli-sudoku9-small,src/unmask/assets/policies/bernoulli-sudoku9-base
-    # length transfer: the 9x9 policies decode 4x4 grids (16 positions instead of 81) with the 4x4 MDM, beside one
-    # trained there (unmask train-policy --task sudoku4 --policy bernoulli --alpha-range 0,4 --clues 4,5,6
-    #  --steps 300 --output-dir runs/bernoulli-sudoku4)
-    .venv/bin/python benchmarks/frontier.py --name sudoku4-transfer --task sudoku4 --models sudoku4 --clues 5 --num 500 \
-        --block-lengths none,8 --ks 1,2,3,4 --policies \
-        src/unmask/assets/policies/bernoulli-sudoku9-small,src/unmask/assets/policies/bernoulli-sudoku9-base,runs/bernoulli-sudoku4/best
-    # a text task on the built-in models: 8-digit sums, full diffusion vs blocks of 3 answer digits, the shipped
-    # 9x9 policy transferred (runs/arithmetic-600: unmask train-mdm --task arithmetic --n-embd 64 --n-layer 4
-    #  --steps 600 --batch-size 128 --lr 2e-3 --output-dir runs/arithmetic-600)
+    # sudoku9: both built-in MDMs (sudoku9-small is the default), full diffusion vs blocks of 3 rows; each shipped
+    # policy (alpha-conditioned, with a learned coupling) on its own MDM (native) and on the other (transfer)
+    .venv/bin/python benchmarks/frontier.py --name sudoku9-coupling --models sudoku9-small,sudoku9-base \
+        --block-lengths none,27 --clues 28 --num 500 --alphas 0,1,2,4,6,8 --policies \
+        src/unmask/assets/policies/bernoulli-sudoku9-small,src/unmask/assets/policies/bernoulli-sudoku9-base
+    # the same for the confidence-only policy of the paper (no coupling; frontier_sudoku9.json)
+    .venv/bin/python benchmarks/frontier.py --name sudoku9 --models sudoku9-small,sudoku9-base --block-lengths none \
+        --clues 28 --num 500 --policies benchmarks/results/checkpoints/bernoulli-sudoku9-small-step150
+    # a text task on the built-in models: 8-digit sums, full diffusion vs blocks of 3 answer digits, the
+    # confidence-only 9x9 policy transferred across tasks and lengths (runs/arithmetic-600: unmask train-mdm --task
+    #  arithmetic --n-embd 64 --n-layer 4 --steps 600 --batch-size 128 --lr 2e-3 --output-dir runs/arithmetic-600)
     .venv/bin/python benchmarks/frontier.py --name arithmetic-blocks --task arithmetic --models arithmetic,runs/arithmetic-600 \
-        --policies src/unmask/assets/policies/bernoulli-sudoku9-small --block-lengths none,3 --difficulty 8 --num 500 --ks 1,2,3,9
+        --policies benchmarks/results/checkpoints/bernoulli-sudoku9-small-step150 --block-lengths none,3 --difficulty 8 \
+        --num 500 --ks 1,2,3,9
     # a text task on a Hugging Face dLLM (GPU): full diffusion vs LLaDA's 32-token blocks
     .venv/bin/python benchmarks/frontier.py --name gsm8k --task gsm8k --data ../shared/data/gsm8k_test.jsonl --limit 256 \
         --models hf:GSAI-ML/LLaDA-8B-Instruct --trust-remote-code --gen-length 256 --block-lengths none,32 \

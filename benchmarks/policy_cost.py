@@ -1,9 +1,12 @@
 """Size and per-step cost of a policy against one MDM forward (Jazbec §3.2; UPO's g_phi with ``--policy``).
 
-Commands (the figures in benchmarks/results/policy_cost.json and benchmarks/results/upo/policy_cost_coupling.json):
+Commands (the figures in benchmarks/results/policy_cost.json, benchmarks/results/upo/policy_cost_coupling.json and
+benchmarks/results/parallel/policy_cost_coupling.json):
     .venv/bin/python benchmarks/policy_cost.py --models sudoku9-small,sudoku9-base --batch-sizes 1,64 --forwards 300
     .venv/bin/python benchmarks/policy_cost.py --policy upo --batch-sizes 1,64 --forwards 300 \
         --out benchmarks/results/upo/policy_cost_coupling.json
+    .venv/bin/python benchmarks/policy_cost.py --policy bernoulli --batch-sizes 1,64 --forwards 300 \
+        --out benchmarks/results/parallel/policy_cost_coupling.json
 
 One CPU thread. Each model decodes fresh 9x9 puzzles (30 clues) with an untrained Bernoulli policy (default
 size, sampled) until it has run at least --forwards MDM forwards; a forward hook times every MDM forward and a

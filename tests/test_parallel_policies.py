@@ -95,6 +95,28 @@ def test_untrained_greedy_policy_is_the_threshold_rule(tiny_sudoku4_model, cls):
     assert torch.equal(ours.sequences, ref.sequences) and torch.equal(ours.nfe, ref.nfe)
 
 
+def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_sudoku4_model):
+    """--base-threshold-hi: the warm start's threshold moves logit-linearly from 0.6 at alpha LO to 0.2 at HI."""
+    policy = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6,
+                                       base_threshold_hi=0.2)
+    policy.set_option("mode", "greedy")
+    x = puzzles(tiny_sudoku4_model, n=12, clues=4)
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    at_3 = 1 / (1 + math.exp(-(logit(0.6) + 0.75 * (logit(0.2) - logit(0.6)))))  # 3/4 of the way, in logit space
+    nfe = []
+    for alpha, threshold in ((0.0, 0.6), (3.0, at_3), (4.0, 0.2)):
+        policy.set_option("alpha", str(alpha))
+        ours = generate(tiny_sudoku4_model, x, policy)
+        ref = generate(tiny_sudoku4_model, x, get_policy(f"threshold:{threshold}"))
+        assert torch.equal(ours.sequences, ref.sequences) and torch.equal(ours.nfe, ref.nfe)
+        nfe.append(ours.nfe.float().mean().item())
+    assert nfe[0] >= nfe[1] >= nfe[2] and nfe[0] > nfe[2]  # the untrained policy answers alpha: faster at HI
+    with pytest.raises(ValueError, match="needs an alpha range"):
+        ParallelConfig(base_threshold_hi=0.6)
+    with pytest.raises(ValueError, match="base_threshold_hi must lie in"):
+        ParallelConfig(alpha_range=[0.0, 1.0], base_threshold_hi=1.5)
+
+
 def test_one_policy_runs_on_other_mdms_and_lengths(tmp_path, tiny_sudoku4_model):
     """Confidence-only inputs: a policy saved for a 9x9 MDM decodes 4x4 grids with another MDM (RoPE, no vocab)."""
     big = MaskedTransformer(TransformerConfig(10, 9, get_task("sudoku9").coordinates(), 1, 2, 32, task="sudoku9"))

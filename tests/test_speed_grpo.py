@@ -137,6 +137,8 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
     ({"alpha_range": "a,b"}, "alpha range must be LO,HI"),
     ({"alpha_range": "0,0.5"}, "must lie in the alpha range"),
     ({"policy": "upo", "alpha_range": "0,1"}, "for the parallel policies"),
+    ({"policy": "upo", "base_threshold_hi": 0.8}, "for the parallel policies"),
+    ({"base_threshold_hi": 0.8}, "needs an alpha range"),
     ({"expert_steering": "threshold:1.5"}, "threshold must lie in"),
     ({"policy": "plackett-luce", "pl_count": "schedule", "expert_steering": "threshold:0.9"}, "variable-count policy"),
     ({"baseline": "greedy", "expert_steering": "threshold:0.9"}, "does not combine with expert steering"),
@@ -151,9 +153,9 @@ def test_train_policy_command_line_trains_an_alpha_conditioned_policy(tmp_path, 
 
     out = tmp_path / "bern"
     assert main(["train-policy", "--task", "sudoku4", "--policy", "bernoulli", "--alpha-range", "0,2", "--alpha", "1",
-                 "--expert-steering", "threshold:0.9", "--output-dir", str(out), "--steps", "1", "--prompts-per-step", "2",
+                 "--base-threshold-hi", "0.6", "--expert-steering", "threshold:0.9", "--output-dir", str(out), "--steps", "1", "--prompts-per-step", "2",
                  "--num-generations", "2", "--eval-size", "4", "--clues", "6", "--d-model", "16"]) == 0
     saved = load_policy(out / "best")
-    assert saved.kind == "bernoulli" and saved.config.alpha_range == [0.0, 2.0]
+    assert saved.kind == "bernoulli" and saved.config.alpha_range == [0.0, 2.0] and saved.config.base_threshold_hi == 0.6
     assert main(["eval", "--task", "sudoku4", "--num", "4", "--policies", f"threshold:0.9,{out / 'best'}", "--alpha", "2"]) == 0
     assert "bernoulli:bern/best:alpha=2" in capsys.readouterr().out

@@ -15,7 +15,10 @@ lets one policy serve several MDMs and lengths (Jazbec §4.4). With ``base_thres
 the logit starts from ``gain * (logit(c) - logit(base_threshold))`` (learned gain,
 initially 5): an untrained Bernoulli policy is then a soft Fast-dLLM threshold rule and
 its greedy mode exactly ``threshold:base_threshold`` (our warm start for small CPU
-budgets; ``None`` gives the paper's plain initialisation).
+budgets; ``None`` gives the paper's plain initialisation). An alpha-conditioned policy
+may start as a family of such rules: with ``base_threshold_hi`` the threshold moves from
+``base_threshold`` at alpha = LO to ``base_threshold_hi`` at alpha = HI, linearly in
+logit space, so the untrained policy already answers alpha and GRPO refines each point.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
 
 
 def scalar_embedding(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -83,12 +90,14 @@ class AdaLNBlock(nn.Module):
 class ConfidenceNet(nn.Module):
     """f_phi: (confidence, mask, block flag, t[, alpha]) -> a logit per position and a pooled state."""
 
-    def __init__(self, d_model: int, n_head: int, base_threshold: float | None, alpha_range: list[float] | None) -> None:
+    def __init__(self, d_model: int, n_head: int, base_threshold: float | None, alpha_range: list[float] | None,
+                 base_threshold_hi: float | None = None) -> None:
         super().__init__()
         if d_model % n_head or (d_model // n_head) % 2:
             raise ValueError(f"d_model ({d_model}) must split into n_head ({n_head}) heads of even size (RoPE)")
         self.d_model = d_model
         self.base_threshold = base_threshold
+        self.base_threshold_hi = base_threshold_hi
         self.alpha_range = alpha_range
         self.inp = nn.Linear(3, d_model)
         self.time = conditioner(d_model)
@@ -107,13 +116,17 @@ class ConfidenceNet(nn.Module):
         cond = self.time(scalar_embedding(obs["time"], self.d_model))
         if self.alpha is not None:
             lo, hi = self.alpha_range
-            cond = cond + self.alpha(scalar_embedding((obs["alpha"] - lo) / (hi - lo), self.d_model))
+            alpha01 = (obs["alpha"] - lo) / (hi - lo)
+            cond = cond + self.alpha(scalar_embedding(alpha01, self.d_model))
         x = self.block(x, cond)
         shift, scale = self.final_modulation(F.silu(cond))[:, None].chunk(2, -1)
         h = self.norm(x) * (1 + scale) + shift
         logits = self.head(h).squeeze(-1)
         if self.gain is not None:
+            offset = torch.full_like(obs["time"], _logit(self.base_threshold))
+            if self.base_threshold_hi is not None:
+                offset = offset + alpha01 * (_logit(self.base_threshold_hi) - _logit(self.base_threshold))
             c = conf.clamp(1e-6, 1 - 1e-6)
-            logits = logits + self.gain * (torch.logit(c) - math.log(self.base_threshold / (1 - self.base_threshold)))
+            logits = logits + self.gain * (torch.logit(c) - offset[:, None])
         pooled = (h * masked[..., None]).sum(1) / masked.sum(1, keepdim=True).clamp(min=1)
         return logits, pooled

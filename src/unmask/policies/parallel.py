@@ -72,6 +72,7 @@ class ParallelConfig:
     d_model: int = 32
     n_head: int = 2
     base_threshold: float | None = 0.9  # warm start: soft threshold rule at this confidence; None = plain init
+    base_threshold_hi: float | None = None  # alpha-conditioned: the warm start's threshold at alpha = HI
     temperature: float = 1.0  # tau_pi unless a spec sets :temperature=
     alpha: float = 1.0  # the reward's alpha in training; for alpha-conditioned policies the default input
     alpha_range: list[float] | None = None  # [LO, HI]: alpha is a policy input
@@ -85,6 +86,12 @@ class ParallelConfig:
         check_alpha_range(self.alpha_range)
         if self.base_threshold is not None and not 0 < self.base_threshold < 1:
             raise ValueError(f"base_threshold must lie in (0, 1) or be None, got {self.base_threshold}")
+        if self.base_threshold_hi is not None:
+            if self.alpha_range is None or self.base_threshold is None:
+                raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
+                                 "and a base_threshold (the one at alpha = LO)")
+            if not 0 < self.base_threshold_hi < 1:
+                raise ValueError(f"base_threshold_hi must lie in (0, 1) or be None, got {self.base_threshold_hi}")
         if self.alpha_range is not None and not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
             raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
 
@@ -115,7 +122,8 @@ class ParallelPolicy(nn.Module, LearnedPolicy):
         self.mode = self.default_mode
         self.temperature = config.temperature
         self.alpha: float | torch.Tensor = config.alpha  # a tensor (batch rows) during training rollouts
-        self.net = ConfidenceNet(config.d_model, config.n_head, config.base_threshold, config.alpha_range)
+        self.net = ConfidenceNet(config.d_model, config.n_head, config.base_threshold, config.alpha_range,
+                                 config.base_threshold_hi)
         if config.coupling_rounds:
             self.coupling = MeanFieldCoupling(config.coupling_length, config.coupling_rounds)
 

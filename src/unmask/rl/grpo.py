@@ -90,6 +90,7 @@ class GRPOConfig:
     pl_count: str = "stop"  # plackett-luce: "stop" (draw until STOP) | "schedule" (tokens per step of --diffusion-steps)
     stop_logit: float | None = 0.0  # plackett-luce STOP utility; None = learned
     base_threshold: float | None = 0.9  # parallel policies start as a soft threshold rule at this confidence; None = plain
+    base_threshold_hi: float | None = None  # with alpha_range: the warm start's threshold at alpha = HI (logit-linear)
     model_options: dict = field(default_factory=dict)  # forwarded to load_model (hf: models)
     task_options: dict = field(default_factory=dict)  # forwarded to get_task (e.g. gen_length)
 
@@ -269,8 +270,9 @@ class GRPOTrainer:
             raise ValueError(f"alpha {cfg.alpha:g} (the default input of an alpha-conditioned policy) must lie in "
                              f"the alpha range {cfg.alpha_range}")
         self.experts = [get_policy(spec) for spec in cfg.expert_steering.split(",") if spec.strip()]
-        if upo and (self.alpha_range or self.experts):
-            raise ValueError("alpha ranges and expert steering are for the parallel policies (bernoulli, plackett-luce)")
+        if upo and (self.alpha_range or self.experts or cfg.base_threshold_hi is not None):
+            raise ValueError("alpha ranges, base_threshold_hi and expert steering are for the parallel policies "
+                             "(bernoulli, plackett-luce)")
         if not upo and cfg.prob_input != "topk":
             raise ValueError("--prob-input is for UPO policies; the parallel policies read confidences only")
         for name, valid in (("baseline", ("group", "greedy")), ("advantage_scale", ("std", "none")),
@@ -293,7 +295,8 @@ class GRPOTrainer:
                                        token_probs=cfg.prob_input == "full", **coupling, **self.reference.policy_kwargs())
         extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
         return POLICY_KINDS[cfg.policy].for_model(
-            self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold, temperature=cfg.policy_temperature,
+            self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold,
+            base_threshold_hi=cfg.base_threshold_hi, temperature=cfg.policy_temperature,
             alpha=cfg.alpha, alpha_range=self.alpha_range, **coupling, **extra)
 
     def generation_length(self) -> int:
