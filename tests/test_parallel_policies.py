@@ -95,9 +95,10 @@ def test_untrained_greedy_policy_is_the_threshold_rule(tiny_sudoku4_model, cls):
     assert torch.equal(ours.sequences, ref.sequences) and torch.equal(ours.nfe, ref.nfe)
 
 
-def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_sudoku4_model):
+@pytest.mark.parametrize("cls", [BernoulliPolicy, PlackettLucePolicy])
+def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_sudoku4_model, cls):
     """--base-threshold-hi: the warm start's threshold moves logit-linearly from 0.6 at alpha LO to 0.2 at HI."""
-    policy = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6,
+    policy = cls.for_model(tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6,
                                        base_threshold_hi=0.2)
     policy.set_option("mode", "greedy")
     x = puzzles(tiny_sudoku4_model, n=12, clues=4)

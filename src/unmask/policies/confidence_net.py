@@ -123,10 +123,10 @@ class ConfidenceNet(nn.Module):
         h = self.norm(x) * (1 + scale) + shift
         logits = self.head(h).squeeze(-1)
         if self.gain is not None:
-            offset = torch.full_like(obs["time"], _logit(self.base_threshold))
-            if self.base_threshold_hi is not None:
-                offset = offset + alpha01 * (_logit(self.base_threshold_hi) - _logit(self.base_threshold))
+            offset: float | torch.Tensor = _logit(self.base_threshold)
+            if self.base_threshold_hi is not None:  # one threshold per row's alpha (ParallelConfig checks the range)
+                offset = offset + alpha01[:, None] * (_logit(self.base_threshold_hi) - offset)
             c = conf.clamp(1e-6, 1 - 1e-6)
-            logits = logits + self.gain * (torch.logit(c) - offset[:, None])
+            logits = logits + self.gain * (torch.logit(c) - offset)
         pooled = (h * masked[..., None]).sum(1) / masked.sum(1, keepdim=True).clamp(min=1)
         return logits, pooled
