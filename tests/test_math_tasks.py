@@ -233,3 +233,29 @@ def test_cli_train_policy_runs_upo_on_a_hf_model_with_the_upo_reward(tmp_path, c
     rc = main(["eval", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--data", data, "--limit", "2", "--gen-length", "8",
                "--block-length", "4", "--steps", "8", "--policies", f"confidence,{out / 'best'}"])
     assert rc == 0, capsys.readouterr().err
+
+
+def test_cli_trains_a_bernoulli_policy_on_a_hf_model_and_plots_its_frontier(tmp_path, capsys):
+    """The parallel GPU recipe's form on a tiny masked LM: alpha-conditioned Bernoulli on gsm8k, full diffusion,
+    then `unmask frontier` with the learned policy beside threshold and k per step."""
+    model_dir = save_bert(tmp_path / "bert", chat=True)
+    data = write_jsonl(tmp_path / "train.jsonl", [
+        {"question": f"what is {a} + 2 ?", "answer": f"#### {a + 2}"} for a in range(4)
+    ])
+    out = tmp_path / "bern"
+    rc = main(["train-policy", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--policy", "bernoulli",
+               "--alpha-range", "0,2", "--base-threshold-hi", "0.7", "--data", data, "--eval-data", data,
+               "--eval-size", "2", "--gen-length", "8", "--num-generations", "2", "--prompts-per-step", "2",
+               "--steps", "2", "--d-model", "16", "--output-dir", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    saved = json.loads((out / "best" / "config.json").read_text())
+    assert saved["policy"]["alpha_range"] == [0.0, 2.0] and saved["mdm"] == f"hf:{model_dir}"
+    report = tmp_path / "frontier.json"
+    rc = main(["frontier", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--data", data, "--limit", "2",
+               "--gen-length", "8", "--policies", str(out / "best"), "--alphas", "0,2", "--thresholds", "0.5,0.9",
+               "--ks", "1,8", "--json", str(report), "--plot", str(tmp_path / "frontier.png")])
+    assert rc == 0, capsys.readouterr().err
+    curves = json.loads(report.read_text())["curves"]
+    learned = curves[str(out / "best")]
+    assert learned["knob"] == "alpha" and [p["value"] for p in learned["points"]] == [0.0, 2.0]
+    assert [p["nfe"] for p in curves["confidence"]["points"]] == [8.0, 1.0] and (tmp_path / "frontier.png").is_file()
