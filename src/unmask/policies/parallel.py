@@ -84,14 +84,12 @@ class ParallelConfig:
         check_alpha(self.alpha)
         check_temperature(self.temperature)
         check_alpha_range(self.alpha_range)
-        if self.base_threshold is not None and not 0 < self.base_threshold < 1:
-            raise ValueError(f"base_threshold must lie in (0, 1) or be None, got {self.base_threshold}")
-        if self.base_threshold_hi is not None:
-            if self.alpha_range is None or self.base_threshold is None:
-                raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
-                                 "and a base_threshold (the one at alpha = LO)")
-            if not 0 < self.base_threshold_hi < 1:
-                raise ValueError(f"base_threshold_hi must lie in (0, 1) or be None, got {self.base_threshold_hi}")
+        for name in ("base_threshold", "base_threshold_hi"):
+            if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in (0, 1) or be None, got {getattr(self, name)}")
+        if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):
+            raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
+                             "and a base_threshold (the one at alpha = LO)")
         if self.alpha_range is not None and not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
             raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
 
