@@ -166,13 +166,17 @@ class ParallelPolicy(nn.Module, LearnedPolicy):
         """The confidences the policy reads: p_i(token_i), or q_i(token_i) through the coupling."""
         return self.coupling.token_log_prob(obs).exp() if self.config.coupling_rounds else obs["confidence"]
 
-    def network(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """f_phi's logits (n, L) and pooled state, on the confidences of :meth:`confidence`."""
-        return self.net({**obs, "confidence": self.confidence(obs)} if self.config.coupling_rounds else obs)
+    def network(self, obs: dict[str, torch.Tensor],
+                confidence: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_phi's logits (n, L) and pooled state, on the confidences of :meth:`confidence` (pass them as
+        ``confidence`` when already computed)."""
+        if not self.config.coupling_rounds:
+            return self.net(obs)
+        return self.net({**obs, "confidence": self.confidence(obs) if confidence is None else confidence})
 
-    def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def scores(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor | None = None) -> torch.Tensor:
         """Utilities b / tau_pi per position (n, L), finite everywhere (``obs["allowed"]`` restricts)."""
-        return self.network(obs)[0] / self.temperature
+        return self.network(obs, confidence)[0] / self.temperature
 
     def draw(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], state: StepState) -> torch.Tensor:
         raise NotImplementedError
@@ -184,10 +188,11 @@ class ParallelPolicy(nn.Module, LearnedPolicy):
     @torch.no_grad()
     def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = self.observe(state)
-        scores = self.scores(obs)
+        confidence = self.confidence(obs)  # once: the network and the fallback both read it
+        scores = self.scores(obs, confidence)
         action = self.draw(scores, obs, state)
         reveal = order_to_mask(action, state.candidates.shape[1])
-        fallback = top_k_mask(self.confidence(obs), state.candidates, torch.ones_like(state.num_transfer))
+        fallback = top_k_mask(confidence, state.candidates, torch.ones_like(state.num_transfer))
         reveal = reveal | (fallback & ~reveal.any(1, keepdim=True))
         data = {**obs, "action": action, "old_log_prob": self.log_prob(obs, action, scores)} if record else {}
         return reveal, data
@@ -231,9 +236,9 @@ class PlackettLucePolicy(ParallelPolicy):
         self.stops = config.count == "stop"
         self.stop_head = zero_linear(config.d_model, 1) if self.stops and config.stop_logit is None else None
 
-    def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def scores(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor | None = None) -> torch.Tensor:
         """Utilities (n, L) / tau_pi, with the STOP utility appended as column L when ``count="stop"``."""
-        logits, pooled = self.network(obs)
+        logits, pooled = self.network(obs, confidence)
         if self.stops:
             stop = self.stop_head(pooled) if self.stop_head is not None else logits.new_full((len(logits), 1), self.config.stop_logit)
             logits = torch.cat([logits, stop], 1)
