@@ -116,7 +116,7 @@ def test_left_padding_leaves_real_positions_unchanged(bert_dir, style):
 def test_confidence_decoding_matches_a_reference_loop(bert_dir, style):
     mdm = load_cpu(f"hf:{bert_dir}", style=style)
     ids, attention, P = left_pad(PROMPTS, 8)
-    out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=4), attention, P)
+    out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=4, sampler="llada"), attention, P)
     for row, prompt in enumerate(PROMPTS):
         want = reference_generate(mdm.model, prompt, gen_length=8, block_length=4, steps=4, shift=style == "dream")
         assert torch.equal(out.sequences[row, P:], want)
@@ -127,7 +127,7 @@ def test_confidence_decoding_matches_reference_on_a_causal_stand_in(llama_dir):
     mdm = load_cpu(f"hf:{llama_dir}", style="dream")
     prompts = [[2, 8, 9, 10, 3], [2, 11, 12, 13, 3]]
     ids, attention, P = left_pad(prompts, 6)
-    out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=3), attention, P)
+    out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=3, sampler="llada"), attention, P)
     for row, prompt in enumerate(prompts):
         assert torch.equal(out.sequences[row, P:], reference_generate(mdm.model, prompt, 6, 3, 4, shift=True))
 
@@ -164,9 +164,11 @@ def test_remote_code_model_needs_the_opt_in(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
     path = save_remote_llada(tmp_path / "llada")
+    with pytest.raises(ValueError, match="native LLaDA backend implements the LLaMA-style"):  # default: native, no remote code
+        load_cpu(f"hf:{path}", trust_remote_code=True)
     with pytest.raises(ValueError, match="--trust-remote-code"):
-        load_cpu(f"hf:{path}")
-    mdm = load_cpu(f"hf:{path}", trust_remote_code=True)
+        load_cpu(f"hf:{path}", native=False)
+    mdm = load_cpu(f"hf:{path}", native=False, trust_remote_code=True)  # BERT-shaped: finite-logit self-check only
     assert mdm.style.name == "llada" and mdm.tokenizer.mask_token_id is None
     assert mdm.mask_id == MASK  # from config.mask_token_id, as LLaDA's 126336
     assert type(mdm.model).__name__ == "TinyLLaDAModelLM"
