@@ -129,5 +129,77 @@ def test_bad_shapes_are_rejected():
         generate(model, torch.zeros(4, dtype=torch.long), get_policy("confidence"))
     with pytest.raises(ValueError, match="attention_mask shape"):
         generate(model, masked_row(4, [0])[None], get_policy("confidence"), attention_mask=torch.ones(1, 5))
-    with pytest.raises(ValueError, match="steps must be"):
-        generate(model, masked_row(4, [0])[None], get_policy("confidence"), SamplingConfig(steps=0))
+    with pytest.raises(ValueError, match=r"steps \(--steps\) must be an integer >= 1"):
+        SamplingConfig(steps=0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", float("inf"), "finite"), ("temperature", float("nan"), "finite"), ("temperature", -1.0, ">= 0"),
+    ("cfg_scale", -0.5, ">= 0"), ("cfg_scale", float("inf"), "finite"), ("top_p", 0.0, "top_p"), ("top_p", 1.5, "top_p"),
+    ("top_k", 0, "top_k"), ("eps", 0.0, "eps"), ("eps", float("nan"), "finite"),
+])
+def test_sampling_config_refuses_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**{field: value})
+
+
+def test_options_of_the_other_upstream_sampler_are_refused():
+    model = PositionalMDM()  # logit_shift 0: decodes LLaDA-style
+    x = masked_row(4, [0, 1])[None]
+    for options in ({"top_p": 0.9}, {"top_k": 3}, {"eps": 0.01}, {"sampler": "llada", "top_p": 0.5}):
+        with pytest.raises(ValueError, match="Dream diffusion_generate"):
+            generate(model, x, get_policy("confidence"), SamplingConfig(steps=2, **options))
+    for options in ({"block_length": 2}, {"cfg_scale": 1.0}, {"logits_eos_inf": True}):
+        with pytest.raises(ValueError, match="LLaDA generate"):
+            generate(model, x, get_policy("confidence"), SamplingConfig(steps=2, sampler="dream", **options))
+    with pytest.raises(ValueError, match="needs steps"):
+        generate(model, x, get_policy("confidence"), SamplingConfig(sampler="dream"))
+    with pytest.raises(ValueError, match="eos_token_id is unknown"):
+        generate(model, x, get_policy("confidence"), SamplingConfig(logits_eos_inf=True))
+
+
+def test_zero_count_steps_still_cost_a_forward():
+    """LLaDA's generate() runs every scheduled step, also those get_num_transfer_tokens gives 0 tokens."""
+    model = PositionalMDM()
+    out = generate(model, masked_row(6, [0, 1])[None], get_policy("confidence"), SamplingConfig(steps=5))
+    assert out.nfe.tolist() == [5] and out.steps.tolist() == [5]
+    out = generate(model, masked_row(6, [0, 1])[None], get_policy("threshold:0.9"), SamplingConfig(steps=5))
+    assert out.nfe.tolist() == [2], "variable-count policies end when the block is clean"
+
+
+def test_cfg_counts_two_forwards_per_step():
+    model = PositionalMDM()
+    x = masked_row(6, [3, 4, 5])[None]
+    out = generate(model, x, get_policy("confidence"), SamplingConfig(steps=3, cfg_scale=1.0), gen_start=3)
+    assert out.steps.tolist() == [3] and out.nfe.tolist() == [6]
+    assert model.batch_sizes[-1] == 2, "conditional and unconditional rows run in one forward"
+
+
+def test_a_stalling_model_ends_in_a_clear_error():
+    class MaskLover(PositionalMDM):
+        def forward(self, input_ids, attention_mask=None, output_hidden_states=False):
+            out = super().forward(input_ids, attention_mask, output_hidden_states)
+            out.logits[..., self.mask_id] = 10.0
+            return out
+
+    x = masked_row(4, [0, 1])[None]
+    with pytest.raises(ValueError, match="keeps predicting the mask token"):
+        generate(MaskLover(), x, get_policy("threshold:0.9"), SamplingConfig(suppress_mask_token=False))
+    out = generate(MaskLover(), x, get_policy("threshold:0.9"))  # the default suppresses [MASK]
+    assert (out.sequences != 4).all()
+
+
+def test_origin_needs_a_fixed_number_of_steps():
+    x = masked_row(6, range(6))[None]
+    with pytest.raises(ValueError, match="needs a fixed number of steps"):
+        generate(PositionalMDM(), x, get_policy("origin"))
+    out = generate(PositionalMDM(), x, get_policy("origin"), SamplingConfig(steps=3))
+    assert out.nfe.tolist() == [3] and (out.sequences != 4).all()
+
+
+def test_batch_is_bucketed_to_few_shapes():
+    from unmask.engine import bucket
+
+    sizes = {bucket(b, 256) for b in range(1, 257)}
+    assert len(sizes) <= 17 and all(bucket(b, 256) >= b for b in range(1, 257))
+    assert max(bucket(b, 256) / b for b in range(1, 257)) <= 1.5

@@ -1,87 +1,130 @@
 """The sampling engine: one batched loop for every unmasking policy (UPO Algorithm 1).
 
-Each step runs one MDM forward (one NFE) on the rows that still hold masks,
-chooses a token for every masked position (argmax, or Gumbel-max sampling at a
-temperature as in LLaDA's ``add_gumbel_noise``), asks the policy which masked
-positions of the current block to reveal, and writes those tokens. Rows leave
-the batch as soon as they are complete, so every row's NFE is its own.
+Each step runs one MDM forward on the rows still decoding, lets the token sampler
+(:mod:`unmask.tokens`) propose a token for every masked position, asks the count schedule
+(:mod:`unmask.schedules`) how many positions this step reveals, asks the policy which
+candidates to reveal, and writes those tokens. Rows leave the batch as soon as they are done,
+so every row's NFE is its own.
 
-Schedules follow LLaDA's ``generate()``: the generation region (positions from
-``gen_start`` on) is split into blocks of ``block_length`` decoded left to right
-(semi-autoregressive; one block = full diffusion), and ``steps`` are spread
-evenly over blocks, each step revealing ``ceil(masked_in_block / steps_left)``
-tokens (LLaDA's ``get_num_transfer_tokens``). Variable-count policies
-(thresholds, Bernoulli) may ignore that count.
+``SamplingConfig.sampler`` picks the upstream loop being reproduced, as a (schedule, token sampler) pair:
+``llada`` is LLaDA's ``generate()`` (blocks of ``block_length`` decoded left to right, ``steps`` spread
+evenly over them with ``get_num_transfer_tokens``, Gumbel-max tokens, untempered confidences,
+``cfg_scale``, ``logits_eos_inf``, ``confidence_eos_eot_inf``); ``dream`` is Dream's
+``diffusion_generate()`` (linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens
+and confidences). Policies are the LLaDA ``remasking`` / Dream ``alg`` strategies (see docs/samplers.md).
+
+A block ends when it is clean or, for policies that follow the schedule (``Policy.follows_schedule``),
+when its scheduled steps are spent (LLaDA and Dream run every scheduled step, revealing nothing in some).
+
+The one intended deviation from the upstream loops: the mask token's logit is set to -inf
+(``suppress_mask_token``), so a revealed position never receives [MASK]; turn it off for bit-exact parity.
+NFE counts the model's row-forwards: with ``cfg_scale > 0`` a step runs the conditional and the
+unconditional (prompt masked) row together and costs 2; ``GenerationOutput.steps`` counts steps.
+Random numbers come from :mod:`unmask.streams` (per-example streams or one shared stream).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import torch
 
+from unmask.cache import CACHE_MODES, BlockCache
+from unmask.config import Config, option
 from unmask.models.base import MaskedDiffusionModel
+from unmask.policies.state import StepState
+from unmask.schedules import BlockSchedule, TimestepSchedule
+from unmask.streams import RandomStreams, as_streams
+from unmask.tokens import CategoricalTokens, GumbelMaxTokens
 
 if TYPE_CHECKING:
     from unmask.policies.base import Policy
 
-
-@dataclass
-class SamplingConfig:
-    """Decoding settings; names follow LLaDA's ``generate()``."""
-
-    steps: int | None = None  # None: one token per step (NFE = number of masks)
-    block_length: int | None = None  # None: full diffusion (a single block)
-    temperature: float = 0.0  # token sampling temperature; 0 = argmax
-
-    def validate(self) -> None:
-        for name in ("steps", "block_length"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an integer or None, got {value!r}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be a positive integer or None (one token per step), got {self.steps}")
-        if self.block_length is not None and self.block_length < 1:
-            raise ValueError(f"block_length must be a positive integer or None (full diffusion), got {self.block_length}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+SAMPLERS = ("auto", "llada", "dream")
+DREAM_ONLY = ("eps", "top_p", "top_k")
+LLADA_ONLY = ("block_length", "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
 
 
 @dataclass
-class StepState:
-    """What a policy sees at one step, for the active rows and the generation region only.
+class SamplingConfig(Config):
+    """Decoding settings; names follow LLaDA's ``generate()`` and Dream's ``diffusion_generate()``."""
 
-    ``probs`` is p_theta(x_0 | x_n) per position (UPO Eq. 2); ``confidence`` is the
-    probability of the token the engine would write (LLaDA's ``low_confidence``).
-    """
+    steps: int | None = option(None, "total decoding steps (LLaDA steps / Dream steps); none: one token per step "
+                               "(NFE = masks; LLaDA sampler only)", low=1)
+    block_length: int | None = option(None, "semi-autoregressive block length (LLaDA block_length); none: full "
+                                      "diffusion (a single block)", low=1)
+    temperature: float = option(0.0, "token sampling temperature (LLaDA add_gumbel_noise, Dream temperature); "
+                                "0 = argmax", low=0.0)
+    cache: str = option("none", "block key/value cache (Fast-dLLM): prefix keeps the keys/values before the current "
+                        "block, dual also those after it, from the block's first step; see docs/cache.md",
+                        choices=CACHE_MODES)
+    refine_complete_block: bool = option(False, "with --cache prefix|dual: when a block's first (full) step reveals "
+                                         "the whole block, run one more cached forward that reveals nothing, as "
+                                         "Fast-dLLM's cached loops do (bit-exact forward counts; +1 NFE per such "
+                                         "block); off: go on to the next block")
+    confidence_float64: bool = option(False, "softmax the confidences in float64, as Fast-dLLM's get_transfer_index "
+                                      "(bit-exact Fast-dLLM tokens); off: in the logits' dtype, as LLaDA generate(), "
+                                      "where confidences within float32's resolution of 1 (~6e-8) tie and the "
+                                      "leftmost wins")
+    sampler: str = option("auto", "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
+                          "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), auto: dream "
+                          "for Dream models (logits shifted by one), else llada", choices=SAMPLERS)
+    cfg_scale: float = option(0.0, "classifier-free guidance scale (LLaDA cfg_scale): logits = u + (s + 1)(c - u) "
+                              "with u from the prompt masked; each step then costs 2 NFE", low=0.0)
+    logits_eos_inf: bool = option(False, "never choose EOS (LLaDA logits_eos_inf; needs the EOS id)")
+    confidence_eos_eot_inf: bool = option(False, "give EOT (and, at temperature 0, EOS) zero confidence "
+                                          "(LLaDA confidence_eos_eot_inf; needs the EOS and EOT ids)")
+    eos_token_id: int | None = option(None, "EOS id for the two options above; none: the model's eos_token_id", low=0)
+    eot_token_id: int | None = option(None, "EOT id for confidence_eos_eot_inf; none: the model's eot_token_id", low=0)
+    eps: float = option(1e-3, "last diffusion time of Dream's schedule (timesteps = linspace(1, eps, steps + 1))",
+                        low=0.0, high=1.0, low_open=True, high_open=True)
+    top_p: float | None = option(None, "nucleus sampling mass (Dream top_p), in (0, 1]; none: off", low=0.0,
+                                 high=1.0, low_open=True)
+    top_k: int | None = option(None, "sample among the top-k tokens (Dream top_k); none: off", low=1)
+    suppress_mask_token: bool = option(True, "set the mask token's logit to -inf (the one intended deviation from "
+                                       "LLaDA / Dream / Fast-dLLM); off: bit-exact parity, but a model that predicts "
+                                       "[MASK] can then stall (an error after max_forwards)")
+    max_forwards: int | None = option(None, "stop with an error when a row needs more forwards (only reachable with "
+                                      "suppress_mask_token off); none: 4 x (positions + steps)", low=1)
 
-    probs: torch.Tensor  # (b, Lg, V)
-    tokens: torch.Tensor  # (b, Lg) token each position would receive
-    confidence: torch.Tensor  # (b, Lg)
-    candidates: torch.Tensor  # (b, Lg) bool: masked positions of the current block
-    masked: torch.Tensor  # (b, Lg) bool: all masked positions
-    num_transfer: torch.Tensor  # (b,) tokens the count schedule reveals now
-    step: torch.Tensor  # (b,) NFEs spent so far on the row
-    total: torch.Tensor  # (b,) masked positions the row started with
-    generator: torch.Generator | None
-    hidden: torch.Tensor | None = None  # (b, Lg, D) MDM features, when the policy asks for them
-    rows: torch.Tensor | None = None  # (b,) indices of these rows in the batch
-    current: torch.Tensor | None = None  # (b, Lg) tokens written so far (mask id where masked)
+    def resolve(self, model: MaskedDiffusionModel) -> str:
+        """The sampler for ``model`` ("llada" or "dream"), after checking the options fit it."""
+        sampler = self.sampler
+        if sampler == "auto":
+            sampler = "dream" if int(getattr(model, "logit_shift", 0)) == 1 else "llada"
+        defaults = {f.name: f.default for f in fields(SamplingConfig)}
+        other = LLADA_ONLY if sampler == "dream" else DREAM_ONLY
+        given = [n for n in other if getattr(self, n) != defaults[n]]
+        if given:
+            owner = "LLaDA generate()" if sampler == "dream" else "Dream diffusion_generate()"
+            raise ValueError(f"{', '.join(given)}: {owner} option(s), but {model.name} decodes with the {sampler} sampler; "
+                             f"drop them, or choose the sampler with --sampler {'llada' if sampler == 'dream' else 'dream'}")
+        if sampler == "dream" and self.steps is None:
+            raise ValueError("the dream sampler needs steps (Dream's diffusion_generate steps), e.g. --steps 64")
+        if self.cfg_scale > 0 and self.cache != "none":
+            raise ValueError("cfg_scale > 0 runs an unconditional forward each step, which the block caches do not "
+                             "serve; use --cache none")
+        return sampler
 
-    @property
-    def token_probs(self) -> torch.Tensor:
-        """(b, Lg, V): ``probs`` at masked positions, the one-hot of the written token elsewhere (needs ``current``)."""
-        if self.current is None:
-            raise ValueError("this policy needs the written tokens (StepState.current)")
-        written = torch.nn.functional.one_hot(self.current, self.probs.shape[-1]).to(self.probs.dtype)
-        return torch.where(self.masked[..., None], self.probs, written)
-
-    @property
-    def masked_fraction(self) -> torch.Tensor:
-        """Diffusion time t in (0, 1]: the share of the row's generated positions still masked."""
-        return self.masked.sum(1) / self.total.clamp(min=1)
+    def build(self, model: MaskedDiffusionModel):
+        """(schedule, token sampler) for ``model``."""
+        sampler = self.resolve(model)
+        if sampler == "dream":
+            return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)
+        ids = {}
+        for name, used in (("eos_token_id", self.logits_eos_inf or self.confidence_eos_eot_inf),
+                           ("eot_token_id", self.confidence_eos_eot_inf)):
+            value = getattr(self, name) if getattr(self, name) is not None else getattr(model, name, None)
+            if used and value is None:
+                raise ValueError(f"{name} is unknown: {model.name} defines none; give it (--{name.replace('_', '-')} ID)")
+            if used and not 0 <= int(value) < model.vocab_size:
+                raise ValueError(f"{name} {value} lies outside the vocabulary [0, {model.vocab_size})")
+            ids[name] = None if value is None else int(value)
+        tokens = GumbelMaxTokens(self.temperature, self.logits_eos_inf, self.confidence_eos_eot_inf, **ids,
+                                 confidence_float64=self.confidence_float64)
+        return BlockSchedule(self.steps, self.block_length), tokens
 
 
 @dataclass
@@ -98,18 +141,26 @@ class StepRecord:
 @dataclass
 class GenerationOutput:
     sequences: torch.Tensor  # (B, L)
-    nfe: torch.Tensor  # (B,) forward passes spent on each row
+    nfe: torch.Tensor  # (B,) model row-forwards spent on each row (a cfg step counts 2)
     order: torch.Tensor  # (B, Lg) step index at which each position was revealed, -1 if given
     reveal_confidence: torch.Tensor  # (B, Lg) confidence of each position when revealed (nan if given)
     trajectory: list[StepRecord] = field(default_factory=list)
+    positions_run: torch.Tensor | None = None  # (B,) positions run through the model for each row, over its forwards
+    steps: torch.Tensor | None = None  # (B,) denoising steps spent on each row
 
 
-def _choose_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    if temperature == 0:
-        return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
-    return (logits.double() / temperature + gumbel).argmax(-1)
+def bucket(b: int, batch_size: int) -> int:
+    """The batch size a forward of ``b`` active rows runs at: the smallest ``ceil(B / 2^(i/2))`` >= b.
+
+    Threshold-style policies shrink the active batch step by step; each distinct shape makes the CPU
+    kernels (oneDNN) cache new primitives, so memory grew with the number of examples. Rounding up to
+    these ~2 log2(B) sizes bounds it (at most 41% padded rows, duplicates whose outputs are dropped)."""
+    size, i = batch_size, 0
+    while True:
+        smaller = math.ceil(batch_size / 2 ** ((i + 1) / 2))
+        if smaller < b or size == 1:
+            return size
+        size, i = smaller, i + 1
 
 
 @torch.no_grad()
@@ -120,10 +171,13 @@ def generate(
     config: SamplingConfig | None = None,
     attention_mask: torch.Tensor | None = None,
     gen_start: int = 0,
-    generator: torch.Generator | None = None,
+    generator: "torch.Generator | RandomStreams | None" = None,
     record: bool = False,
 ) -> GenerationOutput:
-    """Fill every ``mask_id`` position of ``input_ids`` (B, L) at or after ``gen_start``."""
+    """Fill every ``mask_id`` position of ``input_ids`` (B, L) at or after ``gen_start``.
+
+    ``generator``: :class:`unmask.streams.ExampleStreams` (one stream per row), a torch.Generator (one
+    batch-shaped stream) or None (torch's global generator, as the upstream loops draw)."""
     config = config or SamplingConfig()
     config.validate()
     if input_ids.dim() != 2:
@@ -134,77 +188,121 @@ def generate(
     if not 0 <= gen_start < L:
         raise ValueError(f"gen_start must lie in [0, {L}), got {gen_start}")
     device = model.device
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(f"the random generator is on {generator.device} but the model on {device}; "
-                         f"create it with torch.Generator(device=model.device)")
+    streams = as_streams(generator)
+    streams.check(B, device)
+    schedule, sampler = config.build(model)
     x = input_ids.to(device, copy=True)
     if attention_mask is not None:
         attention_mask = attention_mask.to(device)
     Lg = L - gen_start
-    block_length = config.block_length or Lg
-    num_blocks = math.ceil(Lg / block_length)
-    masked0 = x[:, gen_start:] == model.mask_id
+    plan = schedule.plan(Lg, device)
+    follows = bool(getattr(policy, "follows_schedule", False)) and plan.steps_per_block is not None
+    if getattr(policy, "needs_steps", False) and plan.steps_per_block is None:
+        raise ValueError(f"policy {policy.name!r} reveals a random number of positions per step (possibly none) and "
+                         "needs a fixed number of steps; give steps (e.g. --steps 16)")
+    limit = config.max_forwards or 4 * (Lg + (config.steps or 0))
+    cost = 2 if config.cfg_scale > 0 else 1
+    given = x != model.mask_id  # LLaDA's prompt_index: what the unconditional forward masks
+    masked0 = ~given[:, gen_start:]
     total = masked0.sum(1)
-    if config.steps is not None:
-        if config.steps % num_blocks:
-            raise ValueError(
-                f"steps ({config.steps}) must be a multiple of the number of blocks ({num_blocks} = "
-                f"ceil({Lg} / block_length {block_length})), as in LLaDA's generate()"
-            )
-        steps_per_block = config.steps // num_blocks
-    block_of = (torch.arange(Lg, device=device) // block_length).expand(B, Lg)
-    positions_big = torch.full((B, Lg), num_blocks, device=device)
-    nfe = torch.zeros(B, dtype=torch.long, device=device)
+    block_of = (torch.arange(Lg, device=device) // plan.block_length).expand(B, Lg)
+    block = torch.zeros(B, dtype=torch.long, device=device)
     block_step = torch.zeros(B, dtype=torch.long, device=device)
-    current_block = torch.full((B,), -1, dtype=torch.long, device=device)
-    order = torch.where(masked0, torch.full_like(masked0, 0, dtype=torch.long), torch.full_like(masked0, -1, dtype=torch.long))
+    n0 = torch.zeros(B, dtype=torch.long, device=device)
+    nfe = torch.zeros(B, dtype=torch.long, device=device)
+    steps = torch.zeros(B, dtype=torch.long, device=device)
+    order = torch.where(masked0, torch.zeros_like(total)[:, None], torch.full_like(total, -1)[:, None])
     reveal_conf = torch.full((B, Lg), float("nan"), device=device)
     trajectory: list[StepRecord] = []
     needs_hidden = getattr(policy, "needs_hidden", False)
+    cache = BlockCache(model, config.cache, B, gen_start, plan.block_length)
+    positions_run = torch.zeros(B, dtype=torch.long, device=device)
 
     while True:
         masked = x[:, gen_start:] == model.mask_id
-        active = masked.any(1).nonzero().squeeze(1)
+        for _ in range(plan.num_blocks):  # advance blocks that are clean, or (scheduled policies) spent
+            in_block = masked & (block_of == block[:, None])
+            spent = block_step >= plan.steps_per_block if follows else ~in_block.any(1)
+            done = spent & (block < plan.num_blocks)
+            if not done.any():
+                break
+            block = block + done.long()
+            block_step = torch.where(done, torch.zeros_like(block_step), block_step)
+        n0 = torch.where(block_step == 0, (masked & (block_of == block[:, None])).sum(1), n0)
+        active = (block < plan.num_blocks).nonzero().squeeze(1)
         if active.numel() == 0:
             break
+        if int(nfe[active].max()) >= limit:
+            raise ValueError(f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
+                             "the mask token; keep suppress_mask_token on (the default) or raise max_forwards")
         xa = x[active]
-        out = model(xa, None if attention_mask is None else attention_mask[active], output_hidden_states=needs_hidden)
-        logits = out.logits[:, gen_start:].float()
-        logits[..., model.mask_id] = float("-inf")
-        probs = logits.softmax(-1)
-        tokens = _choose_tokens(logits, config.temperature, generator)
-        confidence = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        out = _forward(model, cache, xa, attention_mask, active, block[active], block_step[active] == 0, given,
+                       config.cfg_scale, needs_hidden, B)
+        positions_run[active] += out.positions
+        logits = out.logits.float()
+        if config.suppress_mask_token:
+            logits[..., model.mask_id] = float("-inf")
+        draws = streams.bind(active, gen_start, Lg, device)
+        probs, tokens, confidence, choose = sampler.prepare(logits, draws)
         m = masked[active]
-        block = torch.where(m, block_of[active], positions_big[active]).min(1).values
-        new_block = block != current_block[active]
-        block_step[active] = torch.where(new_block, torch.zeros_like(block), block_step[active])
-        current_block[active] = block
-        candidates = m & (block_of[active] == block[:, None])
-        n_cand = candidates.sum(1)
-        if config.steps is None:
-            k = torch.ones_like(n_cand)
-        else:
-            left = (steps_per_block - block_step[active]).clamp(min=1)
-            k = torch.minimum((n_cand + left - 1) // left, n_cand)
+        candidates = m & (block_of[active] <= block[active, None])
+        k, p = plan.count(n0[active], candidates.sum(1), block_step[active])
         state = StepState(
-            probs=probs, tokens=tokens, confidence=confidence, candidates=candidates, masked=m,
-            num_transfer=k, step=nfe[active].clone(), total=total[active], generator=generator,
-            hidden=None if out.hidden_states is None else out.hidden_states[:, gen_start:], rows=active,
-            current=xa[:, gen_start:],
+            probs=probs, tokens=tokens, confidence=confidence, choose=choose, candidates=candidates, masked=m,
+            num_transfer=k, transfer_probability=p, total=total[active], draws=draws,
+            hidden=out.hidden_states, rows=active, current=xa[:, gen_start:], offset=gen_start,
         )
+        if not getattr(policy, "tokens_after_reveal", False):
+            state.choose_tokens()
         reveal, data = policy.act(state, record)
         if reveal.shape != candidates.shape or reveal.dtype != torch.bool:
             raise RuntimeError(f"policy {policy.name!r} returned {tuple(reveal.shape)} {reveal.dtype}; expected bool {tuple(candidates.shape)}")
-        if (reveal & ~candidates).any() or not reveal.any(1).all():
+        if (reveal & ~candidates).any() or not (follows or reveal.any(1).all()):
             raise RuntimeError(f"policy {policy.name!r} must reveal at least one masked position of the current block per row, and only those")
         if record:
             trajectory.append(StepRecord(rows=active, reveal=reveal, data=data))
+        chosen, chosen_conf = state.chosen(reveal)
         region = x[active, gen_start:]
-        x[active, gen_start:] = torch.where(reveal, tokens.to(x.dtype), region)
-        ra = order[active]
-        order[active] = torch.where(reveal, nfe[active, None].expand_as(ra), ra)
-        rc = reveal_conf[active]
-        reveal_conf[active] = torch.where(reveal, confidence, rc)
-        nfe[active] += 1
+        x[active, gen_start:] = region.masked_scatter(reveal, chosen.to(x.dtype))
+        order[active] = torch.where(reveal, steps[active, None], order[active])
+        reveal_conf[active] = reveal_conf[active].masked_scatter(reveal, chosen_conf.to(reveal_conf.dtype))
+        nfe[active] += cost
+        if config.refine_complete_block and config.cache != "none" and not follows:  # Fast-dLLM's cached while loop
+            open_ = (x[active, gen_start:] == model.mask_id) & (block_of[active] == block[active, None])
+            again = active[(block_step[active] == 0) & ~open_.any(1)]
+            if again.numel():
+                out = _forward(model, cache, x[again], attention_mask, again, block[again],
+                               torch.zeros_like(again, dtype=torch.bool), given, config.cfg_scale, False, B)
+                positions_run[again] += out.positions
+                nfe[again] += cost
+        steps[active] += 1
         block_step[active] += 1
-    return GenerationOutput(sequences=x, nfe=nfe, order=order, reveal_confidence=reveal_conf, trajectory=trajectory)
+    return GenerationOutput(sequences=x, nfe=nfe, order=order, reveal_confidence=reveal_conf, trajectory=trajectory,
+                            positions_run=positions_run, steps=steps)
+
+
+def _forward(model, cache, xa, attention_mask, active, block, first, given, cfg_scale, needs_hidden, batch_size):
+    """One step's model outputs for the active rows: the forward runs at a :func:`bucket` batch size (padded
+    with copies of the first row) and, with ``cfg_scale > 0``, on the conditional rows and the unconditional
+    ones (prompt masked) together, guided as LLaDA's ``generate()``: ``u + (s + 1)(c - u)``."""
+    b = len(active)
+    pad = active[:1].expand(bucket(b, batch_size) - b)
+    rows = torch.cat([active, pad])
+    x = torch.cat([xa, xa[:1].expand(len(pad), -1)])
+    mask = None if attention_mask is None else attention_mask[rows]
+    blocks, firsts = torch.cat([block, block[:1].expand(len(pad))]), torch.cat([first, first[:1].expand(len(pad))])
+    if cfg_scale > 0:
+        un = x.masked_fill(given[rows], model.mask_id)
+        out = cache.forward(torch.cat([x, un]), None if mask is None else torch.cat([mask, mask]), torch.cat([rows, rows]),
+                            torch.cat([blocks, blocks]), torch.cat([firsts, firsts]), needs_hidden)
+        n = len(rows)
+        cond, uncond = out.logits[:n], out.logits[n:]
+        out.logits = uncond + (cfg_scale + 1) * (cond - uncond)
+        out.hidden_states = None if out.hidden_states is None else out.hidden_states[:n]
+        out.positions = out.positions[:n] * 2
+    else:
+        out = cache.forward(x, mask, rows, blocks, firsts, needs_hidden)
+    out.logits = out.logits[:b]
+    out.hidden_states = None if out.hidden_states is None else out.hidden_states[:b]
+    out.positions = out.positions[:b]
+    return out

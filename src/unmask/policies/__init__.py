@@ -13,9 +13,12 @@ from typing import Callable
 from unmask.policies.base import Policy, ScorePolicy, top_k_mask
 from unmask.policies.heuristics import (
     ConfidencePolicy,
+    EntropyBoundedPolicy,
     EntropyPolicy,
+    FactorPolicy,
     LeftToRightPolicy,
     MarginPolicy,
+    OriginPolicy,
     RandomPolicy,
     ThresholdPolicy,
     TopKSoftmaxPolicy,
@@ -29,6 +32,9 @@ HEURISTICS: dict[str, Callable[..., Policy]] = {
     "left_to_right": LeftToRightPolicy,
     "topk_softmax": TopKSoftmaxPolicy,
     "threshold": ThresholdPolicy,
+    "factor": FactorPolicy,
+    "eb": EntropyBoundedPolicy,
+    "origin": OriginPolicy,
 }
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmask.engine import StepState
+from unmask.policies.state import StepState
 from unmask.models.base import MaskedDiffusionModel
 
 MAX_VOCAB = 1024  # policies that read whole distributions (the coupling, UPO's token_probs) stop here

@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from unmask.streams import Draws
+
 Draw = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,9 +43,9 @@ def plackett_luce_log_prob(scores: torch.Tensor, allowed: torch.Tensor, order: t
     return total
 
 
-def gumbel_top_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_top_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws) -> torch.Tensor:
     """Ordered draw without replacement (Plackett-Luce) of k[i] positions per row: (n, max k), -1 padded."""
-    u = torch.rand(scores.shape, generator=generator, device=scores.device).clamp_min(1e-20)
+    u = draws.uniform_rows(*scores.shape[1:]).clamp_min(1e-20)
     perturbed = scores.masked_fill(~allowed, float("-inf")) - torch.log(-torch.log(u))
     return ordered_top_k(perturbed, allowed, k)
 
@@ -78,9 +80,9 @@ def trim(order: torch.Tensor) -> torch.Tensor:
 
 
 # ----- Bernoulli (Jazbec §3.2) -----
-def bernoulli_draw(logits: torch.Tensor, allowed: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def bernoulli_draw(logits: torch.Tensor, allowed: torch.Tensor, draws: Draws) -> torch.Tensor:
     """u_i ~ Bernoulli(sigmoid(logits_i)) on allowed positions, as an action (possibly empty)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device) < logits.sigmoid()
+    u = draws.uniform_rows(*logits.shape[1:]) < logits.sigmoid()
     return mask_to_order(u & allowed)
 
 

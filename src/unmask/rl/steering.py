@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from unmask.engine import StepState
+from unmask.policies.state import StepState
 from unmask.policies.base import Policy
 from unmask.policies.distributions import trim
 from unmask.policies.parallel import ParallelPolicy

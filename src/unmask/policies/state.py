@@ -1,0 +1,102 @@
+"""What a policy sees at one engine step: :class:`StepState`, the input type of the policy interface.
+
+The engine builds one per step for the active rows and the generation region only. Tokens are drawn for
+every masked position before the policy chooses (LLaDA's ``generate()``, Dream's ``maskgit_plus`` /
+``topk_margin`` / ``entropy``), except for policies with ``tokens_after_reveal`` (Dream's ``origin``), which
+get tokens drawn only at the positions they reveal, after their own draws, as Dream does.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from unmask.streams import Draws
+
+TokenChoice = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class StepState:
+    """One step for b active rows over Lg generation positions.
+
+    ``probs`` (b, Lg, V) is p_theta(x_0 | x_n) per position (UPO Eq. 2) as the sampler scores it (LLaDA:
+    ``softmax(logits)``; Dream: tempered, top-p / top-k filtered); ``tokens`` (b, Lg) the token each masked
+    position would receive and ``confidence`` (b, Lg) its probability under ``probs`` (LLaDA
+    ``low_confidence``, Dream ``maskgit_plus``). ``candidates`` are the masked positions the policy may reveal
+    now (current block and earlier), ``num_transfer`` (b,) what the count schedule reveals now and
+    ``transfer_probability`` (b,) the share of masked positions it reveals (Dream ``1 - s / t``). Random
+    numbers come from ``draws`` (:mod:`unmask.streams`).
+    """
+
+    def __init__(
+        self,
+        probs: torch.Tensor,
+        candidates: torch.Tensor,
+        masked: torch.Tensor,
+        num_transfer: torch.Tensor,
+        total: torch.Tensor,
+        draws: Draws | None = None,
+        tokens: torch.Tensor | None = None,
+        confidence: torch.Tensor | None = None,
+        choose: TokenChoice | None = None,
+        transfer_probability: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        current: torch.Tensor | None = None,
+        offset: int = 0,
+    ) -> None:
+        if (tokens is None or confidence is None) and choose is None:
+            raise ValueError("StepState needs tokens and confidence, or a token choice to draw them")
+        self.probs, self.candidates, self.masked = probs, candidates, masked
+        self.num_transfer, self.total = num_transfer, total
+        self._draws, self._choose = draws, choose
+        self._tokens, self._confidence = tokens, confidence
+        self.transfer_probability = transfer_probability
+        self.hidden, self.rows, self.current = hidden, rows, current
+        self.offset = offset  # positions before the region (the prompt): upstream's topk layout, see top_k_mask
+
+    @property
+    def draws(self) -> Draws:
+        if self._draws is None:
+            raise ValueError("this policy draws random numbers: give the StepState draws (unmask.streams)")
+        return self._draws
+
+    def choose_tokens(self) -> None:
+        """Draw the tokens of every masked position now (once)."""
+        if self._tokens is None:
+            tokens, confidence = self._choose(self.masked)
+            self._tokens = torch.zeros(self.masked.shape, dtype=torch.long, device=self.masked.device).masked_scatter(self.masked, tokens)
+            self._confidence = torch.zeros(self.masked.shape, dtype=confidence.dtype, device=self.masked.device).masked_scatter(self.masked, confidence)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(b, Lg) the token each masked position would receive (0 elsewhere)."""
+        self.choose_tokens()
+        return self._tokens
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """(b, Lg) probability of ``tokens`` under ``probs`` (0 where not masked)."""
+        self.choose_tokens()
+        return self._confidence
+
+    def chosen(self, reveal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and confidences at the ``reveal`` positions, (n,) each in row-major order: the ones already
+        chosen, or (when the policy never read them) drawn now at those positions only."""
+        if self._tokens is None:
+            return self._choose(reveal)
+        return self._tokens[reveal], self._confidence[reveal]
+
+    @property
+    def token_probs(self) -> torch.Tensor:
+        """(b, Lg, V): ``probs`` at masked positions, the one-hot of the written token elsewhere (needs ``current``)."""
+        if self.current is None:
+            raise ValueError("this policy needs the written tokens (StepState.current)")
+        written = torch.nn.functional.one_hot(self.current, self.probs.shape[-1]).to(self.probs.dtype)
+        return torch.where(self.masked[..., None], self.probs, written)
+
+    @property
+    def masked_fraction(self) -> torch.Tensor:
+        """Diffusion time t in (0, 1]: the share of the row's generated positions still masked."""
+        return self.masked.sum(1) / self.total.clamp(min=1)

@@ -1,0 +1,91 @@
+"""Count schedules: how many masked positions a step reveals, and how long a block lasts.
+
+* :class:`BlockSchedule` is LLaDA's ``generate()``: the generation region is cut into blocks of
+  ``block_length`` decoded left to right; ``steps`` are spread evenly over the blocks and, within a block,
+  ``get_num_transfer_tokens`` gives step j ``n0 // s + (j < n0 % s)`` of the block's ``n0`` masks.
+  ``steps=None``: one token per step, the block lasting until it is clean.
+* :class:`TimestepSchedule` is Dream's ``diffusion_generate()``: ``timesteps = linspace(1, eps, steps + 1)``,
+  step i (t = timesteps[i], s = timesteps[i + 1]) reveals ``int(masked * (1 - s / t))`` positions (all of
+  them at the last step), so a step may reveal nothing and still costs a forward.
+
+A schedule gives a :class:`Plan` for one generation length; the engine asks the plan for each step's count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Plan:
+    """The block layout of one decode and the per-step counts (``steps_per_block`` None: a block lasts until clean)."""
+
+    block_length: int
+    num_blocks: int
+    steps_per_block: int | None
+
+    def count(self, n0: torch.Tensor, n_cand: torch.Tensor, block_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, transfer probability), each (b,): what step ``block_step`` of a block that began with ``n0`` masks
+        reveals among the ``n_cand`` masked candidates."""
+        raise NotImplementedError
+
+
+@dataclass
+class _BlockPlan(Plan):
+    def count(self, n0, n_cand, block_step):
+        s = self.steps_per_block
+        if s is None:
+            k = torch.ones_like(n_cand)
+        else:
+            scheduled = n0 // s + (block_step < n0 % s).long()
+            k = torch.where(block_step < s, scheduled, n_cand)  # past the schedule (variable-count policies): all
+        k = torch.minimum(k, n_cand)
+        return k, k / n_cand.clamp(min=1)
+
+
+@dataclass
+class BlockSchedule:
+    """LLaDA ``generate()`` (``steps``, ``block_length``; ``get_num_transfer_tokens``)."""
+
+    steps: int | None = None
+    block_length: int | None = None
+
+    def plan(self, length: int, device: torch.device) -> Plan:
+        block_length = self.block_length or length
+        num_blocks = math.ceil(length / block_length)
+        if self.steps is None:
+            return _BlockPlan(block_length, num_blocks, None)
+        if self.steps % num_blocks:
+            raise ValueError(
+                f"steps ({self.steps}) must be a multiple of the number of blocks ({num_blocks} = "
+                f"ceil({length} / block_length {block_length})), as in LLaDA's generate()"
+            )
+        return _BlockPlan(block_length, num_blocks, self.steps // num_blocks)
+
+
+@dataclass
+class _TimestepPlan(Plan):
+    timesteps: torch.Tensor | None = None
+
+    def count(self, n0, n_cand, block_step):
+        last = block_step >= self.steps_per_block - 1
+        i = block_step.clamp(max=self.steps_per_block - 1)
+        t, s = self.timesteps[i], self.timesteps[i + 1]
+        p = torch.where(last, torch.ones_like(t), 1 - s / t)
+        k = torch.where(last, n_cand, (n_cand.to(t.dtype) * (1 - s / t)).long())
+        return k, p
+
+
+@dataclass
+class TimestepSchedule:
+    """Dream ``diffusion_generate()`` (``steps``, ``eps``): one block, ``steps`` forwards, linear time."""
+
+    steps: int
+    eps: float = 1e-3
+
+    def plan(self, length: int, device: torch.device) -> Plan:
+        timesteps = torch.linspace(1, self.eps, self.steps + 1, device=device)
+        return _TimestepPlan(length, 1, self.steps, timesteps)

@@ -1,0 +1,100 @@
+"""Token samplers: which token each masked position would receive, and the distribution policies score.
+
+* :class:`GumbelMaxTokens` is LLaDA's ``generate()``: ``x0 = argmax(exp(l) / (-log u) ** T)`` with
+  ``u ~ U[0, 1)`` in float64 over (b, L, V) (``add_gumbel_noise``; Gumbel-max at temperature T), and
+  confidences from the untempered ``softmax(l)`` (in the logits' dtype as LLaDA; in float64 with
+  ``confidence_float64``, as Fast-dLLM's ``get_transfer_index``). ``logits_eos_inf`` bars EOS from being chosen;
+  ``confidence_eos_eot_inf`` gives EOT (and, at temperature 0, EOS, since upstream's noised logits are then
+  the logits themselves) zero confidence (LLaDA App. B.4).
+* :class:`CategoricalTokens` is Dream's ``sample_tokens``: logits / T (T > 0), top-p then top-k filtering,
+  ``probs = softmax``; tokens drawn from ``Categorical(probs)`` at T > 0 (``argmax`` otherwise) and
+  confidences read from the same tempered, filtered ``probs``.
+
+``prepare(logits, draws)`` returns ``(probs, tokens, confidence, choose)``: eager samplers give tokens and
+confidences for every position; lazy ones (Dream) give ``choose(where)``, drawing only where asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from unmask.streams import Draws
+
+Choose = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class GumbelMaxTokens:
+    """LLaDA ``generate()`` token choice (``temperature``, ``logits_eos_inf``, ``confidence_eos_eot_inf``)."""
+
+    temperature: float = 0.0
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+    eos_token_id: int | None = None
+    eot_token_id: int | None = None
+    confidence_float64: bool = False  # Fast-dLLM get_transfer_index: softmax(logits.to(float64))
+
+    def prepare(self, logits: torch.Tensor, draws: Draws):
+        if self.logits_eos_inf:
+            logits[..., self.eos_token_id] = float("-inf")
+        if self.temperature == 0:
+            tokens = logits.argmax(-1)
+        else:
+            u = draws.uniform(logits.shape[-1], dtype=torch.float64)
+            tokens = (logits.double().exp() / (-torch.log(u)) ** self.temperature).argmax(-1)
+        if self.confidence_eos_eot_inf:
+            logits[..., self.eot_token_id] = float("-inf")
+            if self.temperature == 0:
+                logits[..., self.eos_token_id] = float("-inf")
+        probs = logits.softmax(-1)
+        scored = logits.double().softmax(-1) if self.confidence_float64 else probs
+        confidence = scored.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return probs, tokens, confidence, None
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering as Dream's ``top_p_logits``: keep the most probable tokens until their cumulative
+    probability exceeds ``top_p`` (the first always kept); the rest get the dtype's lowest value."""
+    sorted_logits, order = logits.sort(-1, descending=True)
+    beyond = sorted_logits.softmax(-1).cumsum(-1) > top_p
+    drop = torch.zeros_like(beyond)
+    drop[..., 1:] = beyond[..., :-1]
+    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), torch.finfo(logits.dtype).min)
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Keep the ``top_k`` largest logits (and ties), as Dream's ``top_k_logits``."""
+    kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[..., -1:]
+    return logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+
+
+@dataclass
+class CategoricalTokens:
+    """Dream ``diffusion_generate()`` token choice (``temperature``, ``top_p``, ``top_k``)."""
+
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+
+    def prepare(self, logits: torch.Tensor, draws: Draws):
+        if self.temperature > 0:
+            logits = logits / self.temperature
+        if self.top_p is not None and self.top_p < 1:
+            logits = top_p_filter(logits, self.top_p)
+        if self.top_k is not None:
+            logits = top_k_filter(logits, self.top_k)
+        probs = logits.softmax(-1)
+
+        def choose(where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            p = probs[where]
+            if self.temperature == 0:
+                confidence, tokens = p.max(-1)
+                return tokens, confidence
+            q = draws.exponential_at(where, p.shape[-1], dtype=p.dtype)  # torch.multinomial(p, 1): argmax(p / Exp(1))
+            tokens = (p / p.sum(-1, keepdim=True) / q).argmax(-1)
+            return tokens, p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+        return probs, None, None, choose

@@ -1,0 +1,71 @@
+"""Per-example randomness (issue 18 item 7): a stochastic decode gives every example the same result whatever
+the batch size, the batch order or the process it runs in, because example j draws from its own stream
+(seed, j) (unmask.streams.ExampleStreams)."""
+
+import pytest
+import torch
+
+from unmask.engine import SamplingConfig, generate
+from unmask.evaluate import run_policy
+from unmask.policies import get_policy
+from unmask.policies.learned import UPOPolicy
+from unmask.policies.parallel import BernoulliPolicy, PlackettLucePolicy
+from unmask.streams import ExampleStreams
+from unmask.tasks import get_task
+
+
+def _learned(kind, model):
+    torch.manual_seed(0)
+    if kind == "upo":
+        policy = UPOPolicy.for_model(model, d_model=16, n_head=2)
+    elif kind == "bernoulli":
+        policy = BernoulliPolicy.for_model(model, d_model=16)
+    else:
+        policy = PlackettLucePolicy.for_model(model, d_model=16)
+    policy.set_option("mode", "sample")
+    return policy.eval()
+
+
+STOCHASTIC = [("random", {}), ("topk_softmax", {}), ("origin", {"steps": 6}), ("confidence:alg_temp=0.2", {}),
+              ("confidence", {"temperature": 1.0}), ("threshold:0.6", {"temperature": 0.8}),
+              ("eb:0.5", {"temperature": 0.8}), ("upo", {}), ("bernoulli", {}), ("plackett-luce", {})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec, sampling", STOCHASTIC, ids=[s for s, _ in STOCHASTIC])
+def test_results_do_not_depend_on_batch_size(tiny_sudoku4_model, spec, sampling):
+    task = get_task("sudoku4")
+    examples = task.generate(28, seed=5, difficulty=7)
+    policy = _learned(spec, tiny_sudoku4_model) if spec in ("upo", "bernoulli", "plackett-luce") else get_policy(spec)
+    assert policy.stochastic or sampling.get("temperature", 0) > 0
+    config = SamplingConfig(**sampling)
+    runs = []
+    for batch_size in (64, 16, 7):
+        sequences = []
+        _, per = run_policy(task, tiny_sudoku4_model, examples, policy, config, batch_size=batch_size, seed=3,
+                            on_batch=lambda chunk, enc, out: sequences.append(out.sequences))
+        runs.append((torch.cat(sequences), per["nfe"].tolist()))
+    for sequences, nfe in runs[1:]:
+        assert torch.equal(sequences, runs[0][0]) and nfe == runs[0][1]
+
+
+def test_batch_order_does_not_matter(tiny_sudoku4_model):
+    task = get_task("sudoku4")
+    enc = task.encode(task.generate(12, seed=1, difficulty=6), tiny_sudoku4_model)
+    policy, config = get_policy("topk_softmax:k=3:temperature=0.5"), SamplingConfig(temperature=1.0)
+    ids = list(range(100, 112))
+    out = generate(tiny_sudoku4_model, enc.input_ids, policy, config, generator=ExampleStreams(7, ids))
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    shuffled = generate(tiny_sudoku4_model, enc.input_ids[perm], policy, config,
+                        generator=ExampleStreams(7, [ids[i] for i in perm.tolist()]))
+    assert torch.equal(shuffled.sequences, out.sequences[perm]) and torch.equal(shuffled.nfe, out.nfe[perm])
+
+
+def test_streams_are_distinct_per_example_and_checked(tiny_sudoku4_model):
+    assert len({ExampleStreams.seed_of(0, i) for i in range(1000)} | {ExampleStreams.seed_of(1, 0)}) == 1001
+    task = get_task("sudoku4")
+    enc = task.encode(task.generate(3, seed=1, difficulty=6), tiny_sudoku4_model)
+    with pytest.raises(ValueError, match="one example id per row"):
+        generate(tiny_sudoku4_model, enc.input_ids, get_policy("random"), generator=ExampleStreams(0, [0, 1]))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ExampleStreams(-1, [0])
