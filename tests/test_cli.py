@@ -16,7 +16,7 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     assert data["model"] == "sudoku4" and data["task"] == "sudoku4"
     assert [r["policy"] for r in data["results"]] == ["random", "confidence", "threshold:0.9"]
     for r in data["results"]:
-        assert set(r) == {"policy", "solved_rate", "cell_accuracy", "nfe", "seconds", "n"} and r["n"] == 12
+        assert set(r) == {"policy", "solved_rate", "cell_accuracy", "nfe", "positions", "seconds", "n"} and r["n"] == 12
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -24,7 +24,7 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     "argv,message",
     [
         (["eval", "--task", "sudoku4", "--policies", "maxconf"], "unknown policy 'maxconf'"),
-        (["eval", "--task", "sudoku5"], "unknown task 'sudoku5'"),
+        (["eval", "--task", "sudoku5"], "task (--task) must be one of arithmetic, gsm8k, math500, sudoku4, sudoku9, zebra, got 'sudoku5'"),
         (["eval", "--task", "sudoku4", "--model", "nope"], "unknown model 'nope'"),
         (["eval", "--task", "sudoku4", "--data", "/nonexistent.csv"], "does not exist"),
         (["eval", "--task", "sudoku4", "--model", "sudoku9-small", "--num", "2"], "does not read sudoku4 grids"),
@@ -41,28 +41,30 @@ def test_bad_input_is_one_clear_line(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-def test_train_mdm_takes_task_options_and_eval_needs_the_same(tmp_path, capsys):
+def test_train_mdm_takes_task_options_and_eval_reuses_them(tmp_path, capsys):
     mdm = tmp_path / "mul"
     options = ["--task-option", "op=mul", "--task-option", "multiplier_digits=1", "--task-option", "max_digits=3"]
     assert main(["train-mdm", "--task", "arithmetic", *options, "--output-dir", str(mdm), "--n-layer", "1",
-                 "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--warmup", "1", "--steps", "2"]) == 0
-    assert json.loads((mdm / "config.json").read_text())["train"]["task_options"] == {
+                 "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--warmup-steps", "1", "--max-steps", "2"]) == 0
+    assert json.loads((mdm / "last" / "config.json").read_text())["train"]["task_options"] == {
         "op": "mul", "multiplier_digits": 1, "max_digits": 3}
     assert main(["eval", "--task", "arithmetic", *options, "--model", str(mdm), "--num", "4"]) == 0
     capsys.readouterr()
-    assert main(["eval", "--task", "arithmetic", "--model", str(mdm), "--num", "4"]) == 2
-    assert "multiplier_digits=8" in capsys.readouterr().err  # the error names the layout it expected
+    assert main(["eval", "--task", "arithmetic", "--model", str(mdm), "--num", "4"]) == 0  # the options it recorded
+    assert main(["eval", "--task", "arithmetic", "--task-option", "multiplier_digits=2", "--model", str(mdm),
+                 "--num", "4"]) == 2
+    assert "train.task_options" in capsys.readouterr().err  # the error says where the layout it reads is recorded
 
 
 def test_train_mdm_and_policy_from_the_command_line(tmp_path, capsys):
     mdm = tmp_path / "mdm"
     common = ["--task", "sudoku4", "--output-dir", str(mdm), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-              "--batch-size", "8", "--warmup", "1"]
-    assert main(["train-mdm", *common, "--steps", "2"]) == 0
-    assert main(["train-mdm", *common, "--steps", "3", "--resume"]) == 2  # settings differ: refused
+              "--batch-size", "8", "--warmup-steps", "1"]
+    assert main(["train-mdm", *common, "--max-steps", "2"]) == 0
+    assert main(["train-mdm", *common, "--max-steps", "3", "--resume"]) == 2  # settings differ: refused
     assert "settings differ" in capsys.readouterr().err
     pol = tmp_path / "pol"
-    assert main(["train-policy", "--task", "sudoku4", "--model", str(mdm), "--output-dir", str(pol), "--steps", "1",
+    assert main(["train-policy", "--task", "sudoku4", "--model", str(mdm), "--output-dir", str(pol), "--max-steps", "1",
                  "--prompts-per-step", "2", "--num-generations", "2", "--eval-size", "4", "--clues", "6",
                  "--d-model", "16", "--base-temperature", "none"]) == 0
     assert (pol / "best" / "model.safetensors").is_file() and (pol / "last" / "optimizer.safetensors").is_file()
@@ -75,7 +77,7 @@ def test_demo_trains_on_4x4_and_compares_on_both_sudokus(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(out), "--num", "6", "--train-steps", "2"]) == 0
     assert (out / "upo-sudoku4" / "best" / "model.safetensors").is_file()
     run = json.loads((out / "upo-sudoku4" / "best" / "config.json").read_text())["train"]
-    assert run["task"] == "sudoku4" and run["reference"] == "none" and run["base_temperature"] is None
+    assert run["run"]["task"] == "sudoku4" and run["reference"] == "none" and run["policy"]["base_temperature"] is None
     data = json.loads((out / "demo_results.json").read_text())
     rows = {task: [r["policy"] for r in data[task]["results"]] for task in ("sudoku4", "sudoku9")}
     assert rows["sudoku4"][-2:] == ["upo", "upo:upo-sudoku4/best"] and "bernoulli" not in rows["sudoku4"]

@@ -83,9 +83,9 @@ def test_cli_frontier_and_alpha_at_eval_time(policies, tmp_path, capsys):
     (["eval", "--policies", "{cond}:alpha=3"], "outside the range the policy was trained for [0, 2]"),
     (["eval", "--policies", "{fixed}:temperature=0"], "tau_pi must be > 0"),
     (["eval", "--policies", "{fixed}:sigma=1"], "unknown option 'sigma=1'; bernoulli policies take"),
-    (["frontier", "--ks", "0"], "tokens per step must be >= 1"),
-    (["frontier", "--thresholds", "1.5"], "threshold must lie in (0, 1]"),
-    (["train-policy", "--policy", "bernoulli", "--alpha", "-1"], "alpha must be >= 0"),
+    (["frontier", "--ks", "0"], "argument --ks: expected comma-separated ints >= 1, got '0'"),
+    (["frontier", "--thresholds", "1.5"], "argument --thresholds: expected comma-separated floats in (0, 1], got '1.5'"),
+    (["train-policy", "--policy", "bernoulli", "--alpha", "-1"], "alpha (--alpha) must be a number >= 0, got -1.0"),
 ])
 def test_bad_input_is_one_clear_line(policies, argv, message, capsys):
     cond, fixed = policies

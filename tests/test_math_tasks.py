@@ -17,7 +17,8 @@ from unmask.engine import GenerationOutput
 from unmask.models import load_model
 from unmask.tasks import MathExample, get_task
 from unmask.tasks import math_reward
-from unmask.tasks.math_reward import extract_answer, is_equivalent, relative_logprob_bonus, trajectory_logprob
+from unmask.rl.rewards import trajectory_logprob
+from unmask.tasks.math_reward import extract_answer, is_equivalent, relative_logprob_bonus
 
 pytest.importorskip("math_verify")
 pytest.importorskip("transformers")
@@ -223,12 +224,12 @@ def test_cli_train_policy_runs_upo_on_a_hf_model_with_the_upo_reward(tmp_path, c
     ])
     out = tmp_path / "upo"
     rc = main(["train-policy", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--reward", "upo", "--data", data,
-               "--eval-data", data, "--eval-size", "2", "--gen-length", "8", "--block-length", "4", "--diffusion-steps", "8",
-               "--reference", "topk", "--num-generations", "2", "--prompts-per-step", "2", "--steps", "2",
+               "--eval-data", data, "--eval-size", "2", "--gen-length", "8", "--block-length", "4", "--steps", "8",
+               "--reference", "topk", "--num-generations", "2", "--prompts-per-step", "2", "--max-steps", "2",
                "--d-model", "16", "--output-dir", str(out)])
     assert rc == 0, capsys.readouterr().err
     saved = json.loads((out / "last" / "config.json").read_text())
-    assert saved["train"]["task_options"] == {"gen_length": 8, "reward": "upo"}
+    assert saved["train"]["run"]["task_options"] == {"gen_length": 8, "reward": "upo"}
     assert saved["policy"]["top_k"] == 5 and saved["mdm"] == f"hf:{model_dir}"
     rc = main(["eval", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--data", data, "--limit", "2", "--gen-length", "8",
                "--block-length", "4", "--steps", "8", "--policies", f"confidence,{out / 'best'}"])
@@ -246,7 +247,7 @@ def test_cli_trains_a_bernoulli_policy_on_a_hf_model_and_plots_its_frontier(tmp_
     rc = main(["train-policy", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--policy", "bernoulli",
                "--alpha-range", "0,2", "--base-threshold-hi", "0.7", "--data", data, "--eval-data", data,
                "--eval-size", "2", "--gen-length", "8", "--num-generations", "2", "--prompts-per-step", "2",
-               "--steps", "2", "--d-model", "16", "--output-dir", str(out)])
+               "--max-steps", "2", "--d-model", "16", "--output-dir", str(out)])
     assert rc == 0, capsys.readouterr().err
     saved = json.loads((out / "best" / "config.json").read_text())
     assert saved["policy"]["alpha_range"] == [0.0, 2.0] and saved["mdm"] == f"hf:{model_dir}"

@@ -10,7 +10,7 @@ from unmask.train_mdm import MDMTrainConfig, train_mdm
 
 def small_cfg(tmp_path, steps):
     return MDMTrainConfig(task="sudoku4", output_dir=str(tmp_path / "mdm"), n_layer=1, n_head=2, n_embd=16,
-                          steps=steps, batch_size=8, save_every=3, log_every=1, warmup=2)
+                          max_steps=steps, batch_size=8, save_steps=3, logging_steps=1, warmup_steps=2)
 
 
 def test_train_save_load_roundtrip(tmp_path):
@@ -30,20 +30,20 @@ def test_resume_is_exact(tmp_path):
     import unmask.train_mdm as tm
 
     calls = {"n": 0}
-    real = tm.save_training_state
+    real = tm.save_checkpoint
 
-    def crash_after_first_save(*a, **k):
+    def crash_after_step_3_save(*a, **k):
         real(*a, **k)
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] == 2:  # the saves of steps 0 and 3
             raise KeyboardInterrupt
 
-    tm.save_training_state = crash_after_first_save
+    tm.save_checkpoint = crash_after_step_3_save
     try:
         with pytest.raises(KeyboardInterrupt):
             train_mdm(cfg_c, progress=False)
     finally:
-        tm.save_training_state = real
+        tm.save_checkpoint = real
     resumed = load_model(str(train_mdm(cfg_c, resume=True, progress=False)))
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
@@ -54,7 +54,7 @@ def test_resume_is_exact(tmp_path):
 def test_resume_refuses_changed_settings(tmp_path):
     train_mdm(small_cfg(tmp_path, 3), progress=False)
     cfg = small_cfg(tmp_path, 3)
-    cfg.lr = 0.5
+    cfg.learning_rate = 0.5
     with pytest.raises(ValueError, match="settings differ"):
         train_mdm(cfg, resume=True, progress=False)
 
@@ -99,8 +99,8 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, tiny_sudoku4_mod
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "save_file", boom)
+    monkeypatch.setattr(ck, "_write_bytes", boom)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, tiny_sudoku4_model, {"v": 2})
     assert (tmp_path / "model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]

@@ -20,6 +20,6 @@ def test_shipped_policy_resolves_by_kind_and_decodes(name):
     kind = meta["policy"]["kind"]
     assert name == f"{kind}-{meta['mdm']}" and (SHIPPED_POLICIES / name / "README.md").is_file()
     report = evaluate_policies(task=meta["task"], model=meta["mdm"], policies=f"confidence,{kind}", num=4,
-                               task_options=meta["train"]["task_options"], progress=False)
+                               task_options=meta["train"]["run"]["task_options"], progress=False)
     learned = next(r for r in report.results if r.policy == kind)
     assert learned.n == 4 and learned.nfe >= 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from unmask.distributed import current
 from unmask.engine import SamplingConfig
 from unmask.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
 from unmask.frontier import (
@@ -19,8 +22,10 @@ from unmask.frontier import (
     summarize,
 )
 from unmask.models import MaskedDiffusionModel, load_model
+from unmask.order import RevealOrder, reveal_order
 from unmask.policies import Policy, get_policy
-from unmask.tasks import Task, get_task
+from unmask.run_config import ExamplesConfig, RunConfig, load_data, resolve_task
+from unmask.tasks import Task
 
 if TYPE_CHECKING:
     from unmask.rl.grpo import GRPOConfig
@@ -34,15 +39,21 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     ``plackett-luce``) or a policy checkpoint path. Learned policies take ``:key=value`` options (their
     ``OPTIONS``): ``mode=greedy|sample``; UPO ``sigma=S`` (Gaussian noise for multi-shot sampling, App. D);
     parallel policies ``temperature=T`` (tau_pi) and, when alpha-conditioned, ``alpha=A`` (``alpha`` sets
-    it too unless the spec does)."""
+    it too unless the spec does). ``hf://OWNER/NAME[@REV][:options]``: a policy on the Hugging Face Hub
+    (through huggingface_hub's cache, :mod:`unmask.integrations.hub`)."""
+    from unmask.integrations.hub import HF_SCHEME, resolve_hf_spec
     from unmask.policies.learned import load_policy
 
+    hub_name = None
+    if spec.strip().startswith(HF_SCHEME):
+        hub_name, path, hub_options = resolve_hf_spec(spec)
+        spec = f"{path}:{hub_options}" if hub_options else str(path)
     name, _, options = spec.strip().partition(":")
     if name not in LEARNED_NAMES and not Path(name).is_dir():
         return get_policy(spec)
     if name in LEARNED_NAMES:
         path = SHIPPED_POLICIES / f"{name}-{model.name}"
-        if not path.is_dir():
+        if path.resolve().parent != SHIPPED_POLICIES.resolve() or not path.is_dir():  # a name with "/" or ".."
             shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
             raise ValueError(
                 f"no shipped {name} policy for model {model.name!r} (shipped: {', '.join(shipped) or 'none'}); "
@@ -52,6 +63,8 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
         policy.name = name
     else:
         policy = load_policy(name)
+        if hub_name:
+            policy.name = f"{policy.kind}:{hub_name}"
     policy.check_model(model)
     policy.to(model.device)
     options = [o for o in options.split(":") if o]
@@ -104,18 +117,41 @@ class EvalReport:
         plot_frontier(self.results, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
 
 
-def prepare_run(task: str, model: str | None, data: str | None, num: int, difficulty: int | None, limit: int | None,
-                seed: int, model_options: dict | None, task_options: dict | None
+def prepare_run(task: str, model: str | None, data: str | None, num: int, difficulty: int | Sequence[int] | None,
+                limit: int | None, seed: int, model_options: dict | None, task_options: dict | None
                 ) -> tuple[Task, MaskedDiffusionModel, list, dict]:
-    """Task, MDM, examples and the JSON context shared by ``eval``, ``frontier`` and ``show-order``."""
-    task_obj = get_task(task, **(task_options or {}))
-    model_name = model or task_obj.default_model
-    mdm = load_model(model_name, **(model_options or {}))
-    examples = task_obj.load(data) if data else task_obj.generate(num, seed=seed, difficulty=difficulty)
+    """Task, MDM, examples and the JSON context shared by ``eval``, ``frontier`` and ``show-order``; the
+    arguments are checked as :class:`~unmask.run_config.RunConfig` / :class:`~unmask.run_config.ExamplesConfig`
+    fields (one clear error each). Several difficulties spread the generated examples over them."""
+    run = RunConfig(task=task, model=model or "", data=data or "", difficulty=_difficulties(difficulty), seed=seed,
+                    model_options=dict(model_options or {}), task_options=dict(task_options or {}))
+    ExamplesConfig(num=num, limit=limit)
+    task_obj, model_name = resolve_task(task, model, task_options)
+    current()  # under a launcher, start the process group first: each GPU process loads onto its own device
+    mdm = load_model(model_name, **run.model_options)
+    if data:
+        examples = load_data(task_obj, data)
+    else:
+        k = len(run.difficulties)
+        examples = [ex for i, c in enumerate(run.difficulties)
+                    for ex in task_obj.generate(num // k + (i < num % k), seed=seed, difficulty=c)]
     examples = examples[:limit] if limit else examples
-    generated = f"generated:num={num}:{task_obj.difficulty_name}={difficulty}:seed={seed}"
+    shown = ",".join(map(str, run.difficulty)) if run.difficulty else None
+    generated = f"generated:num={num}:{task_obj.difficulty_name}={shown}:seed={seed}"
     context = {"model": model_name, "task": task, "data": data or generated}
     return task_obj, mdm, examples, context
+
+
+def _difficulties(difficulty: int | Sequence[int] | None) -> list:
+    """``difficulty`` as RunConfig's list (None: the task's default)."""
+    if difficulty is None:
+        return []
+    return [difficulty] if isinstance(difficulty, int) or not isinstance(difficulty, Sequence) else list(difficulty)
+
+
+def sampling_config(**values) -> SamplingConfig:
+    """A :class:`SamplingConfig` from keyword arguments; an unknown one is an error naming the valid ones."""
+    return SamplingConfig.from_dict(values)
 
 
 def evaluate_policies(
@@ -136,14 +172,22 @@ def evaluate_policies(
     model_options: dict | None = None,
     task_options: dict | None = None,
     alpha: float | None = None,
+    **sampling_options,
 ) -> EvalReport:
     """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`.
     ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
-    :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies."""
+    :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies;
+    ``sampling_options``: further :class:`SamplingConfig` fields. ``pass_at`` = N reports pass@1..N (N >= 1)."""
+    sampling = sampling_config(steps=steps, block_length=block_length, temperature=temperature, **sampling_options)
+    ExamplesConfig(num=num, limit=limit, batch_size=batch_size)
+    if pass_at is not None and (isinstance(pass_at, bool) or not isinstance(pass_at, int) or pass_at < 1):
+        raise ValueError(f"pass_at (--pass-at) must be an integer >= 1 or none, got {pass_at!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha (--alpha) must be a number >= 0 or none, got {alpha!r}")
     task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
-    sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=temperature)
     pols = resolve_policies(policies, task_obj, mdm, alpha)
-    results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed, progress=progress)
+    results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed,
+                       progress=progress and current().main)
     if pass_at:
         context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, pass_at, sampling, batch_size, seed)
                               for p in pols if p.stochastic or temperature > 0}
@@ -195,21 +239,55 @@ def frontier(
     progress: bool = True,
     model_options: dict | None = None,
     task_options: dict | None = None,
+    **sampling_options,
 ) -> FrontierReport:
     """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
-    ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.frontier`."""
+    ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.frontier`.
+    ``sampling_options``: further :class:`SamplingConfig` fields (not ``steps``: the sweeps set it)."""
+    if "steps" in sampling_options:
+        raise ValueError("frontier sets the decoding steps itself (one curve point per tokens-per-step k); drop steps")
+    sampling = sampling_config(block_length=block_length, temperature=temperature, **sampling_options)
+    ExamplesConfig(num=num, limit=limit, batch_size=batch_size)
     task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
-    sampling = SamplingConfig(block_length=block_length, temperature=temperature)
-    sampling.validate()
     specs = [s for s in policies.split(",") if s.strip()] if isinstance(policies, str) else list(policies)
     learned = {spec: resolve_policy(spec, mdm) for spec in specs}
     sweeps = standard_sweeps(task_obj, mdm, examples, sampling, learned, thresholds, ks, alphas, policy_temperatures,
                              batch_size)
-    curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, seed, progress)
+    curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, seed, progress and current().main)
     trained_with = {spec: getattr(getattr(pol, "config", None), "mdm_name", None) for spec, pol in learned.items()}
     context.update(block_length=block_length, temperature=temperature, seed=seed,
                    trained_with={spec: name for spec, name in trained_with.items() if name})
     return FrontierReport(curves, summarize(curves), context)
+
+
+def show_order(
+    task: str = "arithmetic",
+    policy: str = "confidence",
+    model: str | None = None,
+    data: str | None = None,
+    num: int = 8,
+    difficulty: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    block_length: int | None = None,
+    temperature: float = 0.0,
+    batch_size: int = 256,
+    model_options: dict | None = None,
+    task_options: dict | None = None,
+    **sampling_options,
+) -> RevealOrder:
+    """``unmask show-order``: the reveal order of one policy (any spec ``unmask eval --policies`` takes)
+    on generated or loaded examples; plot it with :func:`unmask.order.plot_order`. ``sampling_options``: further
+    :class:`SamplingConfig` fields."""
+    task_obj, mdm, examples, context = prepare_run(task=task, model=model, data=data, num=num, difficulty=difficulty,
+                                                   limit=limit, seed=seed, model_options=model_options,
+                                                   task_options=task_options)
+    sampling = sampling_config(steps=steps, block_length=block_length, temperature=temperature, **sampling_options)
+    ExamplesConfig(num=num, limit=limit, batch_size=batch_size)
+    result = reveal_order(task_obj, mdm, examples, resolve_policy(policy, mdm), sampling, batch_size, seed)
+    result.context.update(context, steps=steps, block_length=block_length, temperature=temperature)
+    return result
 
 
 def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True,
@@ -231,15 +309,19 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     from unmask.checkpoint import load_json, save_json
     from unmask.rl.grpo import GRPOConfig
 
+    if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 0:
+        raise ValueError(f"train_steps (--train-steps) must be an integer >= 0 (0: no training), got {train_steps!r}")
+    ExamplesConfig(num=num)
     out = Path(output_dir)
     recipe = load_json(SHIPPED_POLICIES / "upo-sudoku4" / "config.json")["train"]
     policies_4x4 = [*_DEMO_HEURISTICS, "upo"]
     if train_steps > 0:
         print(f"training UPO on 4x4 sudoku from random order for {train_steps} GRPO steps ...")
-        train_policy(GRPOConfig(**{**recipe, "steps": train_steps, "output_dir": str(out / "upo-sudoku4")}))
+        shutil.rmtree(out / "upo-sudoku4", ignore_errors=True)  # each demo trains afresh (a run refuses an old one)
+        train_policy(GRPOConfig.from_dict({**recipe, "max_steps": train_steps, "output_dir": str(out / "upo-sudoku4")}))
         policies_4x4.append(str(out / "upo-sudoku4" / "best"))
     reports = {
-        "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=int(recipe["difficulty"]),
+        "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=recipe["run"]["difficulty"],
                                      seed=1),
         "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS, "upo", "bernoulli"], num=num,
                                      difficulty=difficulty, seed=1),

@@ -1,35 +1,37 @@
-"""The ``unmask`` command line: a thin layer over the Python API."""
+"""The ``unmask`` command line: a thin layer over the Python API.
+
+Flags are generated from the typed configs (:mod:`unmask.config`): every flag has its help text and valid values,
+and a bad value is the same one-line error as from Python. ``train-policy`` and ``train-mdm`` also read a YAML
+recipe (``--config FILE.yaml``; flags override its values, and the run stores what was used).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
+import re
 import sys
-from dataclasses import fields
+import traceback
 from pathlib import Path
 
 from unmask.checkpoint import save_json
+from unmask.config import Config, ConfigError, add_config_arguments, check_recipe, flat_fields, load_recipe
+from unmask.distributed import RankFailure, current
 from unmask.policies import parse_value
-from unmask.tasks import TASKS
+from unmask.run_config import ExamplesConfig, RunConfig
 
 
-def _add_sampling(p: argparse.ArgumentParser, steps: bool = True) -> None:
-    g = p.add_argument_group("sampling (LLaDA generate() names)")
-    if steps:
-        g.add_argument("--steps", type=int, default=None, help="total decoding steps; default: one token per step")
-    g.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block length; default: full diffusion")
-    g.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (0 = argmax)")
+class UsageError(ValueError):
+    """A command line argparse rejects (printed as one line, like every expected error)."""
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--task", default="sudoku9", help=f"task name ({', '.join(sorted(TASKS))})")
-    g.add_argument("--data", default=None, help="data file; default: freshly generated examples")
-    g.add_argument("--num", type=int, default=200, help="number of generated examples (without --data)")
-    g.add_argument("--difficulty", "--clues", type=int, default=None,
-                   help="difficulty of generated examples: the task's knob (sudoku: clues, arithmetic: digits, ...)")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
-    g.add_argument("--seed", type=int, default=0)
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (a :class:`UsageError`) instead of usage text and an exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        inner = re.fullmatch(r"argument [^:]+: (\w+ \(--[\w-]+\) .*)", message)
+        raise UsageError(inner.group(1) if inner else f"{message} (see {self.prog} --help)")
 
 
 def _add_hf(p: argparse.ArgumentParser) -> None:
@@ -39,7 +41,14 @@ def _add_hf(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the tokenizer's chat template")
     g.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a task option, repeatable (e.g. zebra houses=4; arithmetic op=mul); see `get_task`")
-    g.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (LLaDA, Dream)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow running a model repository's own code (models without a native backend; with --remote-code)")
+    g.add_argument("--remote-code", action="store_true",
+                   help="LLaDA / Dream: run the repository's modeling code instead of unmask's native backend "
+                        "(needs --trust-remote-code; checked against the native backend after loading)")
+    g.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto (spread over GPUs); instead of --device")
+    g.add_argument("--load-in-4bit", action="store_true",
+                   help="native LLaDA / Dream in bitsandbytes NF4 4-bit (CUDA; pip install 'unmask[quant]')")
     g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype; default bfloat16 on GPU, float32 on CPU")
     g.add_argument("--device", default=None,
@@ -57,7 +66,8 @@ def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
     model = {
         "trust_remote_code": args.trust_remote_code or None, "dtype": args.dtype, "device": args.device,
         "hidden_layer": args.hf_layer, "style": args.hf_style, "mask_id": args.mask_id, "tokenizer": args.tokenizer,
-        "allow_pickle": args.allow_pickle or None,
+        "allow_pickle": args.allow_pickle or None, "native": False if args.remote_code else None,
+        "device_map": args.device_map, "load_in_4bit": args.load_in_4bit or None,
     }
     task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None, **task_options(args.task_option)}
     return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
@@ -74,21 +84,72 @@ def task_options(items: list[str]) -> dict:
     return options
 
 
+def config_from_args(cls: type, args: argparse.Namespace, **options: dict) -> Config:
+    """``cls`` from the flags the user typed over the recipe file's values (``--config``, when the command takes
+    one) over the defaults; ``options`` (model_options / task_options from their own flags) update the recipe's."""
+    table = flat_fields(cls)
+    recipe = {}
+    if getattr(args, "config", None):
+        recipe = load_recipe(args.config)
+        check_recipe(cls, recipe, args.config)
+    values = {**recipe, **{k: v for k, v in vars(args).items() if k in table and k not in options}}
+    for key, given in options.items():
+        if key in table:
+            values[key] = {**recipe.get(key, {}), **given}
+    return cls.from_flat(values)
+
+
+def check_output_file(path: str | None, option: str) -> None:
+    """Fail before any work when ``path`` cannot be written as a file (a directory, a missing or read-only parent)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a directory; give a file name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise PermissionError(f"{option} {path}: not writable")
+
+
+def check_output_dir(path: str, option: str = "--output-dir") -> None:
+    """Fail before any work when ``path`` cannot be a run directory (a file, or under a read-only directory)."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{option} {path} is a file; give a directory")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"{option} {path}: {existing} is not writable")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from unmask.api import evaluate_policies
 
     model_options, task_options = hf_options(args)
+    run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
+    examples = config_from_args(ExamplesConfig, args)
+    check_output_file(args.json, "--json")
+    check_output_file(args.plot, "--plot")
     report = evaluate_policies(
-        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, difficulty=args.difficulty,
-        limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length,
-        temperature=args.temperature, batch_size=args.batch_size,
-        model_options=model_options, task_options=task_options, pass_at=args.pass_at, alpha=args.alpha,
+        policies=args.policies, pass_at=args.pass_at, alpha=args.alpha, **_run_arguments(run), **vars(examples),
+        **run.sampling.to_dict(),
     )
     _write_report(report, args)
     return 0
 
 
+def _run_arguments(run: RunConfig) -> dict:
+    """The API's keyword arguments for a run config (its sampling apart)."""
+    return {"task": run.task, "model": run.model or None, "data": run.data or None, "difficulty": run.difficulty or None,
+            "seed": run.seed, "model_options": run.model_options, "task_options": run.task_options}
+
+
 def _write_report(report, args: argparse.Namespace) -> None:
+    if not current().main:  # several processes: rank 0 alone prints and writes
+        return
     print(report.table)
     if args.json:
         save_json(args.json, report.to_json())
@@ -98,14 +159,17 @@ def _write_report(report, args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}")
 
 
-def _numbers(cast):
-    """argparse type for comma-separated lists of numbers."""
+def _numbers(cast, valid, what: str):
+    """argparse type for a non-empty comma-separated list of numbers that each pass ``valid`` (``what`` says how)."""
 
     def parse(text: str) -> list:
         try:
-            return [cast(v) for v in text.split(",") if v.strip()]
+            values = [cast(v) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {cast.__name__}s, got {text!r}") from None
+            values = None
+        if not values or not all(math.isfinite(v) and valid(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {cast.__name__}s {what}, got {text!r}")
+        return values
 
     return parse
 
@@ -114,11 +178,14 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from unmask.api import frontier
 
     model_options, task_options = hf_options(args)
+    run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
+    examples = config_from_args(ExamplesConfig, args)
+    check_output_file(args.json, "--json")
+    check_output_file(args.plot, "--plot")
+    sampling = {k: v for k, v in run.sampling.to_dict().items() if k != "steps"}
     report = frontier(
-        task=args.task, model=args.model, policies=args.policies, data=args.data, num=args.num, difficulty=args.difficulty,
-        limit=args.limit, seed=args.seed, block_length=args.block_length, temperature=args.temperature,
-        batch_size=args.batch_size, thresholds=args.thresholds, ks=args.ks, alphas=args.alphas,
-        policy_temperatures=args.policy_temperatures, model_options=model_options, task_options=task_options,
+        policies=args.policies, thresholds=args.thresholds, ks=args.ks, alphas=args.alphas,
+        policy_temperatures=args.policy_temperatures, **_run_arguments(run), **vars(examples), **sampling,
     )
     _write_report(report, args)
     return 0
@@ -127,8 +194,12 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 def cmd_train_mdm(args: argparse.Namespace) -> int:
     from unmask.train_mdm import MDMTrainConfig, train_mdm
 
-    values = {f.name: getattr(args, f.name) for f in fields(MDMTrainConfig) if f.name != "task_options"}
-    cfg = MDMTrainConfig(**values, task_options=task_options(args.task_option))
+    if current().world_size > 1:
+        raise ValueError(f"train-mdm runs as one process (launched as {current().world_size}); run it without "
+                         "accelerate launch / torchrun")
+    cfg = config_from_args(MDMTrainConfig, args, task_options=task_options(args.task_option))
+    args.output_dir = cfg.output_dir
+    check_output_dir(cfg.output_dir)
     out = train_mdm(cfg, resume=args.resume)
     print(f"saved {out}")
     return 0
@@ -141,55 +212,35 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     model_options, task_options = hf_options(args)
     if args.reward:
         task_options["reward"] = args.reward
-    values = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.name not in ("model_options", "task_options")}
-    cfg = GRPOConfig(**values, model_options=model_options, task_options=task_options)
+    cfg = config_from_args(GRPOConfig, args, model_options=model_options, task_options=task_options)
+    args.output_dir = cfg.output_dir
+    check_output_dir(cfg.output_dir)
     out = train_policy(cfg, resume=args.resume, max_minutes=args.max_minutes)
-    print(f"saved {out / 'best'} (best held-out solved rate) and {out / 'last'} (resumable)")
+    if current().main:
+        print(f"saved {out / 'best'} (best held-out solved rate) and {out / 'last'} (resumable)")
     return 0
-
-
-def _add_config_flags(p: argparse.ArgumentParser, config_cls) -> None:
-    """One flag per scalar dataclass field, typed from its default."""
-    for f in fields(config_cls):
-        if f.type == "dict":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type) == "str | None":  # None is the default; 'none' is a value (--reference none)
-            kind = str
-        elif "None" in str(f.type):
-            kind = _optional(int if str(f.type).startswith("int") else float)
-        else:
-            kind = type(f.default)
-        aliases = ["--clues"] if f.name == "difficulty" else []  # the sudoku name of the knob
-        p.add_argument(flag, *aliases, dest=f.name, type=kind, default=f.default)
-
-
-def _optional(cast):
-    """argparse type for ``X | None`` fields: 'none' gives None."""
-
-    def parse(text: str):
-        return None if text.lower() == "none" else cast(text)
-
-    parse.__name__ = cast.__name__
-    return parse
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmask.api import demo
 
+    check_output_dir(args.output_dir)
     demo(output_dir=args.output_dir, num=args.num, difficulty=args.difficulty, train_steps=args.train_steps)
     return 0
 
 
 def cmd_show_order(args: argparse.Namespace) -> int:
-    from unmask.order import plot_order, show_order
+    from unmask.api import show_order
+    from unmask.order import plot_order
 
     model_options, task_options = hf_options(args)
-    result = show_order(
-        task=args.task, policy=args.policy, model=args.model, data=args.data, num=args.num, difficulty=args.difficulty,
-        limit=args.limit, seed=args.seed, steps=args.steps, block_length=args.block_length, temperature=args.temperature,
-        batch_size=args.batch_size, model_options=model_options, task_options=task_options,
-    )
+    run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
+    examples = config_from_args(ExamplesConfig, args)
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
+    if args.show < 1:
+        raise ValueError(f"show (--show) must be an integer >= 1, got {args.show}")
+    result = show_order(policy=args.policy, **_run_arguments(run), **vars(examples), **run.sampling.to_dict())
     print(f"{result.context['policy']}: solved {result.solved.mean():.3f}, mean NFE {result.nfe.mean():.2f} on {len(result.nfe)} examples")
     print("mean reveal step / last step per generated position (0 = first, 1 = last):")
     for row in result.mean_normalised.reshape(result.shape):
@@ -202,21 +253,46 @@ def cmd_show_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The run's flags (task, model, data, sampling) and the examples' (num, limit, batch size)."""
+    add_config_arguments(p, RunConfig, skip=skip)
+    add_config_arguments(p.add_argument_group("examples"), ExamplesConfig)
+
+
+def _pass_at(text: str) -> int | None:
+    """argparse type of --pass-at (the range is checked by the API, with the same message)."""
+    try:
+        return None if text.lower() == "none" else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pass_at (--pass-at) must be an integer >= 1 or none, got {text!r}") from None
+
+
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="recipe file: option names (as the flags, with underscores) and values; flags given here "
+                        "override it (recipes/ has the shipped models' and policies')")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
+
+
+def cmd_lm_eval(args: argparse.Namespace) -> int:
+    from unmask.integrations.lm_eval import run_lm_eval
+
+    return run_lm_eval(args.lm_eval_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
+    parser = ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error (a bug); also accepted after the command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="evaluate unmasking policies side by side")
-    _add_data(p)
-    p.add_argument("--model", default=None,
-                   help="built-in model name, checkpoint dir or hf:NAME_OR_PATH; default: the task's shipped model")
+    _add_run(p)
     p.add_argument("--policies", default="random,confidence,margin,entropy,left_to_right,topk_softmax,threshold:0.9",
                    help="comma-separated policy specs, e.g. confidence,threshold:0.9,topk_softmax:k=5")
-    p.add_argument("--batch-size", type=int, default=256)
-    _add_sampling(p)
     _add_hf(p)
-    p.add_argument("--pass-at", type=int, default=None, metavar="N",
-                   help="also report pass@1..N of the stochastic policies (UPO App. D)")
+    p.add_argument("--pass-at", type=_pass_at, default=None, metavar="N",
+                   help="also report pass@1..N of the stochastic policies (UPO App. D); N >= 1")
     p.add_argument("--alpha", type=float, default=None,
                    help="speed weight alpha fed to alpha-conditioned learned policies (unless their spec sets :alpha=)")
     p.add_argument("--json", default=None, help="write results JSON here")
@@ -228,18 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("frontier", help="sweep each method's speed knob: solved rate vs mean NFE (PNG + JSON)",
                        description="Curves: confidence over k tokens per step, threshold over its value, and each "
                                    "--policies entry (learned parallel policies over alpha or tau_pi).")
-    _add_data(p)
-    p.add_argument("--model", default=None,
-                   help="built-in model name, checkpoint dir or hf:NAME_OR_PATH; default: the task's shipped model")
+    _add_run(p, skip=("steps",))
     p.add_argument("--policies", default="", help="policies to add, e.g. bernoulli,runs/bern/best (swept) or upo (a point)")
-    p.add_argument("--thresholds", type=_numbers(float), default=list(THRESHOLDS), help="Fast-dLLM thresholds to sweep")
-    p.add_argument("--ks", type=_numbers(int), default=list(TOKENS_PER_STEP), help="tokens per step for confidence")
-    p.add_argument("--alphas", type=_numbers(float), default=None,
-                   help="alphas for alpha-conditioned policies; default 5 across the trained range")
-    p.add_argument("--policy-temperatures", type=_numbers(float), default=list(POLICY_TEMPERATURES),
-                   help="tau_pi values for the other parallel policies")
-    p.add_argument("--batch-size", type=int, default=256)
-    _add_sampling(p, steps=False)
+    p.add_argument("--thresholds", type=_numbers(float, lambda v: 0 < v <= 1, "in (0, 1]"), default=list(THRESHOLDS),
+                   help="Fast-dLLM thresholds to sweep (comma-separated, in (0, 1])")
+    p.add_argument("--ks", type=_numbers(int, lambda v: v >= 1, ">= 1"), default=list(TOKENS_PER_STEP),
+                   help="tokens per step for confidence (comma-separated integers >= 1)")
+    p.add_argument("--alphas", type=_numbers(float, lambda v: v >= 0, ">= 0"), default=None,
+                   help="alphas for alpha-conditioned policies (comma-separated, >= 0); default 5 across the trained range")
+    p.add_argument("--policy-temperatures", type=_numbers(float, lambda v: v > 0, "> 0"), default=list(POLICY_TEMPERATURES),
+                   help="tau_pi values for the other parallel policies (comma-separated, > 0)")
     _add_hf(p)
     p.add_argument("--json", default=None, help="write curves and summary JSON here")
     p.add_argument("--plot", default=None, help="write the frontier plot (PNG) here")
@@ -247,30 +321,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     from unmask.train_mdm import MDMTrainConfig
 
-    p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective")
-    _add_config_flags(p, MDMTrainConfig)
+    p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective",
+                       description="Flags mirror unmask.train_mdm.MDMTrainConfig.")
+    _add_recipe(p)
+    add_config_arguments(p, MDMTrainConfig)
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a task option, repeatable (e.g. arithmetic op=mul); pass the same ones to eval")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
     p.set_defaults(func=cmd_train_mdm)
 
     from unmask.rl.grpo import GRPOConfig
 
     p = sub.add_parser("train-policy", help="train a learned unmasking policy with GRPO (UPO, Bernoulli, Plackett-Luce)",
-                       description="Flags mirror unmask.rl.grpo.GRPOConfig; optional ones (--reference, --beta, "
-                                   "--reward-form, --stop-logit, ...) accept 'none'.")
-    _add_config_flags(p, GRPOConfig)
+                       description="Flags mirror unmask.rl.grpo.GRPOConfig (trainer), its run (task, model, data, "
+                                   "sampling) and its policy (the settings of the --policy kind); optional ones "
+                                   "accept 'none'. --steps is the diffusion steps of the rollouts, --max-steps the "
+                                   "GRPO steps.")
+    _add_recipe(p)
+    add_config_arguments(p, GRPOConfig)
     _add_hf(p)
     p.add_argument("--reward", default=None, help="task reward variant, e.g. 'upo' for math tasks (UPO App. E.2)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="wall-time budget: stop at the first step past it, with a resumable checkpoint")
     p.set_defaults(func=cmd_train_policy)
 
     p = sub.add_parser("demo", help="train UPO on 4x4 sudoku from random order and compare it with the heuristics "
                                     "on 4x4 and 9x9 (CPU, minutes)")
-    p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--num", type=int, default=200, help="fresh puzzles in each comparison")
+    p.add_argument("--output-dir", default="outputs/demo", help="where the plots, the JSON and the trained policy go")
+    p.add_argument("--num", type=int, default=200, help="fresh puzzles in each comparison (>= 1)")
     p.add_argument("--difficulty", "--clues", type=int, default=28, help="clues of the 9x9 puzzles")
     p.add_argument("--train-steps", type=int, default=60, help="GRPO steps of the 4x4 UPO run (0: no training)")
     p.set_defaults(func=cmd_demo)
@@ -278,29 +355,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show-order", help="heatmap (PNG) of the step at which a policy reveals each generated position",
                        description="Decodes --num examples with one policy and draws the reveal step of each position "
                                    "for --show of them, beside the mean over all (JSON with --json).")
-    _add_data(p)
+    _add_run(p)
     p.set_defaults(num=100)
-    p.add_argument("--model", default=None,
-                   help="built-in model name, checkpoint dir or hf:NAME_OR_PATH; default: the task's shipped model")
     p.add_argument("--policy", default="confidence", help="one policy spec, as in eval --policies (e.g. threshold:0.9, upo, PATH)")
-    p.add_argument("--show", type=int, default=8, help="examples drawn one by one")
+    p.add_argument("--show", type=int, default=8, help="examples drawn one by one (>= 1)")
     p.add_argument("--normalise", action="store_true", help="colour by step / last step of the row instead of the step")
-    p.add_argument("--batch-size", type=int, default=256)
-    _add_sampling(p)
     _add_hf(p)
     p.add_argument("--out", default="order.png", help="write the heatmap (PNG) here")
     p.add_argument("--json", default=None, help="write every example's reveal steps and tokens (JSON) here")
     p.set_defaults(func=cmd_show_order)
+
+    p = sub.add_parser("lm-eval", help="lm-evaluation-harness with the unmask model registered (lm_eval --model unmask)",
+                       description="Runs lm-eval's own command line, e.g. unmask lm-eval --model unmask --model_args "
+                                   "model=hf:NAME,policy=threshold:0.9 --tasks gsm8k (needs pip install 'unmask[lm-eval]').")
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm_eval arguments")
+    p.set_defaults(func=cmd_lm_eval)
     return parser
 
 
+EXPECTED = (ValueError, OSError, RankFailure)  # bad input, missing or unwritable files, a failed peer process: one line
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["lm-eval"]:  # lm-eval's own flags pass through unparsed
+        argv.insert(1, "--")
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        command = next((a for a in argv if not a.startswith("-")), "")
+        print(f"unmask{' ' + command if command else ''}: error: {e}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"unmask {args.command}: error: {e}", file=sys.stderr)
+    except EXPECTED as e:
+        print(f"unmask {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if getattr(args, "output_dir", None) and args.command in ("train-policy", "train-mdm"):
+            from unmask.checkpoint import interrupted_message
+
+            command = sys.argv[1:] if argv is None else argv
+            print(f"unmask {args.command}: {interrupted_message(command, args.output_dir)}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # anything else is a bug in unmask
+        print(f"unmask {args.command}: internal error (a bug in unmask; please report it): {type(e).__name__}: "
+              f"{_one_line(e)}" + ("" if debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (an OSError from the system: its reason and the file)."""
+    text = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.filename else str(error)
+    return " ".join(text.split())

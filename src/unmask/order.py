@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -194,32 +193,3 @@ def plot_order(result: RevealOrder, path: str | Path, num_examples: int = 8, nor
         fig.suptitle(title, fontsize=9)
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
     plt.close(fig)
-
-
-def show_order(
-    task: str = "arithmetic",
-    policy: str = "confidence",
-    model: str | None = None,
-    data: str | None = None,
-    num: int = 8,
-    difficulty: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    steps: int | None = None,
-    block_length: int | None = None,
-    temperature: float = 0.0,
-    batch_size: int = 256,
-    model_options: dict | None = None,
-    task_options: dict | None = None,
-) -> RevealOrder:
-    """``unmask show-order``: the reveal order of one policy (any spec ``unmask eval --policies`` takes)
-    on generated or loaded examples; plot it with :func:`plot_order`."""
-    from unmask.api import prepare_run, resolve_policy
-
-    task_obj, mdm, examples, context = prepare_run(task=task, model=model, data=data, num=num, difficulty=difficulty,
-                                                   limit=limit, seed=seed, model_options=model_options,
-                                                   task_options=task_options)
-    sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=temperature)
-    result = reveal_order(task_obj, mdm, examples, resolve_policy(policy, mdm), sampling, batch_size, seed)
-    result.context.update(context, steps=steps, block_length=block_length, temperature=temperature)
-    return result

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
-from unmask.engine import StepState
+from unmask.config import Config, option
+from unmask.policies.state import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import LearnedPolicy, top_k_mask
 from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
@@ -43,34 +44,39 @@ from unmask.policies.parallel import BernoulliPolicy, ParallelConfig, PlackettLu
 
 
 @dataclass
-class UPOConfig:
+class UPOConfig(Config):
     """Architecture of g_phi plus the identity of the MDM it reads."""
 
-    feature_size: int  # D of the MDM's hidden features
-    d_model: int = 32
-    n_head: int = 4
-    prob_features: int = 5  # K of TopK(p) in Eq. 21
-    mlp_hidden: int = 64
-    base_temperature: float | None = 0.05  # tau0 of the log-confidence base score
-    top_k: int | None = None  # restrict to the K most confident candidates (Top-K realisation, Eq. 27)
-    token_probs: bool = False  # also feed phi_TF every position's full distribution (see UPOPolicy)
-    coupling_rounds: int = 0  # > 0: the base score reads marginals refined by a MeanFieldCoupling (see UPOPolicy)
-    coupling_length: int = 0  # positions of the generation region the coupling is learned over
-    mdm_name: str = ""
-    mdm_vocab_size: int = 0
-    mdm_mask_id: int = 0
+    feature_size: int = option(0, "D of the MDM's hidden features", low=0, derived=True)
+    d_model: int = option(32, "width of phi_TF, the transformer layer over the MDM features (UPO App. B.1)", low=1)
+    n_head: int = option(4, "attention heads of phi_TF (must divide --d-model)", low=1)
+    prob_features: int = option(5, "K of TopK(p), the probability features of Eq. 21", low=1)
+    mlp_hidden: int = option(64, "hidden width of phi_MLP", low=1)
+    base_temperature: float | None = option(0.05, "tau0 of the log-confidence base score (start as the "
+                                            "softmax-confidence reference); none = no base term", low=0.0,
+                                            low_open=True)
+    top_k: int | None = option(None, "restrict to the K most confident candidates (Top-K realisation, Eq. 27; set "
+                                     "by --reference topk)", low=1, derived=True)
+    coupling_rounds: int = option(0, "> 0: the base score reads marginals refined by a learned pairwise coupling "
+                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
+    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
+                                  low=0, derived=True)
+    mdm_name: str = option("", "the MDM it was trained with", derived=True)
+    mdm_vocab_size: int = option(0, "vocabulary size of that MDM", low=0, derived=True)
+    mdm_mask_id: int = option(0, "mask token id of that MDM", low=0, derived=True)
+
+    def check(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
+        if self.coupling_rounds and self.base_temperature is None:
+            raise ValueError("a coupling (--coupling-rounds) refines the base score log(confidence) / tau0; it needs a "
+                             "base temperature (--base-temperature)")
 
 
 class UPOPolicy(nn.Module, LearnedPolicy):
     """UPO's g_phi (Fig. 2). ``mode``: ``"sample"`` draws from g_phi (training rollouts),
     ``"greedy"`` takes its argmax; ``sigma`` > 0 adds N(0, sigma^2) to the probabilities
     before the argmax for multi-shot sampling (UPO App. D).
-
-    ``token_probs`` (beyond the paper, for small vocabularies) concatenates to H_n each position's whole
-    distribution P_i = p_theta(x_0 | x_n)_i over the vocabulary, or the one-hot of its token once revealed.
-    Eq. 21's Top-K values say how sure the MDM is but not *of which token*. It also adds an agreement
-    attention whose per-head output sum_{j != i} A_ij <P_i, P_j> (fed to phi_MLP) is the mass the attended
-    positions put on what position i wants, e.g. two cells of a sudoku row that both want the same digit.
 
     ``coupling_rounds`` (beyond the paper, fixed layouts) computes the base score from the marginals refined by
     a learned pairwise coupling (:class:`unmask.policies.coupling.MeanFieldCoupling`): log q_i(token_i) / tau0
@@ -88,21 +94,16 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         self.mode = "greedy"
         self.sigma = 0.0
         c = config
-        self.inp = nn.Linear(c.feature_size + (c.mdm_vocab_size if c.token_probs else 0), c.d_model)
+        self.inp = nn.Linear(c.feature_size, c.d_model)
         self.tf = nn.TransformerEncoderLayer(c.d_model, c.n_head, 4 * c.d_model, dropout=0.0, batch_first=True, norm_first=True)
-        if c.token_probs:
-            self.agree_q = nn.Linear(c.d_model, c.d_model)
-            self.agree_k = nn.Linear(c.d_model, c.d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(c.d_model + c.prob_features + (c.n_head if c.token_probs else 0), c.mlp_hidden), nn.GELU(),
+            nn.Linear(c.d_model + c.prob_features, c.mlp_hidden), nn.GELU(),
             nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(),
             nn.Linear(c.mlp_hidden, 1),
         )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
         if c.coupling_rounds:
-            if c.base_temperature is None:
-                raise ValueError("a coupling refines the base score log(confidence) / tau0; it needs a base temperature")
             self.coupling = MeanFieldCoupling(c.coupling_length, c.coupling_rounds)
 
     @property
@@ -135,35 +136,17 @@ class UPOPolicy(nn.Module, LearnedPolicy):
             allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
         obs = {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
         if self.config.coupling_rounds:
-            obs.update(coupling_observation(state))  # token_probs among them
-        elif self.config.token_probs:
-            obs["token_probs"] = state.token_probs.float()
+            obs.update(coupling_observation(state))
         return obs
 
     def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """h_phi(x_n) per position (n, Lg); -inf outside the allowed set."""
-        if self.config.token_probs:
-            z = self.inp(torch.cat([obs["hidden"], obs["token_probs"]], -1))
-            feats = [self.tf(z), obs["top_probs"], self.agreement(z, obs["token_probs"])]
-        else:
-            feats = [self.tf(self.inp(obs["hidden"])), obs["top_probs"]]
-        s = self.mlp(torch.cat(feats, -1)).squeeze(-1)
+        s = self.mlp(torch.cat([self.tf(self.inp(obs["hidden"])), obs["top_probs"]], -1)).squeeze(-1)
         if self.config.coupling_rounds:
             s = s + self.coupling.token_log_prob(obs) / self.config.base_temperature
         elif self.config.base_temperature is not None:
             s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
         return s.masked_fill(~obs["allowed"], float("-inf"))
-
-    def agreement(self, z: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Per head, sum_{j != i} A_ij <P_i, P_j> (n, Lg, n_head): A from ``z``, P = ``probs``."""
-        n, L, d = z.shape
-        H = self.config.n_head
-        q = self.agree_q(z).view(n, L, H, d // H).transpose(1, 2)
-        k = self.agree_k(z).view(n, L, H, d // H).transpose(1, 2)
-        self_pair = torch.eye(L, dtype=torch.bool, device=z.device)
-        logits = (q @ k.transpose(-1, -2) / (d // H) ** 0.5).masked_fill(self_pair, float("-inf"))
-        attn = logits.softmax(-1).nan_to_num(0.0)  # a one-position region attends to nothing
-        return (attn * (probs @ probs.transpose(-1, -2))[:, None]).sum(-1).transpose(1, 2)
 
     def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
         """log g_phi(a_n | x_n) of a recorded ordered action (n, k); ``scores``: :meth:`scores` if already computed."""
@@ -178,10 +161,10 @@ class UPOPolicy(nn.Module, LearnedPolicy):
         scores = self.scores(obs)
         k = state.num_transfer
         if self.mode == "sample":
-            order = gumbel_top_k(scores, obs["allowed"], k, state.generator)
+            order = gumbel_top_k(scores, obs["allowed"], k, state.draws)
         elif self.sigma > 0:
             probs = scores.softmax(-1)
-            noise = torch.randn(probs.shape, generator=state.generator, device=probs.device) * self.sigma
+            noise = state.draws.normal() * self.sigma
             order = ordered_top_k((probs + noise).masked_fill(~obs["allowed"], float("-inf")), obs["allowed"], k)
         else:
             order = ordered_top_k(scores, obs["allowed"], k)
@@ -202,9 +185,8 @@ class UPOPolicy(nn.Module, LearnedPolicy):
 
     @classmethod
     def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "UPOPolicy":
-        if kwargs.get("token_probs") or kwargs.get("coupling_rounds"):
-            check_vocab(model, "token_probs and the coupling",
-                        "Use the Top-K probabilities (--prob-input topk, --coupling-rounds 0) for this model")
+        if kwargs.get("coupling_rounds"):
+            check_vocab(model, "the coupling", "Use --coupling-rounds 0 for this model")
         return cls(UPOConfig(feature_size=model.hidden_size, mdm_name=model.name, mdm_vocab_size=model.vocab_size,
                              mdm_mask_id=model.mask_id, **kwargs))
 
@@ -225,8 +207,9 @@ def load_policy(directory: str | Path) -> LearnedPolicy:
     kind = spec.pop("kind", None)
     if kind not in POLICY_KINDS:
         raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(POLICY_KINDS)}")
-    policy = POLICY_KINDS[kind](CONFIG_TYPES[kind](**spec))
+    policy = POLICY_KINDS[kind](CONFIG_TYPES[kind].from_dict(spec, source=str(directory / CONFIG)))
     load_state_into(policy, load_tensors(directory / WEIGHTS), directory)
     run = directory.resolve()
     policy.name = f"{kind}:{run.parent.name}/{run.name}" if run.name in ("best", "last") else f"{kind}:{run.name}"
+    policy.record = {k: v for k, v in meta.items() if k != "policy"}
     return policy.eval()

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unmask.engine import StepState
+from unmask.config import Config, option
+from unmask.policies.state import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import LearnedPolicy, top_k_mask
 from unmask.policies.confidence_net import ConfidenceNet, zero_linear
@@ -47,46 +48,38 @@ from unmask.policies.distributions import (
 )
 
 
-def check_alpha(alpha: float) -> float:
-    if not alpha >= 0:
-        raise ValueError(f"alpha must be >= 0 (0 rewards correctness only), got {alpha}")
-    return alpha
-
-
 def check_temperature(temperature: float) -> float:
     if not temperature > 0:
         raise ValueError(f"the policy temperature tau_pi must be > 0, got {temperature}")
     return temperature
 
 
-def check_alpha_range(alpha_range: list[float] | None) -> list[float] | None:
-    if alpha_range is not None and (len(alpha_range) != 2 or not 0 <= alpha_range[0] < alpha_range[1]):
-        raise ValueError(f"the alpha range must be two numbers LO,HI with 0 <= LO < HI, got {alpha_range}")
-    return alpha_range
-
-
 @dataclass
-class ParallelConfig:
+class ParallelConfig(Config):
     """Architecture and inference defaults of a parallel policy (saved as ``config.json``)."""
 
-    d_model: int = 32
-    n_head: int = 2
-    base_threshold: float | None = 0.9  # warm start: soft threshold rule at this confidence; None = plain init
-    base_threshold_hi: float | None = None  # alpha-conditioned: the warm start's threshold at alpha = HI
-    temperature: float = 1.0  # tau_pi unless a spec sets :temperature=
-    alpha: float = 1.0  # the reward's alpha in training; for alpha-conditioned policies the default input
-    alpha_range: list[float] | None = None  # [LO, HI]: alpha is a policy input
-    mdm_name: str = ""  # the MDM it was trained with (for the record: confidences fit any MDM)
-    coupling_rounds: int = 0  # > 0: read confidences refined by a MeanFieldCoupling over coupling_length positions
-    coupling_length: int = 0
+    d_model: int = option(32, "width of the policy network", low=1)
+    n_head: int = option(2, "attention heads of the policy network (must divide --d-model)", low=1)
+    base_threshold: float | None = option(0.9, "warm start: a soft threshold rule at this confidence (Fast-dLLM); "
+                                          "none = plain init", low=0.0, high=1.0, low_open=True, high_open=True)
+    base_threshold_hi: float | None = option(None, "alpha-conditioned policies: the warm start's threshold at "
+                                             "alpha = HI (logit-linear in alpha from --base-threshold at LO)",
+                                             low=0.0, high=1.0, low_open=True, high_open=True)
+    temperature: float = option(1.0, "tau_pi of the policy (a spec's :temperature= overrides it at inference)",
+                                low=0.0, low_open=True, flag="--policy-temperature")
+    alpha: float = option(1.0, "the reward's alpha in training; for alpha-conditioned policies the default input",
+                          low=0.0, derived=True)
+    alpha_range: list[float] | None = option(None, "alpha-conditioned policy: alpha ~ U[LO, HI] per group in "
+                                             "training and a policy input (Jazbec §3.3)", low=0.0, length=2)
+    mdm_name: str = option("", "the MDM it was trained with (for the record: confidences fit any MDM)", derived=True)
+    coupling_rounds: int = option(0, "> 0: read confidences refined by a learned pairwise coupling "
+                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
+    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
+                                  low=0, derived=True)
 
-    def __post_init__(self) -> None:
-        check_alpha(self.alpha)
-        check_temperature(self.temperature)
-        check_alpha_range(self.alpha_range)
-        for name in ("base_threshold", "base_threshold_hi"):
-            if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
-                raise ValueError(f"{name} must lie in (0, 1) or be None, got {getattr(self, name)}")
+    def check(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
         if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):
             raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
                              "and a base_threshold (the one at alpha = LO)")
@@ -96,13 +89,10 @@ class ParallelConfig:
 
 @dataclass
 class PlackettLuceConfig(ParallelConfig):
-    count: str = "stop"  # "stop": draw until STOP (dynamic); "schedule": the engine's tokens per step
-    stop_logit: float | None = 0.0  # fixed STOP utility; None = learned from the pooled state
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.count not in ("stop", "schedule"):
-            raise ValueError(f"Plackett-Luce count must be 'stop' or 'schedule', got {self.count!r}")
+    count: str = option("stop", "how many positions a step reveals: stop = draw until STOP (dynamic), schedule = "
+                                "the engine's tokens per step (--steps)", choices=("stop", "schedule"),
+                        flag="--pl-count")
+    stop_logit: float | None = option(0.0, "fixed STOP utility; none = learned from the pooled state")
 
 
 class ParallelPolicy(nn.Module, LearnedPolicy):
@@ -212,7 +202,7 @@ class BernoulliPolicy(ParallelPolicy):
     def draw(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], state: StepState) -> torch.Tensor:
         if self.mode == "greedy":
             return mask_to_order((scores > 0) & obs["allowed"])
-        return bernoulli_draw(scores, obs["allowed"], state.generator)
+        return bernoulli_draw(scores, obs["allowed"], state.draws)
 
     def encode(self, scores: torch.Tensor, obs: dict[str, torch.Tensor], reveal: torch.Tensor) -> torch.Tensor:
         return mask_to_order(reveal)
@@ -249,7 +239,7 @@ class PlackettLucePolicy(ParallelPolicy):
             rank = ordered_top_k
         else:
             def rank(s: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-                return gumbel_top_k(s, allowed, k, state.generator)
+                return gumbel_top_k(s, allowed, k, state.draws)
         if self.stops:
             return stop_order(scores, obs["allowed"], rank)
         return rank(scores, obs["allowed"], state.num_transfer)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from unmask.engine import GenerationOutput
+
 REWARD_FORMS = ("multiplicative", "additive", "none")
 
 
@@ -32,3 +34,10 @@ def speed_reward(correct: torch.Tensor, nfe: torch.Tensor, length: torch.Tensor,
     if form == "additive":
         return correct - alpha * nfe / length
     raise ValueError(f"unknown speed reward {form!r}; valid: multiplicative, additive")
+
+
+def trajectory_logprob(output: GenerationOutput) -> torch.Tensor:
+    """``sum_n log pi_theta(x_{n-1} | x_n, a_n)`` per row: the log-probability of each revealed
+    token when it was revealed, summed over the generated positions (given positions excluded)."""
+    conf = output.reveal_confidence.double()
+    return torch.where(conf.isnan(), torch.zeros_like(conf), conf.log()).sum(1)

@@ -27,9 +27,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-from unmask.engine import GenerationOutput
 
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 ANSWER_IS = re.compile(r"the (?:final )?answer is:?", re.IGNORECASE)
@@ -156,9 +154,3 @@ def relative_logprob_bonus(logprob: Sequence[float], group: Sequence[Any], bonus
             out[rows] = bonus * (lp[rows] - lo) / (hi - lo)
     return out
 
-
-def trajectory_logprob(output: GenerationOutput) -> torch.Tensor:
-    """``sum_n log pi_theta(x_{n-1} | x_n, a_n)`` per row: the log-probability of each revealed
-    token when it was revealed, summed over the generated positions (given positions excluded)."""
-    conf = output.reveal_confidence.double()
-    return torch.where(conf.isnan(), torch.zeros_like(conf), conf.log()).sum(1)
