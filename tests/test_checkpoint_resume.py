@@ -1,0 +1,106 @@
+"""Resume semantics of both trainers and their commands (issue 18 items 3, 5 and 9): the step-0 checkpoint is
+not re-run, a fresh run does not overwrite an earlier one, --max-steps 0 saves, SIGINT names the --resume command,
+and a cut metrics row is dropped."""
+
+import shlex
+
+import pytest
+import torch
+
+import unmask.rl.grpo as grpo
+import unmask.train_mdm as tm
+from kill_harness import compare_runs, metrics_rows, policy_config
+from unmask.cli import main
+from unmask.logging import MetricsLogger
+from unmask.models import load_model
+from unmask.rl.grpo import GRPOTrainer
+
+COUPLING = dict(coupling_rounds=2, coupling_prompts=4, coupling_epochs=1)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_resume_from_the_step_0_checkpoint_does_not_run_step_0_again(tmp_path, stop_after_save, monkeypatch, one_thread):
+    """With a coupling, step 0 pre-trains it: doing that again on resume made the run inexact (issue 18 item 3)."""
+    def trainer():
+        return GRPOTrainer(policy_config(tmp_path / "run", max_steps=1, **COUPLING), progress=False)
+
+    trainer().train()
+    (tmp_path / "run").rename(tmp_path / "ref")
+    stop_after_save(trainer(), 0)
+    calls = []
+    real = grpo.pretrain_coupling
+    monkeypatch.setattr(grpo, "pretrain_coupling", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trainer().train(resume=True)
+    assert calls == []
+    assert [r["step"] for r in metrics_rows(tmp_path / "run")] == ["0", "1"]
+    compare_runs(tmp_path / "ref", tmp_path / "run")
+
+
+def test_a_fresh_run_refuses_an_existing_run_directory(tmp_path, one_thread):
+    GRPOTrainer(policy_config(tmp_path, max_steps=0), progress=False).train()
+    with pytest.raises(ValueError, match="already holds a training run .*pass --resume"):
+        GRPOTrainer(policy_config(tmp_path, max_steps=0), progress=False).train()
+
+
+MDM = ["--task", "sudoku4", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",
+       "--warmup-steps", "1", "--save-steps", "2", "--logging-steps", "1"]
+
+
+def test_train_mdm_with_zero_steps_saves_the_initial_model(tmp_path, capsys, one_thread):
+    assert main(["train-mdm", *MDM, "--max-steps", "0", "--output-dir", str(tmp_path / "m")]) == 0
+    assert f"saved {tmp_path / 'm' / 'last'}" in capsys.readouterr().out
+    assert load_model(str(tmp_path / "m")).num_parameters() > 0  # the run directory loads as its last checkpoint
+    assert main(["train-mdm", *MDM, "--max-steps", "0", "--output-dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "--resume" in err and "--output-dir" in err
+    assert "Traceback" not in err
+
+
+def test_sigint_tells_the_exact_resume_command_and_it_resumes_exactly(tmp_path, capsys, monkeypatch, one_thread):
+    argv = ["train-mdm", *MDM, "--max-steps", "4", "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    (tmp_path / "run").rename(tmp_path / "ref")
+    capsys.readouterr()
+    real, calls = tm.masked_diffusion_loss, []
+
+    def interrupt_in_step_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tm, "masked_diffusion_loss", interrupt_in_step_3)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"continue from the checkpoint in {tmp_path / 'run' / 'last'} with:" in err
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert command == ["unmask", *argv, "--resume"]
+    monkeypatch.setattr(tm, "masked_diffusion_loss", real)
+    assert main(command[1:]) == 0
+    compare_runs(tmp_path / "ref", tmp_path / "run")
+
+
+def test_sigint_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tm, "save_checkpoint", interrupt)
+    assert main(["train-mdm", *MDM, "--max-steps", "1", "--output-dir", str(tmp_path / "run")]) == 130
+    assert "nothing to resume, run the same command again" in capsys.readouterr().err
+
+
+def test_resume_drops_metrics_rows_after_the_checkpoint_and_a_cut_last_row(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,loss,seconds\n1,0.5,1.0\n2,0.4,2.0\n3,0.3,3.0\n4,0.")
+    MetricsLogger(tmp_path, resume_step=4).close()
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,loss,seconds", "1,0.5,1.0", "2,0.4,2.0",
+                                                                  "3,0.3,3.0"]
+    MetricsLogger(tmp_path, resume_step=2).close()
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[-1] == "2,0.4,2.0"
