@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from unmask.checkpoint import atomic_write
+from unmask.distributed import current
 from unmask.engine import GenerationOutput, SamplingConfig, generate
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import Policy
+from unmask.streams import ExampleStreams
 from unmask.tasks.base import EncodedBatch, Task
 
 
@@ -24,6 +25,7 @@ class EvalResult:
     solved_rate: float
     cell_accuracy: float
     nfe: float
+    positions: float  # positions run through the MDM per example, over its forwards (below NFE x length under a cache)
     seconds: float
     n: int
 
@@ -40,30 +42,42 @@ def run_policy(
     on_batch: Callable[[Sequence, EncodedBatch, GenerationOutput], None] | None = None,
 ) -> tuple[EvalResult, dict]:
     """Decode every example with ``policy``; returns the summary and per-example arrays.
-    ``on_batch(examples, encoded, output)`` sees each decoded batch (e.g. to keep the reveal order)."""
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    solved, acc, nfe = [], [], []
+    ``on_batch(examples, encoded, output)`` sees each decoded batch (e.g. to keep the reveal order).
+    Example ``j`` (its index in ``examples``) draws from its own stream ``(seed, j)``
+    (:class:`unmask.streams.ExampleStreams`), so results do not depend on ``batch_size``. Under several
+    processes (:mod:`unmask.distributed`) each decodes its contiguous share and the per-example arrays are
+    gathered in order: the results are the one-process ones."""
+    dist = current()
+    if on_batch is not None and dist.world_size > 1:
+        raise ValueError("on_batch sees one process's batches only; run this (e.g. show-order) as one process")
+    every, (lo, _) = examples, dist.bounds(len(examples))
+    examples = dist.shard(examples)
+    solved, acc, nfe, positions = [], [], [], []
     start = time.perf_counter()
     batches = range(0, len(examples), batch_size)
     for i in tqdm(batches, desc=policy.name, disable=not progress, leave=False, dynamic_ncols=True):
         chunk = examples[i : i + batch_size]
         enc = task.encode(chunk, model)
-        out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, generator)
+        streams = ExampleStreams(seed, range(lo + i, lo + i + len(chunk)), device=model.device)
+        out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams)
         scores = task.score(chunk, task.decode(chunk, out.sequences, model))
         if on_batch is not None:
             on_batch(chunk, enc, out)
         solved.append(scores.solved)
         acc.append(scores.cell_accuracy)
         nfe.append(out.nfe.cpu().numpy())
+        positions.append(out.positions_run.cpu().numpy())
     seconds = time.perf_counter() - start
-    per = {"solved": np.concatenate(solved), "cell_accuracy": np.concatenate(acc), "nfe": np.concatenate(nfe)}
+    per = dist.gather({"solved": np.concatenate(solved), "cell_accuracy": np.concatenate(acc),
+                       "nfe": np.concatenate(nfe), "positions": np.concatenate(positions)})
     result = EvalResult(
         policy=policy.name,
         solved_rate=float(per["solved"].mean()),
         cell_accuracy=float(per["cell_accuracy"].mean()),
         nfe=float(per["nfe"].mean()),
+        positions=float(per["positions"].mean()),
         seconds=seconds,
-        n=len(examples),
+        n=len(every),
     )
     return result, per
 
@@ -108,11 +122,12 @@ def pass_at_n(
 
 
 def format_table(results: Sequence[EvalResult]) -> str:
-    """A plain-text table (policy, solved rate, cell accuracy, mean NFE, seconds)."""
-    header = f"{'policy':<34} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'seconds':>8} {'n':>6}"
+    """A plain-text table (policy, solved rate, cell accuracy, mean NFE, mean positions run, seconds)."""
+    header = f"{'policy':<34} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'positions':>9} {'seconds':>8} {'n':>6}"
     lines = [header, "-" * len(header)]
     for r in results:
-        lines.append(f"{r.policy:<34} {r.solved_rate:>8.3f} {r.cell_accuracy:>9.3f} {r.nfe:>8.2f} {r.seconds:>8.2f} {r.n:>6}")
+        lines.append(f"{r.policy:<34} {r.solved_rate:>8.3f} {r.cell_accuracy:>9.3f} {r.nfe:>8.2f} {r.positions:>9.1f} "
+                     f"{r.seconds:>8.2f} {r.n:>6}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,222 @@
+"""Block-wise key/value caches for semi-autoregressive decoding (Fast-dLLM, Wu et al. 2025, §3.1-3.2).
+
+With blocks decoded left to right, the keys and values of positions outside the current block change
+little while the block is decoded, so they can be kept from the block's first step:
+
+- ``prefix`` (Fast-dLLM ``generate_with_prefix_cache``): the block's first step runs the full sequence and
+  keeps the keys/values of everything before the block; later steps of the block run the block and
+  everything after it against those.
+- ``dual`` (Fast-dLLM ``generate_with_dual_cache``): the first step keeps the keys/values of every position
+  outside the block (before and after it); later steps run the block only.
+- ``none``: every step runs the full sequence.
+
+The window a step runs is ``[start, end)``: ``start`` is the block's first position (one position earlier
+for models whose logits at ``i`` predict ``i + 1``, i.e. Dream, so the block's first position gets fresh
+logits too); ``end`` is the block's end (``dual``) or the sequence end (``prefix``). Keys always cover the
+whole sequence: ``KVWindow.update`` returns the kept keys before and after the window around the window's
+fresh ones, the one mechanism behind both modes.
+
+Rows of a batch may sit in different blocks (the engine lets each row advance on its own): rows at the first
+step of their block run one full forward together; the other rows run one forward per distinct block start
+(each such forward is one NFE for the rows in it, as in Fast-dLLM's loop run on those rows alone).
+Everything is stored per batch row and lives in one :class:`BlockCache`, made afresh by every ``generate``
+call, so nothing leaks across rows or calls.
+
+Positions outside the window get no new logits or features at a cached step: what a policy sees there
+(``StepState.probs``, ``hidden``) are the values of the row's block's first (full) step. Inside the window
+(the current block, which holds every position a policy may reveal) everything is fresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from unmask.models.base import MaskedDiffusionModel
+
+CACHE_MODES = ("none", "prefix", "dual")
+
+
+def check_cache_mode(mode: str, model: MaskedDiffusionModel | None = None) -> None:
+    """Raise one clear error for an unknown mode, or a mode ``model`` cannot serve (its ``cache_modes``)."""
+    if mode not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {mode!r}; valid modes: {', '.join(CACHE_MODES)}")
+    if model is None:
+        return
+    modes = tuple(getattr(model, "cache_modes", ("none",)))
+    if mode not in modes:
+        raise ValueError(
+            f"{model.name} cannot serve cache mode {mode!r}: it runs no partial forward against kept keys/values "
+            f"(remote-code and generic Hugging Face models don't; the native LLaDA / Dream backends and the "
+            f"built-in models do); modes it can use: {', '.join(modes)}"
+        )
+
+
+class KVStore:
+    """Keys and values of every layer for every batch row, as written by a row's last full forward."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        if layer not in self.keys:
+            self.keys[layer] = k.new_empty((self.batch_size, *k.shape[1:]))
+            self.values[layer] = v.new_empty((self.batch_size, *v.shape[1:]))
+        self.keys[layer][rows] = k
+        self.values[layer][rows] = v
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for d in (self.keys, self.values) for t in d.values())
+
+
+class KVWindow:
+    """What a model's forward sees of the cache: the window ``[start, end)`` of a sequence of ``length``
+    that ``input_ids`` holds, and :meth:`update` (transformers' ``Cache.update`` signature), called by
+    every attention layer with the window's keys/values (b, heads, W, head_dim), after RoPE.
+
+    ``record``: a full forward (``start = 0, end = length``) whose keys/values are kept for later steps.
+    """
+
+    def __init__(self, store: KVStore, rows: torch.Tensor, start: int, end: int, length: int, record: bool) -> None:
+        self.store, self.rows, self.start, self.end, self.length, self.record = store, rows, start, end, length, record
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values of the whole sequence (b, heads, length, head_dim): the kept ones outside the window
+        (Fast-dLLM's ``past_key_values``), the given ones inside (its ``replace_position``)."""
+        if self.record:
+            self.store.write(layer_idx, self.rows, key_states, value_states)
+            return key_states, value_states
+        kept_k, kept_v = self.store.keys[layer_idx], self.store.values[layer_idx]
+        r, s, e = self.rows, self.start, self.end
+        k = torch.cat([kept_k[r, :, :s], key_states, kept_k[r, :, e:]], dim=2)
+        v = torch.cat([kept_v[r, :, :s], value_states, kept_v[r, :, e:]], dim=2)
+        return k, v
+
+    # The sizes transformers' mask and position helpers ask a Cache for (masking_utils, BidirectionalLM.forward).
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Positions whose keys/values come from the cache."""
+        return 0 if self.record else self.length - (self.end - self.start)
+
+    def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+        """(key length, key offset): keys always cover the whole sequence."""
+        return self.length, 0
+
+    def get_query_offset(self, layer_idx: int = 0) -> int:
+        return self.start
+
+
+@dataclass
+class CachedOutput:
+    """One engine step's model outputs for the generation region of the active rows."""
+
+    logits: torch.Tensor  # (b, Lg, V)
+    hidden_states: torch.Tensor | None  # (b, Lg, D)
+    positions: torch.Tensor  # (b,) positions run through the model for each row
+
+
+class BlockCache:
+    """Runs each engine step's forward under a cache mode; one per ``generate`` call.
+
+    ``block_length`` and ``gen_start`` fix the blocks as the engine does (LLaDA ``generate()``): block ``j``
+    covers generation positions ``[j * block_length, (j + 1) * block_length)``.
+    """
+
+    def __init__(self, model: MaskedDiffusionModel, mode: str, batch_size: int, gen_start: int, block_length: int) -> None:
+        check_cache_mode(mode, model)
+        self.model, self.mode, self.gen_start, self.block_length = model, mode, gen_start, block_length
+        self.shift = int(getattr(model, "logit_shift", 0))
+        self.store = KVStore(batch_size)
+        self.batch_size = batch_size
+        self.logits: torch.Tensor | None = None  # (B, Lg, V) of each row's block's first step
+        self.hidden: torch.Tensor | None = None
+
+    def _windows(self, block: torch.Tensor, first: torch.Tensor, L: int) -> list[tuple[torch.Tensor, int, int, bool]]:
+        """(indices into the active rows, window start, window end, record) of each forward of this step."""
+        groups = []
+        if first.any():
+            groups.append((first.nonzero().squeeze(1), 0, L, True))
+        rest = ~first
+        for b in block[rest].unique().tolist():
+            start = self.gen_start + b * self.block_length
+            end = L if self.mode == "prefix" else min(start + self.block_length, L)
+            groups.append(((rest & (block == b)).nonzero().squeeze(1), start, end, False))
+        return groups
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        rows: torch.Tensor,
+        block: torch.Tensor,
+        first: torch.Tensor,
+        output_hidden_states: bool,
+    ) -> CachedOutput:
+        """Outputs for the active rows ``rows`` (their full sequences ``input_ids``, b x L), each in its current
+        block ``block`` (b,), ``first`` (b,) marking rows at their block's first step."""
+        g = self.gen_start
+        b, L = input_ids.shape
+        if self.mode == "none":
+            out = self.model(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+            hidden = None if out.hidden_states is None else out.hidden_states[:, g:]
+            return CachedOutput(out.logits[:, g:], hidden, torch.full((b,), L, device=input_ids.device))
+        parts = []
+        positions = torch.zeros(b, dtype=torch.long, device=input_ids.device)
+        for idx, start, end, record in self._windows(block, first, L):
+            run = 0 if record else max(start - self.shift, 0)
+            window = KVWindow(self.store, rows[idx], run, end, L, record)
+            out = self.model(
+                input_ids[idx, run:end], None if attention_mask is None else attention_mask[idx],
+                output_hidden_states=output_hidden_states, cache=window,
+            )
+            positions[idx] = end - run
+            parts.append((idx, *self._merge(rows[idx], out.logits, out.hidden_states, start - run, start, end, record)))
+        return CachedOutput(*self._assemble(parts, b), positions)
+
+    def _merge(
+        self, rows: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor | None, drop: int, start: int, end: int, record: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Generation-region outputs of one forward: a full forward's are kept for the rows' later steps; a
+        cached forward's window is written over the kept ones of its block's first step."""
+        g = self.gen_start
+        if record:
+            logits, hidden = logits[:, g:], None if hidden is None else hidden[:, g:]
+            self.logits = _keep(self.logits, rows, logits, self.batch_size)
+            self.hidden = None if hidden is None else _keep(self.hidden, rows, hidden, self.batch_size)
+            return logits, hidden
+        merged = self.logits[rows]
+        merged[:, start - g : end - g] = logits[:, drop:]
+        if hidden is None:
+            return merged, None
+        merged_hidden = self.hidden[rows]
+        merged_hidden[:, start - g : end - g] = hidden[:, drop:]
+        return merged, merged_hidden
+
+    @staticmethod
+    def _assemble(parts: list, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One (b, ...) tensor per output from the forwards' parts, in the active rows' order."""
+        if len(parts) == 1:
+            return parts[0][1], parts[0][2]
+        logits = parts[0][1].new_empty((b, *parts[0][1].shape[1:]))
+        hidden = None if parts[0][2] is None else parts[0][2].new_empty((b, *parts[0][2].shape[1:]))
+        for idx, part_logits, part_hidden in parts:
+            logits[idx] = part_logits
+            if hidden is not None:
+                hidden[idx] = part_hidden
+        return logits, hidden
+
+    def nbytes(self) -> int:
+        """Memory the cache holds: kept keys/values plus the first-step outputs of the generation region."""
+        outputs = sum(t.numel() * t.element_size() for t in (self.logits, self.hidden) if t is not None)
+        return self.store.nbytes() + outputs
+
+
+def _keep(store: torch.Tensor | None, rows: torch.Tensor, values: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if store is None:
+        store = values.new_empty((batch_size, *values.shape[1:]))
+    store[rows] = values
+    return store
