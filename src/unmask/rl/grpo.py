@@ -21,7 +21,8 @@ import math
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,70 +30,116 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unmask.checkpoint import CONFIG, load_json, load_state_into, load_tensors, load_training_state, save_json, save_training_state, WEIGHTS
-from unmask.engine import GenerationOutput, SamplingConfig, StepRecord, generate
+from unmask.checkpoint import (CONFIG, LAST, TrainingState, check_new_run, check_resume_settings, load_json,
+                               load_training_checkpoint, resumable_checkpoint)
+from unmask.config import Config, kind_of, option
+from unmask.distributed import current
+from unmask.engine import GenerationOutput, StepRecord, generate
 from unmask.logging import MetricsLogger
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
 from unmask.policies.base import LearnedPolicy, Policy
-from unmask.policies.learned import POLICY_KINDS, UPOPolicy
-from unmask.policies.parallel import check_alpha, check_alpha_range, check_temperature
+from unmask.policies.learned import CONFIG_TYPES, POLICY_KINDS, UPOConfig
+from unmask.policies.parallel import ParallelConfig, PlackettLuceConfig
 from unmask.rl.pretrain import pretrain_coupling
-from unmask.rl.reference import Reference
-from unmask.rl.rewards import REWARD_FORMS, speed_reward
+from unmask.rl.reference import DEFAULT_BETA, Reference
+from unmask.rl.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
 from unmask.rl.steering import ExpertSteering, mixture_log_prob
-from unmask.tasks import Task, get_task
+from unmask.run_config import RunConfig, load_data, resolve_task
+from unmask.streams import ExampleStreams
 from unmask.tasks.base import EncodedBatch, Scores
-from unmask.tasks.math_reward import trajectory_logprob
 
 
 @dataclass
-class GRPOConfig:
-    """Hyper-parameters (TRL names where they exist; UPO App. E defaults where they apply)."""
+class GRPOConfig(Config):
+    """GRPO training of a learned unmasking policy: trainer hyper-parameters (TRL's names where they exist; UPO
+    App. E defaults where they apply), the ``run`` (task, model, data, sampling) and the ``policy``'s architecture,
+    a config of its kind. Build one from flat names with :meth:`from_flat` (as flags and recipe files do)."""
 
-    task: str = "sudoku9"
-    model: str = ""  # MDM name or path; "" = the task's shipped model
-    output_dir: str = "runs/upo"
-    policy: str = "upo"  # upo (UPO g_phi) | bernoulli | plackett-luce (Jazbec §3.2)
-    reference: str | None = None  # confidence | softmax | topk | none (Table 1); None: confidence for upo, else none
-    beta: float | None = None  # None: the reference's paper default
-    epsilon: float = 0.2  # PPO clip range
-    num_generations: int = 6  # G
-    prompts_per_step: int = 8
-    num_iterations: int = 2  # mu: update passes per batch of rollouts
-    minibatch_size: int = 2048  # stored steps per gradient step
-    learning_rate: float = 3e-4
-    lr_scheduler: str = "constant"  # constant | cosine
-    weight_decay: float = 0.1
-    max_grad_norm: float = 0.2
-    steps: int = 100
-    data: str = ""  # training prompts from this file; "" = freshly generated ones
-    eval_data: str = ""  # held-out prompts from this file; "" = generated ones (disjoint seed)
-    difficulty: str = ""  # of generated prompts, the task's knob (sudoku: clues), e.g. "26,28,30"; "" = task default
-    eval_every: int = 10
-    eval_size: int = 256
-    diffusion_steps: int | None = None  # SamplingConfig.steps of rollouts and evaluation
-    block_length: int | None = None  # SamplingConfig.block_length
-    d_model: int = 32
-    base_temperature: float | None = 0.05
-    prob_input: str = "topk"  # upo: "topk" (Eq. 21) | "full" (also every token's probability: UPOPolicy.token_probs)
-    coupling_rounds: int = 0  # > 0: the policy reads marginals refined by a learned coupling (unmask.policies.coupling)
-    coupling_prompts: int = 3000  # training prompts whose rollouts pre-train the coupling before GRPO (unmask.rl.pretrain)
-    coupling_epochs: int = 6  # passes over their states
-    seed: int = 0
-    reward_form: str | None = None  # multiplicative | additive | none (task reward); None: none for upo, else multiplicative
-    baseline: str = "group"  # advantage baseline: group (GRPO: group mean) | greedy (ReMax: the policy's greedy decode)
-    advantage_scale: str = "std"  # std (GRPO: divide by the group's std) | none (Dr. GRPO: reward minus baseline)
-    alpha: float = 1.0  # speed weight of the reward (Jazbec §3.3); held-out default for alpha-conditioned policies
-    alpha_range: str = ""  # "LO,HI": alpha-conditioned policy, alpha ~ U[LO, HI] per group (parallel policies)
-    policy_temperature: float = 1.0  # tau_pi of the parallel policies
-    expert_steering: str = ""  # heuristic specs, one extra trajectory per group each, e.g. "threshold:0.9" (§3.4)
-    pl_count: str = "stop"  # plackett-luce: "stop" (draw until STOP) | "schedule" (tokens per step of --diffusion-steps)
-    stop_logit: float | None = 0.0  # plackett-luce STOP utility; None = learned
-    base_threshold: float | None = 0.9  # parallel policies start as a soft threshold rule at this confidence; None = plain
-    base_threshold_hi: float | None = None  # with alpha_range: the warm start's threshold at alpha = HI (logit-linear)
-    model_options: dict = field(default_factory=dict)  # forwarded to load_model (hf: models)
-    task_options: dict = field(default_factory=dict)  # forwarded to get_task (e.g. gen_length)
+    output_dir: str = option("runs/upo", "run directory: metrics.csv, best/ (best held-out metric) and last/ "
+                                         "(resumable)")
+    max_steps: int = option(100, "GRPO steps (TRL max_steps); 0 = only the step-0 evaluation and checkpoint", low=0)
+    num_generations: int = option(6, "G: rollouts per prompt, compared within their group (TRL num_generations)",
+                                  low=1)
+    prompts_per_step: int = option(8, "prompts per GRPO step (each decoded num_generations times)", low=1)
+    num_iterations: int = option(2, "mu: update passes over each batch of rollouts (TRL num_iterations)", low=1)
+    minibatch_size: int = option(2048, "stored (trajectory, step) pairs per gradient step", low=1)
+    epsilon: float = option(0.2, "PPO clip range of the ratio (TRL epsilon; UPO Eq. 19)", low=0.0, low_open=True)
+    reference: str = option("auto", "reference policy of the regulariser (UPO Table 1); auto = confidence for upo, "
+                                    "none for the parallel policies", choices=("auto", *DEFAULT_BETA))
+    beta: float | None = option(None, "weight of the reference regulariser (TRL beta); none = the reference's paper "
+                                      "default (UPO Table 1)", low=0.0)
+    learning_rate: float = option(3e-4, "AdamW learning rate (TRL learning_rate)", low=0.0, low_open=True)
+    lr_scheduler_type: str = option("constant", "learning-rate schedule over max_steps (TRL lr_scheduler_type)",
+                                    choices=("constant", "cosine"))
+    weight_decay: float = option(0.1, "AdamW weight decay (none on a coupling's weights)", low=0.0)
+    max_grad_norm: float = option(0.2, "gradient clipping norm (TRL max_grad_norm)", low=0.0, low_open=True)
+    eval_steps: int = option(10, "evaluate on the held-out prompts and checkpoint every N steps (TRL eval_steps)",
+                             low=1)
+    eval_size: int = option(256, "held-out prompts (the first N of --eval-data, or generated ones)", low=1)
+    eval_data: str = option("", "held-out prompts from this file; '' = generated ones (a disjoint seed)")
+    report_to: str = option("none", "experiment trackers besides metrics.csv (TRL report_to): tensorboard, wandb, none "
+                                    "or a comma list")
+    reward_form: str = option("auto", "the reward: none = the task's reward, multiplicative / additive = "
+                                      "speed-aware (Jazbec §3.3); auto = none for upo, multiplicative otherwise",
+                              choices=("auto", *REWARD_FORMS))
+    baseline: str = option("group", "advantage baseline: group = the group mean (GRPO), greedy = the policy's "
+                                    "greedy decode (ReMax)", choices=("group", "greedy"))
+    advantage_scale: str = option("std", "std = divide by the group's std (GRPO), none = reward minus baseline "
+                                         "(Dr. GRPO)", choices=("std", "none"))
+    alpha: float = option(1.0, "speed weight alpha of the reward (Jazbec §3.3); the held-out alpha, and the "
+                               "default input of alpha-conditioned policies", low=0.0)
+    expert_steering: list[str] = option([], "heuristic policy specs, one extra trajectory per group each "
+                                            "(Jazbec §3.4), e.g. threshold:0.9")
+    coupling_prompts: int = option(3000, "with --coupling-rounds: training prompts whose rollouts pre-train the "
+                                         "coupling before GRPO (unmask.rl.pretrain); 0 = no pre-training", low=0)
+    coupling_epochs: int = option(6, "passes over those rollouts' states", low=1)
+    run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling of the rollouts")
+    policy: UPOConfig | ParallelConfig | PlackettLuceConfig = option(
+        default_factory=UPOConfig, help="the learned policy: upo = UPO's g_phi, bernoulli / plackett-luce = Jazbec "
+                                        "§3.2's parallel policies", kinds=CONFIG_TYPES)
+
+    @classmethod
+    def from_dict(cls, data, source: str = "") -> "GRPOConfig":
+        """As :meth:`Config.from_dict`; a parallel policy's alpha is the trainer's (its default input)."""
+        data = dict(data)
+        if isinstance(data.get("policy"), dict) and data["policy"].get("kind", "upo") != "upo":
+            data["policy"] = {**data["policy"], "alpha": data.get("alpha", 1.0)}
+        return super().from_dict(data, source)
+
+    def check(self) -> None:
+        if isinstance(self.policy, ParallelConfig) and self.policy.alpha != self.alpha:
+            self.policy = replace(self.policy, alpha=self.alpha)
+        kind = self.policy_kind
+        if kind != "upo" and self.reference not in ("auto", "none"):
+            raise ValueError(f"reference {self.reference!r}: the reference regulariser (UPO Table 1) is for --policy "
+                             f"upo; {kind} policies train without one (Jazbec §3): use --reference none")
+        if kind == "upo" and self.expert_steering:
+            raise ValueError("expert_steering (--expert-steering) is for the parallel policies (bernoulli, plackett-luce)")
+        for spec in self.expert_steering:
+            get_policy(spec)
+        if self.baseline == "greedy" and self.expert_steering:
+            raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
+        if self.expert_steering and kind == "plackett-luce" and self.policy.count != "stop":
+            raise ValueError("expert steering needs a variable-count policy: bernoulli, or plackett-luce with pl_count 'stop'")
+        if self.num_generations == 1 and self.baseline == "group" and not self.expert_steering:
+            raise ValueError("num_generations (--num-generations) 1 with the group baseline gives every rollout a zero "
+                             "advantage (nothing trains): use --num-generations 2 or more, --baseline greedy or "
+                             "--expert-steering")
+
+    @property
+    def policy_kind(self) -> str:
+        return kind_of(self.policy, CONFIG_TYPES)
+
+    @property
+    def reference_kind(self) -> str:
+        """The reference with ``auto`` resolved."""
+        return self.reference if self.reference != "auto" else ("confidence" if self.policy_kind == "upo" else "none")
+
+    @property
+    def reward_kind(self) -> str:
+        """The reward form with ``auto`` resolved."""
+        return self.reward_form if self.reward_form != "auto" else ("none" if self.policy_kind == "upo" else "multiplicative")
 
 
 @dataclass
@@ -210,26 +257,32 @@ class GRPOTrainer:
         """``reward_fn(completions, examples, nfe=, length=, alpha=, logprob=) -> list[float]`` replaces the
         built-in reward (TRL-style; ``length`` = positions generated per row, ``alpha`` per row)."""
         self.cfg = config
-        self._check_settings()
-        self.task: Task = get_task(config.task, **config.task_options)
-        self.model: MaskedDiffusionModel = load_model(config.model or self.task.default_model, **config.model_options)
-        self.sampling = SamplingConfig(steps=config.diffusion_steps, block_length=config.block_length)
-        self.sampling.validate()
+        self._resolve_settings()
+        run = config.run
+        self.dist = current()  # before the model: each GPU process loads onto its own device
+        self.dist.check_divides(config.prompts_per_step)
+        self.task, model_name = resolve_task(run.task, run.model, run.task_options)  # the model's own options
+        self.model: MaskedDiffusionModel = load_model(model_name, **run.model_options)
+        self.sampling = run.sampling
         self.reward_fn = reward_fn
-        self.progress = progress
-        self.difficulties: list[int | None] = [int(c) for c in str(config.difficulty).split(",") if c.strip()] or [None]
-        self.train_examples = self.task.load(config.data) if config.data else None
+        self.progress = progress and self.dist.main
+        self.difficulties = run.difficulties
+        self.train_examples = load_data(self.task, run.data) if run.data else None
         if config.eval_data:
-            self.eval_examples = self.task.load(config.eval_data)[: config.eval_size]
+            self.eval_examples = load_data(self.task, config.eval_data, "--eval-data")[: config.eval_size]
         else:
-            self.eval_examples = [ex for c in self.difficulties for ex in self.task.generate(
-                max(1, config.eval_size // len(self.difficulties)), seed=10_000 + config.seed, difficulty=c)]
-        if config.coupling_rounds and config.coupling_prompts:
+            try:
+                self.eval_examples = [ex for c in self.difficulties for ex in self.task.generate(
+                    max(1, config.eval_size // len(self.difficulties)), seed=10_000 + run.seed, difficulty=c)]
+            except NotImplementedError:
+                raise ValueError(f"task {run.task} does not generate examples: give the held-out prompts with "
+                                 f"--eval-data FILE (and the training prompts with --data FILE)") from None
+        if config.policy.coupling_rounds and config.coupling_prompts:
             try:  # fail before any rollout
                 self.task.targets(self.eval_examples[:1], self.model)
             except NotImplementedError as e:
                 raise ValueError(str(e)) from None
-        torch.manual_seed(config.seed)
+        torch.manual_seed(run.seed)
         self.policy = self._build_policy()
         coupling = [p for n, p in self.policy.named_parameters() if n.startswith("coupling.")]
         rest = [p for n, p in self.policy.named_parameters() if not n.startswith("coupling.")]
@@ -237,67 +290,30 @@ class GRPOTrainer:
         # no decay on the coupling: W -> 0 would mean a strength softplus(0) between every pair of positions
         self.opt = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=config.weight_decay)
         self.policy.to(self.model.device)
-        self.gen = torch.Generator(device=self.model.device).manual_seed(config.seed)
+        self.gen = torch.Generator(device=self.model.device).manual_seed(run.seed)
         self.step = 0
         self.best = -1.0
         self.skipped = 0
         self.out = Path(config.output_dir)
 
-    def _check_settings(self) -> None:
-        """Reference, reward form, alpha range and experts for the chosen policy, with clear errors."""
+    def _resolve_settings(self) -> None:
+        """The trainer's view of its (already validated) config: reference, reward form, alpha range, experts."""
         cfg = self.cfg
-        if cfg.policy not in POLICY_KINDS:
-            raise ValueError(f"unknown policy {cfg.policy!r}; valid: {', '.join(POLICY_KINDS)}")
-        if cfg.lr_scheduler not in ("constant", "cosine"):
-            raise ValueError(f"lr_scheduler must be 'constant' or 'cosine', got {cfg.lr_scheduler!r}")
-        upo = cfg.policy == "upo"
-        reference = cfg.reference or ("confidence" if upo else "none")
-        if not upo and reference != "none":
-            raise ValueError(f"reference {reference!r}: the reference regulariser (UPO Table 1) is for --policy upo; "
-                             f"{cfg.policy} policies train without one (Jazbec §3): use --reference none")
-        self.reference = Reference(reference, cfg.beta)
-        self.reward_form = cfg.reward_form or ("none" if upo else "multiplicative")
-        if self.reward_form not in REWARD_FORMS:
-            raise ValueError(f"unknown reward form {self.reward_form!r}; valid: {', '.join(REWARD_FORMS)}")
-        check_alpha(cfg.alpha)
-        check_temperature(cfg.policy_temperature)
-        try:
-            bounds = [float(a) for a in cfg.alpha_range.split(",")] if cfg.alpha_range else None
-        except ValueError:
-            raise ValueError(f"alpha range must be LO,HI (two numbers), got {cfg.alpha_range!r}") from None
-        self.alpha_range = check_alpha_range(bounds)
-        if self.alpha_range and not self.alpha_range[0] <= cfg.alpha <= self.alpha_range[1]:
-            raise ValueError(f"alpha {cfg.alpha:g} (the default input of an alpha-conditioned policy) must lie in "
-                             f"the alpha range {cfg.alpha_range}")
-        self.experts = [get_policy(spec) for spec in cfg.expert_steering.split(",") if spec.strip()]
-        if upo and (self.alpha_range or self.experts or cfg.base_threshold_hi is not None):
-            raise ValueError("alpha ranges, base_threshold_hi and expert steering are for the parallel policies "
-                             "(bernoulli, plackett-luce)")
-        if not upo and cfg.prob_input != "topk":
-            raise ValueError("--prob-input is for UPO policies; the parallel policies read confidences only")
-        for name, valid in (("baseline", ("group", "greedy")), ("advantage_scale", ("std", "none")),
-                            ("prob_input", ("topk", "full"))):
-            if getattr(cfg, name) not in valid:
-                raise ValueError(f"{name} must be '{valid[0]}' or '{valid[1]}', got {getattr(cfg, name)!r}")
-        if cfg.coupling_rounds < 0 or cfg.coupling_prompts < 0 or cfg.coupling_epochs < 1:
-            raise ValueError("coupling_rounds and coupling_prompts must be >= 0 and coupling_epochs >= 1")
-        if cfg.baseline == "greedy" and self.experts:
-            raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
-        if self.experts and cfg.policy == "plackett-luce" and cfg.pl_count != "stop":
-            raise ValueError("expert steering needs a variable-count policy: bernoulli, or plackett-luce with pl_count 'stop'")
+        self.reference = Reference(cfg.reference_kind, cfg.beta)
+        self.reward_form = cfg.reward_kind
+        self.alpha_range = getattr(cfg.policy, "alpha_range", None)
+        self.experts = [get_policy(spec) for spec in cfg.expert_steering]
 
     def _build_policy(self) -> LearnedPolicy:
+        """The policy of ``cfg.policy``'s kind and settings for this MDM (and the coupling's generation length)."""
         cfg = self.cfg
-        coupling = {"coupling_rounds": cfg.coupling_rounds,
-                    "coupling_length": self.generation_length() if cfg.coupling_rounds else 0}
-        if cfg.policy == "upo":
-            return UPOPolicy.for_model(self.model, d_model=cfg.d_model, base_temperature=cfg.base_temperature,
-                                       token_probs=cfg.prob_input == "full", **coupling, **self.reference.policy_kwargs())
-        extra = {"count": cfg.pl_count, "stop_logit": cfg.stop_logit} if cfg.policy == "plackett-luce" else {}
-        return POLICY_KINDS[cfg.policy].for_model(
-            self.model, d_model=cfg.d_model, base_threshold=cfg.base_threshold,
-            base_threshold_hi=cfg.base_threshold_hi, temperature=cfg.policy_temperature,
-            alpha=cfg.alpha, alpha_range=self.alpha_range, **coupling, **extra)
+        settings = cfg.policy.to_dict()
+        settings["coupling_length"] = self.generation_length() if cfg.policy.coupling_rounds else 0
+        if cfg.policy_kind == "upo":
+            settings.update(self.reference.policy_kwargs())
+        else:
+            settings["alpha"] = cfg.alpha
+        return POLICY_KINDS[cfg.policy_kind].for_model(self.model, **settings)
 
     def generation_length(self) -> int:
         """Positions of the task's generation region (what a coupling is learned over)."""
@@ -312,7 +328,7 @@ class GRPOTrainer:
             return self.train_examples[:n]
         k = len(self.difficulties)
         return [ex for i, c in enumerate(self.difficulties)
-                for ex in self.task.generate(n // k + (i < n % k), seed=2_000_000 + self.cfg.seed, difficulty=c)]
+                for ex in self.task.generate(n // k + (i < n % k), seed=2_000_000 + self.cfg.run.seed, difficulty=c)]
 
     @property
     def eval_alphas(self) -> list[float]:
@@ -324,24 +340,21 @@ class GRPOTrainer:
 
     # ----- persistence -----
     def _meta(self) -> dict:
-        return {"train": asdict(self.cfg), "mdm": self.cfg.model or self.task.default_model, "task": self.task.name}
+        return {"train": self.cfg.to_dict(), "mdm": self.cfg.run.model or self.task.default_model, "task": self.task.name}
 
     def save(self) -> None:
-        last = self.out / "last"
-        self.policy.save(last, self._meta())
-        save_training_state(last, self.opt, {"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
-                            {"step": self.step, "best": self.best, "skipped": self.skipped})
+        """The resumable checkpoint ``last/`` of the current step, atomically (:func:`unmask.checkpoint.save_checkpoint`)."""
+        if not self.dist.main:  # rank 0 alone writes; every rank holds the same state
+            return
+        rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
+        self.policy.save(self.out / LAST, self._meta(),
+                         TrainingState(self.opt, rng, {"step": self.step, "best": self.best, "skipped": self.skipped}))
 
     def resume(self) -> None:
-        last = self.out / "last"
-        if not (last / CONFIG).is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {last}; start without --resume")
-        saved = load_json(last / CONFIG)["train"]
-        if saved != asdict(self.cfg):
-            diff = {k: (saved.get(k), v) for k, v in asdict(self.cfg).items() if saved.get(k) != v}
-            raise ValueError(f"--resume: settings differ from the checkpoint's (saved, given): {diff}")
-        load_state_into(self.policy, load_tensors(last / WEIGHTS), last)
-        rng, state = load_training_state(last, self.opt)
+        """Restore the latest complete checkpoint (``last/``, else ``last.prev/``): weights, optimizer, RNGs, counters."""
+        last = resumable_checkpoint(self.out)
+        check_resume_settings(load_json(last / CONFIG)["train"], self.cfg.to_dict())
+        rng, state = load_training_checkpoint(last, self.policy, self.opt)
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
         self.step, self.best, self.skipped = state["step"], state["best"], state["skipped"]
@@ -352,14 +365,14 @@ class GRPOTrainer:
         From a file: consecutive slices of a per-epoch seeded shuffle; else freshly generated."""
         P = self.cfg.prompts_per_step
         if self.train_examples is None:
-            difficulty = random.Random(f"{self.cfg.seed}-{step}").choice(self.difficulties)
-            return self.task.generate(P, seed=1_000_000 * (self.cfg.seed + 1) + step, difficulty=difficulty)
+            difficulty = random.Random(f"{self.cfg.run.seed}-{step}").choice(self.difficulties)
+            return self.task.generate(P, seed=1_000_000 * (self.cfg.run.seed + 1) + step, difficulty=difficulty)
         n = len(self.train_examples)
         out = []
         for i in range(step * P, (step + 1) * P):
             epoch, pos = divmod(i, n)
             order = list(range(n))
-            random.Random(f"{self.cfg.seed}-epoch-{epoch}").shuffle(order)
+            random.Random(f"{self.cfg.run.seed}-epoch-{epoch}").shuffle(order)
             out.append(self.train_examples[order[pos]])
         return out
 
@@ -396,7 +409,8 @@ class GRPOTrainer:
             alpha = torch.full((len(group),), self.cfg.alpha, device=device)
         else:
             lo, hi = self.alpha_range
-            alpha = (lo + (hi - lo) * torch.rand(len(examples), generator=self.gen, device=device)).repeat_interleave(G + E)
+            every = torch.rand(len(examples) * self.dist.world_size, generator=self.gen, device=device)  # all groups
+            alpha = (lo + (hi - lo) * self.dist.local(every)).repeat_interleave(G + E)
             self.policy.alpha = alpha
         self.policy.eval()
         self.policy.mode = "sample"
@@ -405,10 +419,10 @@ class GRPOTrainer:
             expert_of = (torch.arange(G + E, device=device) - G).clamp(min=-1).repeat(len(examples))
             steered = expert_of >= 0
             actor = ExpertSteering(self.policy, self.experts, expert_of, G)
-        out, scores, rewards = self.decode_and_reward(group, enc, actor, alpha, record=True)
+        out, scores, rewards = self.decode_and_reward(group, enc, actor, alpha, self.streams(len(group)), record=True)
         greedy = None
         if self.cfg.baseline == "greedy":
-            greedy = self.greedy_rewards(examples, alpha.view(-1, G)[:, 0])
+            greedy = self.greedy_rewards(examples, alpha.view(-1, G)[:, 0], self.streams(len(examples), len(group)))
             adv = greedy_baseline_advantages(rewards, G, greedy, scale=self.cfg.advantage_scale == "std")
         else:
             adv = group_advantages(rewards, G + E, scale=self.cfg.advantage_scale == "std")
@@ -423,12 +437,21 @@ class GRPOTrainer:
         if E:
             stats["expert_solved"] = float(scores.solved[~policy_rows].mean())
             stats["expert_nfe"] = float(nfe[~policy_rows].mean())
-        return buf, stats
+        return buf, self.dist.mean(stats, summed=("buffer_mb",))
+
+    def streams(self, rows: int, offset: int = 0) -> ExampleStreams:
+        """Random streams of this process's ``rows`` decodes of the step: one per row, seeded from (run seed, step)
+        and the row's index in the whole step (every process decodes ``rows``, after ``offset`` rows each, e.g. the
+        rollouts before the greedy decodes), so a rollout depends on neither the batch nor the number of
+        processes (:class:`unmask.streams.ExampleStreams`)."""
+        first = offset * self.dist.world_size + self.dist.rank * rows
+        seed = ExampleStreams.seed_of(self.cfg.run.seed, self.step)
+        return ExampleStreams(seed, range(first, first + rows), device=self.model.device)
 
     def decode_and_reward(self, examples: list, enc: EncodedBatch, actor: Policy, alpha: torch.Tensor,
-                          record: bool = False) -> tuple[GenerationOutput, Scores, torch.Tensor]:
+                          streams: ExampleStreams, record: bool = False) -> tuple[GenerationOutput, Scores, torch.Tensor]:
         """Decode encoded ``examples`` with ``actor``; the output, the task's scores and the training rewards."""
-        out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start, self.gen,
+        out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start, streams,
                        record=record)
         completions = self.task.decode(examples, out.sequences, self.model)
         logprob = trajectory_logprob(out)
@@ -436,36 +459,53 @@ class GRPOTrainer:
         length = self.generated_length(enc.input_ids, enc.gen_start)
         return out, scores, self.rewards(examples, completions, scores, out.nfe, length, alpha, logprob)
 
-    def greedy_rewards(self, examples: list, alpha: torch.Tensor) -> torch.Tensor:
+    def greedy_rewards(self, examples: list, alpha: torch.Tensor, streams: ExampleStreams) -> torch.Tensor:
         """Rewards of the policy's greedy (inference-mode) decode of each prompt: the ReMax baseline."""
         self.policy.mode = self.policy.default_mode
         if self.alpha_range is not None:
             self.policy.alpha = alpha
-        return self.decode_and_reward(examples, self.task.encode(examples, self.model), self.policy, alpha)[2]
+        return self.decode_and_reward(examples, self.task.encode(examples, self.model), self.policy, alpha, streams)[2]
+
+    @cached_property
+    def objective(self) -> Callable:
+        """:func:`upo_loss` of the policy, its gradients summed over processes (DDP); built at the first update."""
+        return self.dist.wrap(self.policy, upo_loss)
 
     def update(self, buf: RolloutBuffer) -> dict:
-        """Update phase: mu passes over shuffled minibatches of stored steps; the MDM is not used."""
+        """Update phase: mu passes over shuffled minibatches of stored steps; the MDM is not used. The shuffle
+        runs over the steps of every process (:meth:`unmask.distributed.Distributed.step_positions`); each takes
+        its own steps of a minibatch and DDP sums the gradients, so the update is the one-process one."""
         self.policy.train()
-        n_traj = len(buf.advantage)
+        n_traj = len(buf.advantage) * self.dist.world_size
+        positions, total = self.dist.step_positions(torch.bincount(buf.traj, minlength=len(buf.advantage)))
+        local = torch.full((total,), -1, dtype=torch.long, device=buf.traj.device)
+        local[positions] = torch.arange(len(buf), device=buf.traj.device)
         agg: dict[str, list[float]] = {}
         for _ in range(self.cfg.num_iterations):
             kappa = trajectory_kappa(self.policy, buf, self.reference, self.cfg.minibatch_size) \
                 if self.reference.divergence == "kl" else None
-            perm = torch.randperm(len(buf), generator=self.gen, device=self.gen.device)
-            n_mb = math.ceil(len(buf) / self.cfg.minibatch_size)
-            for idx in perm.chunk(n_mb):
-                loss, stats = upo_loss(self.policy, buf, idx, self.reference, self.cfg.epsilon, kappa, n_traj)
-                loss = loss * n_mb  # each minibatch is ~1/n_mb of the objective
-                if not torch.isfinite(loss):
+            perm = torch.randperm(total, generator=self.gen, device=self.gen.device)
+            n_mb = math.ceil(total / self.cfg.minibatch_size)
+            done = []
+            for chunk in perm.chunk(n_mb):
+                idx = local[chunk.to(local.device)]
+                idx = idx[idx >= 0]  # this process's steps of the minibatch
+                mine = len(idx)  # 0: it still joins the gradient all-reduce, with one of its steps at weight 0
+                loss, stats = self.objective(buf, idx if mine else idx.new_zeros(1), self.reference, self.cfg.epsilon,
+                                             kappa, n_traj)
+                loss = loss * (n_mb if mine else 0)  # each minibatch is ~1/n_mb of the objective
+                self.opt.zero_grad(set_to_none=True)
+                self.dist.backward(loss)
+                if not self.dist.all_finite(loss):
                     self.skipped += 1
                     warnings.warn(f"step {self.step}: non-finite loss, update skipped ({self.skipped} so far)")
                     self.opt.zero_grad(set_to_none=True)
                     continue
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
                 stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm).item()
                 self.opt.step()
                 stats["loss"] = loss.item()
+                done.append((mine, stats))
+            for stats in self.dist.weighted(done, summed=("loss",), same=("grad_norm",)):
                 for k, v in stats.items():
                     agg.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in agg.items()}
@@ -476,74 +516,88 @@ class GRPOTrainer:
         the policy decodes as at inference (its ``default_mode``; sampling with a fixed seed)."""
         self.policy.eval()
         self.policy.mode = self.policy.default_mode
-        enc = self.task.encode(self.eval_examples, self.model)
+        examples, (lo, hi) = self.dist.shard(self.eval_examples), self.dist.bounds(len(self.eval_examples))
+        enc = self.task.encode(examples, self.model)
         length = self.generated_length(enc.input_ids, enc.gen_start)
         metrics: dict[str, list[float]] = {}
         for alpha in self.eval_alphas:
             if self.alpha_range is not None:
                 self.policy.alpha = alpha
-            generator = torch.Generator(device=self.model.device).manual_seed(self.cfg.seed)
-            out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, generator)
-            solved = self.task.score(self.eval_examples, self.task.decode(self.eval_examples, out.sequences, self.model)).solved
-            metrics.setdefault("eval_solved", []).append(float(solved.mean()))
-            metrics.setdefault("eval_nfe", []).append(out.nfe.float().mean().item())
+            streams = ExampleStreams(self.cfg.run.seed, range(lo, hi), device=self.model.device)
+            out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, streams)
+            solved = self.task.score(examples, self.task.decode(examples, out.sequences, self.model)).solved
+            per = {"solved": solved, "nfe": out.nfe}
             if self.reward_form != "none":
-                reward = speed_reward(torch.as_tensor(solved, device=out.nfe.device), out.nfe, length, alpha, self.reward_form)
-                metrics.setdefault("eval_reward", []).append(reward.mean().item())
+                per["reward"] = speed_reward(torch.as_tensor(solved, device=out.nfe.device), out.nfe, length, alpha,
+                                             self.reward_form)
+            per = self.dist.gather(per)  # every process's examples, in order
+            metrics.setdefault("eval_solved", []).append(float(per["solved"].mean()))
+            metrics.setdefault("eval_nfe", []).append(per["nfe"].float().mean().item())
+            if "reward" in per:
+                metrics.setdefault("eval_reward", []).append(per["reward"].mean().item())
         return {k: float(np.mean(v)) for k, v in metrics.items()}
 
     def lr_at(self, step: int) -> float:
-        if self.cfg.lr_scheduler == "constant":
+        if self.cfg.lr_scheduler_type == "constant":
             return self.cfg.learning_rate
-        return 0.5 * self.cfg.learning_rate * (1 + math.cos(math.pi * step / max(1, self.cfg.steps)))
+        return 0.5 * self.cfg.learning_rate * (1 + math.cos(math.pi * step / max(1, self.cfg.max_steps)))
 
     def train(self, resume: bool = False, max_minutes: float | None = None) -> Path:
-        """Run to ``cfg.steps``; with ``max_minutes``, stop early at the first step boundary past that wall time,
+        """Run to ``cfg.max_steps``; with ``max_minutes``, stop early at the first step boundary past that wall time,
         after a held-out evaluation and a resumable checkpoint (``--resume`` continues exactly from there)."""
         if max_minutes is not None and max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {max_minutes:g}")
         deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
         if resume:
             self.resume()
-        logger = MetricsLogger(self.out, resume_step=self.step if resume else None)
-        if self.step == 0:
+        else:
+            check_new_run(self.out)
+        logger = MetricsLogger(self.out, resume_step=self.step if resume else None, report_to=self.cfg.report_to,
+                               config=self.cfg.to_dict())
+        if not resume:  # step 0 (a resumed run has its step-0 row and checkpoint already)
             metrics = {}
-            if self.cfg.coupling_rounds and self.cfg.coupling_prompts:
+            if self.cfg.policy.coupling_rounds and self.cfg.coupling_prompts:
                 history = pretrain_coupling(self.task, self.model, self.policy, self.coupling_examples(), self.sampling,
                                             self.gen, self.cfg.coupling_epochs, progress=self.progress)
                 metrics["coupling_nll"] = history[-1]
             metrics.update(self.evaluate())
             self.best = metrics[self.selection]
-            self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})
+            if self.dist.main:  # rank 0 alone writes checkpoints; every rank holds the same state
+                self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})
+            logger.log({"step": 0, **metrics})  # each row before its checkpoint: a kill between them loses no row
             self.save()
-            logger.log({"step": 0, **metrics})
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc=f"train-policy {self.task.name}",
-                   disable=not self.progress, dynamic_ncols=True)
-        while self.step < self.cfg.steps:
-            t0 = time.perf_counter()
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr_at(self.step)
-            buf, roll = self.rollout(self.prompts(self.step))
-            upd = self.update(buf)
-            self.step += 1
-            row = {"step": self.step, **roll, **upd, "lr": self.lr_at(self.step - 1), "skipped": self.skipped,
-                   "seconds": time.perf_counter() - t0}
-            out_of_time = deadline is not None and time.monotonic() > deadline
-            if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps or out_of_time:
-                metrics = self.evaluate()
-                row.update(metrics)
-                if metrics[self.selection] > self.best:
-                    self.best = metrics[self.selection]
-                    self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": self.step})
-                self.save()
-            logger.log(row)
-            bar.update(1)
-            bar.set_postfix(reward=f"{roll['reward_mean']:.3f}", solved=f"{roll['train_solved']:.2f}",
-                            nfe=f"{roll['nfe']:.1f}", best=f"{self.best:.3f}")
-            if out_of_time:
-                tqdm.write(f"train-policy: stopped at step {self.step}/{self.cfg.steps} after {max_minutes:g} min "
-                           f"(--max-minutes); --resume continues from {self.out / 'last'}")
-                break
-        bar.close()
+        with tqdm(total=self.cfg.max_steps, initial=self.step, desc=f"train-policy {self.task.name}",
+                  disable=not self.progress, dynamic_ncols=True) as bar:  # closed before an interruption's message
+            while self.step < self.cfg.max_steps:
+                t0 = time.perf_counter()
+                for g in self.opt.param_groups:
+                    g["lr"] = self.lr_at(self.step)
+                buf, roll = self.rollout(self.dist.shard_groups(self.prompts(self.step)))
+                upd = self.update(buf)
+                self.step += 1
+                row = {"step": self.step, **roll, **upd, "lr": self.lr_at(self.step - 1), "skipped": self.skipped,
+                       "seconds": time.perf_counter() - t0}
+                # all processes stop at one step
+                out_of_time = self.dist.any(deadline is not None and time.monotonic() > deadline)
+                checkpoint = self.step % self.cfg.eval_steps == 0 or self.step == self.cfg.max_steps or out_of_time
+                if checkpoint:
+                    metrics = self.evaluate()
+                    row.update(metrics)
+                    if metrics[self.selection] > self.best:
+                        self.best = metrics[self.selection]
+                        if self.dist.main:
+                            self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": self.step})
+                logger.log(row)
+                if checkpoint:
+                    self.save()
+                bar.update(1)
+                bar.set_postfix(reward=f"{roll['reward_mean']:.3f}", solved=f"{roll['train_solved']:.2f}",
+                                nfe=f"{roll['nfe']:.1f}", best=f"{self.best:.3f}")
+                if out_of_time:
+                    if self.dist.main:
+                        tqdm.write(f"train-policy: stopped at step {self.step}/{self.cfg.max_steps} after "
+                                   f"{max_minutes:g} min (--max-minutes); --resume continues from {self.out / LAST}")
+                    break
         logger.close()
+        self.dist.barrier()  # every process returns once rank 0 has written the last checkpoint
         return self.out
