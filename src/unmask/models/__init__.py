@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
+from unmask.checkpoint import CONFIG, LAST, WEIGHTS, load_json, load_state_into, load_tensors
+from unmask.integrations.hub import HF_SCHEME
 from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
 
@@ -17,9 +18,18 @@ def builtin_models() -> list[str]:
 
 
 def resolve_model_path(name_or_path: str) -> Path:
+    if name_or_path.startswith(HF_SCHEME):  # a built-in-format MDM on the Hugging Face Hub
+        from unmask.integrations.hub import resolve_hf_spec
+
+        _, path, options = resolve_hf_spec(name_or_path)
+        if options:
+            raise ValueError(f"model {name_or_path!r}: a model spec takes no ':options'")
+        return path
     path = Path(name_or_path)
     if (path / CONFIG).is_file():
         return path
+    if (path / LAST / CONFIG).is_file():  # a run directory of `unmask train-mdm`: its latest checkpoint
+        return path / LAST
     if (BUILTIN_DIR / name_or_path / CONFIG).is_file():
         return BUILTIN_DIR / name_or_path
     raise ValueError(
@@ -28,13 +38,31 @@ def resolve_model_path(name_or_path: str) -> Path:
     )
 
 
+def is_transformers_name(name_or_path: str) -> bool:
+    """``hf:NAME_OR_PATH``: a ``transformers`` dLLM (``hf://OWNER/NAME`` is an unmask checkpoint on the hub)."""
+    return name_or_path.startswith("hf:") and not name_or_path.startswith(HF_SCHEME)
+
+
+def recorded_task_options(name_or_path: str | None, task: str) -> dict:
+    """The task options a built-in MDM or ``unmask train-mdm`` checkpoint was trained with (its config.json
+    ``train.task_options``) when it was trained for ``task``; {} for other models (``hf:``, unknown names)."""
+    if not name_or_path or is_transformers_name(name_or_path):
+        return {}
+    try:
+        path = resolve_model_path(name_or_path)
+    except ValueError:
+        return {}
+    train = load_json(path / CONFIG).get("train", {})
+    return dict(train.get("task_options") or {}) if train.get("task") == task else {}
+
+
 def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
-    """Load a built-in MDM by name, a checkpoint directory written by ``unmask train-mdm``, or a
-    Hugging Face dLLM as ``hf:NAME_OR_PATH`` (``options``: see :func:`unmask.models.hf.load_hf_model`).
+    """Load a built-in MDM by name, a checkpoint directory written by ``unmask train-mdm`` (or one on the
+    Hugging Face Hub, ``hf://OWNER/NAME[@REV]``), or a Hugging Face dLLM as ``hf:NAME_OR_PATH`` (``options``: see :func:`unmask.models.hf.load_hf_model`).
     Every model takes ``device`` (default cuda when available, else cpu)."""
     if not name_or_path:
         raise ValueError("no model given; pass --model (a built-in model, a checkpoint directory or hf:NAME_OR_PATH)")
-    if name_or_path.startswith("hf:"):
+    if is_transformers_name(name_or_path):
         from unmask.models.hf import load_hf_model
 
         return load_hf_model(name_or_path[3:], **options)
@@ -45,9 +73,14 @@ def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
     meta = load_json(path / CONFIG)
     if "model" not in meta:
         raise ValueError(f"{path / CONFIG} has no 'model' section: this is not an MDM checkpoint (a policy checkpoint?)")
-    model = MaskedTransformer(TransformerConfig.from_dict(meta["model"]))
+    try:
+        config = TransformerConfig.from_dict(meta["model"])
+    except ValueError as e:
+        raise ValueError(f"{path / CONFIG}: {e}") from None
+    model = MaskedTransformer(config)
     load_state_into(model, load_tensors(path / WEIGHTS), path)
     model.name = meta.get("name", path.name)
+    model.record = {k: v for k, v in meta.items() if k not in ("model", "name", "parameters")}
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -59,5 +92,6 @@ __all__ = [
     "TransformerConfig",
     "builtin_models",
     "load_model",
+    "recorded_task_options",
     "resolve_model_path",
 ]

@@ -86,6 +86,41 @@ def _text_model(model: MaskedDiffusionModel, task: str) -> MaskedDiffusionModel:
     return model
 
 
+def encode_prompts(prompts: Sequence[Sequence[int]], model: MaskedDiffusionModel, gen_length: int,
+                   name: str = "text") -> EncodedBatch:
+    """Token-id prompts left-padded to the longest (``model.pad_id``, attention 0), each followed by
+    ``gen_length`` mask tokens; ``gen_start`` is the padded prompt length (LLaDA's ``generate()`` layout)."""
+    lengths = [len(p) for p in prompts]
+    P, G = max(lengths), gen_length
+    limit = getattr(model, "max_length", None)
+    if limit is not None and P + G > limit:
+        i = int(np.argmax(lengths))
+        raise ValueError(
+            f"{name}: example {i} has a {P}-token prompt; with gen_length {G} that is {P + G} tokens, more than "
+            f"{model.name}'s context of {limit}; lower --gen-length or use a shorter prompt template"
+        )
+    ids = torch.full((len(prompts), P + G), model.pad_id, dtype=torch.long)
+    ids[:, P:] = model.mask_id
+    attention = torch.zeros_like(ids)
+    attention[:, P:] = 1
+    for row, prompt in enumerate(prompts):
+        ids[row, P - len(prompt) : P] = torch.tensor(list(prompt), dtype=torch.long)
+        attention[row, P - len(prompt) :] = 1
+    return EncodedBatch(input_ids=ids.to(model.device), attention_mask=attention.to(model.device), gen_start=P)
+
+
+def decode_completions(sequences: torch.Tensor, model: MaskedDiffusionModel, gen_length: int) -> list[str]:
+    """The text of the last ``gen_length`` positions of each row, up to the first of ``model.stop_ids`` (EOS),
+    mask and special tokens dropped."""
+    stops = set(model.stop_ids)
+    completions = []
+    for row in sequences[:, -gen_length:].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), len(row))
+        kept = [t for t in row[:end] if t != model.mask_id]
+        completions.append(model.tokenizer.decode(kept, skip_special_tokens=True).strip())
+    return completions
+
+
 class MathTask(Task):
     """A math word-problem task; ``gold`` reads the final answer from a reference solution."""
 
@@ -143,35 +178,11 @@ class MathTask(Task):
 
     def encode(self, examples: Sequence[MathExample], model: MaskedDiffusionModel) -> EncodedBatch:
         model = _text_model(model, self.name)
-        prompts = [self.prompt_ids(ex, model.tokenizer) for ex in examples]
-        lengths = [len(p) for p in prompts]
-        P, G = max(lengths), self.gen_length
-        limit = getattr(model, "max_length", None)
-        if limit is not None and P + G > limit:
-            i = int(np.argmax(lengths))
-            raise ValueError(
-                f"{self.name}: example {i} has a {P}-token prompt; with gen_length {G} that is {P + G} tokens, more than "
-                f"{model.name}'s context of {limit}; lower --gen-length or use a shorter prompt template"
-            )
-        ids = torch.full((len(examples), P + G), model.pad_id, dtype=torch.long)
-        ids[:, P:] = model.mask_id
-        attention = torch.zeros_like(ids)
-        attention[:, P:] = 1
-        for row, prompt in enumerate(prompts):
-            ids[row, P - len(prompt) : P] = torch.tensor(prompt, dtype=torch.long)
-            attention[row, P - len(prompt) :] = 1
-        return EncodedBatch(input_ids=ids.to(model.device), attention_mask=attention.to(model.device), gen_start=P)
+        return encode_prompts([self.prompt_ids(ex, model.tokenizer) for ex in examples], model, self.gen_length, self.name)
 
     def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[str]:
         """Completion text: the generated region up to the first end-of-sequence token, special tokens dropped."""
-        model = _text_model(model, self.name)
-        stops = set(model.stop_ids)
-        completions = []
-        for row in sequences[:, -self.gen_length :].tolist():
-            end = next((i for i, t in enumerate(row) if t in stops), len(row))
-            kept = [t for t in row[:end] if t != model.mask_id]
-            completions.append(model.tokenizer.decode(kept, skip_special_tokens=True).strip())
-        return completions
+        return decode_completions(sequences, _text_model(model, self.name), self.gen_length)
 
     # ---------------- verifier and reward ----------------
     def score(
@@ -182,7 +193,7 @@ class MathTask(Task):
         group: Sequence[Any] | None = None,
     ) -> Scores:
         """Verify each completion's final answer. With ``reward="upo"`` and ``logprob`` (per completion,
-        :func:`unmask.tasks.math_reward.trajectory_logprob`) and ``group`` (rollouts of one prompt share a key;
+        :func:`unmask.rl.rewards.trajectory_logprob`) and ``group`` (rollouts of one prompt share a key;
         default: completions of the same example object form a group), the reward adds UPO's bonus."""
         if len(completions) != len(examples):
             raise ValueError(f"{self.name}: {len(completions)} completions for {len(examples)} examples")

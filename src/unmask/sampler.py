@@ -1,0 +1,192 @@
+"""``unmask.generate``: a drop-in for LLaDA's ``generate()`` and Dream's ``diffusion_generate()``.
+
+    from unmask import generate
+    texts = generate(model, tokenizer, ["What is 7 * 8?"], steps=128, gen_length=128, block_length=32,
+                     remasking="low_confidence")                       # LLaDA's names
+    texts = generate(model, tokenizer, prompts, max_new_tokens=256, steps=256, alg="entropy", alg_temp=0.0,
+                     temperature=0.2, top_p=0.95)                      # Dream's names
+    texts = generate(model, tokenizer, prompts, policy="upo", gen_length=256)   # a learned policy
+
+``model``: an unmask text MDM (``load_model("hf:...")``), a ``transformers`` dLLM (LLaDA, Dream, any masked
+LM) with its ``tokenizer``, or a name for :func:`unmask.models.load_model`. ``prompts``: strings (tokenized as
+LLaDA's and Dream's example scripts do, ``tokenizer(prompt)``; render a chat template first if the model wants
+one) or a (B, P) tensor of prompt ids with its ``attention_mask`` (left padding). LLaDA's loop options
+(``block_length``, ``remasking``, ``cfg_scale``, ...) pick the LLaDA loop, Dream's (``alg``, ``top_p``, ``eps``, ...)
+the Dream loop, else the model's own (:class:`unmask.engine.SamplingConfig`); ``remasking`` / ``alg`` (+ ``alg_temp``)
+name the policy unless ``policy`` does (any spec of ``unmask eval --policies``). Example ``j`` draws from its own
+random stream ``(seed, j)``. Returns the completions (text up to EOS), or with ``return_order`` a
+:class:`SamplerOutput` that also holds the sequences, each position's reveal step and the NFE.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from unmask.engine import SamplingConfig, generate as decode
+from unmask.models.base import MaskedDiffusionModel
+from unmask.streams import ExampleStreams
+
+REMASKING = {"low_confidence": "confidence", "random": "random"}  # LLaDA generate(remasking=...)
+ALGORITHMS = {"maskgit_plus": "confidence", "topk_margin": "margin", "entropy": "entropy", "origin": "origin"}  # Dream alg
+LLADA_GEN_LENGTH = 128  # LLaDA generate()'s default gen_length
+
+
+@dataclass
+class SamplerOutput:
+    """Completions and how they were decoded."""
+
+    texts: list[str]
+    sequences: torch.Tensor  # (B, P + gen_length) prompt (left-padded) and generated ids
+    order: torch.Tensor  # (B, gen_length) step at which each generated position was revealed
+    nfe: torch.Tensor  # (B,) model forwards per row
+
+
+def generate(
+    model: Any,
+    tokenizer: Any = None,
+    prompts: str | Sequence[str] | torch.Tensor = (),
+    policy: str | None = None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    steps: int | None = None,
+    gen_length: int | None = None,
+    block_length: int | None = None,
+    temperature: float = 0.0,
+    remasking: str | None = None,
+    cfg_scale: float = 0.0,
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
+    max_new_tokens: int | None = None,
+    alg: str | None = None,
+    alg_temp: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    eps: float | None = None,
+    mask_id: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    return_order: bool = False,
+) -> list[str] | SamplerOutput:
+    """Decode ``prompts`` with ``model`` and an unmasking policy; see the module docstring."""
+    from unmask.api import resolve_policy
+
+    llada = [n for n, v in (("block_length", block_length), ("remasking", remasking), ("cfg_scale", cfg_scale),
+                            ("logits_eos_inf", logits_eos_inf), ("confidence_eos_eot_inf", confidence_eos_eot_inf)) if v]
+    dream = [n for n, v in (("alg", alg), ("alg_temp", alg_temp), ("top_p", top_p), ("top_k", top_k), ("eps", eps))
+             if v is not None]
+    if llada and dream:
+        raise ValueError(f"LLaDA generate() arguments ({', '.join(llada)}) and Dream diffusion_generate() arguments "
+                         f"({', '.join(dream)}) together; use one sampler's names")
+    if gen_length is not None and max_new_tokens is not None:
+        raise ValueError("gen_length (LLaDA) and max_new_tokens (Dream) both given; pass one")
+    sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=float(temperature),
+                              sampler="dream" if dream else "llada" if llada else "auto", cfg_scale=float(cfg_scale),
+                              logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
+                              top_p=top_p, top_k=top_k, **({} if eps is None else {"eps": float(eps)}))
+    spec = policy_spec(policy, remasking, alg, alg_temp)
+    with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
+        mdm = as_mdm(model, tokenizer, mask_id)
+        out = decode_prompts(mdm, prompt_ids(prompts, mdm, attention_mask), resolve_policy(spec, mdm), sampling,
+                             gen_length or max_new_tokens or LLADA_GEN_LENGTH, seed, batch_size)
+    return out if return_order else out.texts
+
+
+def decode_prompts(mdm: MaskedDiffusionModel, ids: list[list[int]], policy: Any, sampling: SamplingConfig,
+                   gen_length: int, seed: int, batch_size: int | None) -> SamplerOutput:
+    """Decode token-id prompts ``batch_size`` at a time (default: all at once), example ``j`` on stream ``(seed, j)``."""
+    from unmask.tasks.math import decode_completions, encode_prompts
+
+    size = batch_size or len(ids)
+    texts, sequences, order, nfe = [], [], [], []
+    for start in range(0, len(ids), size):
+        enc = encode_prompts(ids[start : start + size], mdm, gen_length, "generate")
+        streams = ExampleStreams(seed, range(start, start + len(enc.input_ids)), device=mdm.device)
+        out = decode(mdm, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams)
+        texts += decode_completions(out.sequences, mdm, gen_length)
+        sequences.append(out.sequences)
+        order.append(out.order)
+        nfe.append(out.nfe)
+    width = max(s.shape[1] for s in sequences)
+    padded = [torch.nn.functional.pad(s, (width - s.shape[1], 0), value=mdm.pad_id) for s in sequences]
+    return SamplerOutput(texts, torch.cat(padded), torch.cat(order), torch.cat(nfe))
+
+
+@contextmanager
+def preserved(model: Any) -> Iterator[None]:
+    """Restore a ``torch.nn.Module``'s train mode and parameters' ``requires_grad`` afterwards (wrapping it as an
+    MDM freezes it; a training loop that samples with ``generate`` keeps training it)."""
+    if not isinstance(model, torch.nn.Module) or isinstance(model, MaskedDiffusionModel):
+        yield
+        return
+    training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    try:
+        yield
+    finally:
+        model.train(training)
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def policy_spec(policy: str | None, remasking: str | None, alg: str | None, alg_temp: float | None) -> str:
+    """The policy spec ``policy``, or the one LLaDA's ``remasking`` / Dream's ``alg`` (+ ``alg_temp``) names;
+    default: confidence (LLaDA ``low_confidence``)."""
+    named = [n for n, v in (("policy", policy), ("remasking", remasking), ("alg", alg)) if v is not None]
+    if len(named) > 1:
+        raise ValueError(f"{' and '.join(named)} both choose the unmasking order; pass one")
+    if remasking is not None and remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r}; LLaDA's are {', '.join(REMASKING)}")
+    if alg is not None and alg not in ALGORITHMS:
+        raise ValueError(f"unknown alg {alg!r}; Dream's are {', '.join(ALGORITHMS)}")
+    if alg_temp and alg not in ("maskgit_plus", "topk_margin", "entropy"):
+        raise ValueError("alg_temp applies to Dream's alg maskgit_plus, topk_margin and entropy; pass one of them")
+    if policy is not None:
+        return policy
+    spec = REMASKING[remasking] if remasking else ALGORITHMS[alg] if alg else "confidence"
+    return f"{spec}:alg_temp={alg_temp:g}" if alg_temp else spec
+
+
+def as_mdm(model: Any, tokenizer: Any = None, mask_id: int | None = None) -> MaskedDiffusionModel:
+    """``model`` as an unmask text MDM: itself, a name for :func:`unmask.models.load_model`, or a
+    ``transformers`` model wrapped with ``tokenizer`` (style from its config, mask id as ``load_model`` finds it)."""
+    from unmask.models import load_model
+    from unmask.models.hf import STYLES, HFMaskedDiffusionModel, resolve_mask_id, resolve_style
+
+    if isinstance(model, str):
+        model = load_model(model)
+    if isinstance(model, MaskedDiffusionModel):
+        if tokenizer is not None and tokenizer is not getattr(model, "tokenizer", None):
+            raise ValueError(f"{model.name} brings its own tokenizer; pass tokenizer=None")
+        if mask_id is not None and mask_id != model.mask_id:
+            raise ValueError(f"mask_id {mask_id}: {model.name} uses mask id {model.mask_id}; drop mask_id")
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError(f"generate() decodes text: {model.name!r} has no tokenizer; use a Hugging Face dLLM (hf:NAME)")
+        return model
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ValueError(f"model must be an unmask MDM, a transformers model or a model name, got {type(model).__name__}")
+    if tokenizer is None:
+        raise ValueError("a transformers model needs its tokenizer: generate(model, tokenizer, prompts, ...)")
+    name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+    family = getattr(model, "family", None)  # unmask's native LLaDA / Dream backends
+    style = replace(STYLES[family.lower()], pairwise_mask=False) if family else resolve_style(model.config.model_type, None)
+    return HFMaskedDiffusionModel(model, tokenizer, style, resolve_mask_id(tokenizer, model, mask_id, name), f"hf:{name}")
+
+
+def prompt_ids(prompts: str | Sequence[str] | torch.Tensor, model: MaskedDiffusionModel,
+               attention_mask: torch.Tensor | None) -> list[list[int]]:
+    """Token ids of each prompt: strings through the tokenizer, tensor rows without their left padding."""
+    if isinstance(prompts, torch.Tensor):
+        rows = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
+        if attention_mask is None:
+            return rows
+        keep = attention_mask.bool().tolist() if attention_mask.dim() == 2 else [attention_mask.bool().tolist()]
+        return [[t for t, k in zip(row, mask) if k] for row, mask in zip(rows, keep)]
+    if attention_mask is not None:
+        raise ValueError("attention_mask goes with prompt ids (a tensor); text prompts are padded here")
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not texts:
+        raise ValueError("no prompts given")
+    return [model.tokenizer(t)["input_ids"] for t in texts]
