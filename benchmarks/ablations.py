@@ -32,8 +32,8 @@ from unmask.rl.grpo import GRPOConfig
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMON = {
     "upo": dict(policy="upo", base_temperature=0.05, learning_rate=2e-3, num_generations=8, prompts_per_step=8,
-                num_iterations=1, eval_every=10, eval_size=256),
-    "parallel": dict(alpha=1.0, learning_rate=2e-3, num_generations=8, prompts_per_step=8, eval_every=25,
+                num_iterations=1, eval_steps=10, eval_size=256),
+    "parallel": dict(alpha=1.0, learning_rate=2e-3, num_generations=8, prompts_per_step=8, eval_steps=25,
                      eval_size=256),
 }
 GRIDS: dict[str, dict[str, dict]] = {
@@ -49,7 +49,7 @@ GRIDS: dict[str, dict[str, dict]] = {
         "bernoulli_multiplicative": dict(policy="bernoulli"),
         "bernoulli_additive": dict(policy="bernoulli", reward_form="additive"),
         "plackett-luce": dict(policy="plackett-luce"),
-        "bernoulli_steering": dict(policy="bernoulli", expert_steering="threshold:0.9"),
+        "bernoulli_steering": dict(policy="bernoulli", expert_steering=["threshold:0.9"]),
     },
 }
 
@@ -57,9 +57,10 @@ GRIDS: dict[str, dict[str, dict]] = {
 def run_one(args: argparse.Namespace, run: str) -> None:
     tag = f"{args.model or args.task}_{args.difficulty}_{run}" if args.task != "sudoku9" else \
         f"{args.model}_c{args.difficulty}_{run}"  # sudoku keeps the c<clues> names of the committed CSVs
-    cfg = GRPOConfig(task=args.task, model=args.model, difficulty=args.difficulty, steps=args.steps,
-                     output_dir=f"{args.output_dir}/{args.grid}/{tag}",
-                     **{**COMMON[args.grid], **GRIDS[args.grid][run]})
+    cfg = GRPOConfig.from_flat(task=args.task, model=args.model, max_steps=args.steps,
+                               difficulty=[int(c) for c in args.difficulty.split(",")],
+                               output_dir=f"{args.output_dir}/{args.grid}/{tag}",
+                               **{**COMMON[args.grid], **GRIDS[args.grid][run]})
     print(f"== {args.grid}: {tag}", flush=True)
     out = train_policy(cfg, progress=not args.quiet, max_minutes=args.max_minutes)
     (RESULTS / args.grid).mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from common import run_info
+
 from unmask.checkpoint import save_json
 
 
@@ -32,7 +34,7 @@ def run(variant: str, args: argparse.Namespace) -> dict:
     from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
 
     torch.set_num_threads(args.threads)
-    trainer = GRPOTrainer(GRPOConfig(model=args.model, difficulty=str(args.clues), prompts_per_step=args.prompts,
+    trainer = GRPOTrainer(GRPOConfig.from_flat(model=args.model, difficulty=[args.clues], prompts_per_step=args.prompts,
                                      num_generations=args.generations, eval_size=1, num_iterations=1), progress=False)
     examples = trainer.prompts(0)
     base = peak_mb()
@@ -82,8 +84,8 @@ def main() -> None:
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(f"{variant:<11} peak +{r['peak_mb_over_model']:8.1f} MB   rollout {r['rollout_s']:6.2f}s   update {r['update_s']:6.2f}s")
-    save_json(args.out, {"command": "benchmarks/algorithm2_memory.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k not in ("variant", "out")), "results": rows})
+    save_json(args.out, {"provenance": [run_info("benchmarks/algorithm2_memory.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if k not in ("variant", "out")))], "results": rows})
     print(f"wrote {args.out}")
 
 

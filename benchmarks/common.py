@@ -1,8 +1,19 @@
-"""What the benchmark scripts share: the command line a result file records, and the ``--task-option`` flag."""
+"""What the benchmark scripts share: the provenance a result file records (``run_info``: command, git commit, date,
+machine), the command line of a run, and the ``--task-option`` flag."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_task_option(parser: argparse.ArgumentParser) -> None:
@@ -23,3 +34,38 @@ def command_line(script: str, args: argparse.Namespace) -> str:
         elif value:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run ran on: OS and CPU architecture, CPU count, torch version and threads, the GPU if any."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def run_info(command: str) -> dict[str, Any]:
+    """The provenance of one benchmark run, to store in its results JSON: ``command`` (as given), the git
+    ``commit`` of the checkout (``dirty``: it had uncommitted changes), the UTC ``date`` and the ``machine``.
+
+    A results JSON keeps a list of them under ``"provenance"``: ``[run_info(cmd)]`` for a script that writes one
+    run, ``previous["provenance"] + [run_info(cmd)]`` for one that appends rows to an existing file.
+    """
+    return {
+        "command": command,
+        "commit": _git("rev-parse", "HEAD") or None,
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+

@@ -7,8 +7,9 @@ dense version of the solved reward), over the states of sampled and greedy max-c
 first wrong reveal. Greedy decoding with it is then compared with max-confidence on fresh held-out puzzles
 after every epoch. Prints one line per epoch and writes JSON.
 
-Command (benchmarks/results/upo/correctness_probe.json; a GPU makes the rollouts fast, 2 CPU cores take ~30 min;
-``--prob-input full`` probes UPOPolicy's token_probs variant):
+Command (benchmarks/results/upo/correctness_probe.json; a GPU makes the rollouts fast, 2 CPU cores take ~30 min.
+The ``--prob-input full`` variant, g_phi also reading every token's probability, decoded no better (44.0% against
+46.0% on 300 puzzles, benchmarks/results/upo/README.md) and was removed from the library):
     python benchmarks/correctness_probe.py --train 3000 --epochs 4
 """
 
@@ -18,7 +19,7 @@ import argparse
 import time
 
 import torch
-from common import command_line
+from common import command_line, run_info
 
 from unmask.checkpoint import save_json
 from unmask.engine import SamplingConfig, generate
@@ -27,7 +28,7 @@ from unmask.models import load_model
 from unmask.policies.learned import UPOPolicy
 from unmask.tasks import get_task
 
-KEEP = ("hidden", "top_probs", "confidence", "allowed", "token_probs")
+KEEP = ("hidden", "top_probs", "confidence", "allowed")
 
 
 class TokenRecordingUPO(UPOPolicy):
@@ -54,7 +55,7 @@ def collect(task, model, policy, examples, seed: int, batch_size: int = 100) -> 
         for rec in out.trajectory:
             correct = rec.data["tokens"] == target[rec.rows]
             keep = alive[rec.rows]
-            obs.append({k: rec.data[k][keep].cpu() for k in KEEP if k in rec.data})
+            obs.append({k: rec.data[k][keep].cpu() for k in KEEP})
             labels.append(correct[keep].cpu())
             wrong = ~correct.gather(1, rec.data["action"][:, :1]).squeeze(1)
             alive[rec.rows[wrong]] = False
@@ -69,14 +70,12 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=500)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--prob-input", choices=("topk", "full"), default="topk",
-                   help="g_phi's probability input: Eq. 21's Top-K, or every token's (UPOPolicy.token_probs)")
     p.add_argument("--save", default=None, help="write the trained g_phi here (a policy checkpoint)")
     p.add_argument("--out", default="benchmarks/results/upo/correctness_probe.json")
     args = p.parse_args()
     torch.manual_seed(0)
     task, model = get_task("sudoku9"), load_model(args.model)
-    policy = TokenRecordingUPO.for_model(model, token_probs=args.prob_input == "full").to(model.device)
+    policy = TokenRecordingUPO.for_model(model).to(model.device)
     train = task.generate(args.train, seed=777, difficulty=args.clues)
     held = task.generate(args.held_out, seed=2026, difficulty=args.clues)
     rows = [{"epoch": 0, "loss": None, "held_out_solved": solved_rate(task, model, policy, held)}]
@@ -106,7 +105,7 @@ def main() -> None:
             total, batches = total + loss.item(), batches + 1
         rows.append({"epoch": epoch, "loss": total / batches, "held_out_solved": solved_rate(task, model, policy, held)})
         print(f"epoch {epoch}  loss {rows[-1]['loss']:.4f}  held-out solved {rows[-1]['held_out_solved']:.3f}", flush=True)
-    save_json(args.out, {"command": command_line("benchmarks/correctness_probe.py", args), "states": len(labels),
+    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/correctness_probe.py", args))], "states": len(labels),
                          "device": str(model.device), "epochs": rows})
     print(f"wrote {args.out}")
     if args.save:

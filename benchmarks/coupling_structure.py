@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from common import command_line  # noqa: E402
+from common import command_line, run_info  # noqa: E402
 from joint_marginals import unit_matrix  # noqa: E402
 
 from unmask.api import SHIPPED_POLICIES  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
     fig.tight_layout()
     png = args.out.rsplit(".", 1)[0] + ".png"
     fig.savefig(png, dpi=110)
-    save_json(args.out, {"command": command_line("benchmarks/coupling_structure.py", args), "results": rows})
+    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/coupling_structure.py", args))], "results": rows})
     print(f"wrote {args.out} and {png}")
 
 

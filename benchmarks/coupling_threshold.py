@@ -13,10 +13,9 @@ Command (benchmarks/results/parallel/coupling_threshold.json):
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
-from common import command_line
+from common import command_line, run_info
 
 from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
@@ -62,8 +61,8 @@ def main() -> None:
                            progress=False)
         print(f"\n{args.model} · {clues} clues\n{format_table(results)}", flush=True)
         rows += [{"model": args.model, "clues": clues, **r.__dict__} for r in results]
-        save_json(args.out, {"command": command_line("benchmarks/coupling_threshold.py", args),
-                             "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "results": rows})
+        save_json(args.out, {"provenance": [run_info(command_line("benchmarks/coupling_threshold.py", args))],
+                             "results": rows})
     print(f"\nwrote {args.out}")
 
 

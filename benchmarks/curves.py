@@ -6,21 +6,21 @@
 the zebra runs of `benchmarks/gpu_grid.sh` (each folder's README.md gives the commands and machine). The first three
 curves come from `unmask train-policy` runs (metrics.csv copied to benchmarks/results/upo/):
     unmask train-policy --task sudoku9 --model sudoku9-small --clues 28 --reference confidence --beta 0.05 \\
-        --base-temperature 0.05 --d-model 32 --learning-rate 1e-3 --steps 150 --eval-every 10 --eval-size 256 \\
+        --base-temperature 0.05 --d-model 32 --learning-rate 1e-3 --max-steps 150 --eval-steps 10 --eval-size 256 \\
         --output-dir runs/upo-c28-ce0.05                       # -> sudoku9-small_c28_ce0.05_lr1e-3.csv (stopped at 33)
     unmask train-policy --task sudoku9 --model sudoku9-small --clues 28 --reference confidence --beta 0.005 \\
         --base-temperature 0.02 --d-model 32 --learning-rate 3e-3 --num-generations 8 --prompts-per-step 6 \\
-        --steps 150 --eval-every 10 --eval-size 256 --output-dir runs/upo-c28-ce0.005  # -> ..._ce0.005_lr3e-3.csv (stopped at 106)
+        --max-steps 150 --eval-steps 10 --eval-size 256 --output-dir runs/upo-c28-ce0.005  # -> ..._ce0.005_lr3e-3.csv (stopped at 106)
     unmask train-policy --task sudoku9 --model sudoku9-small --difficulty 28 --reference confidence --beta 0.005 \\
         --base-temperature 0.05 --learning-rate 2e-3 --num-generations 8 --prompts-per-step 12 --num-iterations 1 \\
-        --steps 200 --eval-every 10 --eval-size 256 --output-dir runs/upo-c28-t05  # -> ..._t0.05_lr2e-3_P12.csv (stopped
+        --max-steps 200 --eval-steps 10 --eval-size 256 --output-dir runs/upo-c28-t05  # -> ..._t0.05_lr2e-3_P12.csv (stopped
         # at 29; its best, step 10, is benchmarks/results/checkpoints/upo-sudoku9-small-c28-step10)
     GRPO after the coupling's pre-training (--coupling-rounds, the shipped upo-sudoku9-* recipe's settings but):
     unmask train-policy --task sudoku9 --model sudoku9-small --coupling-rounds 3 --coupling-prompts 1000 \
-        --difficulty 28 --reference none --learning-rate 3e-4 --num-generations 8 --prompts-per-step 16 --steps 30 \
-        --eval-every 5 --eval-size 256 --output-dir runs/cp1   # -> sudoku9-small_c28_coupling_lr3e-4.csv
+        --difficulty 28 --reference none --learning-rate 3e-4 --num-generations 8 --prompts-per-step 16 --max-steps 30 \
+        --eval-steps 5 --eval-size 256 --output-dir runs/cp1   # -> sudoku9-small_c28_coupling_lr3e-4.csv
     unmask train-policy --task sudoku9 --model sudoku9-small --coupling-rounds 3 --difficulty 24,28,32,36 \
-        --reference none --learning-rate 2e-3 --num-generations 8 --prompts-per-step 16 --steps 40 --eval-every 5 \
+        --reference none --learning-rate 2e-3 --num-generations 8 --prompts-per-step 16 --max-steps 40 --eval-steps 5 \
         --eval-size 256 --output-dir runs/cp2   # -> sudoku9-small_mix_coupling_lr2e-3_stopped.csv (stopped at 17)
 Summary commands (table + JSON + PNG: benchmarks/results/<grid>_curves.{json,png}):
     .venv/bin/python benchmarks/curves.py --grid upo
@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+
+from common import run_info
 
 from unmask.checkpoint import save_json
 
@@ -92,7 +94,7 @@ def main() -> None:
     fig.tight_layout()
     png, out = RESULTS / f"{args.grid}_curves.png", RESULTS / f"{args.grid}_curves.json"
     fig.savefig(png, dpi=120)
-    save_json(out, {"command": f"benchmarks/curves.py --grid {args.grid}", "runs": summary})
+    save_json(out, {"provenance": [run_info(f"benchmarks/curves.py --grid {args.grid}")], "runs": summary})
     print(f"wrote {out} and {png}")
 
 

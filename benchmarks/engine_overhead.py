@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from common import run_info
+
 from unmask.checkpoint import save_json
 from unmask.engine import SamplingConfig, generate
 from unmask.models import load_model
@@ -56,7 +58,7 @@ def main() -> None:
     enc = task.encode(examples, model)
     rows = []
     print(f"{'policy':<34} {'puzzles/s':>10} {'engine s':>9} {'forward s':>10} {'overhead':>9}")
-    upo = UPOPolicy.for_model(model, d_model=GRPOConfig.d_model).eval()
+    upo = UPOPolicy.for_model(model, d_model=GRPOConfig().policy.d_model).eval()
     print(f"UPO policy: {sum(p.numel() for p in upo.parameters()):,} parameters; MDM: "
           f"{sum(p.numel() for p in model.parameters()):,}")
     for spec in args.policies.split(","):
@@ -72,8 +74,8 @@ def main() -> None:
                "overhead": (total - model.seconds) / model.seconds}
         rows.append(row)
         print(f"{row['policy']:<34} {row['puzzles_per_s']:>10.1f} {total:>9.2f} {model.seconds:>10.2f} {100 * row['overhead']:>8.1f}%")
-    save_json(args.out, {"command": "benchmarks/engine_overhead.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-                         "torch_threads": torch.get_num_threads(), "results": rows})
+    save_json(args.out, {"provenance": [run_info("benchmarks/engine_overhead.py " + " ".join(
+                         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))], "results": rows})
     print(f"wrote {args.out}")
 
 

@@ -31,10 +31,10 @@ mean NFE (where the threshold curve covers that NFE).
 from __future__ import annotations
 
 import argparse
-import platform
 
 import numpy as np
-import torch
+
+from common import run_info
 
 from unmask.api import frontier
 from unmask.checkpoint import save_json
@@ -107,9 +107,8 @@ def main() -> None:
         label = f"{r['method']} {r['origin']}".strip()[-58:]
         print(f"{r['model']:<16} {str(r['block_length']):>5} {label:<58} {nfe:>9} {speed:>8} {gain:>11}")
     out = f"benchmarks/results/frontier_{args.name}.json"
-    save_json(out, {"command": "benchmarks/frontier.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-                    "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-                    "summary": rows, "runs": runs})
+    save_json(out, {"provenance": [run_info("benchmarks/frontier.py " + " ".join(
+                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))], "summary": rows, "runs": runs})
     print(f"wrote {out}")
 
 

@@ -10,8 +10,8 @@ mkdir -p "$OUT_DIR"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 train() { local name=$1; shift
-          $PY -m unmask train-policy --task sudoku9 --model sudoku9-base --difficulty 28 --steps 2000 \
-            --max-minutes "$MINUTES" --eval-every 10 --eval-size 256 --output-dir "$OUT_DIR/$name" "$@" \
+          $PY -m unmask train-policy --task sudoku9 --model sudoku9-base --difficulty 28 --max-steps 2000 \
+            --max-minutes "$MINUTES" --eval-steps 10 --eval-size 256 --output-dir "$OUT_DIR/$name" "$@" \
             > "$OUT_DIR/$name.log" 2>&1; }
 common="--base-temperature 0.05 --learning-rate 1e-3 --num-generations 8 --prompts-per-step 32 --num-iterations 2"
 train upo-base-conf $common --reference confidence --beta 0.005 &

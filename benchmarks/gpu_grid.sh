@@ -12,15 +12,15 @@ PY=${PYTHON:-python3}
 grid() { $PY benchmarks/ablations.py --grid "$1" --steps 2000 --max-minutes "$MINUTES" --jobs "$2" \
            --output-dir "$OUT_DIR/ablations" > "$OUT_DIR/$1.log" 2>&1; }
 train() { local name=$1; shift
-          $PY -m unmask train-policy --steps 2000 --max-minutes "$MINUTES" --output-dir "$OUT_DIR/$name" "$@" \
+          $PY -m unmask train-policy --max-steps 2000 --max-minutes "$MINUTES" --output-dir "$OUT_DIR/$name" "$@" \
             > "$OUT_DIR/$name.log" 2>&1; }
 grid upo 6 &
 grid parallel 4 &
 train upo-sudoku9-small-c28-P32 --task sudoku9 --model sudoku9-small --difficulty 28 --reference confidence \
   --beta 0.005 --base-temperature 0.05 --learning-rate 1e-3 --num-generations 8 --prompts-per-step 32 \
-  --num-iterations 2 --eval-every 10 --eval-size 256 &
+  --num-iterations 2 --eval-steps 10 --eval-size 256 &
 train upo-zebra --task zebra --reference confidence --beta 0.05 --base-temperature 0.05 --learning-rate 2e-3 \
-  --num-generations 8 --prompts-per-step 8 --num-iterations 1 --eval-every 10 --eval-size 256 &
+  --num-generations 8 --prompts-per-step 8 --num-iterations 1 --eval-steps 10 --eval-size 256 &
 train bernoulli-zebra --task zebra --policy bernoulli --alpha 1 --learning-rate 2e-3 --num-generations 8 \
-  --prompts-per-step 8 --eval-every 25 --eval-size 256 &
+  --prompts-per-step 8 --eval-steps 25 --eval-size 256 &
 wait

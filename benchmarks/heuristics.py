@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
-import torch
-from common import add_task_option, command_line
+from common import add_task_option, command_line, run_info
 
 from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
@@ -68,7 +66,7 @@ def main() -> None:
     out = Path(args.out)
     previous = json.loads(out.read_text()) if args.append and out.exists() else {}
     rows: list[dict] = previous.get("results", [])
-    commands = previous.get("commands", [previous["command"]] if "command" in previous else []) + [command]
+    provenance = previous.get("provenance", []) + [run_info(command)]
     for data, examples in datasets:
         for model_name in models:
             model = load_model(model_name)
@@ -76,8 +74,7 @@ def main() -> None:
             results = evaluate(task, model, examples, policies, seed=0, progress=False)
             print(f"\n{model_name} · {args.task} · {data}\n{format_table(results)}", flush=True)
             rows += [{"model": model_name, "task": args.task, "data": data, **r.__dict__} for r in results]
-            save_json(out, {"commands": commands, "torch_threads": torch.get_num_threads(),  # saved after every block
-                            "machine": platform.machine(), "results": rows})
+            save_json(out, {"provenance": provenance, "results": rows})  # saved after every block
     print(f"\nwrote {out}")
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from common import run_info
+
 from unmask.engine import SamplingConfig, generate
 from unmask.models import MaskedTransformer, TransformerConfig, load_model
 from unmask.policies import get_policy
@@ -113,7 +115,7 @@ def main() -> None:
         print(f"{r['path']:<8} {r['batch_size']:>5} {r['params']:>8} {r['nfe']:>5.0f} {r['engine_s']:>9.3f} {r['forward_s']:>9.3f} "
               f"{100 * r['overhead']:>8.1f}% {r['tokens_per_s']:>9.0f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join(sys.argv), "torch_threads": 1, "clues": args.clues, "policy": "confidence",
+    meta = {"provenance": [run_info(" ".join(sys.argv))], "torch_threads": 1, "clues": args.clues, "policy": "confidence",
             "steps": "one token per step"}
     Path(args.out).write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -23,10 +23,9 @@ Command (benchmarks/results/upo/joint_marginals.json):
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
-from common import command_line
+from common import command_line, run_info
 
 from unmask.checkpoint import save_json
 from unmask.engine import StepState, generate
@@ -121,8 +120,7 @@ def main() -> None:
             if args.audit:
                 audits += [{"model": name, "clues": clues, **row}
                            for row in audit(task, model, examples, {p.name: p for p in (policies[0], policies[-1])})]
-            save_json(args.out, {"command": command_line("benchmarks/joint_marginals.py", args),
-                                 "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            save_json(args.out, {"provenance": [run_info(command_line("benchmarks/joint_marginals.py", args))],
                                  "results": rows, **({"audit": audits} if args.audit else {})})
     print(f"\nwrote {args.out}")
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import run_info
+
 from unmask.tasks import get_task
 from unmask.tasks.math_reward import extract_answer, symbolic_equal
 
@@ -70,7 +72,7 @@ def main() -> None:
         for variant, r in variants.items():
             print(f"{name:<10} {variant:<24} {r['correct']:>4}/{r['n']:<4} {100 * r['accuracy']:>8.2f}% {r['seconds']:>8.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), **results}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"provenance": [run_info(" ".join(sys.argv))], **results}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import add_task_option, command_line
+from common import add_task_option, command_line, run_info
 
 from unmask.api import prepare_run, resolve_policy
 from unmask.checkpoint import save_json
@@ -40,7 +40,7 @@ def main() -> None:
                                                args.seed, None, task_options(args.task_option))
     base = reveal_order(task, mdm, examples, resolve_policy(args.baseline, mdm), seed=args.seed)
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if args.append and out.exists() else {"commands": [], "rows": []}
+    previous = json.loads(out.read_text()) if args.append and out.exists() else {"provenance": [], "rows": []}
     command = command_line("benchmarks/order_agreement.py", args)
     rows = previous["rows"]
     print(f"{'data':<44} {'policy':<16} {'identical':>9} {'same step':>9} {'same 1st':>9} "
@@ -53,7 +53,7 @@ def main() -> None:
         print(f"{row['data']:<44} {row['policy']:<16} {row['identical_order']:>9.3f} {row['same_step']:>9.3f} "
               f"{row['same_first_step']:>9.3f} {row['solved']:>7.3f} {row['baseline_solved']:>8.3f} "
               f"{row['solved_by_one_only']:>8.3f}")
-    save_json(out, {"commands": previous["commands"] + [command], "rows": rows})
+    save_json(out, {"provenance": previous["provenance"] + [run_info(command)], "rows": rows})
     print(f"wrote {out}")
 
 

@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from common import run_info
+
 from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
 from unmask.engine import StepState, generate
@@ -95,8 +97,8 @@ def main() -> None:
             print(f"{name:<15} {batch_size:>5} {r['mdm_parameters']:>11,} {r['policy_parameters']:>8,} "
                   f"{100 * r['parameter_ratio']:>6.1f}% {r['forward_ms']:>11.3f} {r['policy_step_ms']:>10.3f} "
                   f"{100 * r['step_cost_ratio']:>6.1f}%")
-    save_json(args.out, {"command": "benchmarks/policy_cost.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-                         "torch_threads": torch.get_num_threads(), "results": rows})
+    save_json(args.out, {"provenance": [run_info("benchmarks/policy_cost.py " + " ".join(
+                         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))], "results": rows})
     print(f"wrote {args.out}")
 
 

@@ -11,15 +11,15 @@ from unmask.train_mdm import MDMTrainConfig, train_mdm
 @pytest.fixture(scope="module")
 def mdm_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("mdm") / "sudoku4-tiny"
-    train_mdm(MDMTrainConfig(task="sudoku4", output_dir=str(out), n_layer=2, n_head=2, n_embd=32, steps=80,
-                             batch_size=32, warmup=2, save_every=80, log_every=40), progress=False)
+    train_mdm(MDMTrainConfig(task="sudoku4", output_dir=str(out), n_layer=2, n_head=2, n_embd=32, max_steps=80,
+                             batch_size=32, warmup_steps=2, save_steps=80, logging_steps=40), progress=False)
     return str(out)
 
 
 def cfg(mdm_dir, out, **kw):
-    base = dict(task="sudoku4", model=mdm_dir, output_dir=str(out), steps=2, prompts_per_step=3, num_generations=4,
-                eval_every=1, eval_size=8, difficulty="5", d_model=16, minibatch_size=16, learning_rate=1e-3)
-    return GRPOConfig(**{**base, **kw})
+    base = dict(task="sudoku4", model=mdm_dir, output_dir=str(out), max_steps=2, prompts_per_step=3, num_generations=4,
+                eval_steps=1, eval_size=8, difficulty=[5], d_model=16, minibatch_size=16, learning_rate=1e-3)
+    return GRPOConfig.from_flat({**base, **kw})
 
 
 def test_group_advantages_are_normalised_per_group():
@@ -38,15 +38,12 @@ def test_unscaled_advantages_keep_small_reward_differences_small():
     assert greedy.tolist() == pytest.approx([0.01, -0.01, 0.01, -0.01])
 
 
-def test_unknown_advantage_scale_or_prob_input_is_refused(mdm_dir, tmp_path):
-    with pytest.raises(ValueError, match="advantage_scale must be 'std' or 'none'"):
+def test_unknown_advantage_scale_or_policy_setting_is_refused(mdm_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"advantage_scale \(--advantage-scale\) must be one of std, none"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
-    with pytest.raises(ValueError, match="prob_input must be 'topk' or 'full'"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="all"), progress=False)
-    with pytest.raises(ValueError, match="--prob-input is for UPO policies"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="full", policy="bernoulli"), progress=False)
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, prob_input="full"), progress=False)
-    assert trainer.policy.config.token_probs and "token_probs" in trainer.rollout(trainer.prompts(0))[0].obs
+    with pytest.raises(ValueError, match=r"base_temperature \(--base-temperature\) is a setting of --policy upo, "
+                                         r"not of --policy bernoulli"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, base_temperature=0.1, policy="bernoulli"), progress=False)
 
 
 def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
@@ -58,20 +55,20 @@ def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
 
 
 def test_greedy_baseline_decodes_each_prompt_once_more(mdm_dir, tmp_path):
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="greedy", difficulty="4", base_temperature=None), progress=False)
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="greedy", difficulty=[4], base_temperature=None), progress=False)
     calls = []
     trainer.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     buf, stats = trainer.rollout(trainer.prompts(0))
     assert 0 <= stats["greedy_reward"] <= 1 and buf.advantage.shape == (12,)
     assert calls[0] == 12 and 3 in calls  # the 3 x 4 sampled rollouts, then the 3 greedy decodes
-    with pytest.raises(ValueError, match="baseline must be 'group' or 'greedy'"):
+    with pytest.raises(ValueError, match=r"baseline \(--baseline\) must be one of group, greedy"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="mean"), progress=False)
 
 
 @pytest.mark.parametrize("reference", ["confidence", "softmax", "topk", "none"])
 def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_path, reference):
     trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, reference=reference, beta=0.0, num_iterations=4, base_temperature=None,
-                              difficulty="4", num_generations=6), progress=False)
+                              difficulty=[4], num_generations=6), progress=False)
     buf, stats = trainer.rollout(trainer.prompts(0))
     assert len(buf) > 0 and stats["nfe"] > 0
     calls = []
@@ -92,10 +89,10 @@ COUPLING = dict(coupling_rounds=2, coupling_prompts=6, coupling_epochs=2)
 
 @pytest.mark.parametrize("extra", [{}, COUPLING], ids=["plain", "coupling"])
 def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save, extra):
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3, **extra), progress=False)
+    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", max_steps=3, **extra), progress=False)
     straight.train()
-    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, **extra), progress=False), 2)
-    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, **extra), progress=False)
+    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False), 2)
+    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), k
@@ -103,14 +100,14 @@ def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save, extra):
 
 
 def test_max_minutes_stops_with_a_resumable_checkpoint(mdm_dir, tmp_path):
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", steps=3, eval_every=5), progress=False)
+    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", max_steps=3, eval_steps=5), progress=False)
     straight.train()
-    budget = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, eval_every=5), progress=False)
+    budget = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, eval_steps=5), progress=False)
     budget.train(max_minutes=1e-9)  # out of time after the first step: evaluated and saved there
     assert budget.step == 1
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "eval_solved" in rows[0]  # header, step 0, step 1
-    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", steps=3, eval_every=5), progress=False)
+    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, eval_steps=5), progress=False)
     resumed.train(resume=True)
     assert resumed.step == 3
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
@@ -120,13 +117,13 @@ def test_max_minutes_stops_with_a_resumable_checkpoint(mdm_dir, tmp_path):
 
 
 def test_resume_refuses_changed_settings(mdm_dir, tmp_path):
-    GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), progress=False).train()
+    GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1), progress=False).train()
     with pytest.raises(ValueError, match="settings differ"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1, epsilon=0.3), progress=False).train(resume=True)
+        GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1, epsilon=0.3), progress=False).train(resume=True)
 
 
 def test_non_finite_loss_is_skipped_and_counted(mdm_dir, tmp_path):
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False)
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     with pytest.warns(UserWarning, match="non-finite loss"):
         trainer.train()
@@ -138,14 +135,14 @@ def test_non_finite_loss_is_skipped_and_counted(mdm_dir, tmp_path):
 def test_bad_reference_and_scheduler_are_explained(mdm_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown reference 'conf'"):
         Reference("conf")
-    with pytest.raises(ValueError, match="lr_scheduler"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, lr_scheduler="linear"), progress=False)
+    with pytest.raises(ValueError, match=r"lr_scheduler_type \(--lr-scheduler-type\) must be one of constant, cosine"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path, lr_scheduler_type="linear"), progress=False)
 
 
 def test_coupling_is_pretrained_before_grpo_and_saved(mdm_dir, tmp_path):
     from unmask.policies.learned import load_policy
 
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, steps=1, **COUPLING), progress=False)
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1, **COUPLING), progress=False)
     assert trainer.policy.coupling.weight.shape == (16, 16)  # the 4x4 grid's positions
     start = trainer.policy.coupling.weight.detach().clone()
     trainer.train()
@@ -158,7 +155,7 @@ def test_coupling_is_pretrained_before_grpo_and_saved(mdm_dir, tmp_path):
 
 
 def test_coupling_settings_are_checked(mdm_dir, tmp_path):
-    with pytest.raises(ValueError, match="coupling_epochs >= 1"):
+    with pytest.raises(ValueError, match=r"coupling_epochs \(--coupling-epochs\) must be an integer >= 1"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, coupling_epochs=0), progress=False)
     with pytest.raises(ValueError, match="needs a base temperature"):
         GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, base_temperature=None), progress=False)
@@ -167,7 +164,7 @@ def test_coupling_settings_are_checked(mdm_dir, tmp_path):
 @pytest.mark.parametrize("policy", ["bernoulli", "plackett-luce"])
 def test_parallel_policies_read_coupled_confidences(mdm_dir, tmp_path, policy):
     """A parallel policy with a coupling reads q_i(token_i) (network and fallback) and pre-trains it too."""
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, policy=policy, steps=1, **COUPLING), progress=False)
+    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, policy=policy, max_steps=1, **COUPLING), progress=False)
     pol = trainer.policy
     buf, _ = trainer.rollout(trainer.prompts(0))
     obs = buf.take(torch.arange(4))

@@ -26,9 +26,9 @@ def mdm_dir(tmp_path, tiny_sudoku4_model):
 
 
 def cfg(model, out, **kw):
-    base = dict(task="sudoku4", model=model, output_dir=str(out), policy="bernoulli", steps=2, prompts_per_step=3,
-                num_generations=4, eval_every=1, eval_size=6, difficulty="5", d_model=16, minibatch_size=64, learning_rate=1e-2)
-    return GRPOConfig(**{**base, **kw})
+    base = dict(task="sudoku4", model=model, output_dir=str(out), policy="bernoulli", max_steps=2, prompts_per_step=3,
+                num_generations=4, eval_steps=1, eval_size=6, difficulty=[5], d_model=16, minibatch_size=64, learning_rate=1e-2)
+    return GRPOConfig.from_flat({**base, **kw})
 
 
 def test_speed_reward_formulas():
@@ -50,11 +50,11 @@ def test_only_the_additive_reward_pays_fast_wrong_answers():
 
 
 @pytest.mark.parametrize("kw", [{}, {"policy": "plackett-luce", "stop_logit": None},
-                                {"policy": "plackett-luce", "pl_count": "schedule", "diffusion_steps": 4}],
+                                {"policy": "plackett-luce", "pl_count": "schedule", "steps": 4}],
                          ids=["bernoulli", "pl-stop", "pl-schedule"])
 def test_update_trains_parallel_policies_without_the_mdm(tmp_path, kw):
     """Plain initialisation (random reveals) with the shipped 4x4 MDM: answers and rewards vary."""
-    trainer = GRPOTrainer(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty="4", base_threshold=None,
+    trainer = GRPOTrainer(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty=[4], base_threshold=None,
                               **kw), progress=False)
     buf, stats = trainer.rollout(trainer.prompts(0))
     advantage = buf.advantage[buf.traj]
@@ -105,7 +105,7 @@ def test_expert_steps_are_recorded_as_policy_actions_with_mixture_log_probs(tiny
 
 
 def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, stop_after_save):
-    settings = dict(steps=3, alpha_range="0,2", alpha=1.0, expert_steering="threshold:0.9", num_generations=3)
+    settings = dict(max_steps=3, alpha_range=[0, 2], alpha=1.0, expert_steering=["threshold:0.9"], num_generations=3)
     straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)
     buf, stats = straight.rollout(straight.prompts(0))
     alphas = buf.obs["alpha"]
@@ -128,20 +128,20 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"policy": "mask-predict"}, "unknown policy 'mask-predict'"),
+    ({"policy": "mask-predict"}, r"policy \(--policy\) must be one of upo, bernoulli, plackett-luce, got 'mask-predict'"),
     ({"reference": "confidence"}, "use --reference none"),
-    ({"reward_form": "sum"}, "unknown reward form 'sum'"),
-    ({"alpha": -1.0}, "alpha must be >= 0"),
-    ({"policy_temperature": 0.0}, "tau_pi must be > 0"),
-    ({"alpha_range": "2"}, "0 <= LO < HI"),
-    ({"alpha_range": "a,b"}, "alpha range must be LO,HI"),
-    ({"alpha_range": "0,0.5"}, "must lie in the alpha range"),
-    ({"policy": "upo", "alpha_range": "0,1"}, "for the parallel policies"),
-    ({"policy": "upo", "base_threshold_hi": 0.8}, "for the parallel policies"),
+    ({"reward_form": "sum"}, r"reward_form \(--reward-form\) must be one of auto, multiplicative, additive, none"),
+    ({"alpha": -1.0}, r"alpha \(--alpha\) must be a number >= 0"),
+    ({"policy_temperature": 0.0}, r"temperature \(--policy-temperature\) must be a number > 0"),
+    ({"alpha_range": [2]}, r"alpha_range \(--alpha-range\) must be LO,HI: 2 numbers >= 0"),
+    ({"alpha_range": "a,b"}, r"alpha_range \(--alpha-range\) must be LO,HI"),
+    ({"alpha_range": [0, 0.5]}, "lies outside the alpha range"),
+    ({"policy": "upo", "alpha_range": [0, 1]}, "is a setting of --policy bernoulli / plackett-luce, not of --policy upo"),
+    ({"policy": "upo", "base_threshold_hi": 0.8}, "is a setting of --policy bernoulli / plackett-luce, not of --policy upo"),
     ({"base_threshold_hi": 0.8}, "needs an alpha range"),
-    ({"expert_steering": "threshold:1.5"}, "threshold must lie in"),
-    ({"policy": "plackett-luce", "pl_count": "schedule", "expert_steering": "threshold:0.9"}, "variable-count policy"),
-    ({"baseline": "greedy", "expert_steering": "threshold:0.9"}, "does not combine with expert steering"),
+    ({"expert_steering": ["threshold:1.5"]}, "threshold must"),
+    ({"policy": "plackett-luce", "pl_count": "schedule", "expert_steering": ["threshold:0.9"]}, "variable-count policy"),
+    ({"baseline": "greedy", "expert_steering": ["threshold:0.9"]}, "does not combine with expert steering"),
 ])
 def test_bad_settings_are_explained(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
@@ -153,7 +153,7 @@ def test_train_policy_command_line_trains_an_alpha_conditioned_policy(tmp_path, 
 
     out = tmp_path / "bern"
     assert main(["train-policy", "--task", "sudoku4", "--policy", "bernoulli", "--alpha-range", "0,2", "--alpha", "1",
-                 "--base-threshold-hi", "0.6", "--expert-steering", "threshold:0.9", "--output-dir", str(out), "--steps", "1", "--prompts-per-step", "2",
+                 "--base-threshold-hi", "0.6", "--expert-steering", "threshold:0.9", "--output-dir", str(out), "--max-steps", "1", "--prompts-per-step", "2",
                  "--num-generations", "2", "--eval-size", "4", "--clues", "6", "--d-model", "16"]) == 0
     saved = load_policy(out / "best")
     assert saved.kind == "bernoulli" and saved.config.alpha_range == [0.0, 2.0] and saved.config.base_threshold_hi == 0.6

@@ -1,0 +1,342 @@
+"""Write every number table of the README, the docs pages and the model cards from the committed results JSON in
+``benchmarks/results/`` (one script, so no figure is copied by hand).
+
+Command (``--check``: write nothing, list the files that differ and exit 1; ``tests/test_docs.py`` runs the check):
+    .venv/bin/python benchmarks/render_docs.py [--check]
+
+Markdown files hold generated regions ``<!-- generated:NAME -->`` ... ``<!-- /generated -->``; NAME is a key of
+``blocks()``. The cards (``README.md`` of each shipped MDM and policy, ``src/unmask/assets/*/*/``) are generated whole
+from their config, their recipe (``recipes/NAME.yaml``) and the heuristics results: a policy's card shows its rows beside the heuristics on the same
+examples, a model's card every policy on it (from the last results file that has rows for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unmask.api import SHIPPED_POLICIES
+from unmask.config import reference_markdown
+from unmask.engine import SamplingConfig
+from unmask.models import BUILTIN_DIR, builtin_models
+from unmask.policies.learned import UPOConfig
+from unmask.policies.parallel import ParallelConfig, PlackettLuceConfig
+from unmask.rl.grpo import GRPOConfig
+from unmask.run_config import ExamplesConfig, RunConfig
+from unmask.train_mdm import MDMTrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+HEURISTICS_FILES = ("heuristics_small.json", "heuristics_base.json", "heuristics_sudoku4.json", "heuristics_zebra.json",
+                    "heuristics_arithmetic.json", "heuristics_arithmetic-carry.json")
+CARD_BASELINES = ("random", "left_to_right", "confidence", "margin", "threshold:0.9")
+ONE_PER_STEP = ("random", "left_to_right", "confidence", "margin", "entropy", "topk_softmax:k=5:temperature=0.1")
+# the data each shipped policy is shown on in the README's headline table (the task's default or hardest setting)
+HEADLINE = (("upo-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
+            ("upo-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
+            ("bernoulli-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
+            ("bernoulli-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
+            ("upo-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
+            ("bernoulli-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
+            ("upo-sudoku4", "heuristics_sudoku4.json", "generated:clues=4"),
+            ("upo-zebra", "heuristics_zebra.json", "generated:extra_clues=None"))
+CONFIG_CLASSES = (GRPOConfig, RunConfig, SamplingConfig, ExamplesConfig, UPOConfig, ParallelConfig, PlackettLuceConfig,
+                  MDMTrainConfig)  # the reference tables of docs/configuration.md
+MARKER = re.compile(r"(<!-- generated:([\w.-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name).read_text())
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def signed(x: float) -> str:
+    """A difference in points, with its sign (``+0.0`` rather than ``-0.0``)."""
+    return f"{round(100 * x, 1) + 0.0:+.1f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def source(name: str) -> str:
+    """The provenance line under a table: the results file and the commands that wrote it."""
+    cmds = [p["command"] for p in load(name).get("provenance", []) if p.get("command")]
+    return f"From `benchmarks/results/{name}`" + (", written by " + "; ".join(f"`{c}`" for c in cmds) if cmds else "") + "."
+
+
+def cell(row: dict, full_nfe: float) -> str:
+    """Solved rate, with the mean NFE when the policy reveals a variable number of tokens per step."""
+    return pct(row["solved_rate"]) + ("" if abs(row["nfe"] - full_nfe) < 1e-9 else f" ({row['nfe']:.1f})")
+
+
+def heuristics_pivot(name: str) -> str:
+    """One row per (model, data), one column per policy: solved rate (mean NFE for variable-count policies)."""
+    rows = load(name)["results"]
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    keys = list(dict.fromkeys((r["model"], r["data"]) for r in rows))
+    out = []
+    for m, d in keys:
+        mine = {r["policy"]: r for r in rows if (r["model"], r["data"]) == (m, d)}
+        full = max(r["nfe"] for r in mine.values())
+        out.append([m, d.split(":", 1)[-1], f"{full:.0f}"] + [cell(mine[p], full) if p in mine else "" for p in policies])
+    return table(["model", "data", "NFE (one per step)"] + [f"`{p}`" for p in policies], out) + "\n\n" + source(name)
+
+
+def best_heuristic(rows: list[dict]) -> dict:
+    return max((r for r in rows if r["policy"] in ONE_PER_STEP), key=lambda r: r["solved_rate"])
+
+
+def headline() -> str:
+    """The README's table: each shipped learned policy beside the best heuristic on the same examples."""
+    out = []
+    for pname, name, data in HEADLINE:
+        meta = json.loads((SHIPPED_POLICIES / pname / "config.json").read_text())
+        rows = [r for r in load(name)["results"] if r["model"] == meta["mdm"] and r["data"] == data]
+        mine = next(r for r in rows if r["policy"] == meta["policy"]["kind"])
+        best, thr = best_heuristic(rows), next(r for r in rows if r["policy"] == "threshold:0.9")
+        out.append([f"`{pname}`", f"`{meta['mdm']}`", data.split(":", 1)[-1].replace("=None", "=default"), f"{pct(mine['solved_rate'])} ({mine['nfe']:.1f})",
+                    f"`{best['policy']}` {pct(best['solved_rate'])} ({best['nfe']:.0f})",
+                    f"{pct(thr['solved_rate'])} ({thr['nfe']:.1f})",
+                    signed(mine["solved_rate"] - best["solved_rate"])])
+    return table(["shipped policy", "MDM", "data", "solved (NFE)", "best one-per-step heuristic", "threshold:0.9",
+                  "points over best"], out) + ("\n\nSolved rate (mean NFE) on 500 fresh seeded examples, the same for "
+                                               "every policy; source: `benchmarks/results/heuristics_*.json`.")
+
+
+def frontier_runs(name: str) -> list[dict]:
+    report = load(name)
+    return report["runs"] if "runs" in report else [report]
+
+
+def frontier(name: str) -> str:
+    """Each learned curve of a frontier file: knob value, solved rate, NFE and the threshold curve at that NFE."""
+    parts = []
+    for run in frontier_runs(name):
+        rows = []
+        for method, s in run["summary"].items():
+            for p in s.get("vs_threshold", []):
+                rows.append([f"`{Path(method).name}`", f"{run['curves'][method]['knob']} = {p['value']:g}",
+                             f"{pct(p['solved_rate'])} ({p['nfe']:.1f})", pct(p["threshold_solved_rate"]),
+                             signed(p["gain"])])
+        ref = run["summary"]["reference"]
+        speed = ", ".join(f"`{Path(m).name}` {s['speedup']:.1f}×" for m, s in run["summary"].items()
+                          if m != "reference" and s.get("speedup"))
+        parts.append(f"`{run['model']}`, block length {run['block_length'] or 'none (full diffusion)'}, "
+                     f"`{run['data']}`; one-per-step confidence: {pct(ref['solved_rate'])} at {ref['nfe']:.0f} NFE; "
+                     f"fewer NFE at its accuracy (within one point): {speed or 'none'}.\n\n"
+                     + table(["policy", "knob", "solved (NFE)", "threshold at that NFE", "points over threshold"], rows))
+    return "\n\n".join(parts) + "\n\n" + source(name)
+
+
+def upo_grid() -> str:
+    runs = load("upo_curves.json")["runs"]
+    return table(["run", "steps", "held-out at step 0", "best held-out", "last held-out"],
+                 [[f"`{r['run']}`", str(r["steps"]), pct(r["eval_at_0"]), pct(r["best_eval"]), pct(r["last_eval"])]
+                  for r in runs]) + "\n\n" + source("upo_curves.json") + (
+        " Held-out greedy solved rate on 256 examples; each run's command is in `benchmarks/results/upo/README.md`.")
+
+
+def heuristics_pivot_by(name: str, key: str) -> str:
+    """Rows (model, policy), one column per ``key`` value: solved rate."""
+    rows = load(name)["results"]
+    cols = list(dict.fromkeys(r[key] for r in rows))
+    out = []
+    for m, p in dict.fromkeys((r["model"], r["policy"]) for r in rows):
+        mine = {r[key]: r for r in rows if (r["model"], r["policy"]) == (m, p)}
+        out.append([m, f"`{p}`"] + [pct(mine[c]["solved_rate"]) if c in mine else "" for c in cols])
+    return table(["model", "policy"] + [f"{key} {c}" for c in cols], out) + "\n\n" + source(name)
+
+
+def simple(name: str, columns: dict[str, Callable[[dict], str]]) -> str:
+    """One row per result of a file, one column per ``columns`` entry (header: formatter)."""
+    rows = load(name)["results"]
+    return table(list(columns), [[f(r) for f in columns.values()] for r in rows]) + "\n\n" + source(name)
+
+
+def pass_at_n() -> str:
+    report = load("pass_at_n_sudoku9-small_c28.json")
+    ns = (1, 2, 4, 8, 16)
+    return table(["policy"] + [f"pass@{n}" for n in ns],
+                 [[f"`{p}`"] + [pct(v[n - 1]) for n in ns] for p, v in report["pass_at"].items()]) + (
+        f"\n\n`{report['model']}`, `{report['data']}`; single-shot: "
+        + ", ".join(f"`{r['policy']}` {pct(r['solved_rate'])}" for r in report["results"]) + ". "
+        + source("pass_at_n_sudoku9-small_c28.json"))
+
+
+def models_table() -> str:
+    """The built-in MDMs: task, parameters and shape, from their configs."""
+    rows = []
+    for name in builtin_models():
+        meta = json.loads((BUILTIN_DIR / name / "config.json").read_text())
+        m = meta["model"]
+        rows.append([f"`{name}`", f"`{m['task']}`", f"{meta['parameters']:,}", f"{m['n_layer']} × {m['n_embd']} × {m['n_head']}",
+                     f"`src/unmask/assets/models/{name}/README.md`"])
+    return table(["name", "task", "parameters", "layers × width × heads", "card"], rows)
+
+
+def blocks() -> dict[str, str]:
+    """Every generated region, by NAME."""
+    out = {"headline": headline(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
+           "engine-overhead": simple("engine_overhead.json", {
+               "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
+               "engine overhead (share of forward time)": lambda r: pct(r["overhead"])}),
+           "policy-cost": simple("parallel/policy_cost_coupling.json", {
+               "MDM": lambda r: f"`{r['model']}`", "batch": lambda r: str(r["batch_size"]),
+               "policy parameters": lambda r: f"{r['policy_parameters']:,}",
+               "policy step / MDM forward": lambda r: pct(r["step_cost_ratio"])}),
+           "algorithm2-memory": simple("algorithm2_memory.json", {
+               "update": lambda r: r["variant"], "peak memory over the model": lambda r: f"{r['peak_mb_over_model']:,.0f} MB",
+               "rollout": lambda r: f"{r['rollout_s']:.1f} s", "update pass": lambda r: f"{r['update_s']:.1f} s"})}
+    for name in HEURISTICS_FILES + ("heuristics_arithmetic-600steps.json",):
+        out[name.removesuffix(".json").replace("_", "-")] = heuristics_pivot(name)
+    for name in ("frontier_sudoku9-coupling.json", "frontier_arithmetic-carry.json", "frontier_sudoku9.json",
+                 "frontier_arithmetic-blocks.json", "frontier_arithmetic-transfer.json"):
+        out[name.removesuffix(".json").replace("_", "-")] = frontier(name)
+    out.update({f"config-{cls.__name__}": reference_markdown(cls) for cls in CONFIG_CLASSES})  # docs/configuration.md
+    return out
+
+
+def recipe_command(command: str, name: str) -> str:
+    """``unmask COMMAND --config recipes/NAME.yaml``: every shipped MDM and policy has its recipe."""
+    recipe = next(iter(sorted((REPO / "recipes").glob(f"**/{name}.yaml"))), None)
+    if recipe is None:
+        raise ValueError(f"no recipe for the shipped {name!r}: add recipes/{name}.yaml (its training settings)")
+    return f"unmask {command} --config {recipe.relative_to(REPO)}"
+
+
+def results_table(rows: list[dict], name: str) -> list[str]:
+    return [
+        source(name) + " Generated examples are fresh and seeded; `data` names the difficulty (or the file). Count "
+        "policies reveal one token per step (NFE = positions to generate); `threshold` and parallel policies reveal "
+        "a variable number.",
+        "",
+        "| data | policy | solved | cell accuracy | mean NFE | n |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['data']} | {r['policy']} | {pct(r['solved_rate'])} | {pct(r['cell_accuracy'])} | {r['nfe']:.1f} | {r['n']} |"
+          for r in rows),
+    ]
+
+
+def policy_card(name: str, meta: dict, rows: list[dict], source_name: str) -> str:
+    pol = meta["policy"]
+    held = ", ".join(f"{k} {v:.3g}" for k, v in meta.items() if k.startswith("eval_"))
+    lines = [
+        f"# {name}",
+        "",
+        f"`{pol['kind']}` unmasking policy trained with GRPO (`unmask train-policy`) against the frozen built-in MDM "
+        f"`{meta['mdm']}` on `{meta['task']}`; `--policies {pol['kind']}` with `--model {meta['mdm']}` loads it.",
+        "",
+        "| | |", "|---|---|",
+        f"| checkpoint | step {meta['step']} of the run: the best held-out {'reward' if 'eval_reward' in meta else 'solved rate'} ({held}) |",
+        f"| settings | {', '.join(f'{k}={v}' for k, v in pol.items() if not k.startswith('mdm_'))} |",
+        "",
+        "Training command (the recipe holds the settings that differ from the defaults; the checkpoint is the run"
+        " directory's `best/`; `--max-minutes` and `--resume` do not change the result):",
+        "",
+        "```bash",
+        recipe_command("train-policy", name),
+        "```",
+        "",
+        "## Accuracy beside the heuristics",
+        "",
+        *results_table(rows, source_name),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(name: str, meta: dict, rows: list[dict], source_name: str) -> str:
+    m, t = meta["model"], meta["train"]
+    lines = [
+        f"# {name}",
+        "",
+        f"Built-in masked diffusion model for `{m['task']}`: a bidirectional transformer with factorised "
+        f"position embeddings ({len(m['coordinates'])} coordinate tables over {len(m['coordinates'][0])} positions), trained with the masked-diffusion objective by `unmask train-mdm`.",
+        "",
+        "| | |", "|---|---|",
+        f"| parameters | {meta['parameters']:,} |",
+        f"| layers × width × heads | {m['n_layer']} × {m['n_embd']} × {m['n_head']} |",
+        f"| vocabulary | {m['vocab_size']} tokens, mask id {m['mask_id']} (the `{m['task']}` task's layout) |",
+        f"| training | {t['max_steps']} steps × batch {t['batch_size']}, AdamW lr {t['learning_rate']} cosine to {t['min_lr']}, seed {t['seed']} |",
+        "",
+        "Training command:",
+        "",
+        "```bash",
+        recipe_command("train-mdm", name),
+        "```",
+        "",
+        "## Accuracy by policy",
+        "",
+        *results_table(rows, source_name),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def cards() -> dict[Path, str]:
+    """The card of each shipped MDM and policy that a heuristics results file has rows for."""
+    out: dict[Path, str] = {}
+    policies = {p.name: json.loads((p / "config.json").read_text()) for p in sorted(SHIPPED_POLICIES.glob("*/"))}
+    for name in HEURISTICS_FILES:
+        results = load(name)["results"]
+        for model in sorted({r["model"] for r in results} & set(builtin_models())):
+            meta = json.loads((BUILTIN_DIR / model / "config.json").read_text())
+            rows = [r for r in results if r["model"] == model]
+            out[BUILTIN_DIR / model / "README.md"] = model_card(model, meta, rows, name)
+            order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r in rows))}
+            for pname, pmeta in policies.items():
+                mine = [r for r in rows if r["policy"] == pmeta["policy"]["kind"] and pmeta["mdm"] == model]
+                if mine:
+                    datasets = {r["data"] for r in mine}
+                    shown = sorted((r for r in rows if r["data"] in datasets and (r in mine or r["policy"] in CARD_BASELINES)),
+                                   key=lambda r: order[r["data"]])
+                    out[SHIPPED_POLICIES / pname / "README.md"] = policy_card(pname, pmeta, shown, name)
+    return out
+
+
+def fill(path: Path, text: str, generated: dict[str, str]) -> str:
+    """``text`` with every generated region replaced by its block; an unknown NAME is a ValueError."""
+    def sub(m: re.Match) -> str:
+        if m.group(2) not in generated:
+            raise ValueError(f"{path}: unknown generated region {m.group(2)!r}; valid: {', '.join(sorted(generated))}")
+        return m.group(1) + generated[m.group(2)] + "\n" + m.group(4)
+    return MARKER.sub(sub, text)
+
+
+def markdown_files() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]
+
+
+def outputs() -> dict[Path, str]:
+    """Every generated file's text: the Markdown files with generated regions, and the cards."""
+    generated = blocks()
+    out = {}
+    for path in markdown_files():
+        text = path.read_text()
+        if MARKER.search(text):
+            out[path] = fill(path, text, generated)
+    return {**out, **cards()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="write nothing; list the files that differ and exit 1")
+    args = p.parse_args()
+    stale = {path: text for path, text in outputs().items() if not path.is_file() or path.read_text() != text}
+    for path, text in stale.items():
+        print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(REPO)}")
+        if not args.check:
+            path.write_text(text)
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
