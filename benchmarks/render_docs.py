@@ -184,9 +184,43 @@ def models_table() -> str:
     return table(["name", "task", "parameters", "layers × width × heads", "card"], rows)
 
 
+def kv_cache_speed() -> str:
+    """Wall-time speed-up of each cache mode over no cache, side by side in one run per (model, prompt, policy)."""
+    rows, runs = [], {}
+    for r in load("kv_cache.json")["speed"]:
+        runs.setdefault((r["model"], r.get("prompt_length"), r["policy"]), {})[r["cache"]] = r
+    for (model, prompt, policy), by_mode in runs.items():
+        none, prefix, dual = (by_mode.get(m) for m in ("none", "prefix", "dual"))
+        exact = [m for m in (prefix, dual) if m is not None and "fast_dllm_tokens_equal" in m]
+        rows.append([f"`{model}`", "–" if prompt is None else str(prompt), f"`{policy}`", f"{none['seconds']:.1f} s",
+                     f"{prefix['speedup']:.2f}×", f"{dual['speedup']:.2f}×",
+                     ("yes" if all(m["fast_dllm_tokens_equal"] for m in exact) else "no") if exact else "–"])
+    return table(["model", "prompt", "policy", "no cache", "prefix", "dual", "Fast-dLLM's tokens"], rows) + "\n\n" + source("kv_cache.json")
+
+
+def kv_cache_accuracy() -> str:
+    """Paired solved-rate difference of each cache mode against no cache (rows measured on 1000 examples)."""
+    rows = [r for r in load("kv_cache.json")["accuracy"] if r["n"] >= 1000]
+    none = {(r["task"], r["policy"]): r for r in rows if r["cache"] == "none"}
+    out = [[f"`{r['task']}`", f"`{r['policy']}`", r["cache"], pct(none[(r["task"], r["policy"])]["solved_rate"]),
+            pct(r["solved_rate"]), f"{signed(r['solved_delta'])} ± {100 * r['solved_delta_se']:.1f}",
+            f"{r['solved_only_none']} / {r['solved_only_cache']}"] for r in rows if r["cache"] != "none"]
+    return table(["task", "policy", "cache", "solved, none", "solved, cache", "paired difference (points)",
+                  "lost / gained"], out) + "\n\n" + source("kv_cache.json")
+
+
+def distributed() -> str:
+    """Throughput of one training step with one and two processes (benchmarks/distributed.py)."""
+    return simple("distributed.json", {
+        "run": lambda r: r["run"], "rollout": lambda r: f"{r['rollout_s']:.2f} s", "update": lambda r: f"{r['update_s']:.2f} s",
+        "speed-up": lambda r: f"{r['speedup']:.2f}×", "parallel efficiency": lambda r: f"{r['parallel_efficiency']:.2f}",
+        "communication share": lambda r: pct(r["communication_share"]), "transfer share": lambda r: pct(r["transfer_share"])})
+
+
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
     out = {"headline": headline(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
+           "kv-cache-speed": kv_cache_speed(), "kv-cache-accuracy": kv_cache_accuracy(), "distributed": distributed(),
            "engine-overhead": simple("engine_overhead.json", {
                "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
                "engine overhead (share of forward time)": lambda r: pct(r["overhead"])}),
