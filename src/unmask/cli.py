@@ -397,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "output_dir", None) and args.command in ("train-policy", "train-mdm"):
             from unmask.checkpoint import interrupted_message
 
-            command = sys.argv[1:] if argv is None else argv
-            print(f"unmask {args.command}: {interrupted_message(command, args.output_dir)}", file=sys.stderr)
+            print(f"unmask {args.command}: {interrupted_message(argv, args.output_dir)}", file=sys.stderr)
         else:
             print("interrupted", file=sys.stderr)
         return 130
