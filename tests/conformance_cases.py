@@ -19,10 +19,8 @@ Used by tests/test_conformance.py and benchmarks/conformance.py (settings matche
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import itertools
-import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,8 @@ from unmask.engine import SamplingConfig, generate
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 from unmask.policies import get_policy
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from llada_reference import REFERENCE, load_reference
+
 VOCAB, MASK, PAD, EOS, EOT = 24, 23, 0, 1, 2
 
 
@@ -90,31 +89,12 @@ class OracleMDM(MaskedDiffusionModel):
         return MDMOutput(logits=logits)
 
 
-def _load(name: str, path: Path, stubs: dict[str, types.ModuleType] | None = None) -> types.ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    saved = {k: sys.modules.get(k) for k in (stubs or {})}
-    sys.modules.update(stubs or {})
-    try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-    sys.modules[name] = module
-    return module
-
-
 def reference_available() -> bool:
     return REFERENCE.is_dir()
 
 
 def llada_reference() -> types.ModuleType:
-    return _load("_conformance_llada_generate", REFERENCE / "llada" / "generate.py")
+    return load_reference("_conformance_llada_generate", REFERENCE / "llada" / "generate.py")
 
 
 def fast_dllm_reference() -> types.ModuleType:
@@ -122,14 +102,14 @@ def fast_dllm_reference() -> types.ModuleType:
     stub.LLaDAModelLM = object  # imported by the script for its main(); unused by generate()
     package = types.ModuleType("model")
     package.modeling_llada = stub
-    return _load("_conformance_fast_dllm_generate", REFERENCE / "fast_dllm" / "llada" / "generate.py",
+    return load_reference("_conformance_fast_dllm_generate", REFERENCE / "fast_dllm" / "llada" / "generate.py",
                  {"model": package, "model.modeling_llada": stub})
 
 
 def dream_reference() -> types.ModuleType:
     """Dream's generation code; one compatibility patch for the pinned transformers 5: GenerationConfig.update()
     now calls ``validate(user_set_attributes=...)``, which Dream's no-op ``validate(is_init)`` does not take."""
-    module = _load("_conformance_dream_generation", REFERENCE / "fast_dllm" / "dream" / "model" / "generation_utils.py")
+    module = load_reference("_conformance_dream_generation", REFERENCE / "fast_dllm" / "dream" / "model" / "generation_utils.py")
     module.DreamGenerationConfig.validate = lambda self, *args, **kwargs: None
     return module
 
