@@ -47,9 +47,9 @@ def run(variant: str, args: argparse.Namespace) -> dict:
         trainer.model.requires_grad_(True)
         group = [ex for ex in examples for _ in range(args.generations)]
         enc = trainer.task.encode(group, trainer.model)
-        trainer.policy.mode = "sample"
+        actor = trainer.policy.with_options(mode="sample")
         with torch.enable_grad():
-            out = generate.__wrapped__(trainer.model, enc.input_ids, trainer.policy, SamplingConfig(), None, 0,
+            out = generate.__wrapped__(trainer.model, enc.input_ids, actor, SamplingConfig(), None, 0,
                                        trainer.gen, record=True)
             rollout_s = time.perf_counter() - start
             logp = torch.zeros(len(group))

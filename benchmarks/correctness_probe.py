@@ -1,7 +1,7 @@
 """Is there a signal in the MDM's features, beyond its own confidence, that says which position is safe to reveal?
 
 A supervised probe for the UPO headline (not part of the library): g_phi (UPO's scorer, started as
-log(confidence)/tau0, :class:`unmask.policies.learned.UPOPolicy`) is trained to put its probability on the
+log(confidence)/tau0, :class:`unmask.policies.scorers.UPOScorer`) is trained to put its probability on the
 masked positions whose argmax token is *correct*, maximising log sum_{i correct} g_phi(i | x_n) (a myopic,
 dense version of the solved reward), over the states of sampled and greedy max-confidence rollouts up to their
 first wrong reveal. Greedy decoding with it is then compared with max-confidence on fresh held-out puzzles
@@ -25,13 +25,13 @@ from unmask.checkpoint import save_json
 from unmask.engine import SamplingConfig, generate
 from unmask.evaluate import evaluate
 from unmask.models import load_model
-from unmask.policies.learned import UPOPolicy
+from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
 
 KEEP = ("hidden", "top_probs", "confidence", "allowed")
 
 
-class TokenRecordingUPO(UPOPolicy):
+class TokenRecordingUPO(LearnedPolicy):
     """g_phi whose recorded observations also hold the token each position would receive."""
 
     def observe(self, state):
@@ -75,7 +75,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     task, model = get_task("sudoku9"), load_model(args.model)
-    policy = TokenRecordingUPO.for_model(model).to(model.device)
+    policy = TokenRecordingUPO.for_model("upo", model).to(model.device)
     train = task.generate(args.train, seed=777, difficulty=args.clues)
     held = task.generate(args.held_out, seed=2026, difficulty=args.clues)
     rows = [{"epoch": 0, "loss": None, "held_out_solved": solved_rate(task, model, policy, held)}]
@@ -83,9 +83,7 @@ def main() -> None:
     t = time.perf_counter()
     parts = []
     for seed, mode in ((1, "sample"), (2, "greedy")):
-        policy.mode = mode
-        parts.append(collect(task, model, policy, train, seed))
-    policy.mode = "greedy"
+        parts.append(collect(task, model, policy.with_options(mode=mode), train, seed))
     obs = {k: torch.cat([o[k] for o, _ in parts]) for k in parts[0][0]}
     labels = torch.cat([y for _, y in parts])
     print(f"{len(labels)} states in {time.perf_counter() - t:.0f}s", flush=True)

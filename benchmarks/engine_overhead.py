@@ -22,7 +22,7 @@ from unmask.engine import SamplingConfig, generate
 from unmask.models import load_model
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import get_policy
-from unmask.policies.learned import UPOPolicy
+from unmask.policies.learned import LearnedPolicy
 from unmask.rl.grpo import GRPOConfig
 from unmask.tasks import get_task
 
@@ -58,7 +58,7 @@ def main() -> None:
     enc = task.encode(examples, model)
     rows = []
     print(f"{'policy':<34} {'puzzles/s':>10} {'engine s':>9} {'forward s':>10} {'overhead':>9}")
-    upo = UPOPolicy.for_model(model, d_model=GRPOConfig().policy.d_model).eval()
+    upo = LearnedPolicy.for_model("upo", model, d_model=GRPOConfig().policy.d_model).eval()
     print(f"UPO policy: {sum(p.numel() for p in upo.parameters()):,} parameters; MDM: "
           f"{sum(p.numel() for p in model.parameters()):,}")
     for spec in args.policies.split(","):

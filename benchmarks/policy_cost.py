@@ -27,7 +27,7 @@ from unmask.checkpoint import save_json
 from unmask.engine import StepState, generate
 from unmask.models import load_model
 from unmask.policies.base import Policy
-from unmask.policies.parallel import BernoulliPolicy
+from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
 
 
@@ -48,7 +48,7 @@ class TimedPolicy(Policy):
 
 def measure(model_name: str, batch_size: int, forwards: int, spec: str = "") -> dict:
     task, model = get_task("sudoku9"), load_model(model_name)
-    policy = TimedPolicy(resolve_policy(spec, model) if spec else BernoulliPolicy.for_model(model))
+    policy = TimedPolicy(resolve_policy(spec, model) if spec else LearnedPolicy.for_model("bernoulli", model))
     clock = {"start": 0.0, "seconds": 0.0, "calls": 0}
 
     def before(*_):

@@ -24,8 +24,7 @@ from unmask.api import SHIPPED_POLICIES
 from unmask.config import reference_markdown
 from unmask.engine import SamplingConfig
 from unmask.models import BUILTIN_DIR, builtin_models
-from unmask.policies.learned import UPOConfig
-from unmask.policies.parallel import ParallelConfig, PlackettLuceConfig
+from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.rl.grpo import GRPOConfig
 from unmask.run_config import ExamplesConfig, RunConfig
 from unmask.train_mdm import MDMTrainConfig

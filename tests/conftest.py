@@ -30,12 +30,13 @@ def tiny_sudoku4_model():
 
 @pytest.fixture
 def stop_after_save(monkeypatch):
-    """``stop_after_save(trainer, step)``: run ``trainer.train()`` and kill it right after it saved ``step``."""
+    """``stop_after_save(run, step)``: call ``run()`` (a trainer's ``train`` or :func:`unmask.api.train_policy`)
+    and kill the GRPO run right after it saved ``step``."""
     from unmask.rl.grpo import GRPOTrainer
 
     real_save = GRPOTrainer.save
 
-    def run(trainer, step: int) -> None:
+    def stop(run, step: int) -> None:
         def save_then_stop(self):
             real_save(self)
             if self.step == step:
@@ -43,7 +44,7 @@ def stop_after_save(monkeypatch):
 
         monkeypatch.setattr(GRPOTrainer, "save", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
-            trainer.train()
+            run()
         monkeypatch.setattr(GRPOTrainer, "save", real_save)
 
-    return run
+    return stop

@@ -59,9 +59,9 @@ def train(kind: str, out: Path, resume: bool, **settings) -> None:
 
         train_mdm(mdm_config(out, **settings), resume=resume, progress=False)
     else:
-        from unmask.rl.grpo import GRPOTrainer
+        from unmask.api import train_policy
 
-        GRPOTrainer(policy_config(out, **settings), progress=False).train(resume=resume)
+        train_policy(policy_config(out, **settings), resume=resume, progress=False)
 
 
 def recover(kind: str, out: Path, **settings) -> None:

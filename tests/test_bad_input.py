@@ -56,6 +56,9 @@ def one_error(capsys, argv: list[str]) -> str:
     (["eval", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
     (["demo", "--train-steps", "-1"], "train_steps (--train-steps) must be an integer >= 0"),
     (["demo", "--num", "0"], "num (--num) must be an integer >= 1, got 0"),
+    (["pretrain-coupling", "--task", "sudoku4"], "give --output-dir DIR: where the pre-trained policy goes"),
+    (["pretrain-coupling", *TINY_GRPO, "--output-dir", "pre"], "no coupling to pre-train: set --coupling-rounds"),
+    (["train-policy", *TINY_GRPO, "--init-policy", "missing"], "no policy checkpoint at missing"),
 ])
 def test_bad_flag_is_one_clear_line(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)  # nothing may be written, wherever it would go

@@ -8,8 +8,7 @@ import torch
 from unmask.engine import SamplingConfig, generate
 from unmask.evaluate import run_policy
 from unmask.policies import get_policy
-from unmask.policies.learned import UPOPolicy
-from unmask.policies.parallel import BernoulliPolicy, PlackettLucePolicy
+from unmask.policies.learned import LearnedPolicy
 from unmask.streams import ExampleStreams
 from unmask.tasks import get_task
 
@@ -17,12 +16,12 @@ from unmask.tasks import get_task
 def _learned(kind, model):
     torch.manual_seed(0)
     if kind == "upo":
-        policy = UPOPolicy.for_model(model, d_model=16, n_head=2)
+        policy = LearnedPolicy.for_model("upo", model, d_model=16, n_head=2)
     elif kind == "bernoulli":
-        policy = BernoulliPolicy.for_model(model, d_model=16)
+        policy = LearnedPolicy.for_model("bernoulli", model, d_model=16)
     else:
-        policy = PlackettLucePolicy.for_model(model, d_model=16)
-    policy.set_option("mode", "sample")
+        policy = LearnedPolicy.for_model("plackett-luce", model, d_model=16)
+    policy = policy.with_options(mode="sample")
     return policy.eval()
 
 

@@ -7,9 +7,10 @@ import shlex
 import pytest
 import torch
 
-import unmask.rl.grpo as grpo
+import unmask.rl.pretrain as pretrain
 import unmask.train_mdm as tm
 from kill_harness import compare_runs, metrics_rows, policy_config
+from unmask.api import train_policy
 from unmask.cli import main
 from unmask.logging import MetricsLogger
 from unmask.models import load_model
@@ -29,16 +30,16 @@ def one_thread():
 @pytest.mark.slow
 def test_resume_from_the_step_0_checkpoint_does_not_run_step_0_again(tmp_path, stop_after_save, monkeypatch, one_thread):
     """With a coupling, step 0 pre-trains it: doing that again on resume made the run inexact (issue 18 item 3)."""
-    def trainer():
-        return GRPOTrainer(policy_config(tmp_path / "run", max_steps=1, **COUPLING), progress=False)
+    def run(resume: bool = False):
+        return train_policy(policy_config(tmp_path / "run", max_steps=1, **COUPLING), resume=resume, progress=False)
 
-    trainer().train()
+    run()
     (tmp_path / "run").rename(tmp_path / "ref")
-    stop_after_save(trainer(), 0)
+    stop_after_save(run, 0)
     calls = []
-    real = grpo.pretrain_coupling
-    monkeypatch.setattr(grpo, "pretrain_coupling", lambda *a, **k: calls.append(1) or real(*a, **k))
-    trainer().train(resume=True)
+    real = pretrain.pretrain_coupling
+    monkeypatch.setattr(pretrain, "pretrain_coupling", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run(resume=True)
     assert calls == []
     assert [r["step"] for r in metrics_rows(tmp_path / "run")] == ["0", "1"]
     compare_runs(tmp_path / "ref", tmp_path / "run")

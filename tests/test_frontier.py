@@ -9,7 +9,7 @@ from unmask.evaluate import run_policy
 from unmask.frontier import steps_for_k, summarize
 from unmask.models import load_model
 from unmask.policies import get_policy
-from unmask.policies.parallel import BernoulliPolicy
+from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
 
 
@@ -17,8 +17,8 @@ from unmask.tasks import get_task
 def policies(tmp_path):
     """Untrained policies for the shipped 4x4 MDM: one alpha-conditioned, one at a fixed alpha."""
     model = load_model("sudoku4")
-    BernoulliPolicy.for_model(model, d_model=16, alpha_range=[0.0, 2.0]).save(tmp_path / "cond")
-    BernoulliPolicy.for_model(model, d_model=16).save(tmp_path / "fixed")
+    LearnedPolicy.for_model("bernoulli", model, d_model=16, alpha_range=[0.0, 2.0]).save(tmp_path / "cond")
+    LearnedPolicy.for_model("bernoulli", model, d_model=16).save(tmp_path / "fixed")
     return tmp_path / "cond", tmp_path / "fixed"
 
 

@@ -3,7 +3,10 @@ import math
 import pytest
 import torch
 
+from unmask.api import pretrain_coupling, train_policy
+from unmask.policies.learned import load_policy
 from unmask.rl.grpo import GRPOConfig, GRPOTrainer, greedy_baseline_advantages, group_advantages
+from unmask.rl.pretrain import pretrain_step
 from unmask.rl.reference import Reference
 from unmask.train_mdm import MDMTrainConfig, train_mdm
 
@@ -90,8 +93,13 @@ COUPLING = dict(coupling_rounds=2, coupling_prompts=6, coupling_epochs=2)
 @pytest.mark.parametrize("extra", [{}, COUPLING], ids=["plain", "coupling"])
 def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save, extra):
     straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", max_steps=3, **extra), progress=False)
+    if extra:
+        pretrain_step(straight)
     straight.train()
-    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False), 2)
+    stopped = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
+    if extra:
+        pretrain_step(stopped)
+    stop_after_save(stopped.train, 2)
     resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
@@ -140,18 +148,35 @@ def test_bad_reference_and_scheduler_are_explained(mdm_dir, tmp_path):
 
 
 def test_coupling_is_pretrained_before_grpo_and_saved(mdm_dir, tmp_path):
-    from unmask.policies.learned import load_policy
-
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1, **COUPLING), progress=False)
-    assert trainer.policy.coupling.weight.shape == (16, 16)  # the 4x4 grid's positions
-    start = trainer.policy.coupling.weight.detach().clone()
-    trainer.train()
+    config = cfg(mdm_dir, tmp_path, max_steps=1, **COUPLING)
+    fresh = GRPOTrainer(config, progress=False).policy
+    assert fresh.coupling.weight.shape == (16, 16)  # the 4x4 grid's positions
+    train_policy(config, progress=False)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[1] == "coupling_nll" and float(rows[1].split(",")[1]) > 0
-    assert not torch.equal(trainer.policy.coupling.weight, start)
     loaded = load_policy(tmp_path / "last")
     assert loaded.config.coupling_rounds == 2
-    assert torch.equal(loaded.coupling.weight, trainer.policy.coupling.weight)
+    assert not torch.equal(loaded.coupling.weight, fresh.coupling.weight)
+
+
+def test_pretrain_command_then_init_policy_is_one_train_policy_run(mdm_dir, tmp_path):
+    """The coupling pre-training is its own step: `pretrain-coupling` + `train-policy --init-policy` gives the
+    weights of one `train-policy` run; the pre-trained checkpoint changed the coupling only."""
+    one = train_policy(cfg(mdm_dir, tmp_path / "one", max_steps=2, **COUPLING), progress=False)
+    pre = pretrain_coupling(cfg(mdm_dir, tmp_path / "pre", **COUPLING), progress=False)
+    two = train_policy(cfg(mdm_dir, tmp_path / "two", max_steps=2, init_policy=str(pre), **COUPLING), progress=False)
+    a, b = load_policy(one / "last").state_dict(), load_policy(two / "last").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pretrained, fresh = load_policy(pre), GRPOTrainer(cfg(mdm_dir, tmp_path / "f", **COUPLING), progress=False).policy
+    assert len(pretrained.record["coupling_nll"]) == COUPLING["coupling_epochs"]
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(pretrained.state_dict()[k], v) != k.startswith("coupling."), k
+    with pytest.raises(ValueError, match=r"other settings than this run's upo policy \(d_model: 16 there, 8 here"):
+        GRPOTrainer(cfg(mdm_dir, tmp_path / "x", init_policy=str(pre), **{**COUPLING, "d_model": 8}), progress=False)
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        pretrain_coupling(cfg(mdm_dir, tmp_path / "pre", **COUPLING), progress=False)
+    with pytest.raises(ValueError, match="no coupling to pre-train"):
+        pretrain_coupling(cfg(mdm_dir, tmp_path / "y"), progress=False)
 
 
 def test_coupling_settings_are_checked(mdm_dir, tmp_path):
@@ -168,15 +193,13 @@ def test_parallel_policies_read_coupled_confidences(mdm_dir, tmp_path, policy):
     pol = trainer.policy
     buf, _ = trainer.rollout(trainer.prompts(0))
     obs = buf.take(torch.arange(4))
-    assert torch.allclose(pol.confidence(obs), pol.coupling.token_log_prob(obs).exp())
+    assert torch.allclose(pol.read_confidence(obs), pol.coupling.token_log_prob(obs).exp())
     with torch.no_grad():
         pol.coupling.weight.fill_(3.0)  # a strong coupling changes what the network reads
-    assert not torch.allclose(pol.confidence(obs), obs["confidence"])
-    assert not torch.equal(pol.scores(obs), pol.net(obs)[0] / pol.temperature)
-    with torch.no_grad():
-        pol.coupling.weight.fill_(-4.0)
-    trainer.train()
-    assert "coupling_nll" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert not torch.allclose(pol.read_confidence(obs), obs["confidence"])
+    assert not torch.equal(pol.scores(obs), pol.scorer(obs, obs["confidence"])[0] / pol.temperature)
+    train_policy(cfg(mdm_dir, tmp_path / "run", policy=policy, max_steps=1, **COUPLING), progress=False)
+    assert "coupling_nll" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tmp_path, monkeypatch):
@@ -184,6 +207,9 @@ def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tm
     from unmask.tasks.sudoku import SudokuTask
 
     monkeypatch.setattr(SudokuTask, "targets", Task.targets)
+    rollouts = []
+    monkeypatch.setattr("unmask.rl.pretrain.generate", lambda *a, **k: rollouts.append(1))
     with pytest.raises(ValueError, match="no per-position target tokens.*--coupling-prompts 0"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
-    GRPOTrainer(cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False)  # GRPO alone
+        train_policy(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
+    assert not rollouts
+    assert not GRPOTrainer(cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False).needs_pretraining

@@ -18,8 +18,7 @@ from unmask.checkpoint import CONFIG, load_json  # noqa: E402
 from unmask.cli import main  # noqa: E402
 from unmask.integrations.hub import CARD  # noqa: E402
 from unmask.models import MaskedTransformer, load_model  # noqa: E402
-from unmask.policies.base import LearnedPolicy  # noqa: E402
-from unmask.policies.learned import UPOPolicy, load_policy  # noqa: E402
+from unmask.policies.learned import LearnedPolicy, load_policy  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "unmask" / "assets" / "policies"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -66,12 +65,12 @@ def test_mdm_round_trip_keeps_weights_recipe_and_writes_a_card(tmp_path):
 def test_policy_round_trip_keeps_metrics_and_refuses_the_wrong_kind(tmp_path):
     policy = load_policy(SHIPPED / "upo-arithmetic-carry")
     out = policy.save_pretrained(tmp_path / "upo")
-    again = UPOPolicy.from_pretrained(out)
+    again = LearnedPolicy.from_pretrained(out)
     assert same_weights(policy, again) and again.config == policy.config
     card = (out / CARD).read_text()
     assert "upo unmasking policy for `arithmetic-carry` on `arithmetic`" in card and "## Metrics" in card
     assert "eval_solved" in card
-    with pytest.raises(ValueError, match="holds a UPOPolicy, not a MaskedTransformer"):
+    with pytest.raises(ValueError, match="holds a LearnedPolicy, not a MaskedTransformer"):
         MaskedTransformer.from_pretrained(out)
 
 

@@ -6,7 +6,8 @@ import torch
 
 from unmask.engine import SamplingConfig, generate
 from unmask.policies import get_policy
-from unmask.policies.learned import UPOPolicy, load_policy, plackett_luce_log_prob
+from unmask.policies.distributions import plackett_luce_log_prob
+from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.tasks import get_task
 
 
@@ -27,7 +28,7 @@ def test_untrained_upo_decodes_like_max_confidence(tiny_sudoku4_model):
     """Zero-initialised residual: greedy g_phi is g_conf (the 'start as the reference' design)."""
     task = get_task("sudoku4")
     x = task.encode(task.generate(16, seed=2, difficulty=6), tiny_sudoku4_model).input_ids
-    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2)
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
     a = generate(tiny_sudoku4_model, x, policy).sequences
     b = generate(tiny_sudoku4_model, x, get_policy("confidence")).sequences
     assert torch.equal(a, b)
@@ -36,8 +37,8 @@ def test_untrained_upo_decodes_like_max_confidence(tiny_sudoku4_model):
 def test_topk_realisation_only_picks_among_top_k(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(8, seed=4, difficulty=4), tiny_sudoku4_model).input_ids
-    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2, top_k=2, base_temperature=None)
-    policy.mode = "sample"
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2, top_k=2, base_temperature=None)
+    policy = policy.with_options(mode="sample")
     out = generate(tiny_sudoku4_model, x, policy, record=True, generator=torch.Generator().manual_seed(0))
     for rec in out.trajectory:
         assert (rec.data["allowed"].sum(1) <= 2).all()
@@ -49,9 +50,9 @@ def test_topk_realisation_only_picks_among_top_k(tiny_sudoku4_model):
 def test_recorded_log_prob_matches_recomputation(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(6, seed=5, difficulty=5), tiny_sudoku4_model).input_ids
-    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2)
-    torch.nn.init.normal_(policy.mlp[-1].weight, std=0.5)
-    policy.mode = "sample"
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
+    torch.nn.init.normal_(policy.scorer.mlp[-1].weight, std=0.5)
+    policy = policy.with_options(mode="sample")
     out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(steps=4), record=True,
                    generator=torch.Generator().manual_seed(1))
     for rec in out.trajectory:
@@ -61,7 +62,7 @@ def test_recorded_log_prob_matches_recomputation(tiny_sudoku4_model):
 
 
 def test_save_load_and_model_mismatch(tmp_path, tiny_sudoku4_model):
-    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2)
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
     policy.save(tmp_path / "p")
     loaded = load_policy(tmp_path / "p")
     for a, b in zip(policy.state_dict().values(), loaded.state_dict().values()):
@@ -79,7 +80,7 @@ def test_save_load_and_model_mismatch(tmp_path, tiny_sudoku4_model):
 def test_coupling_observation_sees_each_position_distribution_or_written_token(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
-    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=1, coupling_length=16)
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=1, coupling_length=16)
     out = generate(tiny_sudoku4_model, x, policy, record=True)
     for rec in out.trajectory[:3]:
         obs = rec.data["token_probs"]
@@ -97,7 +98,7 @@ def test_coupling_policy_scores_refined_marginals(tiny_sudoku4_model, tmp_path):
     two masked cells that want the same digit lowers both their scores, and a checkpoint restores it."""
     task = get_task("sudoku4")
     x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
-    policy = UPOPolicy.for_model(tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=3, coupling_length=16)
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=3, coupling_length=16)
     rec = generate(tiny_sudoku4_model, x, policy, record=True).trajectory[0]
     obs = rec.data
     assert {"token_probs", "masked", "tokens"} <= obs.keys()
@@ -121,4 +122,61 @@ def test_coupling_policy_scores_refined_marginals(tiny_sudoku4_model, tmp_path):
 def test_coupling_refuses_large_vocabularies(tiny_sudoku4_model, monkeypatch):
     monkeypatch.setattr(tiny_sudoku4_model, "vocab_size", 50_000)
     with pytest.raises(ValueError, match="--coupling-rounds 0"):
-        UPOPolicy.for_model(tiny_sudoku4_model, coupling_rounds=2, coupling_length=16)
+        LearnedPolicy.for_model("upo", tiny_sudoku4_model, coupling_rounds=2, coupling_length=16)
+
+
+def test_options_give_a_view_that_shares_the_weights(tiny_sudoku4_model):
+    """Decoding options never change the policy: a view decodes with them, on the same parameters."""
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
+    view = policy.with_options(mode="sample", sigma=0.1)
+    assert (policy.mode, policy.sigma, policy.stochastic) == ("greedy", 0.0, False)
+    assert (view.mode, view.sigma, view.stochastic) == ("sample", 0.1, True)
+    with torch.no_grad():
+        policy.scorer.mlp[-1].bias.fill_(0.25)
+    assert view.scorer.mlp[-1].bias.item() == 0.25
+    assert set(policy.OPTIONS) == {"mode", "sigma"}  # g_phi has no tau_pi and no alpha input
+    with pytest.raises(ValueError, match="unknown option 'temperature=2'; upo policies take mode=greedy|sample"):
+        policy.with_options(temperature=2)
+    with pytest.raises(ValueError, match="sigma takes FLOAT >= 0"):
+        policy.with_options(sigma="x")
+
+
+def test_checkpoints_of_the_earlier_layout_load(tmp_path, tiny_sudoku4_model):
+    """unmask 0.1 named g_phi's layers at the top level and f_phi's under ``net.``, a STOP head ``stop_head.``."""
+    from safetensors.torch import load_file, save_file
+
+    for kind, settings in (("upo", dict(n_head=2)), ("plackett-luce", dict(stop_logit=None))):
+        policy = LearnedPolicy.for_model(kind, tiny_sudoku4_model, d_model=16, **settings)
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.add_(torch.randn_like(p))
+        policy.save(tmp_path / kind)
+        weights = tmp_path / kind / "model.safetensors"
+        old = {k.replace("scorer.", "" if kind == "upo" else "net.").replace("action.", ""): v
+               for k, v in load_file(weights).items()}
+        assert any(k.startswith("stop_head.") for k in old) == (kind == "plackett-luce")
+        save_file(old, weights)
+        (tmp_path / kind / "manifest.json").unlink()
+        loaded = load_policy(tmp_path / kind)
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in policy.state_dict().items())
+
+
+def test_a_zero_count_step_reveals_the_most_confident_candidate(tiny_sudoku4_model):
+    """Dream's timestep schedule with many steps gives early steps a count of 0; g_phi then reveals the most
+    confident candidate (the fallback) instead of stopping the engine."""
+    task = get_task("sudoku4")
+    x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
+    masks = (x == tiny_sudoku4_model.mask_id).sum(1)
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
+    out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(sampler="dream", steps=4 * int(masks.max())),
+                   record=True)
+    assert (out.sequences != tiny_sudoku4_model.mask_id).all() and (out.nfe <= masks).all()
+    zero = [rec for rec in out.trajectory if (rec.data["action"] < 0).all(1).any()]
+    assert zero and all(rec.reveal.sum(1).min() == 1 for rec in zero)
+
+
+def test_per_row_policy_inputs_are_checked(tiny_sudoku4_model):
+    task = get_task("sudoku4")
+    x = task.encode(task.generate(3, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
+    with pytest.raises(ValueError, match=r"policy input 'alpha' must be a tensor of one value per row, shape \(3,\)"):
+        generate(tiny_sudoku4_model, x, get_policy("confidence"), inputs={"alpha": torch.zeros(2)})

@@ -8,8 +8,8 @@ from unmask.engine import SamplingConfig, StepState, generate
 from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.policies import get_policy
 from unmask.policies.distributions import bernoulli_log_prob, stop_log_prob
-from unmask.policies.learned import load_policy
-from unmask.policies.parallel import BernoulliPolicy, ParallelConfig, PlackettLuceConfig, PlackettLucePolicy
+from unmask.policies.configs import ParallelConfig, PlackettLuceConfig
+from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.tasks import get_task
 
 ALLOWED = torch.tensor([[True, True, False, True]])
@@ -47,17 +47,18 @@ def test_stop_plackett_luce_log_probs_sum_to_one_over_nonempty_ordered_subsets()
 
 
 @pytest.mark.parametrize("make", [
-    lambda m: BernoulliPolicy.for_model(m, d_model=16, temperature=0.7),
-    lambda m: BernoulliPolicy.for_model(m, d_model=16, alpha_range=[0.0, 4.0], base_threshold=None),
-    lambda m: PlackettLucePolicy.for_model(m, d_model=16, stop_logit=None),
-    lambda m: PlackettLucePolicy.for_model(m, d_model=16, stop_logit=1.5, temperature=2.0),
-    lambda m: PlackettLucePolicy.for_model(m, d_model=16, count="schedule"),
+    lambda m: LearnedPolicy.for_model("bernoulli", m, d_model=16, temperature=0.7),
+    lambda m: LearnedPolicy.for_model("bernoulli", m, d_model=16, alpha_range=[0.0, 4.0], base_threshold=None),
+    lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, stop_logit=None),
+    lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, stop_logit=1.5, temperature=2.0),
+    lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, count="schedule"),
 ], ids=["bernoulli", "bernoulli-alpha", "pl-learned-stop", "pl-fixed-stop", "pl-schedule"])
 def test_recorded_log_probs_match_recomputation(tiny_sudoku4_model, make):
     policy = perturb(make(tiny_sudoku4_model))
-    policy.alpha = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 0.5]) if policy.conditioned else policy.alpha
+    alpha = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 0.5])  # per-row inputs; read by the conditioned policy only
     x = puzzles(tiny_sudoku4_model)
-    out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(steps=4), record=True, generator=torch.Generator().manual_seed(1))
+    out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(steps=4), record=True,
+                   generator=torch.Generator().manual_seed(1), inputs={"alpha": alpha})
     assert (out.nfe <= (x == tiny_sudoku4_model.mask_id).sum(1)).all()
     for rec in out.trajectory:
         obs = {k: v for k, v in rec.data.items() if k not in ("action", "old_log_prob")}
@@ -68,14 +69,16 @@ def test_recorded_log_probs_match_recomputation(tiny_sudoku4_model, make):
         drawn = (rec.data["action"] >= 0).sum(1)
         assert (rec.reveal.sum(1) == drawn.clamp(min=1)).all()  # the fallback adds one only to empty draws
         if policy.conditioned:
-            assert torch.equal(obs["alpha"], policy.alpha[rec.rows])
+            assert torch.equal(obs["alpha"], alpha[rec.rows])
+        else:
+            assert "alpha" not in obs
 
 
 def test_empty_bernoulli_draws_fall_back_to_max_confidence(tiny_sudoku4_model):
     """A policy that never draws reveals the most confident position each step: max-confidence decoding,
     with the all-zeros event recorded as the action."""
-    policy = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16, base_threshold=None)
-    torch.nn.init.constant_(policy.net.head.bias, -30.0)
+    policy = LearnedPolicy.for_model("bernoulli", tiny_sudoku4_model, d_model=16, base_threshold=None)
+    torch.nn.init.constant_(policy.scorer.head.bias, -30.0)
     x = puzzles(tiny_sudoku4_model)
     out = generate(tiny_sudoku4_model, x, policy, record=True, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.sequences, generate(tiny_sudoku4_model, x, get_policy("confidence")).sequences)
@@ -84,30 +87,29 @@ def test_empty_bernoulli_draws_fall_back_to_max_confidence(tiny_sudoku4_model):
         assert (rec.data["old_log_prob"] > -1e-6).all()  # log P(all zeros) ~ 0
 
 
-@pytest.mark.parametrize("cls", [BernoulliPolicy, PlackettLucePolicy])
-def test_untrained_greedy_policy_is_the_threshold_rule(tiny_sudoku4_model, cls):
+@pytest.mark.parametrize("kind", ["bernoulli", "plackett-luce"])
+def test_untrained_greedy_policy_is_the_threshold_rule(tiny_sudoku4_model, kind):
     """The warm start: logit = gain (logit(c) - logit(0.9)), so greedy decoding is threshold:0.9."""
-    policy = cls.for_model(tiny_sudoku4_model, d_model=16)
-    policy.set_option("mode", "greedy")
+    policy = LearnedPolicy.for_model(kind, tiny_sudoku4_model, d_model=16)
+    policy = policy.with_options(mode="greedy")
     x = puzzles(tiny_sudoku4_model, n=12, clues=4)
     ours = generate(tiny_sudoku4_model, x, policy)
     ref = generate(tiny_sudoku4_model, x, get_policy("threshold:0.9"))
     assert torch.equal(ours.sequences, ref.sequences) and torch.equal(ours.nfe, ref.nfe)
 
 
-@pytest.mark.parametrize("cls", [BernoulliPolicy, PlackettLucePolicy])
-def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_sudoku4_model, cls):
+@pytest.mark.parametrize("kind", ["bernoulli", "plackett-luce"])
+def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_sudoku4_model, kind):
     """--base-threshold-hi: the warm start's threshold moves logit-linearly from 0.6 at alpha LO to 0.2 at HI."""
-    policy = cls.for_model(tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6,
-                                       base_threshold_hi=0.2)
-    policy.set_option("mode", "greedy")
+    policy = LearnedPolicy.for_model(kind, tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6,
+                                     base_threshold_hi=0.2)
+    policy = policy.with_options(mode="greedy")
     x = puzzles(tiny_sudoku4_model, n=12, clues=4)
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     at_3 = 1 / (1 + math.exp(-(logit(0.6) + 0.75 * (logit(0.2) - logit(0.6)))))  # 3/4 of the way, in logit space
     nfe = []
     for alpha, threshold in ((0.0, 0.6), (3.0, at_3), (4.0, 0.2)):
-        policy.set_option("alpha", str(alpha))
-        ours = generate(tiny_sudoku4_model, x, policy)
+        ours = generate(tiny_sudoku4_model, x, policy.with_options(alpha=alpha))
         ref = generate(tiny_sudoku4_model, x, get_policy(f"threshold:{threshold}"))
         assert torch.equal(ours.sequences, ref.sequences) and torch.equal(ours.nfe, ref.nfe)
         nfe.append(ours.nfe.float().mean().item())
@@ -121,18 +123,18 @@ def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_
 def test_one_policy_runs_on_other_mdms_and_lengths(tmp_path, tiny_sudoku4_model):
     """Confidence-only inputs: a policy saved for a 9x9 MDM decodes 4x4 grids with another MDM (RoPE, no vocab)."""
     big = MaskedTransformer(TransformerConfig(10, 9, get_task("sudoku9").coordinates(), 1, 2, 32, task="sudoku9"))
-    for cls in (BernoulliPolicy, PlackettLucePolicy):
-        perturb(cls.for_model(big, d_model=16, alpha_range=[0.0, 2.0])).save(tmp_path / cls.kind)
-        loaded = load_policy(tmp_path / cls.kind)
-        assert type(loaded) is cls and loaded.config.mdm_name == "sudoku9" and loaded.mode == "sample"
+    for kind in ("bernoulli", "plackett-luce"):
+        perturb(LearnedPolicy.for_model(kind, big, d_model=16, alpha_range=[0.0, 2.0])).save(tmp_path / kind)
+        loaded = load_policy(tmp_path / kind)
+        assert loaded.kind == kind and loaded.config.mdm_name == "sudoku9" and loaded.mode == "sample"
         loaded.check_model(tiny_sudoku4_model)
-        loaded.set_option("alpha", "0.5")
+        loaded = loaded.with_options(alpha="0.5")
         out = generate(tiny_sudoku4_model, puzzles(tiny_sudoku4_model), loaded, generator=torch.Generator().manual_seed(0))
         assert (out.sequences != tiny_sudoku4_model.mask_id).all()
 
 
 def test_alpha_is_an_input(tiny_sudoku4_model):
-    policy = perturb(BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0]))
+    policy = perturb(LearnedPolicy.for_model("bernoulli", tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0]))
     n, length = 3, 16
     obs = {"confidence": torch.rand(n, length), "masked": torch.ones(n, length, dtype=torch.bool),
            "allowed": torch.ones(n, length, dtype=torch.bool), "time": torch.full((n,), 0.5)}
@@ -154,14 +156,14 @@ def test_bad_settings_and_inputs_are_explained(tiny_sudoku4_model):
         ParallelConfig(base_threshold=1.0)
     with pytest.raises(ValueError, match="one of stop, schedule"):
         PlackettLuceConfig(count="k")
-    fixed = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16)
+    fixed = LearnedPolicy.for_model("bernoulli", tiny_sudoku4_model, d_model=16)
     with pytest.raises(ValueError, match="trained at the fixed alpha 1"):
-        fixed.set_option("alpha", "0.5")
+        fixed.with_options(alpha="0.5")
     with pytest.raises(ValueError, match="tau_pi"):
-        fixed.set_option("temperature", "-1")
-    ranged = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 2.0])
+        fixed.with_options(temperature="-1")
+    ranged = LearnedPolicy.for_model("bernoulli", tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 2.0])
     with pytest.raises(ValueError, match=r"outside the range the policy was trained for \[0, 2\]"):
-        ranged.set_option("alpha", "3")
+        ranged.with_options(alpha="3")
     n, length = 2, 16
     state = StepState(probs=torch.rand(n, length, 5), tokens=torch.zeros(n, length, dtype=torch.long),
                       confidence=torch.randn(n, length) * 5, candidates=torch.ones(n, length, dtype=torch.bool),

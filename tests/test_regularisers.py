@@ -19,7 +19,8 @@ import math
 import pytest
 import torch
 
-from unmask.policies.learned import UPOConfig, UPOPolicy
+from unmask.policies.configs import UPOConfig
+from unmask.policies.learned import LearnedPolicy
 from unmask.rl.grpo import RolloutBuffer, trajectory_kappa, upo_loss
 from unmask.rl.reference import Reference
 
@@ -27,11 +28,11 @@ L, D, K = 6, 4, 3  # positions, feature size, K of the Top-K reference
 BETA = {"confidence": 0.3, "softmax": 0.2, "topk": 0.7}
 
 
-def policy() -> UPOPolicy:
+def policy() -> LearnedPolicy:
     """A small g_phi whose residual is not zero, so g_phi differs from every reference."""
     torch.manual_seed(0)
-    p = UPOPolicy(UPOConfig(feature_size=D, d_model=8, n_head=2, prob_features=2, mlp_hidden=8, base_temperature=0.5))
-    torch.nn.init.normal_(p.mlp[-1].weight, std=0.5)
+    p = LearnedPolicy(UPOConfig(feature_size=D, d_model=8, n_head=2, prob_features=2, mlp_hidden=8, base_temperature=0.5))
+    torch.nn.init.normal_(p.scorer.mlp[-1].weight, std=0.5)
     return p
 
 
@@ -101,7 +102,7 @@ def hand_kappa(buf: RolloutBuffer, h: dict[str, list[float]]) -> list[float]:
     return kappa
 
 
-def regulariser(kind: str, p: UPOPolicy, buf: RolloutBuffer) -> tuple[torch.Tensor, dict]:
+def regulariser(kind: str, p: LearnedPolicy, buf: RolloutBuffer) -> tuple[torch.Tensor, dict]:
     """upo_loss with the reference minus upo_loss with none: the beta * D part of -L_UPO (Eq. 22)."""
     idx = torch.arange(len(buf))
     ref = Reference(kind, beta=BETA[kind])

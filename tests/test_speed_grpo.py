@@ -8,8 +8,7 @@ from unmask.checkpoint import save_checkpoint
 from unmask.engine import generate
 from unmask.policies import get_policy
 from unmask.policies.distributions import order_to_mask
-from unmask.policies.learned import load_policy
-from unmask.policies.parallel import BernoulliPolicy
+from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
 from unmask.rl.rewards import speed_reward
 from unmask.rl.steering import ExpertSteering, mixture_log_prob
@@ -87,7 +86,7 @@ def test_rewards_use_correctness_nfe_and_length(mdm_dir, tmp_path):
 def test_expert_steps_are_recorded_as_policy_actions_with_mixture_log_probs(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(4, seed=3, difficulty=5), tiny_sudoku4_model).input_ids
-    policy = BernoulliPolicy.for_model(tiny_sudoku4_model, d_model=16)
+    policy = LearnedPolicy.for_model("bernoulli", tiny_sudoku4_model, d_model=16)
     expert_of = torch.tensor([-1, 0, -1, 0])
     actor = ExpertSteering(policy, [get_policy("threshold:0.9")], expert_of, num_generations=3)
     out = generate(tiny_sudoku4_model, x, actor, record=True, generator=torch.Generator().manual_seed(0))
@@ -117,7 +116,7 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
     assert "expert_solved" in stats
     straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)
     straight.train()
-    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", **settings), progress=False), 2)
+    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", **settings), progress=False).train, 2)
     resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", **settings), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):

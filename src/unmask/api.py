@@ -24,78 +24,12 @@ from unmask.frontier import (
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.order import RevealOrder, reveal_order
 from unmask.policies import Policy, get_policy
+from unmask.policies.resolve import SHIPPED_POLICIES, resolve_policies, resolve_policy
 from unmask.run_config import ExamplesConfig, RunConfig, load_data, resolve_task
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
     from unmask.rl.grpo import GRPOConfig
-
-
-SHIPPED_POLICIES = Path(__file__).resolve().parent / "assets" / "policies"
-
-
-def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None = None) -> Policy:
-    """A heuristic spec, a learned policy shipped for ``model`` by kind (``upo``, ``bernoulli``,
-    ``plackett-luce``) or a policy checkpoint path. Learned policies take ``:key=value`` options (their
-    ``OPTIONS``): ``mode=greedy|sample``; UPO ``sigma=S`` (Gaussian noise for multi-shot sampling, App. D);
-    parallel policies ``temperature=T`` (tau_pi) and, when alpha-conditioned, ``alpha=A`` (``alpha`` sets
-    it too unless the spec does). ``hf://OWNER/NAME[@REV][:options]``: a policy on the Hugging Face Hub
-    (through huggingface_hub's cache, :mod:`unmask.integrations.hub`)."""
-    from unmask.integrations.hub import HF_SCHEME, resolve_hf_spec
-    from unmask.policies.learned import load_policy
-
-    hub_name = None
-    if spec.strip().startswith(HF_SCHEME):
-        hub_name, path, hub_options = resolve_hf_spec(spec)
-        spec = f"{path}:{hub_options}" if hub_options else str(path)
-    name, _, options = spec.strip().partition(":")
-    if name not in LEARNED_NAMES and not Path(name).is_dir():
-        return get_policy(spec)
-    if name in LEARNED_NAMES:
-        path = SHIPPED_POLICIES / f"{name}-{model.name}"
-        if path.resolve().parent != SHIPPED_POLICIES.resolve() or not path.is_dir():  # a name with "/" or ".."
-            shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
-            raise ValueError(
-                f"no shipped {name} policy for model {model.name!r} (shipped: {', '.join(shipped) or 'none'}); "
-                f"train one with `unmask train-policy --policy {name} --model {model.name}` and pass its directory"
-            )
-        policy = load_policy(path)
-        policy.name = name
-    else:
-        policy = load_policy(name)
-        if hub_name:
-            policy.name = f"{policy.kind}:{hub_name}"
-    policy.check_model(model)
-    policy.to(model.device)
-    options = [o for o in options.split(":") if o]
-    if alpha is not None and getattr(policy, "conditioned", False) and not any(o.startswith("alpha=") for o in options):
-        options.append(f"alpha={alpha:g}")
-    for option in options:
-        key, _, value = option.partition("=")
-        if key not in policy.OPTIONS:
-            raise ValueError(f"policy {spec!r}: unknown option {option!r}; {policy.kind} policies take "
-                             + ", ".join(f"{k}={v}" for k, v in policy.OPTIONS.items()))
-        try:
-            policy.set_option(key, value)
-        except ValueError as e:
-            raise ValueError(f"policy {spec!r}: {e}") from e
-        policy.name += f":{option}"
-    return policy
-
-
-def resolve_policies(specs: str | Sequence[str], task: Task, model: MaskedDiffusionModel,
-                     alpha: float | None = None) -> list[Policy]:
-    """Turn a comma-separated list (or a list) of policy specs into policy objects; ``alpha`` goes to the
-    alpha-conditioned ones (an error when there is none)."""
-    if isinstance(specs, str):
-        specs = [s for s in specs.split(",") if s.strip()]
-    if not specs:
-        raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
-    policies = [resolve_policy(s, model, alpha) for s in specs]
-    if alpha is not None and not any(getattr(p, "conditioned", False) for p in policies):
-        raise ValueError(f"--alpha {alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
-                         f"none of {', '.join(p.name for p in policies)} is one")
-    return policies
 
 
 @dataclass
@@ -185,7 +119,7 @@ def evaluate_policies(
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha (--alpha) must be a number >= 0 or none, got {alpha!r}")
     task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
-    pols = resolve_policies(policies, task_obj, mdm, alpha)
+    pols = resolve_policies(policies, mdm, alpha)
     results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed,
                        progress=progress and current().main)
     if pass_at:
@@ -292,11 +226,39 @@ def show_order(
 
 def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True,
                  max_minutes: float | None = None) -> Path:
-    """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2);
-    ``max_minutes`` stops it early with a resumable checkpoint."""
+    """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2), after the coupling
+    pre-training step where the policy has a coupling (:func:`unmask.rl.pretrain.pretrain_step`; skipped with
+    ``init_policy``); ``max_minutes`` stops it early with a resumable checkpoint."""
+    from unmask.checkpoint import check_new_run
     from unmask.rl.grpo import GRPOTrainer
+    from unmask.rl.pretrain import pretrain_step
 
-    return GRPOTrainer(config, progress=progress).train(resume=resume, max_minutes=max_minutes)
+    trainer = GRPOTrainer(config, progress=progress)
+    initial = {}
+    if not resume and trainer.needs_pretraining:
+        check_new_run(config.output_dir)  # before the step, not after it
+        initial["coupling_nll"] = pretrain_step(trainer)[-1]
+    return trainer.train(resume=resume, max_minutes=max_minutes, initial=initial)
+
+
+def pretrain_coupling(config: "GRPOConfig", progress: bool = True) -> Path:
+    """``unmask pretrain-coupling``: the coupling pre-training step of a ``train-policy`` run on its own; writes the
+    pre-trained policy to ``config.output_dir`` (a policy checkpoint, ``init_policy`` of the GRPO run) with the
+    NLL of each epoch (``coupling_nll``)."""
+    from unmask.checkpoint import CONFIG
+    from unmask.rl.grpo import GRPOTrainer
+    from unmask.rl.pretrain import pretrain_step
+
+    out = Path(config.output_dir)
+    if (out / CONFIG).exists():
+        raise ValueError(f"{out} already holds a checkpoint; choose another --output-dir (or delete it)")
+    if config.init_policy:
+        raise ValueError("--init-policy starts GRPO from a pre-trained policy; pretrain-coupling makes one (drop it)")
+    trainer = GRPOTrainer(config, progress=progress)
+    history = pretrain_step(trainer)
+    if trainer.dist.main:
+        trainer.policy.save(out, {**trainer._meta(), "coupling_nll": history})
+    return out
 
 
 def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28, train_steps: int = 60
@@ -334,5 +296,4 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     return reports
 
 
-LEARNED_NAMES = ("upo", "bernoulli", "plackett-luce")
 _DEMO_HEURISTICS = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")

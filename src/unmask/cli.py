@@ -221,6 +221,21 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain_coupling(args: argparse.Namespace) -> int:
+    from unmask.api import pretrain_coupling
+    from unmask.rl.grpo import GRPOConfig
+
+    if "output_dir" not in vars(args):  # a recipe's output_dir names the GRPO run, not this checkpoint
+        raise ValueError("give --output-dir DIR: where the pre-trained policy goes (then train-policy --init-policy DIR)")
+    model_options, task_options = hf_options(args)
+    cfg = config_from_args(GRPOConfig, args, model_options=model_options, task_options=task_options)
+    check_output_dir(cfg.output_dir)
+    out = pretrain_coupling(cfg)
+    if current().main:
+        print(f"saved {out}; continue with GRPO: unmask train-policy ... --init-policy {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmask.api import demo
 
@@ -267,11 +282,12 @@ def _pass_at(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"pass_at (--pass-at) must be an integer >= 1 or none, got {text!r}") from None
 
 
-def _add_recipe(p: argparse.ArgumentParser) -> None:
+def _add_recipe(p: argparse.ArgumentParser, resumable: bool = True) -> None:
     p.add_argument("--config", default=None, metavar="FILE.yaml",
                    help="recipe file: option names (as the flags, with underscores) and values; flags given here "
                         "override it (recipes/ has the shipped models' and policies')")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
+    if resumable:
+        p.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly where it stopped")
 
 
 def cmd_lm_eval(args: argparse.Namespace) -> int:
@@ -343,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="wall-time budget: stop at the first step past it, with a resumable checkpoint")
     p.set_defaults(func=cmd_train_policy)
+
+    p = sub.add_parser("pretrain-coupling", help="pre-train a policy's coupling (the step before GRPO) into a policy "
+                                                 "checkpoint for train-policy --init-policy",
+                       description="The coupling pre-training step of train-policy on its own (unmask.rl.pretrain): "
+                                   "the same flags and recipe files as train-policy; --output-dir is the checkpoint "
+                                   "written. train-policy --init-policy DIR then starts GRPO from it.")
+    _add_recipe(p, resumable=False)
+    add_config_arguments(p, GRPOConfig)
+    _add_hf(p)
+    p.set_defaults(func=cmd_pretrain_coupling)
 
     p = sub.add_parser("demo", help="train UPO on 4x4 sudoku from random order and compare it with the heuristics "
                                     "on 4x4 and 9x9 (CPU, minutes)")

@@ -173,11 +173,14 @@ def generate(
     gen_start: int = 0,
     generator: "torch.Generator | RandomStreams | None" = None,
     record: bool = False,
+    inputs: dict[str, torch.Tensor] | None = None,
 ) -> GenerationOutput:
     """Fill every ``mask_id`` position of ``input_ids`` (B, L) at or after ``gen_start``.
 
     ``generator``: :class:`unmask.streams.ExampleStreams` (one stream per row), a torch.Generator (one
-    batch-shaped stream) or None (torch's global generator, as the upstream loops draw)."""
+    batch-shaped stream) or None (torch's global generator, as the upstream loops draw). ``inputs``: per-row
+    policy inputs, each (B,), that the policy reads as ``StepState.inputs`` for the rows of the step (e.g.
+    ``{"alpha": ...}`` for alpha-conditioned policies)."""
     config = config or SamplingConfig()
     config.validate()
     if input_ids.dim() != 2:
@@ -188,6 +191,12 @@ def generate(
     if not 0 <= gen_start < L:
         raise ValueError(f"gen_start must lie in [0, {L}), got {gen_start}")
     device = model.device
+    inputs = dict(inputs or {})
+    for name, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or value.shape != (B,):
+            raise ValueError(f"policy input {name!r} must be a tensor of one value per row, shape ({B},); got "
+                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        inputs[name] = value.to(device)
     streams = as_streams(generator)
     streams.check(B, device)
     schedule, sampler = config.build(model)
@@ -251,6 +260,7 @@ def generate(
             probs=probs, tokens=tokens, confidence=confidence, choose=choose, candidates=candidates, masked=m,
             num_transfer=k, transfer_probability=p, total=total[active], draws=draws,
             hidden=out.hidden_states, rows=active, current=xa[:, gen_start:], offset=gen_start,
+            inputs={name: value[active] for name, value in inputs.items()},
         )
         if not getattr(policy, "tokens_after_reveal", False):
             state.choose_tokens()

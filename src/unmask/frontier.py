@@ -29,7 +29,6 @@ from unmask.engine import SamplingConfig
 from unmask.evaluate import run_policy
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import Policy, get_policy
-from unmask.policies.parallel import ParallelPolicy
 from unmask.tasks.base import Task
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -68,18 +67,18 @@ def steps_for_k(task: Task, model: MaskedDiffusionModel, examples: Sequence, k: 
 
 def learned_sweep(spec: str, policy: Policy, sampling: SamplingConfig, alphas: Sequence[float] | None,
                   temperatures: Sequence[float]) -> Sweep:
-    """alpha for alpha-conditioned parallel policies (default: 5 values across the trained range),
-    tau_pi for the other sampled parallel ones (greedy decoding ignores it), a single point otherwise."""
-    if not isinstance(policy, ParallelPolicy) or (policy.mode == "greedy" and not policy.conditioned):
+    """alpha for alpha-conditioned policies (default: 5 values across the trained range), tau_pi for the
+    other sampled ones that take a temperature (greedy decoding ignores it), a single point otherwise."""
+    conditioned = getattr(policy, "conditioned", False)
+    if not conditioned and not (policy.stochastic and "temperature" in policy.OPTIONS):
         return Sweep(spec, "", [None], lambda _: (policy, sampling))
-    knob = "alpha" if policy.conditioned else "temperature"
+    knob = "alpha" if conditioned else "temperature"
     if knob == "alpha" and alphas is None:
         alphas = np.linspace(*policy.config.alpha_range, 5).round(4).tolist()
     values = list(alphas if knob == "alpha" else temperatures)
 
     def setup(value: float | None) -> tuple[Policy, SamplingConfig]:
-        policy.set_option(knob, str(value))
-        return policy, sampling
+        return policy.with_options(**{knob: value}), sampling
 
     for value in values:  # refuse bad values before any point runs
         setup(value)

@@ -72,7 +72,7 @@ def generate(
     return_order: bool = False,
 ) -> list[str] | SamplerOutput:
     """Decode ``prompts`` with ``model`` and an unmasking policy; see the module docstring."""
-    from unmask.api import resolve_policy
+    from unmask.policies.resolve import resolve_policy
 
     llada = [n for n, v in (("block_length", block_length), ("remasking", remasking), ("cfg_scale", cfg_scale),
                             ("logits_eos_inf", logits_eos_inf), ("confidence_eos_eot_inf", confidence_eos_eot_inf)) if v]

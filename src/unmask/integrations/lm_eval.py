@@ -79,7 +79,7 @@ class UnmaskLM(LM):
         (``gen_length`` None: each request's ``max_gen_toks``); ``mc_num`` / ``mc_batch_size`` / ``cfg_scale``:
         LLaDA ``get_log_likelihood``'s ``mc_num`` / ``batch_size`` / ``cfg_scale``; the rest go to
         :func:`unmask.models.load_model`."""
-        from unmask.api import resolve_policy
+        from unmask.policies.resolve import resolve_policy
 
         super().__init__()
         options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code, "mask_id": mask_id,

@@ -6,18 +6,15 @@ reveal: a bool mask (b, Lg), at least one position per row unless the policy fol
 count schedule (``follows_schedule``). Random numbers come from ``state.draws``. Heuristics rank positions by a
 score; learned policies (:mod:`unmask.policies.learned`) also return, when the
 engine records a trajectory, what their RL update needs (UPO Algorithm 2).
+Decoding options a policy takes (``OPTIONS``; a spec's ``:key=value``) are set when it is resolved.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
-from unmask.checkpoint import TrainingState, save_checkpoint
-from unmask.integrations.hub import HubMixin
 from unmask.policies.state import StepState
 
 
@@ -30,6 +27,7 @@ class Policy:
     follows_schedule: bool = False  # reveals exactly num_transfer per step: blocks last their scheduled steps
     tokens_after_reveal: bool = False  # tokens are drawn only where the policy reveals, after it (Dream origin)
     needs_steps: bool = False  # may reveal nothing at a step: only runs with a fixed number of steps
+    OPTIONS: dict[str, str] = {}  # learned policies' decoding options (name -> valid values), see with_options
 
     def select(self, state: StepState) -> torch.Tensor:
         raise NotImplementedError
@@ -90,39 +88,3 @@ class ScorePolicy(Policy):
             q = state.draws.subset(drawing).exponential(dtype=p.dtype)
             reveal[drawing] = top_k_mask(p / q, state.candidates[drawing], state.num_transfer[drawing], state.offset)
         return reveal
-
-
-class LearnedPolicy(Policy, HubMixin):
-    """What trained policies share (mixed into an ``nn.Module`` with a dataclass ``config``):
-    a sampling ``mode``, spec options (``PATH:key=value``) and safetensors checkpoints (also through the
-    Hugging Face Hub: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, :mod:`unmask.integrations.hub`)."""
-
-    record: dict = {}  # what the loaded checkpoint's config.json held besides the policy (train recipe, metrics)
-
-    kind: str = "learned"
-    default_mode: str = "greedy"  # how the policy decodes unless told otherwise
-    OPTIONS: dict[str, str] = {"mode": "greedy|sample"}
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.mode == "sample"
-
-    def set_option(self, key: str, value: str) -> None:
-        """Apply one spec option; ``key`` is one of :attr:`OPTIONS` (subclasses handle theirs first)."""
-        if key == "mode" and value in ("greedy", "sample"):
-            self.mode = value
-            return
-        raise ValueError(f"{key} takes {self.OPTIONS.get(key, 'nothing')}, got {value!r}")
-
-    def check_model(self, model) -> None:
-        """Raise when ``model``'s outputs do not fit the policy's inputs; confidences fit every MDM."""
-
-    def select(self, state: StepState) -> torch.Tensor:
-        return self.act(state)[0]
-
-    def checkpoint_config(self) -> dict:
-        return {"policy": {"kind": self.kind, **asdict(self.config)}, **self.record}
-
-    def save(self, directory: str | Path, extra: dict | None = None, training: TrainingState | None = None) -> None:
-        """Write the policy checkpoint ``directory`` atomically; ``training``: a resumable one (the trainer's ``last``)."""
-        save_checkpoint(directory, self, {"policy": {"kind": self.kind, **asdict(self.config)}, **(extra or {})}, training)

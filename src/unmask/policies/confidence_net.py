@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unmask.policies.scorers import Scorer
+from unmask.policies.state import StepState
+
 
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
@@ -87,7 +90,7 @@ class AdaLNBlock(nn.Module):
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
-class ConfidenceNet(nn.Module):
+class ConfidenceNet(Scorer):
     """f_phi: (confidence, mask, block flag, t[, alpha]) -> a logit per position and a pooled state."""
 
     def __init__(self, d_model: int, n_head: int, base_threshold: float | None, alpha_range: list[float] | None,
@@ -107,11 +110,22 @@ class ConfidenceNet(nn.Module):
         self.final_modulation = zero_linear(d_model, 2 * d_model)
         self.head = zero_linear(d_model, 1)
         self.gain = nn.Parameter(torch.tensor(5.0)) if base_threshold is not None else None
+        self.conditioned = alpha_range is not None
 
-    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits b (n, L) and the mean final state over masked positions (n, d_model)."""
+    def observe(self, state: StepState) -> dict[str, torch.Tensor]:
+        """Confidence, mask and block flags, diffusion time: nothing MDM-specific."""
+        conf = state.confidence.float()
+        if not torch.isfinite(conf).all() or conf.min() < 0 or conf.max() > 1 + 1e-4:
+            raise ValueError(f"this policy reads MDM confidences (probabilities in [0, 1]); this MDM gave "
+                             f"values in [{conf.min().item():.3g}, {conf.max().item():.3g}]")
+        return {"confidence": conf, "masked": state.masked, "allowed": state.candidates,
+                "time": state.masked_fraction.float()}
+
+    def forward(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits b (n, L) and the mean final state over masked positions (n, d_model), from the
+        ``confidence`` (n, L) the policy reads."""
         masked = obs["masked"].float()
-        conf = obs["confidence"] * masked
+        conf = confidence * masked
         x = self.inp(torch.stack([conf, masked, obs["allowed"].float()], -1))
         cond = self.time(scalar_embedding(obs["time"], self.d_model))
         if self.alpha is not None:

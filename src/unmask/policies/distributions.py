@@ -13,6 +13,10 @@ buffers store all policies alike:
   drawn from softmax(scores) over the allowed set (so at least one is revealed), then
   draws without replacement from the remaining positions plus a STOP item until STOP.
   Scores carry the STOP utility as their last column.
+
+:class:`PlackettLuce` and :class:`Bernoulli` bundle each family's draw, log-probability, entropy and
+encoding for :class:`unmask.policies.learned.LearnedPolicy`; every draw is the mode of the distribution
+when no random draws are given (greedy decoding).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from unmask.streams import Draws
 
@@ -136,3 +141,105 @@ def first_draw_entropy(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
     """Entropy of the first position drawn (softmax over the allowed positions)."""
     logp = scores[:, : allowed.shape[1]].masked_fill(~allowed, float("-inf")).log_softmax(-1)
     return -(logp.exp() * logp.masked_fill(~allowed, 0.0)).sum(-1)
+
+
+# ----- the action distributions of learned policies -----
+class ActionDistribution(nn.Module):
+    """pi(a | utilities) over the ``allowed`` positions: what a learned policy draws, scores and encodes.
+    ``utilities`` (n, L) come from the policy's scorer (plus a STOP column where the distribution has one)."""
+
+    fixed_count: bool = False  # reveals the schedule's count per step; has a noisy mode (UPO App. D)
+
+    def utilities(self, logits: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
+        """The scorer's logits (n, L) and pooled state (n, d) as this distribution's utilities."""
+        return logits
+
+    def draw(self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws | None) -> torch.Tensor:
+        """An action (n, k_max), -1 padded, of ``k`` (n,) positions where the count is fixed; ``draws`` None:
+        the mode (greedy decoding)."""
+        raise NotImplementedError
+
+    def log_prob(self, scores: torch.Tensor, allowed: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def entropy(self, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, scores: torch.Tensor, reveal: torch.Tensor) -> torch.Tensor:
+        """The action that reveals exactly ``reveal`` (to score another policy's choice, e.g. an expert's)."""
+        raise NotImplementedError
+
+
+class PlackettLuce(ActionDistribution):
+    """Ordered draws without replacement from softmax(utilities): ``k`` positions from the engine's schedule
+    (UPO Eq. 9/20, one per step in the paper; ``stop=None``), or until a STOP item (Jazbec's dynamic
+    Plackett-Luce; ``stop`` a fixed STOP utility, or ``"learned"``: a zero-initialised linear head on the
+    scorer's pooled state of width ``d_pooled``)."""
+
+    def __init__(self, stop: float | str | None = None, d_pooled: int = 0) -> None:
+        super().__init__()
+        self.stops = stop is not None
+        self.fixed_count = not self.stops
+        self.stop_logit = None if stop in (None, "learned") else float(stop)
+        self.stop_head = None
+        if stop == "learned":
+            self.stop_head = nn.Linear(d_pooled, 1)
+            nn.init.zeros_(self.stop_head.weight)
+            nn.init.zeros_(self.stop_head.bias)
+
+    def utilities(self, logits: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
+        """The logits, with the STOP utility appended as column L when the distribution stops."""
+        if not self.stops:
+            return logits
+        stop = self.stop_head(pooled) if self.stop_head is not None else logits.new_full((len(logits), 1), self.stop_logit)
+        return torch.cat([logits, stop], 1)
+
+    def draw(self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws | None) -> torch.Tensor:
+        if draws is None:
+            rank: Draw = ordered_top_k
+        else:
+            def rank(s: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                return gumbel_top_k(s, allowed, k, draws)
+        if self.stops:
+            return stop_order(scores, allowed, rank)
+        return rank(scores, allowed, k)
+
+    def noisy_mode(self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws,
+                   sigma: float) -> torch.Tensor:
+        """The k highest of softmax(utilities) + N(0, sigma^2) noise (UPO App. D, multi-shot sampling)."""
+        probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        noisy = probs + draws.normal() * sigma
+        return ordered_top_k(noisy.masked_fill(~allowed, float("-inf")), allowed, k)
+
+    def log_prob(self, scores: torch.Tensor, allowed: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        if self.stops:
+            return stop_log_prob(scores, allowed, action)
+        return plackett_luce_log_prob(scores, allowed, action)
+
+    def entropy(self, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Entropy of the first draw."""
+        return first_draw_entropy(scores, allowed)
+
+    def encode(self, scores: torch.Tensor, reveal: torch.Tensor) -> torch.Tensor:
+        """The positions of ``reveal`` in decreasing utility: the most likely order of that set."""
+        return ordered_top_k(scores[:, : reveal.shape[1]], reveal, reveal.sum(1))
+
+
+class Bernoulli(ActionDistribution):
+    """Independent reveal decisions u_i ~ Bernoulli(sigmoid(utility_i)) (Jazbec §3.2); the mode reveals the
+    positions of positive utility."""
+
+    def draw(self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws | None) -> torch.Tensor:
+        if draws is None:
+            return mask_to_order((scores > 0) & allowed)
+        return bernoulli_draw(scores, allowed, draws)
+
+    def log_prob(self, scores: torch.Tensor, allowed: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Exact log P(u) of the drawn set (the empty set when the fallback revealed a position)."""
+        return bernoulli_log_prob(scores, allowed, action)
+
+    def entropy(self, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        return bernoulli_entropy(scores, allowed)
+
+    def encode(self, scores: torch.Tensor, reveal: torch.Tensor) -> torch.Tensor:
+        return mask_to_order(reveal)

@@ -1,198 +1,275 @@
-"""Learned unmasking policies: UPO's position scorer g_phi (UPO §3.3, App. B.1).
+"""Learned unmasking policies: one mechanism, a scorer x an action distribution x an optional coupling.
 
-g_phi reads the frozen MDM's features H_n, refines them with a one-layer
-transformer (phi_TF), concatenates the Top-K token probabilities of each
-position (Eq. 21), and maps the result through a 3-layer MLP (phi_MLP) to a score
-h_phi per position. The policy is the softmax of the scores over the masked
-positions of the current block (Eq. 9/20) or, for the Top-K realisation, over
-the K most confident of them only (Eq. 27).
+    pi_phi(a | x_n) = D(a | u_phi(c(x_n), x_n) / tau_pi)
 
-Following "start as the reference", the score is ``log(confidence) / tau0`` plus
-a learned residual whose last layer is zero-initialised, so an untrained policy
-already is the softmax-confidence reference (``tau0=None`` drops the base term:
-then an untrained Top-K policy is uniform over the Top-K set, as in the paper).
-Several tokens per step are drawn without replacement (Plackett-Luce), one per
-step being the paper's setting.
+``u_phi`` is a scorer (:mod:`unmask.policies.scorers`: UPO's g_phi over the MDM's features, Jazbec's f_phi
+over confidences), ``D`` an action distribution (:mod:`unmask.policies.distributions`: Plackett-Luce over the
+schedule's count or until STOP, Bernoulli) and ``c`` the confidences the scorer reads: the MDM's
+p_i(token_i), or q_i(token_i) from a learned coupling (:mod:`unmask.policies.coupling`, beyond both papers).
+The kinds are compositions of these parts (:data:`KINDS`):
 
-:data:`POLICY_KINDS` and :func:`load_policy` also serve Jazbec's confidence-only
-parallel policies (``bernoulli``, ``plackett-luce``: :mod:`unmask.policies.parallel`).
+=============== ======== ====================================== ============
+kind            scorer   action                                 default mode
+=============== ======== ====================================== ============
+upo             g_phi    Plackett-Luce, the schedule's count    greedy
+bernoulli       f_phi    Bernoulli                              sample
+plackett-luce   f_phi    Plackett-Luce, until STOP or the count sample
+=============== ======== ====================================== ============
+
+Every step reveals at least one position: where the draw chose none (a Bernoulli draw of the empty set, a
+zero count from the schedule), the most confident candidate (Jazbec's fallback), a deterministic function
+of the state, so the recorded log-probability stays that of the draw.
+
+Decoding options (a spec's ``PATH:key=value``, :meth:`LearnedPolicy.with_options`): ``mode`` greedy|sample,
+``temperature`` (tau_pi), ``sigma`` (fixed-count Plackett-Luce: Gaussian noise on the probabilities before
+the argmax, UPO App. D) and ``alpha`` (the default speed weight of alpha-conditioned policies). Options give a
+view that shares the parameters; nothing mutates a policy in place. Per-row inputs (alpha in training, one
+per group) reach the policy through the engine's :attr:`StepState.inputs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from unmask.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
-from unmask.config import Config, option
-from unmask.policies.state import StepState
+from unmask.checkpoint import CONFIG, WEIGHTS, TrainingState, load_json, load_state_into, load_tensors, save_checkpoint
+from unmask.config import Config, kind_of
+from unmask.integrations.hub import HubMixin
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.base import LearnedPolicy, top_k_mask
+from unmask.policies.base import Policy, top_k_mask
+from unmask.policies.confidence_net import ConfidenceNet
+from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
-from unmask.policies.distributions import (
-    first_draw_entropy,
-    gumbel_top_k,
-    order_to_mask,
-    ordered_top_k,
-    plackett_luce_log_prob,
-)
-from unmask.policies.parallel import BernoulliPolicy, ParallelConfig, PlackettLuceConfig, PlackettLucePolicy
+from unmask.policies.distributions import ActionDistribution, Bernoulli, PlackettLuce, order_to_mask
+from unmask.policies.scorers import Scorer, UPOScorer
+from unmask.policies.state import StepState
 
 
-@dataclass
-class UPOConfig(Config):
-    """Architecture of g_phi plus the identity of the MDM it reads."""
+@dataclass(frozen=True)
+class Kind:
+    """A named composition (its config type is ``CONFIG_TYPES[name]``): how the config builds the scorer and
+    the action distribution, the config fields taken from the MDM, and how it decodes unless told otherwise."""
 
-    feature_size: int = option(0, "D of the MDM's hidden features", low=0, derived=True)
-    d_model: int = option(32, "width of phi_TF, the transformer layer over the MDM features (UPO App. B.1)", low=1)
-    n_head: int = option(4, "attention heads of phi_TF (must divide --d-model)", low=1)
-    prob_features: int = option(5, "K of TopK(p), the probability features of Eq. 21", low=1)
-    mlp_hidden: int = option(64, "hidden width of phi_MLP", low=1)
-    base_temperature: float | None = option(0.05, "tau0 of the log-confidence base score (start as the "
-                                            "softmax-confidence reference); none = no base term", low=0.0,
-                                            low_open=True)
-    top_k: int | None = option(None, "restrict to the K most confident candidates (Top-K realisation, Eq. 27; set "
-                                     "by --reference topk)", low=1, derived=True)
-    coupling_rounds: int = option(0, "> 0: the base score reads marginals refined by a learned pairwise coupling "
-                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
-    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
-                                  low=0, derived=True)
-    mdm_name: str = option("", "the MDM it was trained with", derived=True)
-    mdm_vocab_size: int = option(0, "vocabulary size of that MDM", low=0, derived=True)
-    mdm_mask_id: int = option(0, "mask token id of that MDM", low=0, derived=True)
-
-    def check(self) -> None:
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
-        if self.coupling_rounds and self.base_temperature is None:
-            raise ValueError("a coupling (--coupling-rounds) refines the base score log(confidence) / tau0; it needs a "
-                             "base temperature (--base-temperature)")
+    scorer: Callable[[Config], Scorer]
+    action: Callable[[Config], ActionDistribution]
+    model_fields: Callable[[MaskedDiffusionModel], dict]
+    default_mode: str
 
 
-class UPOPolicy(nn.Module, LearnedPolicy):
-    """UPO's g_phi (Fig. 2). ``mode``: ``"sample"`` draws from g_phi (training rollouts),
-    ``"greedy"`` takes its argmax; ``sigma`` > 0 adds N(0, sigma^2) to the probabilities
-    before the argmax for multi-shot sampling (UPO App. D).
+def _confidence_net(c: ParallelConfig) -> ConfidenceNet:
+    return ConfidenceNet(c.d_model, c.n_head, c.base_threshold, c.alpha_range, c.base_threshold_hi)
 
-    ``coupling_rounds`` (beyond the paper, fixed layouts) computes the base score from the marginals refined by
-    a learned pairwise coupling (:class:`unmask.policies.coupling.MeanFieldCoupling`): log q_i(token_i) / tau0
-    instead of log(confidence_i) / tau0. It starts near the identity, so the policy still starts as its
-    reference; :mod:`unmask.rl.pretrain` learns it from the policy's own rollouts."""
 
-    kind = "upo"
-    needs_hidden = True
-    OPTIONS = {"sigma": "FLOAT >= 0 (Gaussian noise, UPO App. D)", "mode": "greedy|sample"}
+def _stop(c: PlackettLuceConfig) -> float | str | None:
+    """The STOP item of a Plackett-Luce config: none (the schedule's count), learned or fixed."""
+    return None if c.count == "schedule" else "learned" if c.stop_logit is None else c.stop_logit
 
-    def __init__(self, config: UPOConfig) -> None:
+
+KINDS: dict[str, Kind] = {
+    "upo": Kind(UPOScorer, lambda c: PlackettLuce(),
+                lambda m: {"feature_size": m.hidden_size, "mdm_name": m.name, "mdm_vocab_size": m.vocab_size,
+                           "mdm_mask_id": m.mask_id}, "greedy"),
+    "bernoulli": Kind(_confidence_net, lambda c: Bernoulli(), lambda m: {"mdm_name": m.name},
+                      "sample"),
+    "plackett-luce": Kind(_confidence_net, lambda c: PlackettLuce(_stop(c), c.d_model),
+                          lambda m: {"mdm_name": m.name}, "sample"),
+}
+MODES = ("greedy", "sample")
+
+
+class LearnedPolicy(nn.Module, Policy, HubMixin):
+    """A scorer, an action distribution and an optional coupling, built from a config of one of
+    :data:`KINDS` (see the module docstring); safetensors checkpoints, also through the Hugging Face Hub
+    (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, :mod:`unmask.integrations.hub`)."""
+
+    record: dict = {}  # what the loaded checkpoint's config.json held besides the policy (train recipe, metrics)
+
+    def __init__(self, config: UPOConfig | ParallelConfig | PlackettLuceConfig) -> None:
         nn.Module.__init__(self)
+        self.kind = kind_of(config, CONFIG_TYPES)
+        kind = KINDS[self.kind]
         self.config = config
-        self.name = "upo"
-        self.mode = "greedy"
+        self.scorer = kind.scorer(config)
+        self.action = kind.action(config)
+        self.coupling = MeanFieldCoupling(config.coupling_length, config.coupling_rounds) if config.coupling_rounds else None
+        self.name = self.kind
+        self.default_mode = self.mode = kind.default_mode
+        self.temperature = float(getattr(config, "temperature", 1.0))
         self.sigma = 0.0
-        c = config
-        self.inp = nn.Linear(c.feature_size, c.d_model)
-        self.tf = nn.TransformerEncoderLayer(c.d_model, c.n_head, 4 * c.d_model, dropout=0.0, batch_first=True, norm_first=True)
-        self.mlp = nn.Sequential(
-            nn.Linear(c.d_model + c.prob_features, c.mlp_hidden), nn.GELU(),
-            nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(),
-            nn.Linear(c.mlp_hidden, 1),
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-        if c.coupling_rounds:
-            self.coupling = MeanFieldCoupling(c.coupling_length, c.coupling_rounds)
+        self.alpha = getattr(config, "alpha", None)
+
+    @classmethod
+    def for_model(cls, kind: str, model: MaskedDiffusionModel, **settings) -> "LearnedPolicy":
+        """An untrained policy of ``kind`` for ``model`` (the config fields it derives from the MDM filled in)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        if settings.get("coupling_rounds"):
+            check_vocab(model, "the coupling", "Use --coupling-rounds 0 for this model")
+        return cls(CONFIG_TYPES[kind](**KINDS[kind].model_fields(model), **settings))
+
+    # ----- what the engine asks -----
+    @property
+    def needs_hidden(self) -> bool:  # type: ignore[override]
+        return self.scorer.needs_hidden
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.mode == "sample" or self.sigma > 0
 
-    def set_option(self, key: str, value: str) -> None:
-        if key == "sigma":
-            if not float(value) >= 0:
-                raise ValueError(f"sigma must be >= 0, got {value}")
-            self.sigma = float(value)
-        else:
-            super().set_option(key, value)
+    @property
+    def conditioned(self) -> bool:
+        """Whether the speed weight alpha is an input (policies trained with an alpha range, Jazbec §3.3)."""
+        return self.scorer.conditioned
 
-    # ----- observation (what Algorithm 2 stores per step) -----
+    # ----- decoding options -----
+    @property
+    def OPTIONS(self) -> dict[str, str]:  # type: ignore[override]
+        """The options of :meth:`with_options` (and of specs) this policy takes, with their values."""
+        options = {"mode": "greedy|sample"}
+        if hasattr(self.config, "temperature"):
+            options["temperature"] = "FLOAT > 0 (tau_pi)"
+        if self.action.fixed_count:
+            options["sigma"] = "FLOAT >= 0 (Gaussian noise, UPO App. D)"
+        if hasattr(self.config, "alpha"):
+            options["alpha"] = "FLOAT within the trained alpha range (alpha-conditioned policies)"
+        return options
+
+    def with_options(self, **options: str | float) -> "LearnedPolicy":
+        """A view of this policy (the same parameters) that decodes with ``options`` (see :attr:`OPTIONS`)."""
+        view = copy.copy(self)
+        for key, value in options.items():
+            view._set_option(key, value)
+        return view
+
+    def _set_option(self, key: str, value: str | float) -> None:
+        if key not in self.OPTIONS:
+            raise ValueError(f"unknown option '{key}={value}'; {self.kind} policies take "
+                             + ", ".join(f"{k}={v}" for k, v in self.OPTIONS.items()))
+        if key == "mode":
+            if value not in MODES:
+                raise ValueError(f"mode takes {self.OPTIONS['mode']}, got {value!r}")
+            self.mode = str(value)
+            return
+        number = _number(key, value, self.OPTIONS[key])
+        if key == "temperature":
+            if not number > 0:
+                raise ValueError(f"the policy temperature tau_pi must be > 0, got {value}")
+            self.temperature = number
+        elif key == "sigma":
+            if not number >= 0:
+                raise ValueError(f"sigma must be >= 0, got {value}")
+            self.sigma = number
+        else:
+            if not self.conditioned:
+                raise ValueError(f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
+                                 "alpha is an input only of policies trained with --alpha-range LO,HI")
+            lo, hi = self.config.alpha_range
+            if not lo <= number <= hi:
+                raise ValueError(f"alpha {number:g} lies outside the range the policy was trained for [{lo:g}, {hi:g}]")
+            self.alpha = number
+
+    def check_model(self, model: MaskedDiffusionModel) -> None:
+        """Raise when ``model``'s outputs do not fit the policy's inputs."""
+        self.scorer.check_model(model)
+
+    # ----- the policy (what Algorithm 2 stores and the update recomputes) -----
     def observe(self, state: StepState) -> dict[str, torch.Tensor]:
-        if state.hidden is None:
-            raise ValueError("UPO policy needs the MDM's hidden features; the model returned none")
-        if state.hidden.shape[-1] != self.config.feature_size:
-            raise ValueError(
-                f"UPO policy was trained on features of size {self.config.feature_size} "
-                f"(MDM {self.config.mdm_name!r}), this MDM gives {state.hidden.shape[-1]}; use a policy trained for this model"
-            )
-        k = self.config.prob_features
-        top = state.probs.topk(min(k, state.probs.shape[-1]), dim=-1).values
-        if top.shape[-1] < k:
-            top = F.pad(top, (0, k - top.shape[-1]))
-        allowed = state.candidates
-        if self.config.top_k is not None:
-            allowed = top_k_mask(state.confidence, allowed, torch.full_like(state.num_transfer, self.config.top_k))
-        obs = {"hidden": state.hidden.float(), "top_probs": top, "confidence": state.confidence, "allowed": allowed}
-        if self.config.coupling_rounds:
+        """The scorer's observation, plus the coupling's inputs and, for alpha-conditioned policies, each
+        row's alpha (``state.inputs["alpha"]``, else the policy's default)."""
+        obs = self.scorer.observe(state)
+        if self.coupling is not None:
             obs.update(coupling_observation(state))
+        if self.conditioned:
+            alpha = state.inputs.get("alpha")
+            obs["alpha"] = alpha if alpha is not None else torch.full(
+                (state.masked.shape[0],), float(self.alpha), device=state.masked.device)
         return obs
 
-    def scores(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """h_phi(x_n) per position (n, Lg); -inf outside the allowed set."""
-        s = self.mlp(torch.cat([self.tf(self.inp(obs["hidden"])), obs["top_probs"]], -1)).squeeze(-1)
-        if self.config.coupling_rounds:
-            s = s + self.coupling.token_log_prob(obs) / self.config.base_temperature
-        elif self.config.base_temperature is not None:
-            s = s + obs["confidence"].clamp_min(1e-12).log() / self.config.base_temperature
-        return s.masked_fill(~obs["allowed"], float("-inf"))
+    def read_confidence(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The confidences the scorer reads (n, L): p_i(token_i), or q_i(token_i) through the coupling; as
+        logs where the scorer takes logs."""
+        log = self.scorer.reads_log_confidence
+        if self.coupling is None:
+            return obs["confidence"].clamp_min(1e-12).log() if log else obs["confidence"]
+        log_q = self.coupling.token_log_prob(obs)
+        return log_q if log else log_q.exp()
+
+    def scores(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Utilities / tau_pi (n, L, plus a STOP column where the action has one); ``confidence``:
+        :meth:`read_confidence` if already computed."""
+        logits, pooled = self.scorer(obs, self.read_confidence(obs) if confidence is None else confidence)
+        return self.action.utilities(logits, pooled) / self.temperature
 
     def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
-        """log g_phi(a_n | x_n) of a recorded ordered action (n, k); ``scores``: :meth:`scores` if already computed."""
-        return plackett_luce_log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
+        """log pi_phi(a_n | x_n) of a recorded action (n, k); ``scores``: :meth:`scores` if already computed."""
+        return self.action.log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
 
     def entropy(self, obs: dict[str, torch.Tensor], scores: torch.Tensor | None = None) -> torch.Tensor:
-        return first_draw_entropy(self.scores(obs) if scores is None else scores, obs["allowed"])
+        return self.action.entropy(self.scores(obs) if scores is None else scores, obs["allowed"])
+
+    def encode(self, scores: torch.Tensor, reveal: torch.Tensor) -> torch.Tensor:
+        """The action that reveals exactly ``reveal`` (n, L) (to score an expert's choice, Jazbec §3.4)."""
+        return self.action.encode(scores, reveal)
 
     @torch.no_grad()
     def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = self.observe(state)
-        scores = self.scores(obs)
-        k = state.num_transfer
+        confidence = self.read_confidence(obs)  # once: the scorer and the fallback both read it
+        scores = self.scores(obs, confidence)
+        allowed, k = obs["allowed"], state.num_transfer
         if self.mode == "sample":
-            order = gumbel_top_k(scores, obs["allowed"], k, state.draws)
+            action = self.action.draw(scores, allowed, k, state.draws)
         elif self.sigma > 0:
-            probs = scores.softmax(-1)
-            noise = state.draws.normal() * self.sigma
-            order = ordered_top_k((probs + noise).masked_fill(~obs["allowed"], float("-inf")), obs["allowed"], k)
+            action = self.action.noisy_mode(scores, allowed, k, state.draws, self.sigma)
         else:
-            order = ordered_top_k(scores, obs["allowed"], k)
-        reveal = order_to_mask(order, scores.shape[1])
-        data = {}
-        if record:
-            data = {**obs, "action": order, "old_log_prob": plackett_luce_log_prob(scores, obs["allowed"], order)}
+            action = self.action.draw(scores, allowed, k, None)
+        reveal = order_to_mask(action, state.candidates.shape[1])
+        empty = ~reveal.any(1)
+        if empty.any():  # Jazbec's fallback: the most confident candidate
+            fallback = top_k_mask(confidence, state.candidates, torch.ones_like(state.num_transfer))
+            reveal = reveal | (fallback & empty[:, None])
+        data = {**obs, "action": action, "old_log_prob": self.action.log_prob(scores, allowed, action)} if record else {}
         return reveal, data
 
-    def check_model(self, model: MaskedDiffusionModel) -> None:
-        c = self.config
-        if (model.vocab_size, model.hidden_size, model.mask_id) != (c.mdm_vocab_size, c.feature_size, c.mdm_mask_id):
-            raise ValueError(
-                f"policy was trained with MDM {c.mdm_name!r} (vocab {c.mdm_vocab_size}, features {c.feature_size}, "
-                f"mask id {c.mdm_mask_id}); model {model.name!r} has vocab {model.vocab_size}, features "
-                f"{model.hidden_size}, mask id {model.mask_id}. Evaluate it with --model {c.mdm_name} or train one for this model"
-            )
+    def select(self, state: StepState) -> torch.Tensor:
+        return self.act(state)[0]
 
-    @classmethod
-    def for_model(cls, model: MaskedDiffusionModel, **kwargs) -> "UPOPolicy":
-        if kwargs.get("coupling_rounds"):
-            check_vocab(model, "the coupling", "Use --coupling-rounds 0 for this model")
-        return cls(UPOConfig(feature_size=model.hidden_size, mdm_name=model.name, mdm_vocab_size=model.vocab_size,
-                             mdm_mask_id=model.mask_id, **kwargs))
+    # ----- checkpoints -----
+    def checkpoint_config(self) -> dict:
+        return {"policy": {"kind": self.kind, **asdict(self.config)}, **self.record}
+
+    def save(self, directory: str | Path, extra: dict | None = None, training: TrainingState | None = None) -> None:
+        """Write the policy checkpoint ``directory`` atomically; ``training``: a resumable one (the trainer's ``last``)."""
+        save_checkpoint(directory, self, {"policy": {"kind": self.kind, **asdict(self.config)}, **(extra or {})}, training)
 
 
-POLICY_KINDS: dict[str, type] = {"upo": UPOPolicy, "bernoulli": BernoulliPolicy, "plackett-luce": PlackettLucePolicy}
-CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}
+def _number(key: str, value: str | float, valid: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} takes {valid}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} takes {valid}, got {value!r}")
+    return number
+
+
+def current_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights named as :class:`LearnedPolicy` names them. Checkpoints written before the policies were one
+    mechanism (unmask 0.1) kept the scorer's layers at the top level (UPO: ``inp.``, ``tf.``, ``mlp.``) or
+    under ``net.`` (f_phi) and a learned STOP head as ``stop_head.``."""
+    def rename(key: str) -> str:
+        if key.startswith(("scorer.", "action.", "coupling.")):
+            return key
+        if key.startswith("stop_head."):
+            return "action." + key
+        return "scorer." + key.removeprefix("net.")
+    return {rename(k): v for k, v in tensors.items()}
 
 
 def load_policy(directory: str | Path) -> LearnedPolicy:
@@ -205,10 +282,10 @@ def load_policy(directory: str | Path) -> LearnedPolicy:
         raise ValueError(f"{directory / CONFIG} has no 'policy' section: this is not a policy checkpoint (an MDM?)")
     spec = dict(meta["policy"])
     kind = spec.pop("kind", None)
-    if kind not in POLICY_KINDS:
-        raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(POLICY_KINDS)}")
-    policy = POLICY_KINDS[kind](CONFIG_TYPES[kind].from_dict(spec, source=str(directory / CONFIG)))
-    load_state_into(policy, load_tensors(directory / WEIGHTS), directory)
+    if kind not in KINDS:
+        raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    policy = LearnedPolicy(CONFIG_TYPES[kind].from_dict(spec, source=str(directory / CONFIG)))
+    load_state_into(policy, current_names(load_tensors(directory / WEIGHTS)), directory)
     run = directory.resolve()
     policy.name = f"{kind}:{run.parent.name}/{run.name}" if run.name in ("best", "last") else f"{kind}:{run.name}"
     policy.record = {k: v for k, v in meta.items() if k != "policy"}

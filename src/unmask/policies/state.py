@@ -26,7 +26,8 @@ class StepState:
     ``low_confidence``, Dream ``maskgit_plus``). ``candidates`` are the masked positions the policy may reveal
     now (current block and earlier), ``num_transfer`` (b,) what the count schedule reveals now and
     ``transfer_probability`` (b,) the share of masked positions it reveals (Dream ``1 - s / t``). Random
-    numbers come from ``draws`` (:mod:`unmask.streams`).
+    numbers come from ``draws`` (:mod:`unmask.streams`). ``inputs`` holds per-row policy inputs (b,) the
+    caller gave :func:`unmask.engine.generate` (e.g. the speed weight ``alpha`` of alpha-conditioned policies).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class StepState:
         rows: torch.Tensor | None = None,
         current: torch.Tensor | None = None,
         offset: int = 0,
+        inputs: dict[str, torch.Tensor] | None = None,
     ) -> None:
         if (tokens is None or confidence is None) and choose is None:
             raise ValueError("StepState needs tokens and confidence, or a token choice to draw them")
@@ -55,6 +57,7 @@ class StepState:
         self.transfer_probability = transfer_probability
         self.hidden, self.rows, self.current = hidden, rows, current
         self.offset = offset  # positions before the region (the prompt): upstream's topk layout, see top_k_mask
+        self.inputs = inputs or {}
 
     @property
     def draws(self) -> Draws:

@@ -21,7 +21,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,10 +38,9 @@ from unmask.engine import GenerationOutput, StepRecord, generate
 from unmask.logging import MetricsLogger
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
-from unmask.policies.base import LearnedPolicy, Policy
-from unmask.policies.learned import CONFIG_TYPES, POLICY_KINDS, UPOConfig
-from unmask.policies.parallel import ParallelConfig, PlackettLuceConfig
-from unmask.rl.pretrain import pretrain_coupling
+from unmask.policies.base import Policy
+from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
+from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.rl.reference import DEFAULT_BETA, Reference
 from unmask.rl.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
 from unmask.rl.steering import ExpertSteering, mixture_log_prob
@@ -92,8 +91,12 @@ class GRPOConfig(Config):
     expert_steering: list[str] = option([], "heuristic policy specs, one extra trajectory per group each "
                                             "(Jazbec §3.4), e.g. threshold:0.9")
     coupling_prompts: int = option(3000, "with --coupling-rounds: training prompts whose rollouts pre-train the "
-                                         "coupling before GRPO (unmask.rl.pretrain); 0 = no pre-training", low=0)
+                                         "coupling before GRPO (unmask.rl.pretrain, also `unmask "
+                                         "pretrain-coupling`); 0 = no pre-training", low=0)
     coupling_epochs: int = option(6, "passes over those rollouts' states", low=1)
+    init_policy: str = option("", "start from this policy checkpoint (e.g. written by unmask pretrain-coupling) "
+                                  "instead of a fresh policy: its kind and settings must be the run's; no coupling "
+                                  "pre-training then")
     run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling of the rollouts")
     policy: UPOConfig | ParallelConfig | PlackettLuceConfig = option(
         default_factory=UPOConfig, help="the learned policy: upo = UPO's g_phi, bernoulli / plackett-luce = Jazbec "
@@ -277,13 +280,10 @@ class GRPOTrainer:
             except NotImplementedError:
                 raise ValueError(f"task {run.task} does not generate examples: give the held-out prompts with "
                                  f"--eval-data FILE (and the training prompts with --data FILE)") from None
-        if config.policy.coupling_rounds and config.coupling_prompts:
-            try:  # fail before any rollout
-                self.task.targets(self.eval_examples[:1], self.model)
-            except NotImplementedError as e:
-                raise ValueError(str(e)) from None
         torch.manual_seed(run.seed)
         self.policy = self._build_policy()
+        if config.init_policy:
+            self._load_initial(config.init_policy)
         coupling = [p for n, p in self.policy.named_parameters() if n.startswith("coupling.")]
         rest = [p for n, p in self.policy.named_parameters() if not n.startswith("coupling.")]
         groups = [{"params": rest}] + ([{"params": coupling, "weight_decay": 0.0}] if coupling else [])
@@ -313,22 +313,28 @@ class GRPOTrainer:
             settings.update(self.reference.policy_kwargs())
         else:
             settings["alpha"] = cfg.alpha
-        return POLICY_KINDS[cfg.policy_kind].for_model(self.model, **settings)
+        return LearnedPolicy.for_model(cfg.policy_kind, self.model, **settings)
+
+    def _load_initial(self, directory: str) -> None:
+        """Start from the weights of the policy checkpoint ``directory`` (``--init-policy``)."""
+        initial = load_policy(directory)
+        if initial.kind != self.policy.kind or initial.config != self.policy.config:
+            ours, theirs = asdict(self.policy.config), asdict(initial.config)
+            differ = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items() if theirs.get(k) != v]
+            raise ValueError(f"--init-policy {directory} is a {initial.kind} policy with other settings than this run's "
+                             f"{self.policy.kind} policy ({'; '.join(differ) or 'another kind'}); train it with this "
+                             "run's settings (the same recipe), or drop --init-policy")
+        self.policy.load_state_dict(initial.state_dict())
+
+    @property
+    def needs_pretraining(self) -> bool:
+        """Whether the run starts with the coupling pre-training step (:func:`unmask.rl.pretrain.pretrain_step`)."""
+        return bool(self.cfg.policy.coupling_rounds and self.cfg.coupling_prompts and not self.cfg.init_policy)
 
     def generation_length(self) -> int:
         """Positions of the task's generation region (what a coupling is learned over)."""
         enc = self.task.encode(self.eval_examples[:1], self.model)
         return enc.input_ids.shape[1] - enc.gen_start
-
-    def coupling_examples(self) -> list:
-        """The ``coupling_prompts`` prompts that pre-train the coupling: the first ones of the data file, or
-        freshly generated ones (their own seed, spread over the difficulties)."""
-        n = self.cfg.coupling_prompts
-        if self.train_examples is not None:
-            return self.train_examples[:n]
-        k = len(self.difficulties)
-        return [ex for i, c in enumerate(self.difficulties)
-                for ex in self.task.generate(n // k + (i < n % k), seed=2_000_000 + self.cfg.run.seed, difficulty=c)]
 
     @property
     def eval_alphas(self) -> list[float]:
@@ -411,14 +417,13 @@ class GRPOTrainer:
             lo, hi = self.alpha_range
             every = torch.rand(len(examples) * self.dist.world_size, generator=self.gen, device=device)  # all groups
             alpha = (lo + (hi - lo) * self.dist.local(every)).repeat_interleave(G + E)
-            self.policy.alpha = alpha
         self.policy.eval()
-        self.policy.mode = "sample"
-        actor, steered = self.policy, None
+        actor = sampler = self.policy.with_options(mode="sample")
+        steered = None
         if E:
             expert_of = (torch.arange(G + E, device=device) - G).clamp(min=-1).repeat(len(examples))
             steered = expert_of >= 0
-            actor = ExpertSteering(self.policy, self.experts, expert_of, G)
+            actor = ExpertSteering(sampler, self.experts, expert_of, G)
         out, scores, rewards = self.decode_and_reward(group, enc, actor, alpha, self.streams(len(group)), record=True)
         greedy = None
         if self.cfg.baseline == "greedy":
@@ -450,9 +455,10 @@ class GRPOTrainer:
 
     def decode_and_reward(self, examples: list, enc: EncodedBatch, actor: Policy, alpha: torch.Tensor,
                           streams: ExampleStreams, record: bool = False) -> tuple[GenerationOutput, Scores, torch.Tensor]:
-        """Decode encoded ``examples`` with ``actor``; the output, the task's scores and the training rewards."""
+        """Decode encoded ``examples`` with ``actor`` (each row's ``alpha`` a policy input); the output, the task's
+        scores and the training rewards."""
         out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start, streams,
-                       record=record)
+                       record=record, inputs={"alpha": alpha})
         completions = self.task.decode(examples, out.sequences, self.model)
         logprob = trajectory_logprob(out)
         scores = self.task.score(examples, completions, logprob=logprob)
@@ -460,10 +466,7 @@ class GRPOTrainer:
         return out, scores, self.rewards(examples, completions, scores, out.nfe, length, alpha, logprob)
 
     def greedy_rewards(self, examples: list, alpha: torch.Tensor, streams: ExampleStreams) -> torch.Tensor:
-        """Rewards of the policy's greedy (inference-mode) decode of each prompt: the ReMax baseline."""
-        self.policy.mode = self.policy.default_mode
-        if self.alpha_range is not None:
-            self.policy.alpha = alpha
+        """Rewards of the policy's inference-mode decode (its ``default_mode``) of each prompt: the ReMax baseline."""
         return self.decode_and_reward(examples, self.task.encode(examples, self.model), self.policy, alpha, streams)[2]
 
     @cached_property
@@ -515,16 +518,14 @@ class GRPOTrainer:
         """Held-out solved rate, mean NFE and (speed-aware runs) mean reward, averaged over :attr:`eval_alphas`;
         the policy decodes as at inference (its ``default_mode``; sampling with a fixed seed)."""
         self.policy.eval()
-        self.policy.mode = self.policy.default_mode
         examples, (lo, hi) = self.dist.shard(self.eval_examples), self.dist.bounds(len(self.eval_examples))
         enc = self.task.encode(examples, self.model)
         length = self.generated_length(enc.input_ids, enc.gen_start)
         metrics: dict[str, list[float]] = {}
         for alpha in self.eval_alphas:
-            if self.alpha_range is not None:
-                self.policy.alpha = alpha
             streams = ExampleStreams(self.cfg.run.seed, range(lo, hi), device=self.model.device)
-            out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, streams)
+            out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, streams,
+                           inputs={"alpha": torch.full((len(examples),), float(alpha), device=self.model.device)})
             solved = self.task.score(examples, self.task.decode(examples, out.sequences, self.model)).solved
             per = {"solved": solved, "nfe": out.nfe}
             if self.reward_form != "none":
@@ -542,9 +543,10 @@ class GRPOTrainer:
             return self.cfg.learning_rate
         return 0.5 * self.cfg.learning_rate * (1 + math.cos(math.pi * step / max(1, self.cfg.max_steps)))
 
-    def train(self, resume: bool = False, max_minutes: float | None = None) -> Path:
+    def train(self, resume: bool = False, max_minutes: float | None = None, initial: dict | None = None) -> Path:
         """Run to ``cfg.max_steps``; with ``max_minutes``, stop early at the first step boundary past that wall time,
-        after a held-out evaluation and a resumable checkpoint (``--resume`` continues exactly from there)."""
+        after a held-out evaluation and a resumable checkpoint (``--resume`` continues exactly from there).
+        ``initial``: metrics of the steps before GRPO (e.g. the coupling pre-training's) for the step-0 row."""
         if max_minutes is not None and max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {max_minutes:g}")
         deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
@@ -555,12 +557,7 @@ class GRPOTrainer:
         logger = MetricsLogger(self.out, resume_step=self.step if resume else None, report_to=self.cfg.report_to,
                                config=self.cfg.to_dict())
         if not resume:  # step 0 (a resumed run has its step-0 row and checkpoint already)
-            metrics = {}
-            if self.cfg.policy.coupling_rounds and self.cfg.coupling_prompts:
-                history = pretrain_coupling(self.task, self.model, self.policy, self.coupling_examples(), self.sampling,
-                                            self.gen, self.cfg.coupling_epochs, progress=self.progress)
-                metrics["coupling_nll"] = history[-1]
-            metrics.update(self.evaluate())
+            metrics = {**(initial or {}), **self.evaluate()}
             self.best = metrics[self.selection]
             if self.dist.main:  # rank 0 alone writes checkpoints; every rank holds the same state
                 self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})

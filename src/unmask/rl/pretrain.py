@@ -1,4 +1,4 @@
-"""Supervised pre-training of a policy's coupling (:mod:`unmask.policies.coupling`) before GRPO.
+"""Supervised pre-training of a policy's coupling (:mod:`unmask.policies.coupling`): the step before GRPO.
 
 The policy decodes training prompts by sampling (Algorithm 2's sampling phase: MDM and policy under no-grad),
 and every state up to the trajectory's first wrong reveal is kept with the true tokens of its positions
@@ -6,9 +6,16 @@ and every state up to the trajectory's first wrong reveal is kept with the true 
 stored states, minimising the negative log-likelihood of the true tokens under the refined marginals
 (:func:`unmask.policies.coupling.coupling_nll`). The signal is dense (every masked position of every state),
 where GRPO's is one scalar per trajectory; the MDM is not called during the fit.
+
+It is its own step (:func:`pretrain_step`) and command: ``unmask pretrain-coupling --config RECIPE --output-dir
+DIR`` writes the pre-trained policy, and ``unmask train-policy --config RECIPE --init-policy DIR`` starts GRPO
+from it. ``train-policy`` without ``--init-policy`` runs the same step first (``--coupling-prompts`` > 0); both
+paths give the same weights, as the step draws from its own random stream.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -16,10 +23,15 @@ from tqdm.auto import tqdm
 from unmask.engine import SamplingConfig, generate
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
-from unmask.policies.base import LearnedPolicy
+from unmask.policies.learned import LearnedPolicy
+from unmask.streams import ExampleStreams
 from unmask.tasks import Task
 
+if TYPE_CHECKING:
+    from unmask.rl.grpo import GRPOTrainer
+
 KEEP = ("token_probs", "masked", "tokens")
+STREAM = 2**40  # the step's random stream: ExampleStreams.seed_of(run seed, STREAM), beyond any example id
 
 
 @torch.no_grad()
@@ -29,7 +41,7 @@ def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolic
     """``token_probs``, ``masked``, ``tokens`` and ``target`` of every state of sampled rollouts before the
     first reveal of a wrong token (later states condition on a contradiction of the target)."""
     policy.eval()
-    policy.mode = "sample"
+    policy = policy.with_options(mode="sample")
     parts: list[dict[str, torch.Tensor]] = []
     for i in tqdm(range(0, len(examples), batch_size), desc=f"coupling rollouts ({len(examples)} prompts)",
                   disable=not progress, dynamic_ncols=True):
@@ -70,3 +82,32 @@ def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPo
         history.append(total / len(perm))
         bar.set_postfix(nll=f"{history[-1]:.4f}")
     return history
+
+
+def coupling_examples(trainer: "GRPOTrainer") -> list:
+    """The ``coupling_prompts`` prompts of the step: the first ones of the run's data file, or freshly generated
+    ones (their own seed, spread over the difficulties)."""
+    n, run = trainer.cfg.coupling_prompts, trainer.cfg.run
+    if trainer.train_examples is not None:
+        return trainer.train_examples[:n]
+    k = len(run.difficulties)
+    return [ex for i, c in enumerate(run.difficulties)
+            for ex in trainer.task.generate(n // k + (i < n % k), seed=2_000_000 + run.seed, difficulty=c)]
+
+
+def pretrain_step(trainer: "GRPOTrainer") -> list[float]:
+    """Pre-train the coupling of ``trainer.policy`` on the run's settings (``coupling_prompts``,
+    ``coupling_epochs``, the task, MDM and sampling of its rollouts); the NLL of each epoch."""
+    cfg = trainer.cfg
+    if not cfg.policy.coupling_rounds:
+        raise ValueError("this policy has no coupling to pre-train: set --coupling-rounds (e.g. 3)")
+    if not cfg.coupling_prompts:
+        raise ValueError("--coupling-prompts 0 pre-trains nothing; give the number of prompts (e.g. 3000)")
+    examples = coupling_examples(trainer)
+    try:  # fail before any rollout
+        trainer.task.targets(examples[:1], trainer.model)
+    except NotImplementedError as e:
+        raise ValueError(str(e)) from None
+    generator = torch.Generator(device=trainer.model.device).manual_seed(ExampleStreams.seed_of(cfg.run.seed, STREAM))
+    return pretrain_coupling(trainer.task, trainer.model, trainer.policy, examples, trainer.sampling, generator,
+                             cfg.coupling_epochs, progress=trainer.progress)

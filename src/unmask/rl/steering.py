@@ -25,7 +25,7 @@ import torch
 from unmask.policies.state import StepState
 from unmask.policies.base import Policy
 from unmask.policies.distributions import trim
-from unmask.policies.parallel import ParallelPolicy
+from unmask.policies.learned import LearnedPolicy
 
 
 def mixture_log_prob(log_prob: torch.Tensor, num_generations: int, num_experts: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ class ExpertSteering(Policy):
     """Rows with ``expert_of[row] = j >= 0`` follow ``experts[j]``; the others follow ``policy``.
     Recorded steps always hold the policy's observation and an action in its format."""
 
-    def __init__(self, policy: ParallelPolicy, experts: Sequence[Policy], expert_of: torch.Tensor, num_generations: int) -> None:
+    def __init__(self, policy: LearnedPolicy, experts: Sequence[Policy], expert_of: torch.Tensor, num_generations: int) -> None:
         self.policy, self.experts, self.expert_of = policy, list(experts), expert_of
         self.num_generations = num_generations
         self.name = f"{policy.name}+experts"
@@ -54,7 +54,7 @@ class ExpertSteering(Policy):
         if record and steered.any():
             obs = {k: v for k, v in data.items() if k not in ("action", "old_log_prob")}
             scores = self.policy.scores(obs)
-            action = self.policy.encode(scores, obs, reveal)
+            action = self.policy.encode(scores, reveal)
             width = max(action.shape[1], data["action"].shape[1])
             pad = lambda a: torch.nn.functional.pad(a, (0, width - a.shape[1]), value=-1)  # noqa: E731
             data["action"] = trim(torch.where(steered[:, None], pad(action), pad(data["action"])))

@@ -1,0 +1,95 @@
+"""The typed configs of the learned policies, one per kind (saved as the ``policy`` section of ``config.json``).
+
+* ``upo``: :class:`UPOConfig`, UPO's g_phi (UPO §3.3, App. B.1) with a Plackett-Luce action over the schedule's
+  count (one position per step in the paper).
+* ``bernoulli``: :class:`ParallelConfig`, Jazbec's confidence-only f_phi (§3.2) with Bernoulli reveal decisions.
+* ``plackett-luce``: :class:`PlackettLuceConfig`, f_phi with a Plackett-Luce action, until STOP or the
+  schedule's count.
+
+Each may add a learned coupling (``coupling_rounds``, :mod:`unmask.policies.coupling`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unmask.config import Config, option
+
+
+@dataclass
+class UPOConfig(Config):
+    """Architecture of g_phi plus the identity of the MDM it reads."""
+
+    feature_size: int = option(0, "D of the MDM's hidden features", low=0, derived=True)
+    d_model: int = option(32, "width of phi_TF, the transformer layer over the MDM features (UPO App. B.1)", low=1)
+    n_head: int = option(4, "attention heads of phi_TF (must divide --d-model)", low=1)
+    prob_features: int = option(5, "K of TopK(p), the probability features of Eq. 21", low=1)
+    mlp_hidden: int = option(64, "hidden width of phi_MLP", low=1)
+    base_temperature: float | None = option(0.05, "tau0 of the log-confidence base score (start as the "
+                                            "softmax-confidence reference); none = no base term", low=0.0,
+                                            low_open=True)
+    top_k: int | None = option(None, "restrict to the K most confident candidates (Top-K realisation, Eq. 27; set "
+                                     "by --reference topk)", low=1, derived=True)
+    coupling_rounds: int = option(0, "> 0: the base score reads marginals refined by a learned pairwise coupling "
+                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
+    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
+                                  low=0, derived=True)
+    mdm_name: str = option("", "the MDM it was trained with", derived=True)
+    mdm_vocab_size: int = option(0, "vocabulary size of that MDM", low=0, derived=True)
+    mdm_mask_id: int = option(0, "mask token id of that MDM", low=0, derived=True)
+
+    def check(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
+        if self.coupling_rounds and self.base_temperature is None:
+            raise ValueError("a coupling (--coupling-rounds) refines the base score log(confidence) / tau0; it needs a "
+                             "base temperature (--base-temperature)")
+
+
+
+@dataclass
+class ParallelConfig(Config):
+    """Architecture and inference defaults of a parallel policy (saved as ``config.json``)."""
+
+    d_model: int = option(32, "width of the policy network", low=1)
+    n_head: int = option(2, "attention heads of the policy network (must divide --d-model)", low=1)
+    base_threshold: float | None = option(0.9, "warm start: a soft threshold rule at this confidence (Fast-dLLM); "
+                                          "none = plain init", low=0.0, high=1.0, low_open=True, high_open=True)
+    base_threshold_hi: float | None = option(None, "alpha-conditioned policies: the warm start's threshold at "
+                                             "alpha = HI (logit-linear in alpha from --base-threshold at LO)",
+                                             low=0.0, high=1.0, low_open=True, high_open=True)
+    temperature: float = option(1.0, "tau_pi of the policy (a spec's :temperature= overrides it at inference)",
+                                low=0.0, low_open=True, flag="--policy-temperature")
+    alpha: float = option(1.0, "the reward's alpha in training; for alpha-conditioned policies the default input",
+                          low=0.0, derived=True)
+    alpha_range: list[float] | None = option(None, "alpha-conditioned policy: alpha ~ U[LO, HI] per group in "
+                                             "training and a policy input (Jazbec §3.3)", low=0.0, length=2)
+    mdm_name: str = option("", "the MDM it was trained with (for the record: confidences fit any MDM)", derived=True)
+    coupling_rounds: int = option(0, "> 0: read confidences refined by a learned pairwise coupling "
+                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
+    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
+                                  low=0, derived=True)
+
+    def check(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
+        if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):
+            raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
+                             "and a base_threshold (the one at alpha = LO)")
+        if self.alpha_range is not None and not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
+            raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
+
+
+@dataclass
+class PlackettLuceConfig(ParallelConfig):
+    """A parallel policy with a Plackett-Luce action: until a STOP item (Jazbec's dynamic Plackett-Luce) or the
+    schedule's count."""
+
+    count: str = option("stop", "how many positions a step reveals: stop = draw until STOP (dynamic), schedule = "
+                                "the engine's tokens per step (--steps)", choices=("stop", "schedule"),
+                        flag="--pl-count")
+    stop_logit: float | None = option(0.0, "fixed STOP utility; none = learned from the pooled state")
+
+
+
+CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}
