@@ -216,10 +216,26 @@ def distributed() -> str:
         "communication share": lambda r: pct(r["communication_share"]), "transfer share": lambda r: pct(r["transfer_share"])})
 
 
+def rerun() -> str:
+    """Per committed results file, how many of its rows a re-run reproduced (benchmarks/rerun_compare.py)."""
+    rows = load("rerun/compare.json")["results"]
+    out = []
+    for name in dict.fromkeys(r["file"] for r in rows):
+        mine = [r for r in rows if r["file"] == name]
+        det = [r for r in mine if not r["stochastic"]]
+        sto = [r for r in mine if r["stochastic"]]
+        moved = ", ".join(f"`{r['policy']}` ({r['data'].removeprefix('generated:')}) {pct(r['solved_before'])} → "
+                          f"{pct(r['solved_after'])}" for r in sto if not r["equal"])
+        out.append([f"`{name}`", f"{sum(r['equal'] for r in det)} / {len(det)}", f"{sum(r['equal'] for r in sto)} / {len(sto)}",
+                    moved or "none"])
+    return table(["results file (before)", "deterministic rows equal", "stochastic rows equal", "stochastic rows that moved"],
+                 out) + "\n\n" + source("rerun/compare.json")
+
+
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
     out = {"headline": headline(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
-           "kv-cache-speed": kv_cache_speed(), "kv-cache-accuracy": kv_cache_accuracy(), "distributed": distributed(),
+           "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "distributed": distributed(),
            "engine-overhead": simple("engine_overhead.json", {
                "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
                "engine overhead (share of forward time)": lambda r: pct(r["overhead"])}),

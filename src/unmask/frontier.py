@@ -69,10 +69,9 @@ def learned_sweep(spec: str, policy: Policy, sampling: SamplingConfig, alphas: S
                   temperatures: Sequence[float]) -> Sweep:
     """alpha for alpha-conditioned policies (default: 5 values across the trained range), tau_pi for the
     other sampled ones that take a temperature (greedy decoding ignores it), a single point otherwise."""
-    conditioned = getattr(policy, "conditioned", False)
-    if not conditioned and not (policy.stochastic and "temperature" in policy.OPTIONS):
+    if not policy.conditioned and not (policy.stochastic and "temperature" in policy.OPTIONS):
         return Sweep(spec, "", [None], lambda _: (policy, sampling))
-    knob = "alpha" if conditioned else "temperature"
+    knob = "alpha" if policy.conditioned else "temperature"
     if knob == "alpha" and alphas is None:
         alphas = np.linspace(*policy.config.alpha_range, 5).round(4).tolist()
     values = list(alphas if knob == "alpha" else temperatures)

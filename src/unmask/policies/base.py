@@ -27,6 +27,7 @@ class Policy:
     follows_schedule: bool = False  # reveals exactly num_transfer per step: blocks last their scheduled steps
     tokens_after_reveal: bool = False  # tokens are drawn only where the policy reveals, after it (Dream origin)
     needs_steps: bool = False  # may reveal nothing at a step: only runs with a fixed number of steps
+    conditioned: bool = False  # takes the speed weight alpha as an input (alpha-conditioned learned policies)
     OPTIONS: dict[str, str] = {}  # learned policies' decoding options (name -> valid values), see with_options
 
     def select(self, state: StepState) -> torch.Tensor:

@@ -68,7 +68,7 @@ def resolve_policies(specs: str | Sequence[str], model: MaskedDiffusionModel,
     if not specs:
         raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
     policies = [resolve_policy(s, model, alpha) for s in specs]
-    if alpha is not None and not any(getattr(p, "conditioned", False) for p in policies):
+    if alpha is not None and not any(p.conditioned for p in policies):
         raise ValueError(f"--alpha {alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
                          f"none of {', '.join(p.name for p in policies)} is one")
     return policies
