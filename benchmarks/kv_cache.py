@@ -24,8 +24,12 @@ Memory: what each cache mode holds at its peak (kept keys/values of every layer 
 features of the generation region, ``BlockCache.nbytes``), on top of the forward's activations, which every
 mode has at a block's first (full) step.
 
+Profile (``--profile``): each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping, the
+token sampler's ``prepare`` and the rest of the engine loop (llada-mid, the first ``--policies`` entry).
+
 Commands (from the repository root; the second adds llada-mid with a 256-token prompt, where the prefix cache
-keeps more; the last two measure the dual cache's accuracy on 1000 zebra puzzles, paired with ``none``):
+keeps more; the next two measure the dual cache's accuracy on 1000 zebra puzzles, paired with ``none`` (the same
+with ``--accuracy-modes none prefix`` for the prefix cache); the last one is the time split):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --llada-only --prompt-length 256 --policies confidence --append
@@ -33,6 +37,7 @@ keeps more; the last two measure the dual cache's accuracy on 1000 zebra puzzles
         --accuracy-policies confidence left_to_right eb:0.1 --accuracy-modes none dual --append
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --accuracy-only --accuracy-tasks zebra --accuracy-examples 1000 \
         --accuracy-policies threshold:0.9 margin --accuracy-modes none dual --append
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --profile --policies confidence --append
 
 ``--append`` adds the run's rows and provenance to the results file, replacing earlier rows of the same setting.
 
@@ -65,6 +70,7 @@ from unmask.engine import SamplingConfig, generate
 from unmask.evaluate import run_policy
 from unmask.models import load_model
 from unmask.tasks import get_task
+from unmask.tokens import GumbelMaxTokens
 
 OUT = HERE / "results" / "kv_cache.json"
 MODES = ("none", "prefix", "dual")
@@ -145,6 +151,56 @@ def speed_rows(name, model, x, gen_start, block_length, steps, policies, referen
     return rows
 
 
+class Timers:
+    """Seconds spent inside a few methods (wrapped while the context is open): where a decode's time goes."""
+
+    def __init__(self, methods: dict[str, tuple[type, str]]) -> None:
+        self.methods, self.seconds = methods, dict.fromkeys(methods, 0.0)
+
+    def __enter__(self) -> "Timers":
+        self.saved = {key: getattr(cls, name) for key, (cls, name) in self.methods.items()}
+        for key, (cls, name) in self.methods.items():
+            setattr(cls, name, self._timed(key, self.saved[key]))
+        return self
+
+    def _timed(self, key, method):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.perf_counter() - start
+        return timed
+
+    def __exit__(self, *exc) -> None:
+        for key, (cls, name) in self.methods.items():
+            setattr(cls, name, self.saved[key])
+
+
+def profile_rows(name, model, x, gen_start, block_length, steps, spec) -> list[dict]:
+    """Each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping around them, the token
+    sampler's ``prepare`` (over the whole generation region) and the rest of the engine loop (Fast-dLLM's exact
+    setting, as the speed rows; one warm-up decode first)."""
+    rows = []
+    for mode in MODES:
+        sampling = SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
+                                  suppress_mask_token=False, confidence_float64=True, refine_complete_block=True)
+        decode(model, x, gen_start, spec, sampling)
+        with Timers({"model": (type(model), "forward"), "cache": (BlockCache, "forward"),
+                     "prepare": (GumbelMaxTokens, "prepare")}) as timers:
+            out, seconds, _ = decode(model, x, gen_start, spec, sampling)
+        t = timers.seconds
+        row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "seconds": seconds,
+               "model_s": t["model"], "cache_bookkeeping_s": t["cache"] - t["model"], "sampler_prepare_s": t["prepare"],
+               "rest_s": seconds - t["cache"] - t["prepare"], "nfe": out.nfe.float().mean().item(),
+               "positions": out.positions_run.float().mean().item()}
+        rows.append(row)
+        print(f"{name:<13} {spec:<27} {mode:<7} {seconds:>7.2f}s = model {row['model_s']:6.2f} + cache bookkeeping "
+              f"{row['cache_bookkeeping_s']:5.2f} + sampler prepare {row['sampler_prepare_s']:5.2f} + rest {row['rest_s']:5.2f}",
+              flush=True)
+    return rows
+
+
 def accuracy_rows(n: int, tasks=tuple(ACCURACY), policies=None, modes=MODES) -> list[dict]:
     """Accuracy of each policy under each mode on the same examples; cached modes also carry the paired
     comparison with ``none`` (per-example solved difference: mean, its standard error, discordant counts)."""
@@ -215,33 +271,43 @@ def main() -> None:
                         "every heuristic and the task's shipped learned policies)")
     parser.add_argument("--accuracy-modes", nargs="+", default=list(MODES), choices=MODES, help="cache modes of the accuracy "
                         "runs (none first, for the paired comparison)")
+    parser.add_argument("--profile", action="store_true", help="only the llada-mid time split (model / cache / sampler / "
+                        "rest) of each mode, for the first --policies entry")
     parser.add_argument("--append", action="store_true", help="add the rows (and this run's provenance) to the results file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     engine.BlockCache = MeasuredCache
-    speed, accuracy = [], []
-    if not (args.skip_llada or args.accuracy_only):
+    speed, accuracy, profile = [], [], []
+    if args.profile:
+        _, mdm = llada_mid(args.head_scale)
+        P = args.prompt_length
+        x = torch.randint(6, LLADA_MID["vocab_size"], (1, P + 256), generator=torch.Generator().manual_seed(0))
+        x[:, P:] = mdm.mask_id
+        profile = profile_rows("llada-mid", mdm, x, P, 32, 64, args.policies[0])
+    elif not (args.skip_llada or args.accuracy_only):
         ref, mdm = llada_mid(args.head_scale)
         P = args.prompt_length
         x = torch.randint(6, LLADA_MID["vocab_size"], (1, P + 256), generator=torch.Generator().manual_seed(0))
         x[:, P:] = mdm.mask_id
         speed += speed_rows("llada-mid", mdm, x, P, 32, 64, args.policies, reference=ref, loops=fast_dllm_reference())
-    if not (args.llada_only or args.accuracy_only):
+    if not (args.llada_only or args.accuracy_only or args.profile):
         sudoku = load_model("sudoku9-base", device="cpu")
         task = get_task("sudoku9")
         enc = task.encode(task.generate(args.sudoku_batch, seed=0), sudoku)
         speed += speed_rows("sudoku9-base", sudoku, enc.input_ids, 0, 27, 27, args.policies)
-    if not args.llada_only:
+    if not (args.llada_only or args.profile):
         accuracy = accuracy_rows(args.accuracy_examples, args.accuracy_tasks, args.accuracy_policies, args.accuracy_modes)
     previous = json.loads(OUT.read_text()) if args.append and OUT.is_file() else {}
     for part, rows, key in (("speed", speed, ("model", "prompt_length", "policy", "cache")),
-                            ("accuracy", accuracy, ("task", "policy", "cache", "n"))):  # --append replaces a setting's rows
+                            ("accuracy", accuracy, ("task", "policy", "cache", "n")),
+                            ("profile", profile, ("model", "prompt_length", "policy", "cache"))):  # --append replaces a setting's rows
         new = {tuple(r.get(k) for k in key) for r in rows}
         previous[part] = [r for r in previous.get(part, []) if tuple(r.get(k) for k in key) not in new]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({
         "provenance": previous.get("provenance", []) + [run_info(command_line("benchmarks/kv_cache.py", args))],
-        "speed": previous.get("speed", []) + speed, "accuracy": previous.get("accuracy", []) + accuracy}, indent=2) + "\n")
+        "speed": previous.get("speed", []) + speed, "accuracy": previous.get("accuracy", []) + accuracy,
+        "profile": previous.get("profile", []) + profile}, indent=2) + "\n")
     plot(json.loads(OUT.read_text())["speed"], OUT.with_suffix(".png"))
     print(f"wrote {OUT} and {OUT.with_suffix('.png')}")
 

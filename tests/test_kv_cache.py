@@ -365,3 +365,38 @@ def test_bad_cache_modes_name_the_valid_ones(tmp_path):
     x = torch.full((1, 6), bert.mask_id)
     with pytest.raises(ValueError, match=r"cannot serve cache mode 'dual'.*modes it can use: none$"):
         generate(bert, x, get_policy("confidence"), SamplingConfig(cache="dual"))
+
+
+def test_float64_confidence_is_the_full_float64_softmax_bit_for_bit():
+    """Fast-dLLM's confidences (softmax of the float64 logits at the chosen token), computed a few positions at a
+    time: the same values as one softmax over the whole (b, L, V) tensor, across chunk boundaries."""
+    from unmask.tokens import float64_confidence
+
+    logits = torch.randn(3, 45, 97, generator=torch.Generator().manual_seed(0)) * 4
+    tokens = torch.randint(0, 97, (3, 45), generator=torch.Generator().manual_seed(1))
+    want = logits.double().softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    for chunk in (1, 7, 32, 1000):
+        assert torch.equal(float64_confidence(logits, tokens, chunk), want)
+
+
+@pytest.mark.parametrize("rows", [None, torch.tensor([2, 0])])
+def test_a_cached_step_writes_only_its_window_into_the_kept_keys(rows):
+    """A later step writes its window's fresh keys/values over the kept ones (Fast-dLLM replace_position) and leaves
+    every other position, and every other row, as the block's first step kept them."""
+    model, gen_start = text_model(), 8
+    x = prompts(model, 3, gen_start)
+    cache = BlockCache(model, "dual", 3, gen_start, 4)
+    every = torch.arange(3)
+    cache.forward(x, None, every, torch.full((3,), 1), torch.ones(3, dtype=torch.bool), False)
+    kept = {layer: k.clone() for layer, k in cache.store.keys.items()}
+    changed = x.clone()
+    changed[:, 12:14] = 3  # two positions of block 1 revealed
+    group = every if rows is None else rows
+    cache.forward(changed[group], None, group, torch.full((len(group),), 1), torch.zeros(len(group), dtype=torch.bool), False)
+    for layer, k in cache.store.keys.items():
+        outside = torch.ones(x.shape[1], dtype=torch.bool)
+        outside[12:16] = False
+        assert torch.equal(k[:, :, outside], kept[layer][:, :, outside])
+        untouched = [r for r in range(3) if r not in group.tolist()]
+        assert torch.equal(k[untouched], kept[layer][untouched])
+        assert not torch.equal(k[group][:, :, ~outside], kept[layer][group][:, :, ~outside])  # fresh in the window

@@ -56,19 +56,29 @@ def check_cache_mode(mode: str, model: MaskedDiffusionModel | None = None) -> No
 
 
 class KVStore:
-    """Keys and values of every layer for every batch row, as written by a row's last full forward."""
+    """Keys and values of every layer for every batch row: a row's last full forward wrote them, and each later
+    step of its block writes its window's fresh ones over them (Fast-dLLM ``replace_position``).
+
+    ``rows``: batch indices, or None for every row in order (then reads are views, no copy)."""
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
 
-    def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    def write(self, layer: int, rows: torch.Tensor | None, start: int, end: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store ``k``, ``v`` (b, heads, end - start, head_dim) at positions ``[start, end)`` of ``rows``."""
         if layer not in self.keys:
             self.keys[layer] = k.new_empty((self.batch_size, *k.shape[1:]))
             self.values[layer] = v.new_empty((self.batch_size, *v.shape[1:]))
-        self.keys[layer][rows] = k
-        self.values[layer][rows] = v
+        target = slice(None) if rows is None else rows
+        self.keys[layer][target, :, start:end] = k
+        self.values[layer][target, :, start:end] = v
+
+    def read(self, layer: int, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``rows`` over the whole sequence."""
+        keys, values = self.keys[layer], self.values[layer]
+        return (keys, values) if rows is None else (keys[rows], values[rows])
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for d in (self.keys, self.values) for t in d.values())
@@ -82,20 +92,18 @@ class KVWindow:
     ``record``: a full forward (``start = 0, end = length``) whose keys/values are kept for later steps.
     """
 
-    def __init__(self, store: KVStore, rows: torch.Tensor, start: int, end: int, length: int, record: bool) -> None:
+    def __init__(self, store: KVStore, rows: torch.Tensor | None, start: int, end: int, length: int, record: bool) -> None:
         self.store, self.rows, self.start, self.end, self.length, self.record = store, rows, start, end, length, record
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values of the whole sequence (b, heads, length, head_dim): the kept ones outside the window
-        (Fast-dLLM's ``past_key_values``), the given ones inside (its ``replace_position``)."""
+        (Fast-dLLM's ``past_key_values``), the given ones inside, written over the kept ones in place as Fast-dLLM's
+        ``replace_position`` does (a row's window is the same at every later step of its block, and the next
+        block's first step rewrites the whole row, so no later step reads what is overwritten)."""
+        self.store.write(layer_idx, self.rows, self.start, self.end, key_states, value_states)
         if self.record:
-            self.store.write(layer_idx, self.rows, key_states, value_states)
             return key_states, value_states
-        kept_k, kept_v = self.store.keys[layer_idx], self.store.values[layer_idx]
-        r, s, e = self.rows, self.start, self.end
-        k = torch.cat([kept_k[r, :, :s], key_states, kept_k[r, :, e:]], dim=2)
-        v = torch.cat([kept_v[r, :, :s], value_states, kept_v[r, :, e:]], dim=2)
-        return k, v
+        return self.store.read(layer_idx, self.rows)
 
     # The sizes transformers' mask and position helpers ask a Cache for (masking_utils, BidirectionalLM.forward).
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -168,17 +176,23 @@ class BlockCache:
         positions = torch.zeros(b, dtype=torch.long, device=input_ids.device)
         for idx, start, end, record in self._windows(block, first, L):
             run = 0 if record else max(start - self.shift, 0)
-            window = KVWindow(self.store, rows[idx], run, end, L, record)
+            group = self._rows(rows[idx])
+            window = KVWindow(self.store, group, run, end, L, record)
             out = self.model(
                 input_ids[idx, run:end], None if attention_mask is None else attention_mask[idx],
                 output_hidden_states=output_hidden_states, cache=window,
             )
             positions[idx] = end - run
-            parts.append((idx, *self._merge(rows[idx], out.logits, out.hidden_states, start - run, start, end, record)))
+            parts.append((idx, *self._merge(group, out.logits, out.hidden_states, start - run, start, end, record)))
         return CachedOutput(*self._assemble(parts, b), positions)
 
+    def _rows(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """``rows``, or None when they are every batch row in order (the stores are then read and written as views)."""
+        whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
+        return None if whole else rows
+
     def _merge(
-        self, rows: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor | None, drop: int, start: int, end: int, record: bool
+        self, rows: torch.Tensor | None, logits: torch.Tensor, hidden: torch.Tensor | None, drop: int, start: int, end: int, record: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Generation-region outputs of one forward: a full forward's are kept for the rows' later steps; a
         cached forward's window is written over the kept ones of its block's first step."""
@@ -188,11 +202,11 @@ class BlockCache:
             self.logits = _keep(self.logits, rows, logits, self.batch_size)
             self.hidden = None if hidden is None else _keep(self.hidden, rows, hidden, self.batch_size)
             return logits, hidden
-        merged = self.logits[rows]
+        merged = _take(self.logits, rows)
         merged[:, start - g : end - g] = logits[:, drop:]
         if hidden is None:
             return merged, None
-        merged_hidden = self.hidden[rows]
+        merged_hidden = _take(self.hidden, rows)
         merged_hidden[:, start - g : end - g] = hidden[:, drop:]
         return merged, merged_hidden
 
@@ -215,8 +229,13 @@ class BlockCache:
         return self.store.nbytes() + outputs
 
 
-def _keep(store: torch.Tensor | None, rows: torch.Tensor, values: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _keep(store: torch.Tensor | None, rows: torch.Tensor | None, values: torch.Tensor, batch_size: int) -> torch.Tensor:
     if store is None:
         store = values.new_empty((batch_size, *values.shape[1:]))
-    store[rows] = values
+    store[slice(None) if rows is None else rows] = values
     return store
+
+
+def _take(store: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """A copy of the kept outputs of ``rows`` (None: every row), for the engine to write the window into."""
+    return store.clone() if rows is None else store[rows]

@@ -50,9 +50,22 @@ class GumbelMaxTokens:
             if self.temperature == 0:
                 logits[..., self.eos_token_id] = float("-inf")
         probs = logits.softmax(-1)
-        scored = logits.double().softmax(-1) if self.confidence_float64 else probs
-        confidence = scored.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        if self.confidence_float64:
+            confidence = float64_confidence(logits, tokens)
+        else:
+            confidence = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return probs, tokens, confidence, None
+
+
+def float64_confidence(logits: torch.Tensor, tokens: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """``softmax(logits.double()).gather(tokens)`` (Fast-dLLM ``get_transfer_index``), ``chunk`` positions at a
+    time: softmax is computed per position, so the values are the same bit for bit, and the float64 copy stays
+    small instead of twice the logits' size (on CPU a full (b, L, V) float64 softmax took ~3x as long)."""
+    flat, index = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1, 1)
+    confidence = torch.empty(index.shape, dtype=torch.float64, device=logits.device)
+    for i in range(0, len(flat), chunk):
+        confidence[i : i + chunk] = flat[i : i + chunk].double().softmax(-1).gather(-1, index[i : i + chunk])
+    return confidence.view(tokens.shape)
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
