@@ -167,6 +167,8 @@ def test_pretrain_command_then_init_policy_is_one_train_policy_run(mdm_dir, tmp_
     two = train_policy(cfg(mdm_dir, tmp_path / "two", max_steps=2, init_policy=str(pre), **COUPLING), progress=False)
     a, b = load_policy(one / "last").state_dict(), load_policy(two / "last").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [(run / "metrics.csv").read_text().splitlines() for run in (one, two)]
+    assert [r.split(",")[:-1] for r in rows[0]] == [r.split(",")[:-1] for r in rows[1]]  # all but the seconds
     pretrained, fresh = load_policy(pre), GRPOTrainer(cfg(mdm_dir, tmp_path / "f", **COUPLING), progress=False).policy
     assert len(pretrained.record["coupling_nll"]) == COUPLING["coupling_epochs"]
     for k, v in fresh.state_dict().items():
