@@ -39,6 +39,14 @@ with ``--accuracy-modes none prefix`` for the prefix cache); the last one is the
         --accuracy-policies threshold:0.9 margin --accuracy-modes none dual --append
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --profile --policies confidence --append
 
+With ``--cache-refresh SHARE`` the prefix / dual runs refresh the kept keys/values after a step that reveals that share
+of the block (``SamplingConfig.cache_refresh``); every row of such a run records ``cache_refresh`` (its ``none`` row
+is the run's own baseline), so these rows sit beside the Fast-dLLM-rule ones (no Fast-dLLM comparison then):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --accuracy-only --accuracy-tasks zebra --accuracy-examples 1000 \
+        --accuracy-policies eb:0.1 factor:1 threshold:0.9 confidence --accuracy-modes none prefix dual --cache-refresh 0.5 --append
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --llada-only --policies confidence threshold:0.9 --cache-refresh 0.5 --append
+
 ``--append`` adds the run's rows and provenance to the results file, replacing earlier rows of the same setting.
 
 Writes ``benchmarks/results/kv_cache.json`` and ``benchmarks/results/kv_cache.png``.
@@ -119,7 +127,8 @@ def decode(model, x, gen_start, spec, sampling):
     return out, time.perf_counter() - start, MeasuredCache.peak
 
 
-def speed_rows(name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None):
+def speed_rows(name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None, refresh=None):
+    """``refresh``: the cached modes' ``cache_refresh``; every row of the run records it (``none`` is its baseline)."""
     rows = []
     gen = (x.shape[1] - gen_start) * x.shape[0]
     for spec in policies:
@@ -127,15 +136,17 @@ def speed_rows(name, model, x, gen_start, block_length, steps, policies, referen
         for mode in MODES:
             exact = reference is not None  # Fast-dLLM's bit-exact setting (docs/cache.md, "Parity")
             sampling = SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
-                                      suppress_mask_token=not exact, confidence_float64=exact, refine_complete_block=exact)
+                                      suppress_mask_token=not exact, confidence_float64=exact, refine_complete_block=exact,
+                                      cache_refresh=None if mode == "none" else refresh)
             out, seconds, cache_bytes = decode(model, x, gen_start, spec, sampling)
             runs[mode] = out
-            row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "seconds": seconds,
+            row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "cache_refresh": refresh,
+                   "seconds": seconds,
                    "tokens_per_s": gen / seconds,
                    "nfe": out.nfe.float().mean().item(), "positions": out.positions_run.float().mean().item(),
                    "cache_mib": cache_bytes / 2**20,
                    "tokens_equal_none": bool(torch.equal(out.sequences, runs["none"].sequences))}
-            if reference is not None and mode != "none" and spec in ("confidence", "threshold:0.9"):
+            if reference is not None and mode != "none" and spec in ("confidence", "threshold:0.9") and refresh is None:
                 loop = loops.generate_with_prefix_cache if mode == "prefix" else loops.generate_with_dual_cache
                 threshold = None if spec == "confidence" else 0.9
                 want, want_nfe = loop(Guard(reference, 4 * x.shape[1]), x[:, :gen_start], steps=steps if threshold is None else x.shape[1] - gen_start,
@@ -201,9 +212,10 @@ def profile_rows(name, model, x, gen_start, block_length, steps, spec) -> list[d
     return rows
 
 
-def accuracy_rows(n: int, tasks=tuple(ACCURACY), policies=None, modes=MODES) -> list[dict]:
+def accuracy_rows(n: int, tasks=tuple(ACCURACY), policies=None, modes=MODES, refresh=None) -> list[dict]:
     """Accuracy of each policy under each mode on the same examples; cached modes also carry the paired
-    comparison with ``none`` (per-example solved difference: mean, its standard error, discordant counts)."""
+    comparison with ``none`` (per-example solved difference: mean, its standard error, discordant counts).
+    ``refresh``: the cached modes' ``cache_refresh``; every row of the run records it (``none`` is its baseline)."""
     rows = []
     for task_name in tasks:
         model_name, options, block_length, learned = ACCURACY[task_name]
@@ -214,10 +226,12 @@ def accuracy_rows(n: int, tasks=tuple(ACCURACY), policies=None, modes=MODES) -> 
             policy = resolve_policy(spec, model)
             solved = {}
             for mode in modes:
-                result, per = run_policy(task, model, examples, policy, SamplingConfig(block_length=block_length, cache=mode))
+                sampling = SamplingConfig(block_length=block_length, cache=mode,
+                                          cache_refresh=None if mode == "none" else refresh)
+                result, per = run_policy(task, model, examples, policy, sampling)
                 solved[mode] = per["solved"].astype(float)
                 row = {"task": task_name, "model": model_name, "block_length": block_length, "policy": policy.name,
-                       "cache": mode, "solved_rate": result.solved_rate, "cell_accuracy": result.cell_accuracy,
+                       "cache": mode, "cache_refresh": refresh, "solved_rate": result.solved_rate, "cell_accuracy": result.cell_accuracy,
                        "nfe": result.nfe, "positions": result.positions, "seconds": result.seconds, "n": result.n}
                 if mode != "none" and "none" in solved:
                     delta = solved[mode] - solved["none"]
@@ -226,7 +240,7 @@ def accuracy_rows(n: int, tasks=tuple(ACCURACY), policies=None, modes=MODES) -> 
                 rows.append(row)
                 paired = (f" paired {row['solved_delta']:+.4f} +- {row['solved_delta_se']:.4f} "
                           f"({row['solved_only_none']} lost, {row['solved_only_cache']} gained)") if "solved_delta" in row else ""
-                print(f"{model_name:<17} {policy.name:<34} {mode:<7} solved {result.solved_rate:.3f} "
+                print(f"{model_name:<17} {policy.name:<34} {mode:<7} refresh {refresh} solved {result.solved_rate:.3f} "
                       f"cells {result.cell_accuracy:.4f} NFE {result.nfe:6.2f} positions {result.positions:7.1f}{paired}", flush=True)
     return rows
 
@@ -241,7 +255,7 @@ def plot(speed: list[dict], path: Path) -> None:
     panels = list(dict.fromkeys((r["model"], r.get("prompt_length", 0)) for r in speed))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, (name, prompt) in zip(axes[0], panels):
-        rows = [r for r in speed if r["model"] == name and r.get("prompt_length", 0) == prompt]
+        rows = [r for r in speed if r["model"] == name and r.get("prompt_length", 0) == prompt and r.get("cache_refresh") is None]
         policies = list(dict.fromkeys(r["policy"] for r in rows))
         width = 0.27
         for i, mode in enumerate(MODES):
@@ -271,6 +285,8 @@ def main() -> None:
                         "every heuristic and the task's shipped learned policies)")
     parser.add_argument("--accuracy-modes", nargs="+", default=list(MODES), choices=MODES, help="cache modes of the accuracy "
                         "runs (none first, for the paired comparison)")
+    parser.add_argument("--cache-refresh", type=float, default=None, help="cache_refresh of the prefix / dual runs "
+                        "(speed and accuracy; recorded in every row of the run, none's included); default: none")
     parser.add_argument("--profile", action="store_true", help="only the llada-mid time split (model / cache / sampler / "
                         "rest) of each mode, for the first --policies entry")
     parser.add_argument("--append", action="store_true", help="add the rows (and this run's provenance) to the results file")
@@ -289,17 +305,19 @@ def main() -> None:
         P = args.prompt_length
         x = torch.randint(6, LLADA_MID["vocab_size"], (1, P + 256), generator=torch.Generator().manual_seed(0))
         x[:, P:] = mdm.mask_id
-        speed += speed_rows("llada-mid", mdm, x, P, 32, 64, args.policies, reference=ref, loops=fast_dllm_reference())
+        speed += speed_rows("llada-mid", mdm, x, P, 32, 64, args.policies, reference=ref, loops=fast_dllm_reference(),
+                            refresh=args.cache_refresh)
     if not (args.llada_only or args.accuracy_only or args.profile):
         sudoku = load_model("sudoku9-base", device="cpu")
         task = get_task("sudoku9")
         enc = task.encode(task.generate(args.sudoku_batch, seed=0), sudoku)
-        speed += speed_rows("sudoku9-base", sudoku, enc.input_ids, 0, 27, 27, args.policies)
+        speed += speed_rows("sudoku9-base", sudoku, enc.input_ids, 0, 27, 27, args.policies, refresh=args.cache_refresh)
     if not (args.llada_only or args.profile):
-        accuracy = accuracy_rows(args.accuracy_examples, args.accuracy_tasks, args.accuracy_policies, args.accuracy_modes)
+        accuracy = accuracy_rows(args.accuracy_examples, args.accuracy_tasks, args.accuracy_policies, args.accuracy_modes,
+                                 args.cache_refresh)
     previous = json.loads(OUT.read_text()) if args.append and OUT.is_file() else {}
-    for part, rows, key in (("speed", speed, ("model", "prompt_length", "policy", "cache")),
-                            ("accuracy", accuracy, ("task", "policy", "cache", "n")),
+    for part, rows, key in (("speed", speed, ("model", "prompt_length", "policy", "cache", "cache_refresh")),
+                            ("accuracy", accuracy, ("task", "policy", "cache", "n", "cache_refresh")),
                             ("profile", profile, ("model", "prompt_length", "policy", "cache"))):  # --append replaces a setting's rows
         new = {tuple(r.get(k) for k in key) for r in rows}
         previous[part] = [r for r in previous.get(part, []) if tuple(r.get(k) for k in key) not in new]

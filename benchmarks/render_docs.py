@@ -187,25 +187,31 @@ def kv_cache_speed() -> str:
     """Wall-time speed-up of each cache mode over no cache, side by side in one run per (model, prompt, policy)."""
     rows, runs = [], {}
     for r in load("kv_cache.json")["speed"]:
-        runs.setdefault((r["model"], r.get("prompt_length"), r["policy"]), {})[r["cache"]] = r
-    for (model, prompt, policy), by_mode in runs.items():
+        runs.setdefault((r["model"], r.get("prompt_length"), r["policy"], r.get("cache_refresh")), {})[r["cache"]] = r
+    for (model, prompt, policy, refresh), by_mode in runs.items():
         none, prefix, dual = (by_mode.get(m) for m in ("none", "prefix", "dual"))
         exact = [m for m in (prefix, dual) if m is not None and "fast_dllm_tokens_equal" in m]
-        rows.append([f"`{model}`", "–" if prompt is None else str(prompt), f"`{policy}`", f"{none['seconds']:.1f} s",
+        rows.append([f"`{model}`", "–" if prompt is None else str(prompt), f"`{policy}`", "–" if refresh is None else f"{refresh:g}",
+                     f"{none['seconds']:.1f} s",
                      f"{prefix['speedup']:.2f}×", f"{dual['speedup']:.2f}×",
                      ("yes" if all(m["fast_dllm_tokens_equal"] for m in exact) else "no") if exact else "–"])
-    return table(["model", "prompt", "policy", "no cache", "prefix", "dual", "Fast-dLLM's tokens"], rows) + "\n\n" + source("kv_cache.json")
+    return table(["model", "prompt", "policy", "refresh", "no cache", "prefix", "dual", "Fast-dLLM's tokens"], rows) + "\n\n" + source("kv_cache.json")
 
 
 def kv_cache_accuracy() -> str:
     """Paired solved-rate difference of each cache mode against no cache (rows measured on 1000 examples)."""
     rows = [r for r in load("kv_cache.json")["accuracy"] if r["n"] >= 1000]
-    none = {(r["task"], r["policy"]): r for r in rows if r["cache"] == "none"}
-    out = [[f"`{r['task']}`", f"`{r['policy']}`", r["cache"], pct(none[(r["task"], r["policy"])]["solved_rate"]),
-            pct(r["solved_rate"]), f"{signed(r['solved_delta'])} ± {100 * r['solved_delta_se']:.1f}",
-            f"{r['solved_only_none']} / {r['solved_only_cache']}"] for r in rows if r["cache"] != "none"]
-    return table(["task", "policy", "cache", "solved, none", "solved, cache", "paired difference (points)",
-                  "lost / gained"], out) + "\n\n" + source("kv_cache.json")
+    none = {(r["task"], r["policy"], r.get("cache_refresh")): r for r in rows if r["cache"] == "none"}
+    out = []
+    for r in rows:
+        if r["cache"] != "none":
+            base, refresh = none[(r["task"], r["policy"], r.get("cache_refresh"))], r.get("cache_refresh")
+            out.append([f"`{r['task']}`", f"`{r['policy']}`", r["cache"], "–" if refresh is None else f"{refresh:g}",
+                        pct(base["solved_rate"]), pct(r["solved_rate"]),
+                        f"{signed(r['solved_delta'])} ± {100 * r['solved_delta_se']:.1f}",
+                        f"{r['solved_only_none']} / {r['solved_only_cache']}", pct(r["positions"] / base["positions"])])
+    return table(["task", "policy", "cache", "refresh", "solved, none", "solved, cache", "paired difference (points)",
+                  "lost / gained", "positions run, of none's"], out) + "\n\n" + source("kv_cache.json")
 
 
 def distributed() -> str:

@@ -400,3 +400,76 @@ def test_a_cached_step_writes_only_its_window_into_the_kept_keys(rows):
         untouched = [r for r in range(3) if r not in group.tolist()]
         assert torch.equal(k[untouched], kept[layer][untouched])
         assert not torch.equal(k[group][:, :, ~outside], kept[layer][group][:, :, ~outside])  # fresh in the window
+
+
+
+REFRESH_POLICIES = ("confidence", "threshold:0.7", "eb:0.1", "factor:1", "random")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cache_refresh_zero_refreshes_every_step_and_gives_the_uncached_tokens(mode):
+    """cache_refresh 0: every step runs the full sequence and refreshes the kept keys/values, so tokens, NFE and
+    steps are --cache none's (which the cache alone does not give: eb's tokens differ), and every step runs all L
+    positions."""
+    model = text_model()
+    x = prompts(model, 4, 8, seed=1)
+    differs = []
+    for spec in REFRESH_POLICIES:
+        none, cached, refreshed = [
+            generate(model, x, get_policy(spec), SamplingConfig(block_length=4, **options), gen_start=8,
+                     generator=torch.Generator().manual_seed(0))
+            for options in ({"cache": "none"}, {"cache": mode}, {"cache": mode, "cache_refresh": 0.0})]
+        assert torch.equal(none.sequences, refreshed.sequences), spec
+        assert torch.equal(none.nfe, refreshed.nfe) and torch.equal(none.steps, refreshed.steps)
+        assert torch.equal(refreshed.positions_run, refreshed.nfe * x.shape[1])
+        differs.append(not torch.equal(none.sequences, cached.sequences))
+    assert any(differs)
+
+
+def full_steps(order: torch.Tensor, block_length: int, share: float) -> list[tuple[bool, int]]:
+    """(runs the full sequence, block) of each step of one row, from its reveal order (B's row of
+    ``GenerationOutput.order``) alone: a block's first step, or the step after one that revealed at least ``share``
+    of the block's masked positions (cache_refresh)."""
+    blocks = torch.arange(len(order)) // block_length
+    block = [int(blocks[order == s][0]) for s in range(int(order.max()) + 1)]
+    steps = []
+    for s, b in enumerate(block):
+        full = s == 0 or b != block[s - 1]
+        if not full:
+            in_block = blocks == b
+            full = int((order[in_block] == s - 1).sum()) / int((order[in_block] >= s - 1).sum()) >= share
+        steps.append((full, b))
+    return steps
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cache_refresh_runs_full_after_steps_that_reveal_the_share(mode):
+    """positions_run counts L for each full step (block starts and refreshes) and the window for the others; the
+    refreshes follow exactly the steps that revealed at least the share of their block's masked positions. A
+    share of 1 only follows steps that complete the block: nothing is refreshed, the run equals Fast-dLLM's rule."""
+    model, gen_start, block_length = text_model(), 8, 4
+    x = prompts(model, 4, gen_start, seed=3)
+    L = x.shape[1]
+    refreshes = 0
+    for spec in ("threshold:0.7", "eb:0.1"):
+        def run(share):
+            sampling = SamplingConfig(block_length=block_length, cache=mode, cache_refresh=share)
+            return generate(model, x, get_policy(spec), sampling, gen_start=gen_start)
+
+        base, high, out = run(None), run(1.0), run(0.5)
+        assert torch.equal(high.sequences, base.sequences) and torch.equal(high.positions_run, base.positions_run)
+        for r in range(len(x)):
+            steps = full_steps(out.order[r], block_length, 0.5)
+            window = [L if full else block_length if mode == "dual" else L - gen_start - b * block_length
+                      for full, b in steps]
+            assert int(out.nfe[r]) == len(steps) and int(out.positions_run[r]) == sum(window), (spec, r)
+            refreshes += sum(full for full, _ in steps) - len({b for _, b in steps})
+    assert refreshes > 0
+
+
+def test_cache_refresh_bad_values_are_refused():
+    for value in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"cache_refresh \(--cache-refresh\) must be a number in \[0, 1\] or none"):
+            SamplingConfig(cache="dual", cache_refresh=value)
+    with pytest.raises(ValueError, match="--cache none keeps none; use --cache prefix or --cache dual"):
+        SamplingConfig(cache_refresh=0.5)

@@ -10,6 +10,9 @@ little while the block is decoded, so they can be kept from the block's first st
   outside the block (before and after it); later steps run the block only.
 - ``none``: every step runs the full sequence.
 
+Beyond Fast-dLLM, ``SamplingConfig.cache_refresh`` makes a row's step after one that revealed at least that share
+of its block's masked positions a full step too: it runs and keeps everything afresh, as a block's first step.
+
 The window a step runs is ``[start, end)``: ``start`` is the block's first position (one position earlier
 for models whose logits at ``i`` predict ``i + 1``, i.e. Dream, so the block's first position gets fresh
 logits too); ``end`` is the block's end (``dual``) or the sequence end (``prefix``). Keys always cover the
@@ -165,7 +168,8 @@ class BlockCache:
         output_hidden_states: bool,
     ) -> CachedOutput:
         """Outputs for the active rows ``rows`` (their full sequences ``input_ids``, b x L), each in its current
-        block ``block`` (b,), ``first`` (b,) marking rows at their block's first step."""
+        block ``block`` (b,), ``first`` (b,) marking rows whose step runs the full sequence and keeps its keys/values
+        (a block's first step, or a refresh)."""
         g = self.gen_start
         b, L = input_ids.shape
         if self.mode == "none":

@@ -64,6 +64,11 @@ class SamplingConfig(Config):
                                          "the whole block, run one more cached forward that reveals nothing, as "
                                          "Fast-dLLM's cached loops do (bit-exact forward counts; +1 NFE per such "
                                          "block); off: go on to the next block")
+    cache_refresh: float | None = option(None, "with --cache prefix|dual: after a step that reveals at least this share "
+                                         "of the current block's masked positions (per row), that row's next step runs "
+                                         "the full sequence and refreshes its kept keys/values, as a block's first step "
+                                         "does (beyond Fast-dLLM; 0: every step, the tokens of --cache none); none: at "
+                                         "block starts only (Fast-dLLM)", low=0.0, high=1.0)
     confidence_float64: bool = option(False, "softmax the confidences in float64, as Fast-dLLM's get_transfer_index "
                                       "(bit-exact Fast-dLLM tokens); off: in the logits' dtype, as LLaDA generate(), "
                                       "where confidences within float32's resolution of 1 (~6e-8) tie and the "
@@ -88,6 +93,11 @@ class SamplingConfig(Config):
                                        "[MASK] can then stall (an error after max_forwards)")
     max_forwards: int | None = option(None, "stop with an error when a row needs more forwards (only reachable with "
                                       "suppress_mask_token off); none: 4 x (positions + steps)", low=1)
+
+    def check(self) -> None:
+        if self.cache_refresh is not None and self.cache == "none":
+            raise ValueError("cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache none keeps none; "
+                             "use --cache prefix or --cache dual, or drop --cache-refresh")
 
     def resolve(self, model: MaskedDiffusionModel) -> str:
         """The sampler for ``model`` ("llada" or "dream"), after checking the options fit it."""
@@ -226,6 +236,7 @@ def generate(
     needs_hidden = getattr(policy, "needs_hidden", False)
     cache = BlockCache(model, config.cache, B, gen_start, plan.block_length)
     positions_run = torch.zeros(B, dtype=torch.long, device=device)
+    refresh = torch.zeros(B, dtype=torch.bool, device=device)  # rows whose next step runs full (cache_refresh)
 
     while True:
         masked = x[:, gen_start:] == model.mask_id
@@ -245,8 +256,9 @@ def generate(
             raise ValueError(f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
                              "the mask token; keep suppress_mask_token on (the default) or raise max_forwards")
         xa = x[active]
-        out = _forward(model, cache, xa, attention_mask, active, block[active], block_step[active] == 0, given,
-                       config.cfg_scale, needs_hidden, B)
+        first = (block_step[active] == 0) | refresh[active]  # a block's first step, or a refresh (cache_refresh)
+        out = _forward(model, cache, xa, attention_mask, active, block[active], first, given, config.cfg_scale,
+                       needs_hidden, B)
         positions_run[active] += out.positions
         logits = out.logits.float()
         if config.suppress_mask_token:
@@ -277,6 +289,8 @@ def generate(
         order[active] = torch.where(reveal, steps[active, None], order[active])
         reveal_conf[active] = reveal_conf[active].masked_scatter(reveal, chosen_conf.to(reveal_conf.dtype))
         nfe[active] += cost
+        if config.cache_refresh is not None:  # this step revealed at least that share of the block's masked positions
+            refresh[active] = reveal.sum(1) / candidates.sum(1).clamp(min=1) >= config.cache_refresh
         if config.refine_complete_block and config.cache != "none" and not follows:  # Fast-dLLM's cached while loop
             open_ = (x[active, gen_start:] == model.mask_id) & (block_of[active] == block[active, None])
             again = active[(block_step[active] == 0) & ~open_.any(1)]
