@@ -44,7 +44,7 @@ def buffer(kind: str, old_shift: float = 0.2) -> RolloutBuffer:
     confidence = torch.rand(n, L, generator=g) * 0.9 + 0.05
     allowed = torch.rand(n, L, generator=g) > 0.25
     allowed[:, :4] = True  # at least 4 allowed positions per step
-    if kind == "topk":  # what UPOPolicy.observe stores for the Top-K realisation: the K most confident allowed
+    if kind == "topk":  # what UPOScorer.observe stores for the Top-K realisation: the K most confident allowed
         top = confidence.masked_fill(~allowed, -1).topk(K, 1).indices
         allowed = torch.zeros_like(allowed).scatter_(1, top, True)
     action = torch.full((n, 2), -1)
