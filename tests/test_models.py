@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unmask.checkpoint import save_checkpoint
-from unmask.models import builtin_models, load_model
+from unmask.models import load_model
 from unmask.train_mdm import MDMTrainConfig, train_mdm
 
 

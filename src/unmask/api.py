@@ -23,7 +23,6 @@ from unmask.frontier import (
 )
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.order import RevealOrder, reveal_order
-from unmask.policies import Policy, get_policy
 from unmask.policies.resolve import SHIPPED_POLICIES, resolve_policies, resolve_policy
 from unmask.run_config import ExamplesConfig, RunConfig, load_data, resolve_task
 from unmask.tasks import Task
@@ -229,18 +228,15 @@ def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = Tr
     """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2), after the coupling
     pre-training step where the policy has a coupling (:func:`unmask.rl.pretrain.pretrain_step`; skipped with
     ``init_policy``); ``max_minutes`` stops it early with a resumable checkpoint."""
-    from unmask.checkpoint import CONFIG, check_new_run, load_json
+    from unmask.checkpoint import check_new_run
     from unmask.rl.grpo import GRPOTrainer
     from unmask.rl.pretrain import pretrain_step
 
     trainer = GRPOTrainer(config, progress=progress)
-    initial = {}
+    initial = dict(trainer.initial_metrics)  # a pre-training that ran before (--init-policy) has its row entry too
     if not resume and trainer.needs_pretraining:
         check_new_run(config.output_dir)  # before the step, not after it
         initial["coupling_nll"] = pretrain_step(trainer)[-1]
-    elif not resume and config.init_policy:  # the step ran before (pretrain-coupling): its row entry as if here
-        history = load_json(Path(config.init_policy) / CONFIG).get("coupling_nll")
-        initial = {"coupling_nll": history[-1]} if history else {}
     return trainer.train(resume=resume, max_minutes=max_minutes, initial=initial)
 
 

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from unmask.checkpoint import save_json
-from unmask.config import Config, ConfigError, add_config_arguments, check_recipe, flat_fields, load_recipe
+from unmask.config import Config, add_config_arguments, check_recipe, flat_fields, load_recipe
 from unmask.distributed import RankFailure, current
 from unmask.policies import parse_value
 from unmask.run_config import ExamplesConfig, RunConfig

@@ -241,12 +241,13 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         return self.act(state)[0]
 
     # ----- checkpoints -----
-    def checkpoint_config(self) -> dict:
-        return {"policy": {"kind": self.kind, **asdict(self.config)}, **self.record}
+    def checkpoint_config(self, extra: dict | None = None) -> dict:
+        """``config.json``: the policy's kind and config, then ``extra`` (default: what the loaded checkpoint held)."""
+        return {"policy": {"kind": self.kind, **asdict(self.config)}, **(self.record if extra is None else extra)}
 
     def save(self, directory: str | Path, extra: dict | None = None, training: TrainingState | None = None) -> None:
         """Write the policy checkpoint ``directory`` atomically; ``training``: a resumable one (the trainer's ``last``)."""
-        save_checkpoint(directory, self, {"policy": {"kind": self.kind, **asdict(self.config)}, **(extra or {})}, training)
+        save_checkpoint(directory, self, self.checkpoint_config(extra or {}), training)
 
 
 def _number(key: str, value: str | float, valid: str) -> float:

@@ -282,6 +282,7 @@ class GRPOTrainer:
                                  f"--eval-data FILE (and the training prompts with --data FILE)") from None
         torch.manual_seed(run.seed)
         self.policy = self._build_policy()
+        self.initial_metrics: dict = {}  # metrics of the steps before GRPO that ran elsewhere (--init-policy)
         if config.init_policy:
             self._load_initial(config.init_policy)
         coupling = [p for n, p in self.policy.named_parameters() if n.startswith("coupling.")]
@@ -316,7 +317,8 @@ class GRPOTrainer:
         return LearnedPolicy.for_model(cfg.policy_kind, self.model, **settings)
 
     def _load_initial(self, directory: str) -> None:
-        """Start from the weights of the policy checkpoint ``directory`` (``--init-policy``)."""
+        """Start from the weights of the policy checkpoint ``directory`` (``--init-policy``); keep the final NLL of
+        its coupling pre-training (``coupling_nll``, written by ``pretrain-coupling``) for the step-0 row."""
         initial = load_policy(directory)
         if initial.kind != self.policy.kind or initial.config != self.policy.config:
             ours, theirs = asdict(self.policy.config), asdict(initial.config)
@@ -325,6 +327,8 @@ class GRPOTrainer:
                              f"{self.policy.kind} policy ({'; '.join(differ) or 'another kind'}); train it with this "
                              "run's settings (the same recipe), or drop --init-policy")
         self.policy.load_state_dict(initial.state_dict())
+        history = initial.record.get("coupling_nll")
+        self.initial_metrics = {"coupling_nll": history[-1]} if history else {}
 
     @property
     def needs_pretraining(self) -> bool:

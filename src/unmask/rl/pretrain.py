@@ -64,7 +64,7 @@ def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPo
                       batch_size: int = 512, progress: bool = True) -> list[float]:
     """Fit ``policy.coupling`` (see the module docstring); returns the mean NLL of each epoch."""
     if not policy.config.coupling_rounds:
-        raise ValueError("this policy has no coupling to pre-train (coupling_rounds = 0)")
+        raise ValueError("this policy has no coupling to pre-train: set --coupling-rounds (e.g. 3)")
     states = collect_states(task, model, policy, examples, sampling, generator, progress=progress)
     opt = torch.optim.Adam(policy.coupling.parameters(), lr=learning_rate)
     policy.train()
@@ -99,8 +99,6 @@ def pretrain_step(trainer: "GRPOTrainer") -> list[float]:
     """Pre-train the coupling of ``trainer.policy`` on the run's settings (``coupling_prompts``,
     ``coupling_epochs``, the task, MDM and sampling of its rollouts); the NLL of each epoch."""
     cfg = trainer.cfg
-    if not cfg.policy.coupling_rounds:
-        raise ValueError("this policy has no coupling to pre-train: set --coupling-rounds (e.g. 3)")
     if not cfg.coupling_prompts:
         raise ValueError("--coupling-prompts 0 pre-trains nothing; give the number of prompts (e.g. 3000)")
     examples = coupling_examples(trainer)
