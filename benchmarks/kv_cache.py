@@ -1,7 +1,8 @@
 """Block key/value caches (``--cache none|prefix|dual``, issue 20): speed, accuracy and memory on CPU.
 
-Speed, side by side in one run (one torch thread; modes alternate within each setting, so machine load hits
-them alike): wall time and generated tokens per second of ``none`` / ``prefix`` / ``dual`` at block 32 on
+Speed, side by side in one run (one torch thread; each setting's modes decoded ``--repeats`` times, interleaved, so
+machine load hits them alike; a row's time is the median): wall time and generated tokens per second of ``none`` /
+``prefix`` / ``dual`` at block 32 on
 
 - ``llada-mid``: a random native LLaDA (width 512, 8 layers, 8 heads, MLP 1408, vocab 8192; weights as the
   tests' reference models, std 0.3, output head scaled by ``--head-scale`` so that confidences spread as a
@@ -20,8 +21,8 @@ Accuracy, with and without each cache, of every heuristic and the shipped learne
 tasks decoded in blocks: ``arithmetic-carry`` (one layer: the cache is exact for what the window computes)
 and ``zebra`` (three layers).
 
-Memory: what each cache mode holds at its peak (kept keys/values of every layer plus the first-step logits /
-features of the generation region, ``BlockCache.nbytes``), on top of the forward's activations, which every
+Memory: what each cache mode holds at its peak (kept keys/values of every layer plus the first-step
+probabilities, tokens and confidences / features of the generation region, ``BlockCache.nbytes``), on top of the forward's activations, which every
 mode has at a block's first (full) step.
 
 Profile (``--profile``): each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping, the
@@ -38,6 +39,9 @@ with ``--accuracy-modes none prefix`` for the prefix cache); the last one is the
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --accuracy-only --accuracy-tasks zebra --accuracy-examples 1000 \
         --accuracy-policies threshold:0.9 margin --accuracy-modes none dual --append
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv_cache.py --profile --policies confidence --append
+
+Parts re-run alone: ``--llada-only`` (llada-mid's speed), ``--skip-llada --speed-only`` (sudoku9-base's speed),
+``--accuracy-only``, ``--profile`` (its ``--policies`` entry, e.g. ``threshold:0.9``).
 
 With ``--cache-refresh SHARE`` the prefix / dual runs refresh the kept keys/values after a step that reveals that share
 of the block (``SamplingConfig.cache_refresh``); every row of such a run records ``cache_refresh`` (its ``none`` row
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -98,8 +103,8 @@ class MeasuredCache(BlockCache):
 
     peak = 0
 
-    def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
+    def assemble(self, *args, **kwargs):
+        out = super().assemble(*args, **kwargs)
         MeasuredCache.peak = max(MeasuredCache.peak, self.nbytes())
         return out
 
@@ -127,25 +132,34 @@ def decode(model, x, gen_start, spec, sampling):
     return out, time.perf_counter() - start, MeasuredCache.peak
 
 
-def speed_rows(name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None, refresh=None):
-    """``refresh``: the cached modes' ``cache_refresh``; every row of the run records it (``none`` is its baseline)."""
+def speed_rows(name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None, refresh=None,
+               repeats=3):
+    """``refresh``: the cached modes' ``cache_refresh``; every row of the run records it (``none`` is its baseline).
+    Each mode is decoded ``repeats`` times, the modes interleaved (none, prefix, dual, none, ...), so that a change
+    of the machine's speed during the run reaches every mode alike; a row's time is the median of its decodes."""
     rows = []
     gen = (x.shape[1] - gen_start) * x.shape[0]
+    exact = reference is not None  # Fast-dLLM's bit-exact setting (docs/cache.md, "Parity")
     for spec in policies:
-        runs, runs_seconds = {}, {}
+        runs, runs_seconds, timed = {}, {}, {}
+        configs = {mode: SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
+                                        suppress_mask_token=not exact, confidence_float64=exact, refine_complete_block=exact,
+                                        cache_refresh=None if mode == "none" else refresh) for mode in MODES}
+        for _ in range(repeats):
+            for mode in MODES:
+                out, seconds, cache_bytes = decode(model, x, gen_start, spec, configs[mode])
+                if mode in runs and not torch.equal(out.sequences, runs[mode][0].sequences):
+                    raise RuntimeError(f"{spec} {mode}: a repeated decode gave other tokens")
+                runs.setdefault(mode, (out, cache_bytes))
+                timed.setdefault(mode, []).append(seconds)
         for mode in MODES:
-            exact = reference is not None  # Fast-dLLM's bit-exact setting (docs/cache.md, "Parity")
-            sampling = SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
-                                      suppress_mask_token=not exact, confidence_float64=exact, refine_complete_block=exact,
-                                      cache_refresh=None if mode == "none" else refresh)
-            out, seconds, cache_bytes = decode(model, x, gen_start, spec, sampling)
-            runs[mode] = out
+            (out, cache_bytes), seconds = runs[mode], statistics.median(timed[mode])
             row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "cache_refresh": refresh,
-                   "seconds": seconds,
+                   "seconds": seconds, "seconds_each": timed[mode],
                    "tokens_per_s": gen / seconds,
                    "nfe": out.nfe.float().mean().item(), "positions": out.positions_run.float().mean().item(),
                    "cache_mib": cache_bytes / 2**20,
-                   "tokens_equal_none": bool(torch.equal(out.sequences, runs["none"].sequences))}
+                   "tokens_equal_none": bool(torch.equal(out.sequences, runs["none"][0].sequences))}
             if reference is not None and mode != "none" and spec in ("confidence", "threshold:0.9") and refresh is None:
                 loop = loops.generate_with_prefix_cache if mode == "prefix" else loops.generate_with_dual_cache
                 threshold = None if spec == "confidence" else 0.9
@@ -189,21 +203,22 @@ class Timers:
 
 
 def profile_rows(name, model, x, gen_start, block_length, steps, spec) -> list[dict]:
-    """Each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping around them, the token
-    sampler's ``prepare`` (over the whole generation region) and the rest of the engine loop (Fast-dLLM's exact
-    setting, as the speed rows; one warm-up decode first)."""
+    """Each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping around them (its
+    ``forward`` less the model's, and ``assemble``), the token sampler's ``prepare`` (on each forward's fresh
+    positions) and the rest of the engine loop (Fast-dLLM's exact setting, as the speed rows; one warm-up decode
+    first)."""
     rows = []
     for mode in MODES:
         sampling = SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
                                   suppress_mask_token=False, confidence_float64=True, refine_complete_block=True)
         decode(model, x, gen_start, spec, sampling)
         with Timers({"model": (type(model), "forward"), "cache": (BlockCache, "forward"),
-                     "prepare": (GumbelMaxTokens, "prepare")}) as timers:
+                     "assemble": (BlockCache, "assemble"), "prepare": (GumbelMaxTokens, "prepare")}) as timers:
             out, seconds, _ = decode(model, x, gen_start, spec, sampling)
         t = timers.seconds
         row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "seconds": seconds,
-               "model_s": t["model"], "cache_bookkeeping_s": t["cache"] - t["model"], "sampler_prepare_s": t["prepare"],
-               "rest_s": seconds - t["cache"] - t["prepare"], "nfe": out.nfe.float().mean().item(),
+               "model_s": t["model"], "cache_bookkeeping_s": t["cache"] + t["assemble"] - t["model"],
+               "sampler_prepare_s": t["prepare"], "rest_s": seconds - t["cache"] - t["assemble"] - t["prepare"], "nfe": out.nfe.float().mean().item(),
                "positions": out.positions_run.float().mean().item()}
         rows.append(row)
         print(f"{name:<13} {spec:<27} {mode:<7} {seconds:>7.2f}s = model {row['model_s']:6.2f} + cache bookkeeping "
@@ -280,6 +295,7 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", default=list(SPEED_POLICIES), help="policies of the speed runs")
     parser.add_argument("--llada-only", action="store_true", help="only the llada-mid speed runs")
     parser.add_argument("--accuracy-only", action="store_true", help="only the accuracy runs")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed runs (with --skip-llada: sudoku9-base's)")
     parser.add_argument("--accuracy-tasks", nargs="+", default=list(ACCURACY), choices=list(ACCURACY), help="tasks of the accuracy runs")
     parser.add_argument("--accuracy-policies", nargs="+", default=None, help="policies of the accuracy runs (default: "
                         "every heuristic and the task's shipped learned policies)")
@@ -287,6 +303,8 @@ def main() -> None:
                         "runs (none first, for the paired comparison)")
     parser.add_argument("--cache-refresh", type=float, default=None, help="cache_refresh of the prefix / dual runs "
                         "(speed and accuracy; recorded in every row of the run, none's included); default: none")
+    parser.add_argument("--repeats", type=int, default=3, help="speed runs: decodes per mode (interleaved; the median "
+                        "is reported)")
     parser.add_argument("--profile", action="store_true", help="only the llada-mid time split (model / cache / sampler / "
                         "rest) of each mode, for the first --policies entry")
     parser.add_argument("--append", action="store_true", help="add the rows (and this run's provenance) to the results file")
@@ -306,13 +324,14 @@ def main() -> None:
         x = torch.randint(6, LLADA_MID["vocab_size"], (1, P + 256), generator=torch.Generator().manual_seed(0))
         x[:, P:] = mdm.mask_id
         speed += speed_rows("llada-mid", mdm, x, P, 32, 64, args.policies, reference=ref, loops=fast_dllm_reference(),
-                            refresh=args.cache_refresh)
+                            refresh=args.cache_refresh, repeats=args.repeats)
     if not (args.llada_only or args.accuracy_only or args.profile):
         sudoku = load_model("sudoku9-base", device="cpu")
         task = get_task("sudoku9")
         enc = task.encode(task.generate(args.sudoku_batch, seed=0), sudoku)
-        speed += speed_rows("sudoku9-base", sudoku, enc.input_ids, 0, 27, 27, args.policies, refresh=args.cache_refresh)
-    if not (args.llada_only or args.profile):
+        speed += speed_rows("sudoku9-base", sudoku, enc.input_ids, 0, 27, 27, args.policies, refresh=args.cache_refresh,
+                            repeats=args.repeats)
+    if not (args.llada_only or args.profile or args.speed_only):
         accuracy = accuracy_rows(args.accuracy_examples, args.accuracy_tasks, args.accuracy_policies, args.accuracy_modes,
                                  args.cache_refresh)
     previous = json.loads(OUT.read_text()) if args.append and OUT.is_file() else {}

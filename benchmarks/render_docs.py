@@ -69,7 +69,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def source(name: str) -> str:
     """The provenance line under a table: the results file and the commands that wrote it."""
-    cmds = [p["command"] for p in load(name).get("provenance", []) if p.get("command")]
+    cmds = list(dict.fromkeys(p["command"] for p in load(name).get("provenance", []) if p.get("command")))
     return f"From `benchmarks/results/{name}`" + (", written by " + "; ".join(f"`{c}`" for c in cmds) if cmds else "") + "."
 
 
@@ -194,8 +194,11 @@ def kv_cache_speed() -> str:
         rows.append([f"`{model}`", "–" if prompt is None else str(prompt), f"`{policy}`", "–" if refresh is None else f"{refresh:g}",
                      f"{none['seconds']:.1f} s",
                      f"{prefix['speedup']:.2f}×", f"{dual['speedup']:.2f}×",
+                     " / ".join(f"{none['positions'] / m['positions']:.2f}×" for m in (prefix, dual)),
+                     " / ".join(f"{m['nfe']:.1f}".removesuffix(".0") for m in (none, prefix, dual)),
                      ("yes" if all(m["fast_dllm_tokens_equal"] for m in exact) else "no") if exact else "–"])
-    return table(["model", "prompt", "policy", "refresh", "no cache", "prefix", "dual", "Fast-dLLM's tokens"], rows) + "\n\n" + source("kv_cache.json")
+    return table(["model", "prompt", "policy", "refresh", "no cache", "prefix", "dual", "fewer positions (prefix / dual)",
+                  "NFE (none / prefix / dual)", "Fast-dLLM's tokens"], rows) + "\n\n" + source("kv_cache.json")
 
 
 def kv_cache_accuracy() -> str:
@@ -212,6 +215,16 @@ def kv_cache_accuracy() -> str:
                         f"{r['solved_only_none']} / {r['solved_only_cache']}", pct(r["positions"] / base["positions"])])
     return table(["task", "policy", "cache", "refresh", "solved, none", "solved, cache", "paired difference (points)",
                   "lost / gained", "positions run, of none's"], out) + "\n\n" + source("kv_cache.json")
+
+
+def kv_cache_profile() -> str:
+    """Where a decode's time goes in each cache mode (benchmarks/kv_cache.py --profile)."""
+    rows = load("kv_cache.json")["profile"]
+    return table(["model", "prompt", "policy", "mode", "total", "model forward", "cache bookkeeping", "sampler `prepare`",
+                  "rest", "NFE", "positions run"],
+                 [[f"`{r['model']}`", str(r["prompt_length"]), f"`{r['policy']}`", r["cache"], f"{r['seconds']:.2f} s",
+                   f"{r['model_s']:.2f} s", f"{r['cache_bookkeeping_s']:.2f} s", f"{r['sampler_prepare_s']:.2f} s",
+                   f"{r['rest_s']:.2f} s", f"{r['nfe']:g}", f"{r['positions']:,.0f}"] for r in rows]) + "\n\n" + source("kv_cache.json")
 
 
 def distributed() -> str:
@@ -241,7 +254,7 @@ def rerun() -> str:
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
     out = {"headline": headline(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
-           "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "distributed": distributed(),
+           "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "kv-cache-profile": kv_cache_profile(), "distributed": distributed(),
            "engine-overhead": simple("engine_overhead.json", {
                "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
                "engine overhead (share of forward time)": lambda r: pct(r["overhead"])}),

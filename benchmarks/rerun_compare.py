@@ -19,25 +19,31 @@ from pathlib import Path
 
 from common import run_info
 
+from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
+from unmask.models import load_model
 
-STOCHASTIC = ("random", "topk_softmax", "bernoulli")  # specs whose decodes draw random numbers
+
+def stochastic(spec: str, model: str, models: dict) -> bool:
+    """Whether the decode of ``spec`` on ``model`` draws random numbers: the policy's own ``stochastic``."""
+    if model not in models:
+        models[model] = load_model(model, device="cpu")
+    return bool(resolve_policy(spec, models[model]).stochastic)
 
 
 def key(row: dict) -> tuple:
     return row["model"], row["data"], row["policy"]  # the oldest files do not record the task
 
 
-def compare(before: Path, after: Path) -> list[dict]:
+def compare(before: Path, after: Path, models: dict) -> list[dict]:
     old = {key(r): r for r in json.loads(before.read_text())["results"]}
     rows = []
     for r in json.loads(after.read_text())["results"]:
         o = old.get(key(r))
         if o is None:
             continue
-        stochastic = r["policy"].split(":")[0] in STOCHASTIC
         rows.append({"file": before.name, "model": r["model"], "data": r["data"],
-                     "policy": r["policy"], "stochastic": stochastic,
+                     "policy": r["policy"], "stochastic": stochastic(r["policy"], r["model"], models),
                      "solved_before": o["solved_rate"], "solved_after": r["solved_rate"],
                      "nfe_before": o["nfe"], "nfe_after": r["nfe"],
                      "equal": o["solved_rate"] == r["solved_rate"] and o["nfe"] == r["nfe"]})
@@ -49,12 +55,12 @@ def main() -> None:
     p.add_argument("pairs", nargs="+", metavar="BEFORE=AFTER", help="a committed results file and its re-run")
     p.add_argument("--out", default="benchmarks/results/rerun/compare.json")
     args = p.parse_args()
-    rows = []
+    rows, models = [], {}
     for pair in args.pairs:
         before, sep, after = pair.partition("=")
         if not sep:
             p.error(f"{pair!r}: give BEFORE=AFTER")
-        rows += compare(Path(before), Path(after))
+        rows += compare(Path(before), Path(after), models)
     print(f"{'file':<34} {'data':<28} {'policy':<44} {'solved before':>13} {'after':>7} {'NFE before':>10} "
           f"{'after':>7}  equal")
     for r in rows:

@@ -68,3 +68,26 @@ def test_streams_are_distinct_per_example_and_checked(tiny_sudoku4_model):
         generate(tiny_sudoku4_model, enc.input_ids, get_policy("random"), generator=ExampleStreams(0, [0, 1]))
     with pytest.raises(ValueError, match="must be >= 0"):
         ExampleStreams(-1, [0])
+
+
+@pytest.mark.parametrize("streams", ["shared", "example"])
+def test_a_steps_draws_shared_out_over_forwards_are_the_steps_draws(streams):
+    """WindowDraws (a cached step's forwards, unmask.cache): each part's positional draws are the step's own draws,
+    drawn once over every row and position, sliced to the part's rows and positions, in every call order."""
+    from unmask.streams import SharedStream
+
+    def make():
+        return (SharedStream(torch.Generator().manual_seed(3)) if streams == "shared"
+                else ExampleStreams(3, [0, 1, 2])).bind(torch.arange(3), 2, 10, torch.device("cpu"))
+
+    whole = make()
+    want = [whole.uniform(5, dtype=torch.float64), whole.normal(5)]
+    shares = make().windows()
+    first, second = shares.part(torch.tensor([2, 0]), 4, 8), shares.part(torch.tensor([1]), 0, 10)
+    got_second = second.uniform(5, dtype=torch.float64)
+    assert torch.equal(first.uniform(5, dtype=torch.float64), want[0][[2, 0], 4:8])
+    assert torch.equal(got_second, want[0][[1]])
+    assert torch.equal(second.normal(5), want[1][[1]]) and torch.equal(first.normal(5), want[1][[2, 0], 4:8])
+    assert torch.equal(shares.part(None, 0, 10).uniform(5, dtype=torch.float64), want[0])
+    with pytest.raises(NotImplementedError, match="positional only"):
+        first.uniform_rows(3)

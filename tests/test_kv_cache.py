@@ -194,15 +194,23 @@ def test_cached_step_on_unchanged_input_equals_a_full_forward(tmp_path, family, 
     full = model(x, mask, output_hidden_states=True)
     rows = torch.arange(2)
     cache = BlockCache(model, mode, 2, gen_start, 4)
+    length = x.shape[1] - gen_start
+
+    def step(first: bool):
+        windows, positions = cache.forward(x, mask, rows, blocks, torch.full((2,), first), True)
+        values = [{"logits": w.logits, "hidden": w.hidden} for w in windows]
+        return windows, cache.assemble(rows, windows, values), positions
+
     for block in (0, 1, 3):
         blocks = torch.full((2,), block)
-        cache.forward(x, mask, rows, blocks, torch.ones(2, dtype=torch.bool), True)
-        out = cache.forward(x, mask, rows, blocks, torch.zeros(2, dtype=torch.bool), True)
-        torch.testing.assert_close(out.logits, full.logits[:, gen_start:], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(out.hidden_states, full.hidden_states[:, gen_start:], rtol=1e-5, atol=1e-5)
+        step(True)
+        (window,), out, positions = step(False)
+        lo, hi = 4 * block, length if mode == "prefix" else 4 * (block + 1)
+        assert (window.lo, window.hi, window.full) == (lo, hi, False) and window.logits.shape[1] == hi - lo
+        torch.testing.assert_close(out["logits"], full.logits[:, gen_start:], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out["hidden"], full.hidden_states[:, gen_start:], rtol=1e-5, atol=1e-5)
         start = gen_start + 4 * block - (model.logit_shift if block or gen_start else 0)
-        end = x.shape[1] if mode == "prefix" else gen_start + 4 * (block + 1)
-        assert out.positions.tolist() == [end - start] * 2
+        assert positions.tolist() == [gen_start + hi - start] * 2
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -316,27 +324,74 @@ class Recorder(Policy):
         self.seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def act(self, state, record=False):
-        self.seen.append((state.hidden.clone(), state.probs.clone(), state.candidates.clone()))
+        self.seen.append((state.hidden.clone(), state.probs.clone(), state.candidates.clone(), state.tokens.clone(),
+                          state.confidence.clone()))
         score = state.confidence.masked_fill(~state.candidates, -1.0)
         return torch.nn.functional.one_hot(score.argmax(1), score.shape[1]).bool(), {}
 
 
-def test_positions_outside_the_window_show_the_blocks_first_step():
-    """What a learned policy reads outside the window under the dual cache: the features and probabilities of
-    the block's first (full) step; inside the window: this step's."""
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_positions_outside_the_window_show_the_blocks_first_step(temperature):
+    """What a learned policy reads outside the window under the dual cache: the features, probabilities, tokens
+    and confidences of the block's first (full) step (at temperature > 0 its draws too: the sampler runs on the
+    window only); inside the window: this step's."""
     model, gen_start = text_model(), 8
     x = prompts(model, 1, gen_start)
     policy = Recorder()
-    generate(model, x, policy, SamplingConfig(steps=16, block_length=4, cache="dual"), gen_start=gen_start)
+    generate(model, x, policy, SamplingConfig(steps=16, block_length=4, cache="dual", temperature=temperature),
+             gen_start=gen_start, generator=torch.Generator().manual_seed(0))
     for block in range(4):
         first, later = policy.seen[4 * block], policy.seen[4 * block + 1 : 4 * block + 4]
         inside = torch.zeros(16, dtype=torch.bool)
         inside[4 * block : 4 * block + 4] = True
-        for hidden, probs, candidates in later:
+        for hidden, probs, candidates, tokens, confidence in later:
             assert (candidates[0] <= inside).all()
             torch.testing.assert_close(hidden[0, ~inside], first[0][0, ~inside])
             torch.testing.assert_close(probs[0, ~inside], first[1][0, ~inside])
+            assert torch.equal(tokens[0, ~inside], first[3][0, ~inside])
+            assert torch.equal(confidence[0, ~inside], first[4][0, ~inside])
             assert not torch.allclose(hidden[0, inside], first[0][0, inside])
+
+
+class WindowSpy:
+    """A token sampler that records the shape of the logits each ``prepare`` call gets."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler, self.shapes = sampler, []
+
+    def prepare(self, logits, draws):
+        self.shapes.append(tuple(logits.shape[:2]))
+        return self.sampler.prepare(logits, draws)
+
+    def choose(self, probs, draws):
+        return self.sampler.choose(probs, draws)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_sampler_runs_on_each_forwards_window_only(mode, monkeypatch):
+    """The token sampler's per-position work runs on the positions a forward gave fresh outputs for: the whole
+    generation region at a block's first step, the block (dual) or the block onwards (prefix) at the others, and
+    once per forward when the rows of a step sit in different blocks."""
+    model, gen_start, block_length = text_model(), 8, 4
+    x = prompts(model, 1, gen_start)
+    spies, original = [], SamplingConfig.build
+
+    def build(self, model):
+        schedule, sampler = original(self, model)
+        spies.append(WindowSpy(sampler))
+        return schedule, spies[-1]
+
+    monkeypatch.setattr(SamplingConfig, "build", build)
+    generate(model, x, get_policy("confidence"), SamplingConfig(steps=8, block_length=block_length, cache=mode),
+             gen_start=gen_start)
+    windows = [16 if step % 2 == 0 else (block_length if mode == "dual" else 16 - block_length * (step // 2))
+               for step in range(8)]
+    assert spies[0].shapes == [(1, w) for w in windows]
+    batch = prompts(model, 4, gen_start, seed=2)
+    generate(model, batch, get_policy("threshold:0.7"), SamplingConfig(block_length=block_length, cache=mode),
+             gen_start=gen_start)
+    sizes = [rows for rows, _ in spies[1].shapes]
+    assert max(sizes) == 4 and min(sizes) < 4  # rows in different blocks: one sampler call per forward
 
 
 def test_shipped_learned_policies_decode_under_the_cache():

@@ -122,12 +122,22 @@ class KVWindow:
 
 
 @dataclass
-class CachedOutput:
-    """One engine step's model outputs for the generation region of the active rows."""
+class Window:
+    """One forward of an engine step: the active rows it ran (``rows``, indices into the step's batch), the
+    generation positions ``[lo, hi)`` it gives fresh outputs for and those outputs. ``full``: it ran the whole
+    sequence and keeps its keys/values (a block's first step, or a refresh)."""
 
-    logits: torch.Tensor  # (b, Lg, V)
-    hidden_states: torch.Tensor | None  # (b, Lg, D)
-    positions: torch.Tensor  # (b,) positions run through the model for each row
+    rows: torch.Tensor
+    lo: int
+    hi: int
+    logits: torch.Tensor  # (g, hi - lo, V)
+    hidden: torch.Tensor | None  # (g, hi - lo, D)
+    full: bool
+
+    def take(self, keep: torch.Tensor) -> "Window":
+        """The window of the rows ``keep`` (g,) bool only."""
+        return Window(self.rows[keep], self.lo, self.hi, self.logits[keep],
+                      None if self.hidden is None else self.hidden[keep], self.full)
 
 
 class BlockCache:
@@ -135,6 +145,11 @@ class BlockCache:
 
     ``block_length`` and ``gen_start`` fix the blocks as the engine does (LLaDA ``generate()``): block ``j``
     covers generation positions ``[j * block_length, (j + 1) * block_length)``.
+
+    A step is :meth:`forward` (one :class:`Window` per forward run), the engine's per-position work on each
+    window's outputs (the token sampler's ``prepare``: it runs on the window alone), then :meth:`assemble`, which
+    keeps a full window's per-position values for the rows' later steps and fills the positions outside a cached
+    window from them.
     """
 
     def __init__(self, model: MaskedDiffusionModel, mode: str, batch_size: int, gen_start: int, block_length: int) -> None:
@@ -143,8 +158,7 @@ class BlockCache:
         self.shift = int(getattr(model, "logit_shift", 0))
         self.store = KVStore(batch_size)
         self.batch_size = batch_size
-        self.logits: torch.Tensor | None = None  # (B, Lg, V) of each row's block's first step
-        self.hidden: torch.Tensor | None = None
+        self.kept: dict[str, torch.Tensor] = {}  # (B, Lg, ...) per-position values of each row's last full step
 
     def _windows(self, block: torch.Tensor, first: torch.Tensor, L: int) -> list[tuple[torch.Tensor, int, int, bool]]:
         """(indices into the active rows, window start, window end, record) of each forward of this step."""
@@ -166,80 +180,84 @@ class BlockCache:
         block: torch.Tensor,
         first: torch.Tensor,
         output_hidden_states: bool,
-    ) -> CachedOutput:
-        """Outputs for the active rows ``rows`` (their full sequences ``input_ids``, b x L), each in its current
-        block ``block`` (b,), ``first`` (b,) marking rows whose step runs the full sequence and keeps its keys/values
-        (a block's first step, or a refresh)."""
+    ) -> tuple[list[Window], torch.Tensor]:
+        """The forwards of one step for the active rows ``rows`` (their full sequences ``input_ids``, b x L), each
+        in its current block ``block`` (b,), ``first`` (b,) marking rows whose step runs the full sequence and keeps
+        its keys/values (a block's first step, or a refresh): (their windows, positions run per row (b,))."""
         g = self.gen_start
         b, L = input_ids.shape
         if self.mode == "none":
             out = self.model(input_ids, attention_mask, output_hidden_states=output_hidden_states)
             hidden = None if out.hidden_states is None else out.hidden_states[:, g:]
-            return CachedOutput(out.logits[:, g:], hidden, torch.full((b,), L, device=input_ids.device))
-        parts = []
+            window = Window(torch.arange(b, device=input_ids.device), 0, L - g, out.logits[:, g:], hidden, True)
+            return [window], torch.full((b,), L, device=input_ids.device)
+        windows = []
         positions = torch.zeros(b, dtype=torch.long, device=input_ids.device)
         for idx, start, end, record in self._windows(block, first, L):
             run = 0 if record else max(start - self.shift, 0)
-            group = self._rows(rows[idx])
-            window = KVWindow(self.store, group, run, end, L, record)
+            window = KVWindow(self.store, self._rows(rows[idx]), run, end, L, record)
             out = self.model(
                 input_ids[idx, run:end], None if attention_mask is None else attention_mask[idx],
                 output_hidden_states=output_hidden_states, cache=window,
             )
             positions[idx] = end - run
-            parts.append((idx, *self._merge(group, out.logits, out.hidden_states, start - run, start, end, record)))
-        return CachedOutput(*self._assemble(parts, b), positions)
+            drop = (g if record else start) - run  # positions before the generation region / before the block
+            hidden = None if out.hidden_states is None else out.hidden_states[:, drop:]
+            windows.append(Window(idx, (0 if record else start - g), end - g, out.logits[:, drop:], hidden, record))
+        return windows, positions
 
     def _rows(self, rows: torch.Tensor) -> torch.Tensor | None:
         """``rows``, or None when they are every batch row in order (the stores are then read and written as views)."""
         whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
         return None if whole else rows
 
-    def _merge(
-        self, rows: torch.Tensor | None, logits: torch.Tensor, hidden: torch.Tensor | None, drop: int, start: int, end: int, record: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Generation-region outputs of one forward: a full forward's are kept for the rows' later steps; a
-        cached forward's window is written over the kept ones of its block's first step."""
-        g = self.gen_start
-        if record:
-            logits, hidden = logits[:, g:], None if hidden is None else hidden[:, g:]
-            self.logits = _keep(self.logits, rows, logits, self.batch_size)
-            self.hidden = None if hidden is None else _keep(self.hidden, rows, hidden, self.batch_size)
-            return logits, hidden
-        merged = _take(self.logits, rows)
-        merged[:, start - g : end - g] = logits[:, drop:]
-        if hidden is None:
-            return merged, None
-        merged_hidden = _take(self.hidden, rows)
-        merged_hidden[:, start - g : end - g] = hidden[:, drop:]
-        return merged, merged_hidden
+    def assemble(self, rows: torch.Tensor, windows: list[Window],
+                 values: list[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
+        """Per-position values over the whole generation region (b, Lg, ...) for the active rows ``rows``
+        (b,), from each window's ``values`` (name -> (g, hi - lo, ...), or None): a full window's are the rows'
+        values and are kept for their later steps (``prefix`` / ``dual``); a cached window's are written over a
+        copy of the rows' kept ones, which hold their block's first step outside the window."""
+        if len(windows) == 1 and windows[0].full and len(windows[0].rows) == len(rows):
+            self._keep(rows, values[0])
+            return values[0]
+        out: dict[str, torch.Tensor | None] = {}
+        for window, part in zip(windows, values):
+            whole = len(window.rows) == len(rows)  # the window ran every active row, in order
+            at = slice(None) if whole else window.rows
+            for name, value in part.items():
+                if value is None:
+                    out[name] = None
+                    continue
+                if window.full:
+                    self._keep(rows[window.rows], {name: value})
+                    kept = value
+                else:
+                    store = self.kept[name]
+                    target = self._rows(rows[window.rows])
+                    kept = store.clone() if target is None else store[target]
+                    kept[:, window.lo : window.hi] = value
+                if whole:
+                    out[name] = kept
+                    continue
+                if out.get(name) is None:
+                    out[name] = kept.new_empty((len(rows), *kept.shape[1:]))
+                out[name][at] = kept
+        return out
 
-    @staticmethod
-    def _assemble(parts: list, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One (b, ...) tensor per output from the forwards' parts, in the active rows' order."""
-        if len(parts) == 1:
-            return parts[0][1], parts[0][2]
-        logits = parts[0][1].new_empty((b, *parts[0][1].shape[1:]))
-        hidden = None if parts[0][2] is None else parts[0][2].new_empty((b, *parts[0][2].shape[1:]))
-        for idx, part_logits, part_hidden in parts:
-            logits[idx] = part_logits
-            if hidden is not None:
-                hidden[idx] = part_hidden
-        return logits, hidden
+    def _keep(self, rows: torch.Tensor, values: dict[str, torch.Tensor | None]) -> None:
+        """Keep a full step's per-position values of ``rows`` for their later steps (nothing under ``none``)."""
+        if self.mode == "none":
+            return
+        target = self._rows(rows)
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name not in self.kept:
+                self.kept[name] = value.new_empty((self.batch_size, *value.shape[1:]))
+            self.kept[name][slice(None) if target is None else target] = value
 
     def nbytes(self) -> int:
-        """Memory the cache holds: kept keys/values plus the first-step outputs of the generation region."""
-        outputs = sum(t.numel() * t.element_size() for t in (self.logits, self.hidden) if t is not None)
+        """Memory the cache holds: kept keys/values plus the first-step per-position values of the generation
+        region (the token sampler's probabilities, tokens and confidences; features for policies that read them)."""
+        outputs = sum(t.numel() * t.element_size() for t in self.kept.values())
         return self.store.nbytes() + outputs
-
-
-def _keep(store: torch.Tensor | None, rows: torch.Tensor | None, values: torch.Tensor, batch_size: int) -> torch.Tensor:
-    if store is None:
-        store = values.new_empty((batch_size, *values.shape[1:]))
-    store[slice(None) if rows is None else rows] = values
-    return store
-
-
-def _take(store: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """A copy of the kept outputs of ``rows`` (None: every row), for the engine to write the window into."""
-    return store.clone() if rows is None else store[rows]

@@ -1,7 +1,9 @@
 """The sampling engine: one batched loop for every unmasking policy (UPO Algorithm 1).
 
 Each step runs one MDM forward on the rows still decoding, lets the token sampler
-(:mod:`unmask.tokens`) propose a token for every masked position, asks the count schedule
+(:mod:`unmask.tokens`) propose a token for every masked position (under a block cache,
+:mod:`unmask.cache`, on the positions each forward ran; the rest keep the block's first step's),
+asks the count schedule
 (:mod:`unmask.schedules`) how many positions this step reveals, asks the policy which
 candidates to reveal, and writes those tokens. Rows leave the batch as soon as they are done,
 so every row's NFE is its own.
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.cache import CACHE_MODES, BlockCache
+from unmask.cache import CACHE_MODES, BlockCache, Window
 from unmask.config import Config, option
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.state import StepState
@@ -257,21 +259,27 @@ def generate(
                              "the mask token; keep suppress_mask_token on (the default) or raise max_forwards")
         xa = x[active]
         first = (block_step[active] == 0) | refresh[active]  # a block's first step, or a refresh (cache_refresh)
-        out = _forward(model, cache, xa, attention_mask, active, block[active], first, given, config.cfg_scale,
-                       needs_hidden, B)
-        positions_run[active] += out.positions
-        logits = out.logits.float()
-        if config.suppress_mask_token:
-            logits[..., model.mask_id] = float("-inf")
+        windows, positions = _forward(model, cache, xa, attention_mask, active, block[active], first, given,
+                                      config.cfg_scale, needs_hidden, B)
+        positions_run[active] += positions
         draws = streams.bind(active, gen_start, Lg, device)
-        probs, tokens, confidence, choose = sampler.prepare(logits, draws)
+        shares, values = draws.windows(), []
+        for window in windows:  # the sampler runs on each forward's fresh positions only
+            logits = window.logits.float()
+            if config.suppress_mask_token:
+                logits[..., model.mask_id] = float("-inf")
+            whole = len(window.rows) == len(active)
+            probs, tokens, confidence = sampler.prepare(logits, shares.part(None if whole else window.rows, window.lo, window.hi))
+            values.append({"probs": probs, "tokens": tokens, "confidence": confidence, "hidden": window.hidden})
+        step = cache.assemble(active, windows, values)
+        probs, hidden = step["probs"], step["hidden"]
         m = masked[active]
         candidates = m & (block_of[active] <= block[active, None])
         k, p = plan.count(n0[active], candidates.sum(1), block_step[active])
         state = StepState(
-            probs=probs, tokens=tokens, confidence=confidence, choose=choose, candidates=candidates, masked=m,
-            num_transfer=k, transfer_probability=p, total=total[active], draws=draws,
-            hidden=out.hidden_states, rows=active, current=xa[:, gen_start:], offset=gen_start,
+            probs=probs, tokens=step["tokens"], confidence=step["confidence"], choose=sampler.choose(probs, draws),
+            candidates=candidates, masked=m, num_transfer=k, transfer_probability=p, total=total[active], draws=draws,
+            hidden=hidden, rows=active, current=xa[:, gen_start:], offset=gen_start,
             inputs={name: value[active] for name, value in inputs.items()},
         )
         if not getattr(policy, "tokens_after_reveal", False):
@@ -295,9 +303,9 @@ def generate(
             open_ = (x[active, gen_start:] == model.mask_id) & (block_of[active] == block[active, None])
             again = active[(block_step[active] == 0) & ~open_.any(1)]
             if again.numel():
-                out = _forward(model, cache, x[again], attention_mask, again, block[again],
-                               torch.zeros_like(again, dtype=torch.bool), given, config.cfg_scale, False, B)
-                positions_run[again] += out.positions
+                _, positions = _forward(model, cache, x[again], attention_mask, again, block[again],
+                                        torch.zeros_like(again, dtype=torch.bool), given, config.cfg_scale, False, B)
+                positions_run[again] += positions
                 nfe[again] += cost
         steps[active] += 1
         block_step[active] += 1
@@ -306,9 +314,10 @@ def generate(
 
 
 def _forward(model, cache, xa, attention_mask, active, block, first, given, cfg_scale, needs_hidden, batch_size):
-    """One step's model outputs for the active rows: the forward runs at a :func:`bucket` batch size (padded
-    with copies of the first row) and, with ``cfg_scale > 0``, on the conditional rows and the unconditional
-    ones (prompt masked) together, guided as LLaDA's ``generate()``: ``u + (s + 1)(c - u)``."""
+    """One step's forwards for the active rows: (their :class:`unmask.cache.Window` s, positions run per row). The
+    forward runs at a :func:`bucket` batch size (padded with copies of the first row, dropped from the windows)
+    and, with ``cfg_scale > 0`` (``--cache none`` only: one full window), on the conditional rows and the
+    unconditional ones (prompt masked) together, guided as LLaDA's ``generate()``: ``u + (s + 1)(c - u)``."""
     b = len(active)
     pad = active[:1].expand(bucket(b, batch_size) - b)
     rows = torch.cat([active, pad])
@@ -317,16 +326,15 @@ def _forward(model, cache, xa, attention_mask, active, block, first, given, cfg_
     blocks, firsts = torch.cat([block, block[:1].expand(len(pad))]), torch.cat([first, first[:1].expand(len(pad))])
     if cfg_scale > 0:
         un = x.masked_fill(given[rows], model.mask_id)
-        out = cache.forward(torch.cat([x, un]), None if mask is None else torch.cat([mask, mask]), torch.cat([rows, rows]),
-                            torch.cat([blocks, blocks]), torch.cat([firsts, firsts]), needs_hidden)
+        (window,), positions = cache.forward(torch.cat([x, un]), None if mask is None else torch.cat([mask, mask]),
+                                             torch.cat([rows, rows]), torch.cat([blocks, blocks]),
+                                             torch.cat([firsts, firsts]), needs_hidden)
         n = len(rows)
-        cond, uncond = out.logits[:n], out.logits[n:]
-        out.logits = uncond + (cfg_scale + 1) * (cond - uncond)
-        out.hidden_states = None if out.hidden_states is None else out.hidden_states[:n]
-        out.positions = out.positions[:n] * 2
+        cond, uncond = window.logits[:n], window.logits[n:]
+        hidden = None if window.hidden is None else window.hidden[:n]
+        windows = [Window(window.rows[:n], window.lo, window.hi, uncond + (cfg_scale + 1) * (cond - uncond), hidden, True)]
+        positions = positions[:n] * 2
     else:
-        out = cache.forward(x, mask, rows, blocks, firsts, needs_hidden)
-    out.logits = out.logits[:b]
-    out.hidden_states = None if out.hidden_states is None else out.hidden_states[:b]
-    out.positions = out.positions[:b]
-    return out
+        windows, positions = cache.forward(x, mask, rows, blocks, firsts, needs_hidden)
+    windows = [w if bool((w.rows < b).all()) else w.take(w.rows < b) for w in windows]
+    return windows, positions[:b]

@@ -45,6 +45,10 @@ class Draws:
         sub.__dict__.update(self.__dict__, rows=self.rows[keep])
         return sub
 
+    def windows(self) -> "WindowDraws":
+        """This step's draws split over the forwards of a cached step (:class:`WindowDraws`)."""
+        return WindowDraws(self)
+
     def uniform(self, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(b, Lg, *tail) draws from U[0, 1)."""
         return self._positional("uniform", tail, dtype)
@@ -77,6 +81,40 @@ class Draws:
 
     def _at(self, kind: str, where: torch.Tensor, tail: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         raise NotImplementedError
+
+
+class WindowDraws:
+    """A step's positional draws shared out over the forwards it ran (:mod:`unmask.cache`): a forward that gave
+    fresh outputs for rows ``idx`` at generation positions ``[lo, hi)`` gets :meth:`part` ``(idx, lo, hi)``, whose
+    i-th positional draw is the i-th positional draw of the whole step (every row, every position; drawn once,
+    when a part first asks) sliced to those rows and positions. The numbers are therefore those of one draw over
+    the step, however its rows split into forwards and whatever window each runs."""
+
+    def __init__(self, step: Draws) -> None:
+        self.step, self.drawn = step, []
+
+    def part(self, idx: torch.Tensor | None, lo: int, hi: int) -> Draws:
+        """The draws of the active rows ``idx`` (None: every row, in order) at positions ``[lo, hi)``."""
+        return _WindowPart(self, idx, lo, hi)
+
+
+class _WindowPart(Draws):
+    def __init__(self, shared: WindowDraws, idx: torch.Tensor | None, lo: int, hi: int) -> None:
+        step = shared.step
+        super().__init__(step.rows if idx is None else step.rows[idx], step.gen_start + lo, hi - lo, step.device)
+        self.shared, self.idx, self.lo, self.hi, self.calls = shared, idx, lo, hi, 0
+
+    def _positional(self, kind, tail, dtype):
+        drawn = self.shared.drawn
+        if self.calls == len(drawn):
+            drawn.append(self.shared.step._positional(kind, tail, dtype))
+        full, self.calls = drawn[self.calls], self.calls + 1
+        return (full if self.idx is None else full[self.idx])[:, self.lo : self.hi]
+
+    def _rows(self, *args):
+        raise NotImplementedError("a forward's share of the draws is positional only (a token sampler's prepare)")
+
+    _at = _rows
 
 
 class RandomStreams:

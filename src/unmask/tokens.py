@@ -10,8 +10,10 @@
   ``probs = softmax``; tokens drawn from ``Categorical(probs)`` at T > 0 (``argmax`` otherwise) and
   confidences read from the same tempered, filtered ``probs``.
 
-``prepare(logits, draws)`` returns ``(probs, tokens, confidence, choose)``: eager samplers give tokens and
-confidences for every position; lazy ones (Dream) give ``choose(where)``, drawing only where asked.
+``prepare(logits, draws)`` returns ``(probs, tokens, confidence)`` position by position, so the engine may run
+it on a forward's window alone (:mod:`unmask.cache`): eager samplers give tokens and confidences for every
+position; lazy ones (Dream) give None for both, and ``choose(probs, draws)`` gives a token choice ``choose(where)``
+that draws only where asked (None for eager samplers).
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ class GumbelMaxTokens:
             confidence = float64_confidence(logits, tokens)
         else:
             confidence = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        return probs, tokens, confidence, None
+        return probs, tokens, confidence
+
+    def choose(self, probs: torch.Tensor, draws: Draws) -> None:
+        """Tokens and confidences come from :meth:`prepare`."""
+        return None
 
 
 def float64_confidence(logits: torch.Tensor, tokens: torch.Tensor, chunk: int = 32) -> torch.Tensor:
@@ -99,7 +105,11 @@ class CategoricalTokens:
             logits = top_p_filter(logits, self.top_p)
         if self.top_k is not None:
             logits = top_k_filter(logits, self.top_k)
-        probs = logits.softmax(-1)
+        return logits.softmax(-1), None, None
+
+    def choose(self, probs: torch.Tensor, draws: Draws) -> Choose:
+        """Draw the tokens of the positions ``where`` (b, Lg) from ``probs`` (b, Lg, V), as Dream does: argmax at
+        temperature 0, else ``Categorical(probs)`` (its ``multinomial``)."""
 
         def choose(where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             p = probs[where]
@@ -110,4 +120,4 @@ class CategoricalTokens:
             tokens = (p / p.sum(-1, keepdim=True) / q).argmax(-1)
             return tokens, p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
-        return probs, None, None, choose
+        return choose

@@ -307,7 +307,7 @@ def load_hf_model(
         local = _local_snapshot(name_or_path, revision)
         model = load_native(backend, local, config, torch_dtype, dev, device_map, load_in_4bit)
         hf_style = replace(STYLES[backend.family.lower()], pairwise_mask=False)
-        tok = _native_tokenizer(tokenizer or str(local), backend, None if tokenizer is None else revision)
+        tok = _native_tokenizer(tokenizer or str(local), backend, None if tokenizer is None else revision, tokenizer is None)
     else:
         if load_in_4bit:
             raise ValueError(f"{name}: --load-in-4bit is implemented for the native LLaDA / Dream backends only")
@@ -318,13 +318,19 @@ def load_hf_model(
     return HFMaskedDiffusionModel(model, tok, hf_style, resolve_mask_id(tok, model, mask_id, name), name, hidden_layer)
 
 
-def _native_tokenizer(path: str, backend: type, revision: str | None) -> Any:
+def _native_tokenizer(path: str, backend: type, revision: str | None, checkpoint: bool) -> Any:
     """The checkpoint's tokenizer without its code: AutoTokenizer, else the family's transformers tokenizer
-    (``backend.tokenizer_class``; Dream's ``tokenization_dream.DreamTokenizer`` is Qwen2's BPE tokenizer)."""
+    (``backend.tokenizer_class``; Dream's ``tokenization_dream.DreamTokenizer`` is Qwen2's BPE tokenizer).
+
+    ``checkpoint``: ``path`` is the model's own directory. AutoTokenizer would then read its config.json, which
+    transformers cannot parse without the remote code, fall back to a generic config and warn that a model of
+    type llada / Dream is being instantiated as another type (no model is); it gets a generic config of that
+    path instead, as its fallback would."""
     import transformers
 
+    config = transformers.PretrainedConfig(name_or_path=path) if checkpoint else None
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False, revision=revision)
+        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False, revision=revision, config=config)
     except (ValueError, OSError) as e:
         fallback = getattr(backend, "tokenizer_class", None)
         if fallback is None:
