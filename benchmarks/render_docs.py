@@ -217,6 +217,20 @@ def kv_cache_accuracy() -> str:
                   "lost / gained", "positions run, of none's"], out) + "\n\n" + source("kv_cache.json")
 
 
+def kv_cache_accuracy_all() -> str:
+    """Solved rate of every policy (heuristics and the shipped learned ones) with and without each cache, on the
+    smaller runs (fewer than 1000 examples, Fast-dLLM's rule)."""
+    runs: dict = {}
+    for r in load("kv_cache.json")["accuracy"]:
+        if r["n"] < 1000 and r.get("cache_refresh") is None:
+            runs.setdefault((r["task"], r["policy"], r["n"]), {})[r["cache"]] = r
+    rows = [[f"`{task}`", f"`{policy}`", str(n)] + [pct(m[c]["solved_rate"]) if c in m else "" for c in ("none", "prefix", "dual")]
+            + [" / ".join(pct(m[c]["positions"] / m["none"]["positions"]) for c in ("prefix", "dual") if c in m)]
+            for (task, policy, n), m in runs.items()]
+    return table(["task", "policy", "examples", "solved, none", "prefix", "dual", "positions run, of none's (prefix / dual)"],
+                 rows) + "\n\n" + source("kv_cache.json")
+
+
 def kv_cache_profile() -> str:
     """Where a decode's time goes in each cache mode (benchmarks/kv_cache.py --profile)."""
     rows = load("kv_cache.json")["profile"]
@@ -254,7 +268,7 @@ def rerun() -> str:
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
     out = {"headline": headline(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
-           "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "kv-cache-profile": kv_cache_profile(), "distributed": distributed(),
+           "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "kv-cache-profile": kv_cache_profile(), "kv-cache-accuracy-all": kv_cache_accuracy_all(), "distributed": distributed(),
            "engine-overhead": simple("engine_overhead.json", {
                "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
                "engine overhead (share of forward time)": lambda r: pct(r["overhead"])}),

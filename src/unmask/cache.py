@@ -230,18 +230,18 @@ class BlockCache:
                     continue
                 if window.full:
                     self._keep(rows[window.rows], {name: value})
-                    kept = value
+                    region = value
                 else:
                     store = self.kept[name]
                     target = self._rows(rows[window.rows])
-                    kept = store.clone() if target is None else store[target]
-                    kept[:, window.lo : window.hi] = value
+                    region = store.clone() if target is None else store[target]
+                    region[:, window.lo : window.hi] = value
                 if whole:
-                    out[name] = kept
+                    out[name] = region
                     continue
                 if out.get(name) is None:
-                    out[name] = kept.new_empty((len(rows), *kept.shape[1:]))
-                out[name][at] = kept
+                    out[name] = region.new_empty((len(rows), *region.shape[1:]))
+                out[name][at] = region
         return out
 
     def _keep(self, rows: torch.Tensor, values: dict[str, torch.Tensor | None]) -> None:
