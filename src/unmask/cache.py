@@ -123,8 +123,8 @@ class KVWindow:
 
 @dataclass
 class Window:
-    """One forward of an engine step: the active rows it ran (``rows``, indices into the step's batch), the
-    generation positions ``[lo, hi)`` it gives fresh outputs for and those outputs. ``full``: it ran the whole
+    """One forward of an engine step: the active rows it ran (``rows``, indices into the step's batch, ascending),
+    the generation positions ``[lo, hi)`` it gives fresh outputs for and those outputs. ``full``: it ran the whole
     sequence and keeps its keys/values (a block's first step, or a refresh)."""
 
     rows: torch.Tensor
@@ -134,10 +134,13 @@ class Window:
     hidden: torch.Tensor | None  # (g, hi - lo, D)
     full: bool
 
-    def take(self, keep: torch.Tensor) -> "Window":
-        """The window of the rows ``keep`` (g,) bool only."""
-        return Window(self.rows[keep], self.lo, self.hi, self.logits[keep],
-                      None if self.hidden is None else self.hidden[keep], self.full)
+    def below(self, b: int) -> "Window":
+        """The window of its rows below ``b`` only (they come first, rows being ascending; views, no copy)."""
+        n = int((self.rows < b).sum())
+        if n == len(self.rows):
+            return self
+        return Window(self.rows[:n], self.lo, self.hi, self.logits[:n], None if self.hidden is None else self.hidden[:n],
+                      self.full)
 
 
 class BlockCache:

@@ -336,5 +336,5 @@ def _forward(model, cache, xa, attention_mask, active, block, first, given, cfg_
         positions = positions[:n] * 2
     else:
         windows, positions = cache.forward(x, mask, rows, blocks, firsts, needs_hidden)
-    windows = [w if bool((w.rows < b).all()) else w.take(w.rows < b) for w in windows]
+    windows = [w.below(b) for w in windows]
     return windows, positions[:b]
