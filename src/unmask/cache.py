@@ -220,9 +220,6 @@ class BlockCache:
         (b,), from each window's ``values`` (name -> (g, hi - lo, ...), or None): a full window's are the rows'
         values and are kept for their later steps (``prefix`` / ``dual``); a cached window's are written over a
         copy of the rows' kept ones, which hold their block's first step outside the window."""
-        if len(windows) == 1 and windows[0].full and len(windows[0].rows) == len(rows):
-            self._keep(rows, values[0])
-            return values[0]
         out: dict[str, torch.Tensor | None] = {}
         for window, part in zip(windows, values):
             whole = len(window.rows) == len(rows)  # the window ran every active row, in order

@@ -268,8 +268,7 @@ def generate(
             logits = window.logits.float()
             if config.suppress_mask_token:
                 logits[..., model.mask_id] = float("-inf")
-            whole = len(window.rows) == len(active)
-            probs, tokens, confidence = sampler.prepare(logits, shares.part(None if whole else window.rows, window.lo, window.hi))
+            probs, tokens, confidence = sampler.prepare(logits, shares.part(window.rows, window.lo, window.hi))
             values.append({"probs": probs, "tokens": tokens, "confidence": confidence, "hidden": window.hidden})
         step = cache.assemble(active, windows, values)
         probs, hidden = step["probs"], step["hidden"]

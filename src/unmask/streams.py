@@ -93,13 +93,13 @@ class WindowDraws:
     def __init__(self, step: Draws) -> None:
         self.step, self.drawn = step, []
 
-    def part(self, idx: torch.Tensor | None, lo: int, hi: int) -> Draws:
-        """The draws of the active rows ``idx`` (None: every row, in order) at positions ``[lo, hi)``."""
-        return _WindowPart(self, idx, lo, hi)
+    def part(self, idx: torch.Tensor, lo: int, hi: int) -> Draws:
+        """The draws of the step's rows ``idx`` (ascending indices into them) at positions ``[lo, hi)``."""
+        return _WindowPart(self, None if len(idx) == len(self.step.rows) else idx, lo, hi)
 
 
 class _WindowPart(Draws):
-    def __init__(self, shared: WindowDraws, idx: torch.Tensor | None, lo: int, hi: int) -> None:
+    def __init__(self, shared: WindowDraws, idx: torch.Tensor | None, lo: int, hi: int) -> None:  # idx None: every row
         step = shared.step
         super().__init__(step.rows if idx is None else step.rows[idx], step.gen_start + lo, hi - lo, step.device)
         self.shared, self.idx, self.lo, self.hi, self.calls = shared, idx, lo, hi, 0
