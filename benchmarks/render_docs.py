@@ -265,9 +265,27 @@ def rerun() -> str:
                  out) + "\n\n" + source("rerun/compare.json")
 
 
+def oracle_gap() -> str:
+    """Per task and data: every policy's solved rate and NFE beside the oracles, and the share of the gap between
+    the best one-per-step heuristic and the one-per-step oracle each closes (benchmarks/oracle_gap.py)."""
+    name = "oracle_gap.json"
+    rows = load(name)["results"]
+    out = []
+    for key in dict.fromkeys((r["task"], r["model"], r["data"]) for r in rows):
+        mine = [r for r in rows if (r["task"], r["model"], r["data"]) == key]
+        best = max((r for r in mine if r["group"] == "heuristic"), key=lambda r: r["solved_rate"])
+        top = next(r for r in mine if r["label"] == "oracle")
+        gap = top["solved_rate"] - best["solved_rate"]
+        for r in mine:
+            closed = "" if r["group"] in ("oracle", "heuristic") or gap <= 0 else pct((r["solved_rate"] - best["solved_rate"]) / gap)
+            out.append([f"{key[0]} · `{key[1]}`", key[2].split(":", 1)[-1], r["group"], f"`{r['label']}`",
+                        pct(r["solved_rate"]), f"{r['nfe']:.1f}", closed])
+    return table(["task · MDM", "data", "group", "policy", "solved", "NFE", "gap closed"], out) + "\n\n" + source(name)
+
+
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
-    out = {"headline": headline(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
+    out = {"headline": headline(), "oracle-gap": oracle_gap(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
            "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "kv-cache-profile": kv_cache_profile(), "kv-cache-accuracy-all": kv_cache_accuracy_all(), "distributed": distributed(),
            "engine-overhead": simple("engine_overhead.json", {
                "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",

@@ -54,7 +54,7 @@ def test_coupling_refuses_another_layout_and_bad_sizes():
 
 def test_tasks_without_per_position_targets_say_so():
     with pytest.raises(NotImplementedError, match="gives no per-position target tokens"):
-        get_task("arithmetic").targets([], None)
+        get_task("gsm8k").targets([], None)
     sudoku = get_task("sudoku4")
     ex = sudoku.generate(2, seed=0, difficulty=6)
     assert sudoku.targets(ex, None).tolist() == [[d - 1 for d in e.solution] for e in ex]

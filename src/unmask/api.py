@@ -225,19 +225,29 @@ def show_order(
 
 def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True,
                  max_minutes: float | None = None) -> Path:
-    """``unmask train-policy``: GRPO training of a learned unmasking policy (UPO Algorithm 2), after the coupling
-    pre-training step where the policy has a coupling (:func:`unmask.rl.pretrain.pretrain_step`; skipped with
-    ``init_policy``); ``max_minutes`` stops it early with a resumable checkpoint."""
-    from unmask.checkpoint import check_new_run
+    """``unmask train-policy``: the whole pipeline of a learned unmasking policy: the coupling pre-training step
+    where the policy has a coupling (:func:`unmask.rl.pretrain.pretrain_step`; skipped with ``init_policy``),
+    imitation of the oracle where ``imitation_rounds`` > 0 (:mod:`unmask.rl.imitation`), then GRPO (UPO
+    Algorithm 2); ``max_minutes`` stops GRPO early with a resumable checkpoint. ``resume`` continues the phase a
+    kill interrupted (imitation rounds and GRPO steps resume exactly)."""
+    from unmask.checkpoint import check_new_run, has_checkpoint
     from unmask.rl.grpo import GRPOTrainer
+    from unmask.rl.imitation import PHASE, Imitation
     from unmask.rl.pretrain import pretrain_step
 
     trainer = GRPOTrainer(config, progress=progress)
     initial = dict(trainer.initial_metrics)  # a pre-training that ran before (--init-policy) has its row entry too
-    if not resume and trainer.needs_pretraining:
-        check_new_run(config.output_dir)  # before the step, not after it
+    if resume and has_checkpoint(config.output_dir):  # GRPO had started
+        return trainer.train(resume=True, max_minutes=max_minutes)
+    imitating = resume and has_checkpoint(Path(config.output_dir) / PHASE)
+    if not resume:
+        check_new_run(config.output_dir)  # before the steps, not after them
+        check_new_run(Path(config.output_dir) / PHASE)
+    if trainer.needs_pretraining and not imitating:
         initial["coupling_nll"] = pretrain_step(trainer)[-1]
-    return trainer.train(resume=resume, max_minutes=max_minutes, initial=initial)
+    if config.imitation_rounds:
+        initial.update(Imitation(trainer).run(resume=imitating))
+    return trainer.train(resume=False, max_minutes=max_minutes, initial=initial)
 
 
 def pretrain_coupling(config: "GRPOConfig", progress: bool = True) -> Path:

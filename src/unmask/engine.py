@@ -191,8 +191,8 @@ def generate(
 
     ``generator``: :class:`unmask.streams.ExampleStreams` (one stream per row), a torch.Generator (one
     batch-shaped stream) or None (torch's global generator, as the upstream loops draw). ``inputs``: per-row
-    policy inputs, each (B,), that the policy reads as ``StepState.inputs`` for the rows of the step (e.g.
-    ``{"alpha": ...}`` for alpha-conditioned policies)."""
+    policy inputs, each (B, ...), that the policy reads as ``StepState.inputs`` for the rows of the step (e.g.
+    ``{"alpha": ...}`` for alpha-conditioned policies, ``{"target": ...}`` (B, Lg) gold tokens for oracles)."""
     config = config or SamplingConfig()
     config.validate()
     if input_ids.dim() != 2:
@@ -205,8 +205,8 @@ def generate(
     device = model.device
     inputs = dict(inputs or {})
     for name, value in inputs.items():
-        if not isinstance(value, torch.Tensor) or value.shape != (B,):
-            raise ValueError(f"policy input {name!r} must be a tensor of one value per row, shape ({B},); got "
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != B:
+            raise ValueError(f"policy input {name!r} must be a tensor with one entry per row, shape ({B}, ...); got "
                              f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
         inputs[name] = value.to(device)
     streams = as_streams(generator)

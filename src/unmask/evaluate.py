@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from unmask.checkpoint import atomic_write
@@ -28,6 +29,17 @@ class EvalResult:
     positions: float  # positions run through the MDM per example, over its forwards (below NFE x length under a cache)
     seconds: float
     n: int
+
+
+def gold_tokens(task: Task, examples: Sequence, model: MaskedDiffusionModel) -> torch.Tensor:
+    """The gold token of every generated position (B, Lg) for policies that read it (oracles, imitation
+    labels), with one clear error on tasks that give none."""
+    try:
+        return task.targets(examples, model).to(model.device)
+    except NotImplementedError:
+        raise ValueError(f"oracles and imitation read the gold token of every generated position; task {task.name} "
+                         "gives none (sudoku, zebra and arithmetic do): drop oracle / gt_margin from --policies, "
+                         "--imitation-rounds from training") from None
 
 
 def run_policy(
@@ -59,7 +71,8 @@ def run_policy(
         chunk = examples[i : i + batch_size]
         enc = task.encode(chunk, model)
         streams = ExampleStreams(seed, range(lo + i, lo + i + len(chunk)), device=model.device)
-        out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams)
+        inputs = {"target": gold_tokens(task, chunk, model)} if policy.needs_target else None
+        out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams, inputs=inputs)
         scores = task.score(chunk, task.decode(chunk, out.sequences, model))
         if on_batch is not None:
             on_batch(chunk, enc, out)

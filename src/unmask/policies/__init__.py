@@ -23,6 +23,7 @@ from unmask.policies.heuristics import (
     ThresholdPolicy,
     TopKSoftmaxPolicy,
 )
+from unmask.policies.oracle import gt_margin_oracle, oracle
 
 HEURISTICS: dict[str, Callable[..., Policy]] = {
     "random": RandomPolicy,
@@ -36,6 +37,9 @@ HEURISTICS: dict[str, Callable[..., Policy]] = {
     "eb": EntropyBoundedPolicy,
     "origin": OriginPolicy,
 }
+# upper bounds that read the gold answer (unmask.policies.oracle): references in tables, never deployable
+ORACLES: dict[str, Callable[..., Policy]] = {"oracle": oracle, "gt_margin": gt_margin_oracle}
+SPECS = {**HEURISTICS, **ORACLES}
 
 
 def parse_value(text: str) -> int | float | str:
@@ -51,9 +55,9 @@ def parse_value(text: str) -> int | float | str:
 def parse_spec(spec: str) -> tuple[str, dict]:
     """Split ``name:a:key=b`` into the name and keyword arguments (bare values bind to the first parameter)."""
     name, *parts = spec.strip().split(":")
-    if name not in HEURISTICS:
+    if name not in SPECS:
         return name, {}
-    params = [p for p in inspect.signature(HEURISTICS[name]).parameters]
+    params = [p for p in inspect.signature(SPECS[name]).parameters]
     kwargs: dict = {}
     for i, part in enumerate(parts):
         key, sep, value = part.partition("=")
@@ -70,12 +74,13 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 def get_policy(spec: str) -> Policy:
     """Build a heuristic policy from its spec; see the module docstring."""
     name, kwargs = parse_spec(spec)
-    if name not in HEURISTICS:
-        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(HEURISTICS)} (or a policy checkpoint path)")
+    if name not in SPECS:
+        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(HEURISTICS)}, the oracles "
+                         f"{', '.join(ORACLES)} (or a policy checkpoint path)")
     try:
-        return HEURISTICS[name](**kwargs)
+        return SPECS[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"policy {spec!r}: {e}") from e
 
 
-__all__ = ["HEURISTICS", "Policy", "ScorePolicy", "get_policy", "parse_spec", "parse_value", "top_k_mask"]
+__all__ = ["HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "get_policy", "parse_spec", "parse_value", "top_k_mask"]

@@ -28,6 +28,7 @@ class Policy:
     tokens_after_reveal: bool = False  # tokens are drawn only where the policy reveals, after it (Dream origin)
     needs_steps: bool = False  # may reveal nothing at a step: only runs with a fixed number of steps
     conditioned: bool = False  # takes the speed weight alpha as an input (alpha-conditioned learned policies)
+    needs_target: bool = False  # reads the gold tokens (StepState.inputs["target"]): oracles, never deployable
     OPTIONS: dict[str, str] = {}  # learned policies' decoding options (name -> valid values), see with_options
 
     def select(self, state: StepState) -> torch.Tensor:

@@ -6,7 +6,8 @@
 * ``plackett-luce``: :class:`PlackettLuceConfig`, f_phi with a Plackett-Luce action, until STOP or the
   schedule's count.
 
-Each may add a learned coupling (``coupling_rounds``, :mod:`unmask.policies.coupling`).
+Each may add a learned coupling (``coupling_rounds``, :mod:`unmask.policies.coupling`) and a planner
+(``planner``, :mod:`unmask.policies.planner`): :class:`StructureConfig`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,33 @@ from unmask.config import Config, option
 
 
 @dataclass
-class UPOConfig(Config):
+class StructureConfig(Config):
+    """What a learned policy reads across positions, beyond its scorer (both kinds): a learned coupling of the
+    marginals (:mod:`unmask.policies.coupling`) and a planner (:mod:`unmask.policies.planner`)."""
+
+    coupling_rounds: int = option(0, "> 0: the scorer reads confidences refined by a learned pairwise coupling "
+                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
+    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
+                                  low=0, derived=True)
+    planner: bool = option(False, "add a planner's residual to the scorer's logits (unmask.policies.planner): "
+                                  "per-position features and learned pairwise channels over the whole answer, "
+                                  "trained by imitation of the oracle (--imitation-rounds)")
+    pair_channels: int = option(4, "the planner's learned pairwise channels W^c (L x L each)", low=0)
+    planner_layers: int = option(0, "bidirectional transformer layers of the planner over the positions (0: an MLP "
+                                    "per position)", low=0)
+    planner_d_model: int = option(64, "width of the planner", low=1)
+    planner_heads: int = option(4, "attention heads of the planner's layers (must divide --planner-d-model)", low=1)
+    planner_length: int = option(0, "positions of the generation region the planner is learned over", low=0,
+                                 derived=True)
+
+    def check(self) -> None:
+        if self.planner_d_model % self.planner_heads:
+            raise ValueError(f"planner_d_model (--planner-d-model) {self.planner_d_model} must be divisible by "
+                             f"planner_heads (--planner-heads) {self.planner_heads}")
+
+
+@dataclass
+class UPOConfig(StructureConfig):
     """Architecture of g_phi plus the identity of the MDM it reads."""
 
     feature_size: int = option(0, "D of the MDM's hidden features", low=0, derived=True)
@@ -30,15 +57,12 @@ class UPOConfig(Config):
                                             low_open=True)
     top_k: int | None = option(None, "restrict to the K most confident candidates (Top-K realisation, Eq. 27; set "
                                      "by --reference topk)", low=1, derived=True)
-    coupling_rounds: int = option(0, "> 0: the base score reads marginals refined by a learned pairwise coupling "
-                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
-    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
-                                  low=0, derived=True)
     mdm_name: str = option("", "the MDM it was trained with", derived=True)
     mdm_vocab_size: int = option(0, "vocabulary size of that MDM", low=0, derived=True)
     mdm_mask_id: int = option(0, "mask token id of that MDM", low=0, derived=True)
 
     def check(self) -> None:
+        super().check()
         if self.d_model % self.n_head:
             raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
         if self.coupling_rounds and self.base_temperature is None:
@@ -48,7 +72,7 @@ class UPOConfig(Config):
 
 
 @dataclass
-class ParallelConfig(Config):
+class ParallelConfig(StructureConfig):
     """Architecture and inference defaults of a parallel policy (saved as ``config.json``)."""
 
     d_model: int = option(32, "width of the policy network", low=1)
@@ -65,12 +89,9 @@ class ParallelConfig(Config):
     alpha_range: list[float] | None = option(None, "alpha-conditioned policy: alpha ~ U[LO, HI] per group in "
                                              "training and a policy input (Jazbec §3.3)", low=0.0, length=2)
     mdm_name: str = option("", "the MDM it was trained with (for the record: confidences fit any MDM)", derived=True)
-    coupling_rounds: int = option(0, "> 0: read confidences refined by a learned pairwise coupling "
-                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
-    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
-                                  low=0, derived=True)
 
     def check(self) -> None:
+        super().check()
         if self.d_model % self.n_head:
             raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
         if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):

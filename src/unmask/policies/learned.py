@@ -1,11 +1,12 @@
-"""Learned unmasking policies: one mechanism, a scorer x an action distribution x an optional coupling.
+"""Learned unmasking policies: one mechanism, a scorer x an action distribution x an optional coupling and planner.
 
-    pi_phi(a | x_n) = D(a | u_phi(c(x_n), x_n) / tau_pi)
+    pi_phi(a | x_n) = D(a | (u_phi(c(x_n), x_n) + r_psi(x_n)) / tau_pi)
 
 ``u_phi`` is a scorer (:mod:`unmask.policies.scorers`: UPO's g_phi over the MDM's features, Jazbec's f_phi
 over confidences), ``D`` an action distribution (:mod:`unmask.policies.distributions`: Plackett-Luce over the
 schedule's count or until STOP, Bernoulli) and ``c`` the confidences the scorer reads: the MDM's
-p_i(token_i), or q_i(token_i) from a learned coupling (:mod:`unmask.policies.coupling`, beyond both papers).
+p_i(token_i), or q_i(token_i) from a learned coupling (:mod:`unmask.policies.coupling`, beyond both papers), and
+``r_psi`` an optional planner's residual over the whole answer (:mod:`unmask.policies.planner`, zero at start).
 The kinds are compositions of these parts (:data:`KINDS`):
 
 =============== ======== ====================================== ============
@@ -47,6 +48,7 @@ from unmask.policies.confidence_net import ConfidenceNet
 from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
 from unmask.policies.distributions import ActionDistribution, Bernoulli, PlackettLuce, order_to_mask
+from unmask.policies.planner import Planner
 from unmask.policies.scorers import Scorer, UPOScorer
 from unmask.policies.state import StepState
 
@@ -98,6 +100,8 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         self.scorer = kind.scorer(config)
         self.action = kind.action(config)
         self.coupling = MeanFieldCoupling(config.coupling_length, config.coupling_rounds) if config.coupling_rounds else None
+        self.planner = Planner(config.planner_length, config.pair_channels, config.planner_layers,
+                               config.planner_d_model, config.planner_heads) if config.planner else None
         self.name = self.kind
         self.default_mode = self.mode = kind.default_mode
         self.temperature = float(getattr(config, "temperature", 1.0))
@@ -111,6 +115,8 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             raise ValueError(f"unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
         if settings.get("coupling_rounds"):
             check_vocab(model, "the coupling", "Use --coupling-rounds 0 for this model")
+        if settings.get("planner"):
+            check_vocab(model, "the planner", "Drop --planner for this model")
         return cls(CONFIG_TYPES[kind](**KINDS[kind].model_fields(model), **settings))
 
     # ----- what the engine asks -----
@@ -183,7 +189,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         """The scorer's observation, plus the coupling's inputs and, for alpha-conditioned policies, each
         row's alpha (``state.inputs["alpha"]``, else the policy's default)."""
         obs = self.scorer.observe(state)
-        if self.coupling is not None:
+        if self.coupling is not None or self.planner is not None:
             obs.update(coupling_observation(state))
         if self.conditioned:
             alpha = state.inputs.get("alpha")
@@ -203,7 +209,10 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
     def scores(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor | None = None) -> torch.Tensor:
         """Utilities / tau_pi (n, L, plus a STOP column where the action has one); ``confidence``:
         :meth:`read_confidence` if already computed."""
-        logits, pooled = self.scorer(obs, self.read_confidence(obs) if confidence is None else confidence)
+        confidence = self.read_confidence(obs) if confidence is None else confidence
+        logits, pooled = self.scorer(obs, confidence)
+        if self.planner is not None:
+            logits = logits + self.planner(obs, confidence)
         return self.action.utilities(logits, pooled) / self.temperature
 
     def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,7 +274,7 @@ def current_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     mechanism (unmask 0.1) kept the scorer's layers at the top level (UPO: ``inp.``, ``tf.``, ``mlp.``) or
     under ``net.`` (f_phi) and a learned STOP head as ``stop_head.``."""
     def rename(key: str) -> str:
-        if key.startswith(("scorer.", "action.", "coupling.")):
+        if key.startswith(("scorer.", "action.", "coupling.", "planner.")):
             return key
         if key.startswith("stop_head."):
             return "action." + key

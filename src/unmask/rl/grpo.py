@@ -94,6 +94,18 @@ class GRPOConfig(Config):
                                          "coupling before GRPO (unmask.rl.pretrain, also `unmask "
                                          "pretrain-coupling`); 0 = no pre-training", low=0)
     coupling_epochs: int = option(6, "passes over those rollouts' states", low=1)
+    imitation_rounds: int = option(0, "rounds of imitation of the ground-truth oracle before GRPO (DAgger: the "
+                                      "policy decodes, the oracle labels; unmask.rl.imitation); 0 = none", low=0)
+    imitation_prompts: int = option(1000, "training prompts decoded per imitation round", low=1)
+    imitation_epochs: int = option(3, "passes over each round's states", low=1)
+    imitation_learning_rate: float = option(1e-3, "Adam learning rate of the imitation fit", low=0.0, low_open=True)
+    imitation_batch_size: int = option(256, "states per imitation gradient step", low=1)
+    imitation_top_k: int | None = option(None, "fit the labels of each state's K highest-utility candidates only "
+                                                "(where one-per-step decisions are made; UPO's Top-K, Eq. 27); "
+                                                "none = every candidate", low=1)
+    imitation_negative_weight: float = option(1.0, "weight of the 'not gold' labels in the imitation loss (> 1: "
+                                                   "fewer wrong reveals, for parallel policies)", low=0.0,
+                                              low_open=True)
     init_policy: str = option("", "start from this policy checkpoint (e.g. written by unmask pretrain-coupling) "
                                   "instead of a fresh policy: its kind and settings must be the run's; no coupling "
                                   "pre-training then")
@@ -310,6 +322,7 @@ class GRPOTrainer:
         cfg = self.cfg
         settings = cfg.policy.to_dict()
         settings["coupling_length"] = self.generation_length() if cfg.policy.coupling_rounds else 0
+        settings["planner_length"] = self.generation_length() if cfg.policy.planner else 0
         if cfg.policy_kind == "upo":
             settings.update(self.reference.policy_kwargs())
         else:

@@ -2,7 +2,7 @@
 
 The policy decodes training prompts by sampling (Algorithm 2's sampling phase: MDM and policy under no-grad),
 and every state up to the trajectory's first wrong reveal is kept with the true tokens of its positions
-(:meth:`unmask.tasks.base.Task.targets`). Then only the coupling is fitted: ``epochs`` passes of Adam over the
+(:meth:`unmask.tasks.base.Task.targets`; :func:`unmask.rl.imitation.collect_states`, which imitation shares). Then only the coupling is fitted: ``epochs`` passes of Adam over the
 stored states, minimising the negative log-likelihood of the true tokens under the refined marginals
 (:func:`unmask.policies.coupling.coupling_nll`). The signal is dense (every masked position of every state),
 where GRPO's is one scalar per trajectory; the MDM is not called during the fit.
@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from unmask.engine import SamplingConfig, generate
+from unmask.engine import SamplingConfig
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
 from unmask.policies.learned import LearnedPolicy
+from unmask.rl.imitation import collect_states
 from unmask.streams import ExampleStreams
 from unmask.tasks import Task
 
@@ -34,38 +35,13 @@ KEEP = ("token_probs", "masked", "tokens")
 STREAM = 2**40  # the step's random stream: ExampleStreams.seed_of(run seed, STREAM), beyond any example id
 
 
-@torch.no_grad()
-def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolicy, examples: list,
-                   sampling: SamplingConfig, generator: torch.Generator, batch_size: int = 64,
-                   progress: bool = True) -> dict[str, torch.Tensor]:
-    """``token_probs``, ``masked``, ``tokens`` and ``target`` of every state of sampled rollouts before the
-    first reveal of a wrong token (later states condition on a contradiction of the target)."""
-    policy.eval()
-    policy = policy.with_options(mode="sample")
-    parts: list[dict[str, torch.Tensor]] = []
-    for i in tqdm(range(0, len(examples), batch_size), desc=f"coupling rollouts ({len(examples)} prompts)",
-                  disable=not progress, dynamic_ncols=True):
-        batch = examples[i : i + batch_size]
-        target = task.targets(batch, model).to(model.device)
-        enc = task.encode(batch, model)
-        out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, generator, record=True)
-        alive = torch.ones(len(batch), dtype=torch.bool, device=model.device)
-        for rec in out.trajectory:
-            keep = alive[rec.rows]
-            rows_target = target[rec.rows]
-            parts.append({**{k: rec.data[k][keep] for k in KEEP}, "target": rows_target[keep]})
-            wrong = (rec.reveal & (rec.data["tokens"] != rows_target)).any(1)
-            alive[rec.rows[wrong]] = False
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
 def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPolicy, examples: list,
                       sampling: SamplingConfig, generator: torch.Generator, epochs: int, learning_rate: float = 0.05,
                       batch_size: int = 512, progress: bool = True) -> list[float]:
     """Fit ``policy.coupling`` (see the module docstring); returns the mean NLL of each epoch."""
     if not policy.config.coupling_rounds:
         raise ValueError("this policy has no coupling to pre-train: set --coupling-rounds (e.g. 3)")
-    states = collect_states(task, model, policy, examples, sampling, generator, progress=progress)
+    states = collect_states(task, model, policy, examples, sampling, generator, keys=KEEP, progress=progress)
     opt = torch.optim.Adam(policy.coupling.parameters(), lr=learning_rate)
     policy.train()
     history = []

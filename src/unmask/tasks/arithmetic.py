@@ -188,6 +188,10 @@ class ArithmeticTask(Task):
         prompts = [self.tokenize(self.layout(ex)[: self.gen_start]) + [mask_id] * self.answer_width for ex in examples]
         return EncodedBatch(input_ids=torch.tensor(prompts, dtype=torch.long, device=model.device), gen_start=self.gen_start)
 
+    def targets(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> torch.Tensor:
+        """The answer region's tokens of each solved example (its padded layout)."""
+        return torch.tensor([self.tokenize(self.layout(ex)[self.gen_start :]) for ex in examples], dtype=torch.long)
+
     def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[str]:
         """The answer region of each sequence as text (``_1112``)."""
         return [self.detokenize(row) for row in sequences[:, self.gen_start :].tolist()]

@@ -90,10 +90,12 @@ class Task:
         raise NotImplementedError
 
     def targets(self, examples: Sequence, model: MaskedDiffusionModel) -> torch.Tensor:
-        """The true token of every generated position (B, Lg), for supervised pre-training (a policy's coupling)."""
+        """The true token of every generated position (B, Lg): the labels of supervised pre-training (a policy's
+        coupling, imitation) and what oracles read."""
         raise NotImplementedError(
-            f"task {self.name} gives no per-position target tokens, which the coupling's pre-training needs (the "
-            "sudoku tasks give them); pass --coupling-prompts 0 to leave the coupling to GRPO, or drop --coupling-rounds")
+            f"task {self.name} gives no per-position target tokens, which the coupling's pre-training, imitation and "
+            "the oracles need (sudoku, zebra and arithmetic give them); pass --coupling-prompts 0 to leave the "
+            "coupling to GRPO, or drop --coupling-rounds / --imitation-rounds")
 
     def reward(self, completions: Sequence, examples: Sequence, **kwargs: Any) -> list[float]:
         """TRL-style reward function: the task's paper reward per completion."""

@@ -229,6 +229,10 @@ class ZebraTask(Task):
         rows = [self.prompt_tokens(ex.clues) + self.generation_tokens(ex.clues) for ex in examples]
         return EncodedBatch(input_ids=torch.tensor(rows, dtype=torch.long), gen_start=self.prompt_length)
 
+    def targets(self, examples: Sequence[ZebraExample], model: MaskedDiffusionModel) -> torch.Tensor:
+        """The link and answer regions filled in from each solution."""
+        return torch.tensor([self.generation_tokens(ex.clues, ex.solution) for ex in examples], dtype=torch.long)
+
     def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[Placement]:
         """Placements ``[attribute][value] = house``; a cell holding a non-house token decodes to -1."""
         cells = sequences[:, self.length - self.cells :].cpu()
