@@ -86,6 +86,7 @@ class PCSamplerPolicy(ScorePolicy):
         self.lambd, self.alpha = float(lambd), float(alpha)
         self.counts: dict[int, float] | None = None
         self.total = 1.0
+        self.frequencies: dict[tuple[int, str], torch.Tensor] = {}  # f by (vocabulary size, device), built once
         if background is not None:
             path = Path(str(background))
             try:
@@ -99,12 +100,17 @@ class PCSamplerPolicy(ScorePolicy):
 
     def frequency(self, vocab_size: int, device: torch.device) -> torch.Tensor:
         """(V,) f(v): the background frequency of each token (uniform without a background file)."""
-        if self.counts is None:
-            return torch.full((vocab_size,), 1.0 / vocab_size, dtype=torch.float64, device=device)
-        f = torch.full((vocab_size,), 1.0 / self.total, dtype=torch.float64, device=device)
-        ids = torch.tensor([k for k in self.counts if 0 <= k < vocab_size], dtype=torch.long, device=device)
-        values = torch.tensor([self.counts[k] / self.total for k in ids.tolist()], dtype=torch.float64, device=device)
-        return f.index_put((ids,), values)
+        key = (vocab_size, str(device))
+        if key not in self.frequencies:
+            if self.counts is None:
+                f = torch.full((vocab_size,), 1.0 / vocab_size, dtype=torch.float64, device=device)
+            else:
+                f = torch.full((vocab_size,), 1.0 / self.total, dtype=torch.float64, device=device)
+                ids = [k for k in self.counts if 0 <= k < vocab_size]
+                values = torch.tensor([self.counts[k] / self.total for k in ids], dtype=torch.float64, device=device)
+                f = f.index_put((torch.tensor(ids, dtype=torch.long, device=device),), values)
+            self.frequencies[key] = f
+        return self.frequencies[key]
 
     def score(self, state: StepState) -> torch.Tensor:
         f = self.frequency(state.probs.shape[-1], state.probs.device)[state.tokens]
