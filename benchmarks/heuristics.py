@@ -22,6 +22,7 @@ built-in task, in benchmarks/results/baselines.json (each command appends its ta
     .venv/bin/python benchmarks/heuristics.py --task zebra --policies $B --append ...
     .venv/bin/python benchmarks/heuristics.py --task arithmetic --models arithmetic-carry --difficulty 16 --policies $B \
         --task-option propagate=0.8 --task-option max_digits=16 --append ...
+    then the same four with --policies klass:conf_threshold=0.9:kl_threshold=0.001 (KLASS's Dream setting) --append
 (the larger sudoku model gets four policies only in heuristics_base.json, to fit the 2-core machine's time budget). The sudoku
 files were written by an earlier version of this script that took the d1 file as ``--d1`` in the same run.
 

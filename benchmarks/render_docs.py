@@ -112,6 +112,8 @@ def baselines() -> str:
     """The training-free baselines (KLASS, PC-Sampler, DUS) beside confidence / margin / threshold on each built-in
     task: solved rate, mean NFE, tokens per forward and AUP."""
     rows = with_aup(load("baselines.json")["results"])
+    order = {key: i for i, key in enumerate(dict.fromkeys((r["model"], r["data"]) for r in rows))}
+    rows = sorted(rows, key=lambda r: order[(r["model"], r["data"])])  # appended settings beside their task's rows
     return table(["MDM", "data", "policy", "solved", "mean NFE", "tokens per forward", "AUP"],
                  [[f"`{r['model']}`", r["data"].split(":", 1)[-1].replace("=None", "=default"), f"`{r['policy']}`",
                    pct(r["solved_rate"]), f"{r['nfe']:.1f}", f"{r['tpf']:.2f}", f"{r['aup']:.1f}"] for r in rows]
