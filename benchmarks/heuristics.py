@@ -1,4 +1,5 @@
-"""Heuristic (and learned) policies on any task: solved rate, cell accuracy, mean NFE, seconds, per difficulty and model.
+"""Heuristic (and learned) policies on any task: solved rate, cell accuracy, mean NFE, tokens per forward, AUP, seconds,
+per difficulty and model.
 
 Commands (the figures in benchmarks/results/heuristics_*.json):
     .venv/bin/python benchmarks/heuristics.py --models sudoku9-small --difficulty 24,28,32,36 \
@@ -12,7 +13,17 @@ Commands (the figures in benchmarks/results/heuristics_*.json):
         --difficulty 24,28,32,36 --out benchmarks/results/heuristics_base.json
     .venv/bin/python benchmarks/heuristics.py --task zebra --difficulty ... --out benchmarks/results/heuristics_zebra.json
     .venv/bin/python benchmarks/heuristics.py --task arithmetic --difficulty ... --out benchmarks/results/heuristics_arithmetic.json
-(the larger sudoku model gets four policies only, to fit the 2-core machine's time budget). The sudoku
+The training-free baselines of issue 32 (KLASS, PC-Sampler, DUS) beside confidence / margin / threshold on every
+built-in task, in benchmarks/results/baselines.json (each command appends its task's rows; the first without --append):
+    B=confidence,margin,threshold:0.9,klass,klass:conf_threshold=0.6:kl_threshold=0.015,pc_sampler,dus
+    .venv/bin/python benchmarks/heuristics.py --models sudoku9-small,sudoku9-base --difficulty 28 \
+        --policies $B,pc_sampler:lambd=0 --out benchmarks/results/baselines.json
+    .venv/bin/python benchmarks/heuristics.py --task sudoku4 --difficulty 4 --policies $B,pc_sampler:lambd=0 --append ...
+    .venv/bin/python benchmarks/heuristics.py --task zebra --policies $B --append ...
+    .venv/bin/python benchmarks/heuristics.py --task arithmetic --models arithmetic-carry --difficulty 16 --policies $B \
+        --task-option propagate=0.8 --task-option max_digits=16 --append ...
+    then the same four with --policies klass:conf_threshold=0.9:kl_threshold=0.001 (KLASS's Dream setting) --append
+(the larger sudoku model gets four policies only in heuristics_base.json, to fit the 2-core machine's time budget). The sudoku
 files were written by an earlier version of this script that took the d1 file as ``--d1`` in the same run.
 
 ``--policies`` takes every spec ``unmask eval`` takes (``upo``, a checkpoint directory, ...), so a learned policy
@@ -36,7 +47,7 @@ from unmask.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.tasks import get_task
 
-POLICIES = "random,left_to_right,entropy,margin,confidence,topk_softmax,threshold:0.9"
+POLICIES = "random,left_to_right,entropy,margin,confidence,topk_softmax,threshold:0.9,klass,pc_sampler,dus"
 
 
 def main() -> None:

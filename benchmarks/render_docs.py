@@ -23,6 +23,8 @@ from typing import Any
 from unmask.api import SHIPPED_POLICIES
 from unmask.config import reference_markdown
 from unmask.engine import SamplingConfig
+from unmask.frontier import curve_aups
+from unmask.metrics import aup
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.rl.grpo import GRPOConfig
@@ -73,14 +75,29 @@ def source(name: str) -> str:
     return f"From `benchmarks/results/{name}`" + (", written by " + "; ".join(f"`{c}`" for c in cmds) if cmds else "") + "."
 
 
+def with_aup(rows: list[dict]) -> list[dict]:
+    """The rows with their tokens per forward ``tpf`` and one-point AUP (:mod:`unmask.metrics`: tpf x solved %).
+    Rows written before evaluations reported them lack both; their tpf is the one-per-step NFE of their (model,
+    data), the positions each example generates (every file has a one-per-step policy), over their mean NFE."""
+    full: dict = {}
+    for r in rows:
+        full[(r["model"], r["data"])] = max(full.get((r["model"], r["data"]), 0.0), r["nfe"])
+    out = []
+    for r in rows:
+        tpf = r.get("tpf", full[(r["model"], r["data"])] / r["nfe"])
+        out.append({**r, "tpf": tpf, "aup": r.get("aup", aup([tpf], [100 * r["solved_rate"]]))})
+    return out
+
+
 def cell(row: dict, full_nfe: float) -> str:
-    """Solved rate, with the mean NFE when the policy reveals a variable number of tokens per step."""
-    return pct(row["solved_rate"]) + ("" if abs(row["nfe"] - full_nfe) < 1e-9 else f" ({row['nfe']:.1f})")
+    """Solved rate, with the mean NFE when the policy reveals a variable number of tokens per step, and AUP."""
+    nfe = "" if abs(row["nfe"] - full_nfe) < 1e-9 else f" ({row['nfe']:.1f})"
+    return f"{pct(row['solved_rate'])}{nfe}, AUP {row['aup']:.1f}"
 
 
 def heuristics_pivot(name: str) -> str:
-    """One row per (model, data), one column per policy: solved rate (mean NFE for variable-count policies)."""
-    rows = load(name)["results"]
+    """One row per (model, data), one column per policy: solved rate (mean NFE for variable-count policies), AUP."""
+    rows = with_aup(load(name)["results"])
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     keys = list(dict.fromkeys((r["model"], r["data"]) for r in rows))
     out = []
@@ -89,6 +106,18 @@ def heuristics_pivot(name: str) -> str:
         full = max(r["nfe"] for r in mine.values())
         out.append([m, d.split(":", 1)[-1], f"{full:.0f}"] + [cell(mine[p], full) if p in mine else "" for p in policies])
     return table(["model", "data", "NFE (one per step)"] + [f"`{p}`" for p in policies], out) + "\n\n" + source(name)
+
+
+def baselines() -> str:
+    """The training-free baselines (KLASS, PC-Sampler, DUS) beside confidence / margin / threshold on each built-in
+    task: solved rate, mean NFE, tokens per forward and AUP."""
+    rows = with_aup(load("baselines.json")["results"])
+    order = {key: i for i, key in enumerate(dict.fromkeys((r["model"], r["data"]) for r in rows))}
+    rows = sorted(rows, key=lambda r: order[(r["model"], r["data"])])  # appended settings beside their task's rows
+    return table(["MDM", "data", "policy", "solved", "mean NFE", "tokens per forward", "AUP"],
+                 [[f"`{r['model']}`", r["data"].split(":", 1)[-1].replace("=None", "=default"), f"`{r['policy']}`",
+                   pct(r["solved_rate"]), f"{r['nfe']:.1f}", f"{r['tpf']:.2f}", f"{r['aup']:.1f}"] for r in rows]
+                 ) + "\n\n" + source("baselines.json")
 
 
 def best_heuristic(rows: list[dict]) -> dict:
@@ -100,16 +129,19 @@ def headline() -> str:
     out = []
     for pname, name, data in HEADLINE:
         meta = json.loads((SHIPPED_POLICIES / pname / "config.json").read_text())
-        rows = [r for r in load(name)["results"] if r["model"] == meta["mdm"] and r["data"] == data]
+        rows = [r for r in with_aup(load(name)["results"]) if r["model"] == meta["mdm"] and r["data"] == data]
         mine = next(r for r in rows if r["policy"] == meta["policy"]["kind"])
         best, thr = best_heuristic(rows), next(r for r in rows if r["policy"] == "threshold:0.9")
-        out.append([f"`{pname}`", f"`{meta['mdm']}`", data.split(":", 1)[-1].replace("=None", "=default"), f"{pct(mine['solved_rate'])} ({mine['nfe']:.1f})",
-                    f"`{best['policy']}` {pct(best['solved_rate'])} ({best['nfe']:.0f})",
-                    f"{pct(thr['solved_rate'])} ({thr['nfe']:.1f})",
+        out.append([f"`{pname}`", f"`{meta['mdm']}`", data.split(":", 1)[-1].replace("=None", "=default"),
+                    f"{pct(mine['solved_rate'])} ({mine['nfe']:.1f}, {mine['aup']:.1f})",
+                    f"`{best['policy']}` {pct(best['solved_rate'])} ({best['nfe']:.0f}, {best['aup']:.1f})",
+                    f"{pct(thr['solved_rate'])} ({thr['nfe']:.1f}, {thr['aup']:.1f})",
                     signed(mine["solved_rate"] - best["solved_rate"])])
-    return table(["shipped policy", "MDM", "data", "solved (NFE)", "best one-per-step heuristic", "threshold:0.9",
-                  "points over best"], out) + ("\n\nSolved rate (mean NFE) on 500 fresh seeded examples, the same for "
-                                               "every policy; source: `benchmarks/results/heuristics_*.json`.")
+    return table(["shipped policy", "MDM", "data", "solved (NFE, AUP)", "best one-per-step heuristic", "threshold:0.9",
+                  "points over best"], out) + ("\n\nSolved rate (mean NFE, AUP) on 500 fresh seeded examples, the same "
+                                               "for every policy; AUP: tokens per forward x solved % (d3LLM's Accuracy "
+                                               "Under Parallelism of one point, `unmask.metrics`); source: "
+                                               "`benchmarks/results/heuristics_*.json`.")
 
 
 def frontier_runs(name: str) -> list[dict]:
@@ -128,11 +160,15 @@ def frontier(name: str) -> str:
                              f"{pct(p['solved_rate'])} ({p['nfe']:.1f})", pct(p["threshold_solved_rate"]),
                              signed(p["gain"])])
         ref = run["summary"]["reference"]
+        # files written before frontiers recorded tokens per forward: one-per-step confidence's NFE is the positions
+        curves = {m: {"points": [{**p, "tpf": p.get("tpf", ref["nfe"] / p["nfe"])} for p in c["points"]]}
+                  for m, c in run["curves"].items()}
+        aups = ", ".join(f"`{Path(m).name}` {v:.1f}" for m, v in curve_aups(curves).items())
         speed = ", ".join(f"`{Path(m).name}` {s['speedup']:.1f}×" for m, s in run["summary"].items()
                           if m != "reference" and s.get("speedup"))
         parts.append(f"`{run['model']}`, block length {run['block_length'] or 'none (full diffusion)'}, "
                      f"`{run['data']}`; one-per-step confidence: {pct(ref['solved_rate'])} at {ref['nfe']:.0f} NFE; "
-                     f"fewer NFE at its accuracy (within one point): {speed or 'none'}.\n\n"
+                     f"fewer NFE at its accuracy (within one point): {speed or 'none'}; AUP of each curve: {aups}.\n\n"
                      + table(["policy", "knob", "solved (NFE)", "threshold at that NFE", "points over threshold"], rows))
     return "\n\n".join(parts) + "\n\n" + source(name)
 
@@ -279,13 +315,13 @@ def oracle_gap() -> str:
         for r in mine:
             closed = "" if r["group"] in ("oracle", "heuristic") or gap <= 0 else pct((r["solved_rate"] - best["solved_rate"]) / gap)
             out.append([f"{key[0]} · `{key[1]}`", key[2].split(":", 1)[-1], r["group"], f"`{r['label']}`",
-                        pct(r["solved_rate"]), f"{r['nfe']:.1f}", closed])
-    return table(["task · MDM", "data", "group", "policy", "solved", "NFE", "gap closed"], out) + "\n\n" + source(name)
+                        pct(r["solved_rate"]), f"{r['nfe']:.1f}", f"{r['aup']:.1f}", closed])
+    return table(["task · MDM", "data", "group", "policy", "solved", "NFE", "AUP", "gap closed"], out) + "\n\n" + source(name)
 
 
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
-    out = {"headline": headline(), "oracle-gap": oracle_gap(), "models": models_table(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
+    out = {"headline": headline(), "oracle-gap": oracle_gap(), "models": models_table(), "baselines": baselines(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
            "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "kv-cache-profile": kv_cache_profile(), "kv-cache-accuracy-all": kv_cache_accuracy_all(), "distributed": distributed(),
            "engine-overhead": simple("engine_overhead.json", {
                "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
@@ -320,10 +356,10 @@ def results_table(rows: list[dict], name: str) -> list[str]:
         "policies reveal one token per step (NFE = positions to generate); `threshold` and parallel policies reveal "
         "a variable number.",
         "",
-        "| data | policy | solved | cell accuracy | mean NFE | n |",
-        "|---|---|---|---|---|---|",
-        *(f"| {r['data']} | {r['policy']} | {pct(r['solved_rate'])} | {pct(r['cell_accuracy'])} | {r['nfe']:.1f} | {r['n']} |"
-          for r in rows),
+        "| data | policy | solved | cell accuracy | mean NFE | AUP | n |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {r['data']} | {r['policy']} | {pct(r['solved_rate'])} | {pct(r['cell_accuracy'])} | {r['nfe']:.1f} | {r['aup']:.1f} "
+          f"| {r['n']} |" for r in with_aup(rows)),
     ]
 
 

@@ -16,7 +16,9 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     assert data["model"] == "sudoku4" and data["task"] == "sudoku4"
     assert [r["policy"] for r in data["results"]] == ["random", "confidence", "threshold:0.9"]
     for r in data["results"]:
-        assert set(r) == {"policy", "solved_rate", "cell_accuracy", "nfe", "positions", "seconds", "n"} and r["n"] == 12
+        assert set(r) == {"policy", "solved_rate", "cell_accuracy", "nfe", "positions", "seconds", "n", "tpf", "aup"}
+        assert r["n"] == 12 and r["aup"] == pytest.approx(r["tpf"] * 100 * r["solved_rate"])
+    assert "TPF" in text and "AUP" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

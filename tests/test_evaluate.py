@@ -14,6 +14,15 @@ def test_run_policy_scores_every_example(tiny_sudoku4_model):
     assert result.n == 10 and len(per["solved"]) == 10
     assert result.nfe == 10.0  # one token per step, 10 blanks each
     assert result.solved_rate == pytest.approx(per["solved"].mean())
+    assert result.tpf == 1.0 and result.aup == pytest.approx(100 * result.solved_rate)  # one point: TPF x solved %
+
+
+def test_tokens_per_forward_counts_the_generated_positions(tiny_sudoku4_model):
+    task = get_task("sudoku4")
+    examples = task.generate(6, seed=2, difficulty=4) + task.generate(6, seed=2, difficulty=8)  # 12 and 8 blanks
+    result, per = run_policy(task, tiny_sudoku4_model, examples, get_policy("threshold:0.01"), batch_size=5)
+    assert result.tpf == pytest.approx(6 * (12 + 8) / per["nfe"].sum()) and result.tpf > 1
+    assert result.aup == pytest.approx(result.tpf * 100 * result.solved_rate)
 
 
 def test_pass_at_n_is_monotone_and_starts_at_pass_at_1(tiny_sudoku4_model):

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_frontier_sweeps_every_method_on_the_same_examples(policies):
 
 
 def test_summary_speedup_and_threshold_gain_at_equal_nfe():
-    point = lambda v, s, n: {"value": v, "solved_rate": s, "nfe": n}  # noqa: E731
+    point = lambda v, s, n: {"value": v, "solved_rate": s, "nfe": n, "tpf": 40 / n}  # noqa: E731
     curves = {
         "confidence": {"knob": "k", "points": [point(1, 0.80, 40.0), point(4, 0.50, 10.0)]},
         "threshold": {"knob": "threshold", "points": [point(0.9, 0.70, 12.0), point(0.99, 0.80, 20.0)]},
@@ -62,6 +63,10 @@ def test_summary_speedup_and_threshold_gain_at_equal_nfe():
     gains = summary["learned"]["vs_threshold"]
     assert gains[0]["threshold_solved_rate"] is None  # NFE 10 lies left of the threshold curve
     assert gains[1]["threshold_solved_rate"] == pytest.approx(0.75) and gains[1]["gain"] == pytest.approx(0.05)
+    # AUP over (tokens per forward, solved %), y_max 80: confidence's k=4 point (50%) falls > 5 points and is left out
+    assert summary["confidence"]["aup"] == pytest.approx(80.0)
+    w = math.exp(-3 * (1 - 79.5 / 80))
+    assert summary["learned"]["aup"] == pytest.approx(2.5 * 80 + (4 - 2.5) * (79.5 * w + 80) / 2)
 
 
 def test_cli_frontier_and_alpha_at_eval_time(policies, tmp_path, capsys):

@@ -36,7 +36,7 @@ import torch
 from unmask.cache import CACHE_MODES, BlockCache, Window
 from unmask.config import Config, option
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.state import StepState
+from unmask.policies.state import RowMemory, StepState
 from unmask.schedules import BlockSchedule, TimestepSchedule
 from unmask.streams import RandomStreams, as_streams
 from unmask.tokens import CategoricalTokens, GumbelMaxTokens
@@ -239,6 +239,7 @@ def generate(
     cache = BlockCache(model, config.cache, B, gen_start, plan.block_length)
     positions_run = torch.zeros(B, dtype=torch.long, device=device)
     refresh = torch.zeros(B, dtype=torch.bool, device=device)  # rows whose next step runs full (cache_refresh)
+    memory = RowMemory(B)  # what the policy keeps per row from step to step (StepState.recall / remember)
 
     while True:
         masked = x[:, gen_start:] == model.mask_id
@@ -279,7 +280,7 @@ def generate(
             probs=probs, tokens=step["tokens"], confidence=step["confidence"], choose=sampler.choose(probs, draws),
             candidates=candidates, masked=m, num_transfer=k, transfer_probability=p, total=total[active], draws=draws,
             hidden=hidden, rows=active, current=xa[:, gen_start:], offset=gen_start,
-            inputs={name: value[active] for name, value in inputs.items()},
+            inputs={name: value[active] for name, value in inputs.items()}, memory=memory,
         )
         if not getattr(policy, "tokens_after_reveal", False):
             state.choose_tokens()

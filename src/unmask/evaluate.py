@@ -1,4 +1,4 @@
-"""Side-by-side evaluation of policies: solved rate, cell accuracy, mean NFE, wall time."""
+"""Side-by-side evaluation of policies: solved rate, cell accuracy, mean NFE, tokens per forward and AUP, wall time."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from unmask.checkpoint import atomic_write
 from unmask.distributed import current
 from unmask.engine import GenerationOutput, SamplingConfig, generate
+from unmask.metrics import aup
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import Policy
 from unmask.streams import ExampleStreams
@@ -29,6 +30,8 @@ class EvalResult:
     positions: float  # positions run through the MDM per example, over its forwards (below NFE x length under a cache)
     seconds: float
     n: int
+    tpf: float  # parallelism: positions generated over forwards, all examples together (tokens per forward)
+    aup: float  # d3LLM's AUP of this one point: tpf x solved % (unmask.metrics)
 
 
 def gold_tokens(task: Task, examples: Sequence, model: MaskedDiffusionModel) -> torch.Tensor:
@@ -64,7 +67,7 @@ def run_policy(
         raise ValueError("on_batch sees one process's batches only; run this (e.g. show-order) as one process")
     every, (lo, _) = examples, dist.bounds(len(examples))
     examples = dist.shard(examples)
-    solved, acc, nfe, positions = [], [], [], []
+    solved, acc, nfe, positions, generated = [], [], [], [], []
     start = time.perf_counter()
     batches = range(0, len(examples), batch_size)
     for i in tqdm(batches, desc=policy.name, disable=not progress, leave=False, dynamic_ncols=True):
@@ -80,9 +83,12 @@ def run_policy(
         acc.append(scores.cell_accuracy)
         nfe.append(out.nfe.cpu().numpy())
         positions.append(out.positions_run.cpu().numpy())
+        generated.append((enc.input_ids[:, enc.gen_start:] == model.mask_id).sum(1).cpu().numpy())
     seconds = time.perf_counter() - start
     per = dist.gather({"solved": np.concatenate(solved), "cell_accuracy": np.concatenate(acc),
-                       "nfe": np.concatenate(nfe), "positions": np.concatenate(positions)})
+                       "nfe": np.concatenate(nfe), "positions": np.concatenate(positions),
+                       "generated": np.concatenate(generated)})
+    tpf = float(per["generated"].sum() / max(per["nfe"].sum(), 1))
     result = EvalResult(
         policy=policy.name,
         solved_rate=float(per["solved"].mean()),
@@ -91,6 +97,8 @@ def run_policy(
         positions=float(per["positions"].mean()),
         seconds=seconds,
         n=len(every),
+        tpf=tpf,
+        aup=aup([tpf], [100 * float(per["solved"].mean())]),
     )
     return result, per
 
@@ -135,12 +143,14 @@ def pass_at_n(
 
 
 def format_table(results: Sequence[EvalResult]) -> str:
-    """A plain-text table (policy, solved rate, cell accuracy, mean NFE, mean positions run, seconds)."""
-    header = f"{'policy':<34} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'positions':>9} {'seconds':>8} {'n':>6}"
+    """A plain-text table (policy, solved rate, cell accuracy, mean NFE, tokens per forward, AUP, mean positions run,
+    seconds)."""
+    header = (f"{'policy':<34} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'TPF':>6} {'AUP':>7} {'positions':>9} "
+              f"{'seconds':>8} {'n':>6}")
     lines = [header, "-" * len(header)]
     for r in results:
-        lines.append(f"{r.policy:<34} {r.solved_rate:>8.3f} {r.cell_accuracy:>9.3f} {r.nfe:>8.2f} {r.positions:>9.1f} "
-                     f"{r.seconds:>8.2f} {r.n:>6}")
+        lines.append(f"{r.policy:<34} {r.solved_rate:>8.3f} {r.cell_accuracy:>9.3f} {r.nfe:>8.2f} {r.tpf:>6.2f} {r.aup:>7.1f} "
+                     f"{r.positions:>9.1f} {r.seconds:>8.2f} {r.n:>6}")
     return "\n".join(lines)
 
 
@@ -160,7 +170,7 @@ def plot_frontier(results: Sequence[EvalResult], path: str | Path, title: str = 
     markers = "osD^vP*X<>h"
     for i, r in enumerate(results):
         ax.scatter(r.nfe, 100 * r.solved_rate, s=50, marker=markers[i % len(markers)], alpha=0.8,
-                   label=f"{r.policy}: {100 * r.solved_rate:.1f}%, {r.nfe:.1f} NFE")
+                   label=f"{r.policy}: {100 * r.solved_rate:.1f}%, {r.nfe:.1f} NFE, AUP {r.aup:.1f}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("mean NFE (MDM forward passes)")
     ax.set_ylabel("solved (%)")

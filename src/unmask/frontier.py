@@ -11,7 +11,8 @@ with the same seed):
 
 :func:`summarize` reports, per curve, the fewest mean NFE that keeps the solved rate
 within ``tol`` of one-per-step confidence (and the speed-up), and each learned point's
-solved rate against the threshold curve interpolated at the same mean NFE.
+solved rate against the threshold curve interpolated at the same mean NFE, and each curve's AUP
+(:mod:`unmask.metrics`: its points as (tokens per forward, solved %), y_max the best solved rate of the run).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from unmask.checkpoint import atomic_write
 from unmask.engine import SamplingConfig
 from unmask.evaluate import run_policy
+from unmask.metrics import aup
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import Policy, get_policy
 from unmask.tasks.base import Task
@@ -117,12 +119,21 @@ def run_sweeps(task: Task, model: MaskedDiffusionModel, examples: Sequence, swee
     return curves
 
 
+def curve_aups(curves: dict[str, dict]) -> dict[str, float]:
+    """Each curve's AUP over its points' (tokens per forward, solved %), y_max the best solved rate of all curves."""
+    best = 100 * max(p["solved_rate"] for c in curves.values() for p in c["points"])
+    return {method: aup([p["tpf"] for p in c["points"]], [100 * p["solved_rate"] for p in c["points"]], best)
+            for method, c in curves.items()}
+
+
 def summarize(curves: dict[str, dict], tol: float = 0.01) -> dict:
-    """Speed-ups at the one-per-step confidence solved rate, and learned points vs threshold at equal NFE."""
+    """Speed-ups at the one-per-step confidence solved rate, learned points vs threshold at equal NFE, and
+    each curve's AUP."""
     ref = next((p for p in curves.get("confidence", {}).get("points", []) if p["value"] == 1), None)
     if ref is None:
         return {}
     summary: dict = {"reference": {"method": "confidence", "k": 1, "solved_rate": ref["solved_rate"], "nfe": ref["nfe"]}}
+    aups = curve_aups(curves)
     thr = sorted(curves.get("threshold", {}).get("points", []), key=lambda p: p["nfe"])
     for method, curve in curves.items():
         ok = [p for p in curve["points"] if p["solved_rate"] >= ref["solved_rate"] - tol]
@@ -130,6 +141,7 @@ def summarize(curves: dict[str, dict], tol: float = 0.01) -> dict:
         if ok:
             best = min(ok, key=lambda p: p["nfe"])
             row = {"nfe_at_reference_accuracy": best["nfe"], "speedup": ref["nfe"] / best["nfe"], "value": best["value"]}
+        row["aup"] = aups[method]
         if thr and method not in ("confidence", "threshold"):
             at = np.interp([p["nfe"] for p in curve["points"]], [p["nfe"] for p in thr], [p["solved_rate"] for p in thr],
                            left=np.nan, right=np.nan)
@@ -144,14 +156,16 @@ def summarize(curves: dict[str, dict], tol: float = 0.01) -> dict:
 
 
 def format_frontier(curves: dict[str, dict]) -> str:
-    """A plain-text table: method, knob value, solved rate, cell accuracy, mean NFE, seconds."""
-    header = f"{'method':<34} {'knob':>16} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'seconds':>8}"
+    """A plain-text table: method, knob value, solved rate, cell accuracy, mean NFE, tokens per forward, seconds,
+    and the curve's AUP on its method's first row."""
+    header = f"{'method':<34} {'knob':>16} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'TPF':>6} {'seconds':>8} {'curve AUP':>9}"
     lines = [header, "-" * len(header)]
+    aups = curve_aups(curves)
     for method, curve in curves.items():
-        for p in curve["points"]:
+        for i, p in enumerate(curve["points"]):
             knob = f"{curve['knob']}={p['value']:g}" if curve["knob"] else "-"
             lines.append(f"{method:<34} {knob:>16} {p['solved_rate']:>8.3f} {p['cell_accuracy']:>9.3f} "
-                         f"{p['nfe']:>8.2f} {p['seconds']:>8.2f}")
+                         f"{p['nfe']:>8.2f} {p['tpf']:>6.2f} {p['seconds']:>8.2f} {f'{aups[method]:.1f}' if i == 0 else '':>9}")
     return "\n".join(lines)
 
 
@@ -164,10 +178,11 @@ def plot_curves(curves: dict[str, dict], path: str | Path, title: str = "") -> N
     from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    aups = curve_aups(curves)
     for method, curve in curves.items():
         pts = sorted(curve["points"], key=lambda p: p["nfe"])
         x, y = [p["nfe"] for p in pts], [100 * p["solved_rate"] for p in pts]
-        ax.plot(x, y, marker="o", ms=4, label=method + (f" ({curve['knob']})" if curve["knob"] else ""))
+        ax.plot(x, y, marker="o", ms=4, label=method + (f" ({curve['knob']})" if curve["knob"] else "") + f", AUP {aups[method]:.1f}")
         for p, xi, yi in zip(pts, x, y):
             if curve["knob"]:
                 ax.annotate(f"{p['value']:g}", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6)

@@ -11,6 +11,7 @@ import inspect
 from typing import Callable
 
 from unmask.policies.base import Policy, ScorePolicy, top_k_mask
+from unmask.policies.baselines import DilatedPolicy, KLASSPolicy, PCSamplerPolicy
 from unmask.policies.heuristics import (
     ConfidencePolicy,
     EntropyBoundedPolicy,
@@ -36,6 +37,9 @@ HEURISTICS: dict[str, Callable[..., Policy]] = {
     "factor": FactorPolicy,
     "eb": EntropyBoundedPolicy,
     "origin": OriginPolicy,
+    "klass": KLASSPolicy,
+    "pc_sampler": PCSamplerPolicy,
+    "dus": DilatedPolicy,
 }
 # upper bounds that read the gold answer (unmask.policies.oracle): references in tables, never deployable
 ORACLES: dict[str, Callable[..., Policy]] = {"oracle": oracle, "gt_margin": gt_margin_oracle}

@@ -28,6 +28,7 @@ class StepState:
     ``transfer_probability`` (b,) the share of masked positions it reveals (Dream ``1 - s / t``). Random
     numbers come from ``draws`` (:mod:`unmask.streams`). ``inputs`` holds per-row policy inputs (b,) the
     caller gave :func:`unmask.engine.generate` (e.g. the speed weight ``alpha`` of alpha-conditioned policies).
+    ``memory`` keeps what a policy carries from one step of a row to its next (:meth:`recall` / :meth:`remember`).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class StepState:
         current: torch.Tensor | None = None,
         offset: int = 0,
         inputs: dict[str, torch.Tensor] | None = None,
+        memory: "RowMemory | None" = None,
     ) -> None:
         if (tokens is None or confidence is None) and choose is None:
             raise ValueError("StepState needs tokens and confidence, or a token choice to draw them")
@@ -58,6 +60,25 @@ class StepState:
         self.hidden, self.rows, self.current = hidden, rows, current
         self.offset = offset  # positions before the region (the prompt): upstream's topk layout, see top_k_mask
         self.inputs = inputs or {}
+        self.memory = memory if memory is not None else RowMemory(candidates.shape[0])
+
+    @property
+    def row_ids(self) -> torch.Tensor:
+        """(b,) each row's index in the generate() batch (``rows``; 0..b-1 for a state built without them)."""
+        return self.rows if self.rows is not None else torch.arange(self.candidates.shape[0], device=self.candidates.device)
+
+    def recall(self, name: str) -> torch.Tensor | None:
+        """What the policy stored under ``name`` at these rows' previous step (None before the first store)."""
+        kept = self.memory.values.get(name)
+        return None if kept is None else kept[self.row_ids]
+
+    def remember(self, name: str, value: torch.Tensor) -> None:
+        """Store ``value`` (b, ...) for these rows' next step; rows absent from this step keep theirs."""
+        kept = self.memory.values.get(name)
+        if kept is None or kept.shape[1:] != value.shape[1:] or kept.dtype != value.dtype:
+            kept = value.new_zeros((self.memory.batch_size, *value.shape[1:]))
+            self.memory.values[name] = kept
+        kept[self.row_ids] = value
 
     @property
     def draws(self) -> Draws:
@@ -103,3 +124,14 @@ class StepState:
     def masked_fraction(self) -> torch.Tensor:
         """Diffusion time t in (0, 1]: the share of the row's generated positions still masked."""
         return self.masked.sum(1) / self.total.clamp(min=1)
+
+
+class RowMemory:
+    """Per-row tensors a policy carries across the steps of one :func:`unmask.engine.generate` call (KLASS's
+    previous distributions, say). The engine makes one per call, so a new batch starts empty, and each
+    :class:`StepState` reads and writes it at its own rows (``StepState.rows``), so a row that finished and left
+    the batch never shifts another's. Policy objects stay stateless: one object can decode many batches."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.values: dict[str, torch.Tensor] = {}
