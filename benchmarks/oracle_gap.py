@@ -6,8 +6,9 @@ upper bounds that read the gold answer, never deployable). ``gap closed`` is (po
 heuristic) / (one-per-step oracle - best one-per-step heuristic), in solved rate.
 
 Commands (the figures in benchmarks/results/oracle_gap.json and docs/oracle_gap.md):
-    .venv/bin/python benchmarks/oracle_gap.py --task sudoku9 --difficulty 24,28,36 --num 300 \
-        --extra "imitation=runs/upo-imitation/imitation/best" ... --out benchmarks/results/oracle_gap.json
+    .venv/bin/python benchmarks/oracle_gap.py --task sudoku9 --difficulty 24,28,36 --num 300
+    .venv/bin/python benchmarks/oracle_gap.py --task sudoku9 --difficulty 24,28,36 --num 300 --append --only-extra \
+        --extra "upo+planner+imitation=runs/upo-imitation-sudoku9-small/imitation/best"
     .venv/bin/python benchmarks/oracle_gap.py --task zebra --num 300 --append
     .venv/bin/python benchmarks/oracle_gap.py --task arithmetic --models arithmetic-carry --difficulty 16 \
         --task-option max_digits=16 --task-option propagate=0.8 --num 300 --append
@@ -31,13 +32,15 @@ from unmask.policies.resolve import SHIPPED_POLICIES
 from unmask.tasks import get_task
 
 ONE_PER_STEP = "confidence,margin,entropy"
-PARALLEL = "threshold:0.9,eb"
+PARALLEL = "threshold:0.9,eb,klass"
 ORACLES = "oracle,gt_margin,oracle:parallel=1"
 
 
 def groups(args: argparse.Namespace, model: str) -> list[tuple[str, str, str]]:
     """(group, label, spec) of every policy of the table for ``model``."""
     shipped = [kind for kind in ("upo", "bernoulli") if (SHIPPED_POLICIES / f"{kind}-{model}").is_dir()]
+    if args.only_extra:
+        return [("ablation", label, spec) for label, _, spec in (e.partition("=") for e in args.extra)]
     rows = [("heuristic", s, s) for s in args.heuristics.split(",") if s]
     rows += [("parallel heuristic", s, s) for s in args.parallel.split(",") if s]
     rows += [("shipped", s, s) for s in shipped]
@@ -58,6 +61,8 @@ def main() -> None:
     p.add_argument("--parallel", default=PARALLEL, help="parallel heuristics (comma-separated specs)")
     p.add_argument("--extra", action="append", default=[], metavar="LABEL=SPEC",
                    help="a policy of the ablation (a checkpoint directory with options), repeatable")
+    p.add_argument("--only-extra", action="store_true",
+                   help="evaluate the --extra policies alone (with --append: rows beside an earlier run's)")
     p.add_argument("--out", default="benchmarks/results/oracle_gap.json")
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     add_task_option(p)

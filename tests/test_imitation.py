@@ -101,3 +101,18 @@ def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resu
 def test_imitation_on_a_task_without_targets_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="task gsm8k gives none .*--imitation-rounds"):
         imitation.collect_states(get_task("gsm8k"), None, None, [object()], None, 0)
+
+
+def test_a_run_may_start_from_a_policy_without_a_planner_and_add_one(tmp_path):
+    train_policy(policy_config(tmp_path / "plain", max_steps=0), progress=False)
+    plain = load_policy(tmp_path / "plain" / "best")
+    from unmask.rl.grpo import GRPOTrainer
+
+    trainer = GRPOTrainer(policy_config(tmp_path / "planned", max_steps=0, planner=True, pair_channels=2,
+                                        planner_d_model=8, init_policy=str(tmp_path / "plain" / "best")), progress=False)
+    assert trainer.policy.planner is not None
+    ours = trainer.policy.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in plain.state_dict().items())
+    with pytest.raises(ValueError, match="d_model: 8 there, 16 here"):
+        GRPOTrainer(policy_config(tmp_path / "other", max_steps=0, planner=True, d_model=16,
+                                  init_policy=str(tmp_path / "plain" / "best")), progress=False)

@@ -113,4 +113,5 @@ class PlackettLuceConfig(ParallelConfig):
 
 
 
+PLANNER_FIELDS = ("planner", "pair_channels", "planner_layers", "planner_d_model", "planner_heads", "planner_length")
 CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}

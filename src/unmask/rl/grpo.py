@@ -39,7 +39,7 @@ from unmask.logging import MetricsLogger
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
 from unmask.policies.base import Policy
-from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
+from unmask.policies.configs import CONFIG_TYPES, PLANNER_FIELDS, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.rl.reference import DEFAULT_BETA, Reference
 from unmask.rl.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
@@ -107,7 +107,8 @@ class GRPOConfig(Config):
                                                    "fewer wrong reveals, for parallel policies)", low=0.0,
                                               low_open=True)
     init_policy: str = option("", "start from this policy checkpoint (e.g. written by unmask pretrain-coupling) "
-                                  "instead of a fresh policy: its kind and settings must be the run's; no coupling "
+                                  "instead of a fresh policy: its kind and settings must be the run's, except that "
+                                  "the run may add a planner (--planner, starting at zero); no coupling "
                                   "pre-training then")
     run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling of the rollouts")
     policy: UPOConfig | ParallelConfig | PlackettLuceConfig = option(
@@ -333,13 +334,16 @@ class GRPOTrainer:
         """Start from the weights of the policy checkpoint ``directory`` (``--init-policy``); keep the final NLL of
         its coupling pre-training (``coupling_nll``, written by ``pretrain-coupling``) for the step-0 row."""
         initial = load_policy(directory)
-        if initial.kind != self.policy.kind or initial.config != self.policy.config:
+        adds_planner = self.policy.planner is not None and initial.planner is None  # a zero-initialised one
+        theirs = replace(initial.config, **{f: getattr(self.policy.config, f) for f in PLANNER_FIELDS}) \
+            if adds_planner else initial.config
+        if initial.kind != self.policy.kind or theirs != self.policy.config:
             ours, theirs = asdict(self.policy.config), asdict(initial.config)
             differ = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items() if theirs.get(k) != v]
             raise ValueError(f"--init-policy {directory} is a {initial.kind} policy with other settings than this run's "
                              f"{self.policy.kind} policy ({'; '.join(differ) or 'another kind'}); train it with this "
                              "run's settings (the same recipe), or drop --init-policy")
-        self.policy.load_state_dict(initial.state_dict())
+        self.policy.load_state_dict({**self.policy.state_dict(), **initial.state_dict()})
         history = initial.record.get("coupling_nll")
         self.initial_metrics = {"coupling_nll": history[-1]} if history else {}
 
