@@ -19,12 +19,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from unmask.checkpoint import (
-    CONFIG,
     LAST,
     TrainingState,
     check_new_run,
     check_resume_settings,
-    load_json,
     load_training_checkpoint,
     resumable_checkpoint,
     save_checkpoint,
@@ -111,7 +109,7 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
     step = 0
     if resume:
         last = resumable_checkpoint(out)
-        check_resume_settings(load_json(last / CONFIG)["train"], asdict(cfg))
+        check_resume_settings(last, asdict(cfg), schedule_uses_max_steps=True)
         rng, state = load_training_checkpoint(last, model, opt)
         gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unmask.checkpoint import (CONFIG, LAST, TrainingState, check_new_run, check_resume_settings, load_json,
-                               load_training_checkpoint, resumable_checkpoint)
+from unmask.checkpoint import (LAST, TrainingState, check_new_run, check_resume_settings, load_training_checkpoint,
+                               resumable_checkpoint)
 from unmask.config import Config, kind_of, option
 from unmask.distributed import current
 from unmask.engine import GenerationOutput, StepRecord, generate
@@ -363,7 +363,7 @@ class GRPOTrainer:
     def resume(self) -> None:
         """Restore the latest complete checkpoint (``last/``, else ``last.prev/``): weights, optimizer, RNGs, counters."""
         last = resumable_checkpoint(self.out)
-        check_resume_settings(load_json(last / CONFIG)["train"], self.cfg.to_dict())
+        check_resume_settings(last, self.cfg.to_dict(), self.cfg.lr_scheduler_type != "constant")
         rng, state = load_training_checkpoint(last, self.policy, self.opt)
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
