@@ -15,9 +15,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from unmask import __version__
 from unmask.checkpoint import save_json
 from unmask.config import Config, add_config_arguments, check_recipe, flat_fields, load_recipe
 from unmask.distributed import RankFailure, current
+from unmask.logging import quiet
 from unmask.policies import parse_value
 from unmask.run_config import ExamplesConfig, RunConfig
 
@@ -300,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an unexpected error (a bug); also accepted after the command")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (as TQDM_DISABLE=1); results and errors are still printed; also "
+                             "accepted after the command")
+    parser.add_argument("--version", action="version", version=f"unmask {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="evaluate unmasking policies side by side")
@@ -404,8 +410,11 @@ EXPECTED = (ValueError, OSError, RankFailure)  # bad input, missing or unwritabl
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["--version"]:
+        print(f"unmask {__version__}")
+        return 0
+    debug, silent = "--debug" in argv, "--quiet" in argv
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
     if argv[:1] == ["lm-eval"]:  # lm-eval's own flags pass through unparsed
         argv.insert(1, "--")
     try:
@@ -415,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unmask{' ' + command if command else ''}: error: {e}", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with quiet(silent):
+            return args.func(args)
     except EXPECTED as e:
         print(f"unmask {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from unmask.checkpoint import (
     LAST,
@@ -28,7 +27,7 @@ from unmask.checkpoint import (
     save_checkpoint,
 )
 from unmask.config import Config, option
-from unmask.logging import MetricsLogger
+from unmask.logging import MetricsLogger, progress_bar
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
 from unmask.tasks import get_task
 
@@ -126,8 +125,8 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
     if not resume:
         save(0)
     model.train()
-    with tqdm(total=cfg.max_steps, initial=step, desc=f"train-mdm {task.name}", disable=not progress,
-              dynamic_ncols=True) as bar:  # closed before an interruption's message is printed
+    with progress_bar(total=cfg.max_steps, initial=step, desc=f"train-mdm {task.name}",
+                      disable=not progress) as bar:  # closed before an interruption's message is printed
         t0 = time.time()
         while step < cfg.max_steps:
             for group in opt.param_groups:

@@ -24,7 +24,6 @@ import sys
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from unmask.integrations import require
 
@@ -35,6 +34,7 @@ from lm_eval.api.registry import register_model  # noqa: E402
 
 from unmask.engine import SamplingConfig, generate  # noqa: E402
 from unmask.likelihood import monte_carlo_log_likelihood  # noqa: E402
+from unmask.logging import progress_bar  # noqa: E402
 from unmask.models import MaskedDiffusionModel, load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
 from unmask.streams import ExampleStreams  # noqa: E402
@@ -168,7 +168,7 @@ class UnmaskLM(LM):
         for i, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(i)
         out: list[str] = [""] * len(requests)
-        bar = tqdm(total=len(requests), desc="unmask generate_until", disable=disable_tqdm or self.rank != 0)
+        bar = progress_bar(total=len(requests), desc="unmask generate_until", disable=disable_tqdm or self.rank != 0)
         for indices in groups.values():
             kwargs = dict(requests[indices[0]].args[1])
             ignored = sorted(set(kwargs) - set(USED_GEN_KWARGS))
@@ -201,7 +201,7 @@ class UnmaskLM(LM):
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         out = []
-        for request in tqdm(requests, desc="unmask loglikelihood", disable=disable_tqdm or self.rank != 0):
+        for request in progress_bar(requests, desc="unmask loglikelihood", disable=disable_tqdm or self.rank != 0):
             context, continuation = request.args
             prompt, answer = self.encode_pair(context, continuation)
             ll = monte_carlo_log_likelihood(self.mdm, prompt, answer, self.mc_num, self.mc_batch_size, self.cfg_scale,

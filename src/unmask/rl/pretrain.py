@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from unmask.engine import SamplingConfig, generate
+from unmask.logging import progress_bar
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
 from unmask.policies.learned import LearnedPolicy
@@ -43,8 +43,8 @@ def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolic
     policy.eval()
     policy = policy.with_options(mode="sample")
     parts: list[dict[str, torch.Tensor]] = []
-    for i in tqdm(range(0, len(examples), batch_size), desc=f"coupling rollouts ({len(examples)} prompts)",
-                  disable=not progress, dynamic_ncols=True):
+    for i in progress_bar(range(0, len(examples), batch_size), desc=f"coupling rollouts ({len(examples)} prompts)",
+                          disable=not progress):
         batch = examples[i : i + batch_size]
         target = task.targets(batch, model).to(model.device)
         enc = task.encode(batch, model)
@@ -69,7 +69,7 @@ def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPo
     opt = torch.optim.Adam(policy.coupling.parameters(), lr=learning_rate)
     policy.train()
     history = []
-    bar = tqdm(range(epochs), desc=f"coupling ({len(states['target'])} states)", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(epochs), desc=f"coupling ({len(states['target'])} states)", disable=not progress)
     for _ in bar:
         perm = torch.randperm(len(states["target"]), generator=generator, device=generator.device)
         total = 0.0
