@@ -270,6 +270,23 @@ def cmd_show_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from unmask.integrations import require
+
+    require("transformers", "hf", "make-tiny")
+    from unmask.models.tiny import FAMILIES, save_tiny
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES)) or ([] if families else [args.families])
+    if unknown:
+        raise ValueError(f"--families {args.families!r}: unknown {', '.join(map(repr, unknown))}; give a comma list "
+                         f"of {', '.join(FAMILIES)}")
+    for family in families:
+        out = save_tiny(Path(args.output_dir) / family, family, context=args.context, seed=args.seed)
+        print(f"wrote {out} (random {family}, {args.context}-token context): --model hf:{out}")
+    return 0
+
+
 def _add_run(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """The run's flags (task, model, data, sampling) and the examples' (num, limit, batch size)."""
     add_config_arguments(p, RunConfig, skip=skip)
@@ -322,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     from unmask.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+    from unmask.models.tiny import CONTEXT as TINY_CONTEXT
 
     p = sub.add_parser("frontier", help="sweep each method's speed knob: solved rate vs mean NFE (PNG + JSON)",
                        description="Curves: confidence over k tokens per step, threshold over its value, and each "
@@ -396,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="order.png", help="write the heatmap (PNG) here")
     p.add_argument("--json", default=None, help="write every example's reveal steps and tokens (JSON) here")
     p.set_defaults(func=cmd_show_order)
+
+    p = sub.add_parser("make-tiny", help="write tiny random LLaDA / Dream checkpoints (real layout) to try hf: models on a CPU",
+                       description="Writes OUTPUT_DIR/llada and OUTPUT_DIR/dream: config.json, model.safetensors "
+                                   "(upstream parameter names) and a word-level tokenizer; load them with --model "
+                                   "hf:OUTPUT_DIR/llada. Random weights: the answers are noise (needs pip install "
+                                   "'unmask[hf]').")
+    p.add_argument("--output-dir", default="tiny-models", help="directory that receives one checkpoint per family")
+    p.add_argument("--families", default="llada,dream", help="comma list of llada, dream")
+    p.add_argument("--context", type=int, default=TINY_CONTEXT, help="context window in tokens (prompt + generated), >= 8")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.set_defaults(func=cmd_make_tiny)
 
     p = sub.add_parser("lm-eval", help="lm-evaluation-harness with the unmask model registered (lm_eval --model unmask)",
                        description="Runs lm-eval's own command line, e.g. unmask lm-eval --model unmask --model_args "

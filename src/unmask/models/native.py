@@ -9,7 +9,7 @@ transformers' ``Cache`` classes work as for any transformers model. No code from
 
 A family (``unmask.models.llada``, ``unmask.models.dream``) is a subclass that names its layer classes, how its
 ``config.json`` becomes a transformers config, and how its checkpoint's parameter names map onto this module
-tree (``key_mapping``: regex -> replacement, as ``from_pretrained(key_mapping=...)`` takes it).
+tree (``checkpoint_names``, and as ``key_mapping`` regexes the way ``from_pretrained(key_mapping=...)`` takes them).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
+
+
+def prefix_mapping(names: dict[str, str]) -> dict[str, str]:
+    """``key_mapping`` regexes for checkpoint -> module tree name prefixes (``{i}``: a layer index)."""
+    return {"^" + re.escape(stored).replace(r"\{i\}", r"(\d+)"): ours.replace("{i}", r"\1") for stored, ours in names.items()}
 
 
 class BidirectionalBackbone(nn.Module):
@@ -58,7 +63,8 @@ class BidirectionalLM(PreTrainedModel):
     layer_class: ClassVar[type]
     norm_class: ClassVar[type]
     rotary_class: ClassVar[type]
-    key_mapping: ClassVar[dict[str, str]] = {}  # checkpoint name regex -> this module tree's name
+    checkpoint_names: ClassVar[dict[str, str]] = {}  # checkpoint name prefix -> this module tree's ({i}: layer)
+    key_mapping: ClassVar[dict[str, str]] = {}  # the same as regexes (prefix_mapping), as from_pretrained takes them
     family: ClassVar[str]
     config_from_dict: ClassVar[Callable[[dict], PretrainedConfig]]  # config.json -> transformers config (ValueError: variant)
     base_model_prefix = "model"
@@ -116,6 +122,15 @@ class BidirectionalLM(PreTrainedModel):
         """A checkpoint parameter name in this module tree's naming (``key_mapping`` applied in order)."""
         for pattern, replacement in cls.key_mapping.items():
             name = re.sub(pattern, replacement, name)
+        return name
+
+    @classmethod
+    def checkpoint_name(cls, name: str) -> str:
+        """The checkpoint's name of one of this module tree's parameters (the inverse of :meth:`rename`)."""
+        for stored, ours in cls.checkpoint_names.items():
+            found = re.match(re.escape(ours).replace(r"\{i\}", r"(\d+)"), name)
+            if found:
+                return stored.replace("{i}", found.group(1) if found.groups() else "") + name[found.end():]
         return name
 
     @classmethod
