@@ -71,7 +71,7 @@ def prepare_run(task: str, model: str | None, data: str | None, num: int, diffic
     examples = examples[:limit] if limit else examples
     shown = ",".join(map(str, run.difficulty)) if run.difficulty else None
     generated = f"generated:num={num}:{task_obj.difficulty_name}={shown}:seed={seed}"
-    context = {"model": model_name, "task": task, "data": data or generated}
+    context = {"model": model_name, "task": task, "data": data or generated, "processes": current().world_size}
     return task_obj, mdm, examples, context
 
 

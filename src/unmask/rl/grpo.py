@@ -349,7 +349,8 @@ class GRPOTrainer:
 
     # ----- persistence -----
     def _meta(self) -> dict:
-        return {"train": self.cfg.to_dict(), "mdm": self.cfg.run.model or self.task.default_model, "task": self.task.name}
+        return {"train": self.cfg.to_dict(), "mdm": self.cfg.run.model or self.task.default_model, "task": self.task.name,
+                "processes": self.dist.world_size}
 
     def save(self) -> None:
         """The resumable checkpoint ``last/`` of the current step, atomically (:func:`unmask.checkpoint.save_checkpoint`)."""
