@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_tiny)
 
     p = sub.add_parser("lm-eval", help="lm-evaluation-harness with the unmask model registered (lm_eval --model unmask)",
-                       description="Runs lm-eval's own command line, e.g. unmask lm-eval --model unmask --model_args "
+                       description="Runs lm-eval's own command line, e.g. unmask lm-eval run --model unmask --model_args "
                                    "model=hf:NAME,policy=threshold:0.9 --tasks gsm8k (needs pip install 'unmask[lm-eval]').")
     p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm_eval arguments")
     p.set_defaults(func=cmd_lm_eval)

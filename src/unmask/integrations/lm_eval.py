@@ -233,10 +233,15 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def run_lm_eval(argv: list[str]) -> int:
-    """lm-eval's command line (``lm_eval ARGS``) in this process, with the ``unmask`` model registered."""
+    """lm-eval's command line (``lm_eval ARGS``) in this process, with the ``unmask`` model registered; without
+    ``--device`` the model runs on unmask's default device (cuda when PyTorch sees a GPU, else cpu) instead of
+    lm-eval's ``cuda:0``."""
     from lm_eval.__main__ import cli_evaluate
 
-    saved, sys.argv = sys.argv, ["lm_eval", *argv[argv[:1] == ["--"] :]]
+    argv = argv[argv[:1] == ["--"] :]
+    if not any(a == "--device" or a.startswith("--device=") for a in argv):
+        argv = [*argv, "--device", "cuda" if torch.cuda.is_available() else "cpu"]
+    saved, sys.argv = sys.argv, ["lm_eval", *argv]
     try:
         cli_evaluate()
     finally:
