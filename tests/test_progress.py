@@ -1,6 +1,7 @@
 """Progress output (unmask.logging.progress_bar): plain lines in a log file, none with TQDM_DISABLE or --quiet;
 and ``unmask --version``."""
 
+import io
 import os
 
 import pytest
@@ -43,3 +44,15 @@ def test_tqdm_disable_and_quiet_leave_only_the_results(capfd, monkeypatch, no_tq
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"unmask {__version__}"
+
+
+def test_line_progress_writes_at_most_one_line_per_interval_and_always_the_final_count(no_tqdm_env):
+    from unmask.logging import progress_bar
+
+    buf = io.StringIO()
+    with progress_bar(total=50, desc="steps", file=buf) as bar:
+        for _ in range(50):
+            bar.update(1)
+            bar.set_postfix(loss=1.0)  # a refresh per step, as the trainers do
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("steps:   0%") and lines[1].startswith("steps: 100%"), lines

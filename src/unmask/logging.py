@@ -38,18 +38,23 @@ class LineProgress(tqdm):
     """tqdm writing each update as a plain line (no carriage returns, no cursor moves for nested bars): the
     progress of a run whose output goes to a file. A bar that stays (``leave``) ends on its final count."""
 
-    shown = -1  # the count last written
+    shown, shown_at = -1, float("-inf")  # the count last written, and when
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        if msg == "" or self.n == self.shown:  # "": tqdm clearing a bar; the same count: written already
+        """One line, unless tqdm is clearing a bar (``msg == ""``), the count was written already, or the last
+        line is under ``mininterval`` old (a refresh after ``set_postfix``); the final count is always written."""
+        now = self._time()
+        recent = now - self.shown_at < self.mininterval and self.n != self.total
+        if msg == "" or self.n == self.shown or recent:
             return False
-        self.shown = self.n
+        self.shown, self.shown_at = self.n, now
         self.fp.write((msg or self.__str__()) + "\n")
         self.fp.flush()
         return True
 
     def close(self) -> None:
         if not self.disable and self.leave:
+            self.shown_at = float("-inf")
             self.display()
         self.leave = False  # tqdm's own close then only clears, which writes nothing here
         super().close()
