@@ -184,7 +184,7 @@ def check_tensors(model: BidirectionalLM, found: dict[str, tuple[int, ...]], sou
 def checkpoint_tensors(path: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in a local safetensors checkpoint (headers only, nothing loaded); one clear
     error for a missing shard or a missing weights file."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     index = path / SAFETENSORS_INDEX
     if index.is_file():
@@ -205,7 +205,11 @@ def checkpoint_tensors(path: Path) -> dict[str, tuple[int, ...]]:
         )
     shapes: dict[str, tuple[int, ...]] = {}
     for name in files:
-        with safe_open(str(path / name), framework="pt") as f:
-            for key in f.keys():
-                shapes[key] = tuple(f.get_slice(key).get_shape())
+        try:
+            with safe_open(str(path / name), framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        except SafetensorError as e:
+            raise ValueError(f"{path / name} is not a complete safetensors file ({e}): a cut or corrupt download; "
+                             f"download it again (e.g. `hf download REPO --local-dir {path}`)") from None
     return shapes
