@@ -250,11 +250,18 @@ def test_an_empty_policy_in_the_list_is_refused(capsys, policies):
     assert "has an empty entry" in line
 
 
-def test_a_rerun_demo_warns_that_it_replaces_the_earlier_one(tmp_path, capsys):
+def test_a_rerun_demo_warns_that_it_replaces_the_earlier_one(tmp_path):
+    """The warning comes before any work (turned into an error here, so that the demo stops at it)."""
+    import warnings
+
+    from unmask.api import demo
+
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "demo_results.json").write_text("{}")
-    with pytest.warns(UserWarning, match="holds an earlier demo; it is replaced"):
-        assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--num", "1", "--train-steps", "0"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="holds an earlier demo; it is replaced"):
+            demo(output_dir=str(tmp_path / "demo"), num=1, train_steps=0)
 
 
 # the Python API: one ValueError naming the problem, never a raw exception or a silent result

@@ -158,7 +158,8 @@ def test_a_failing_rank_stops_the_other_with_a_message_and_a_whole_checkpoint(tm
     for p in ranks:
         p.join(timeout=240)
     assert [p.exitcode for p in ranks] == [1, 3], "rank 0 must stop (not hang) once rank 1 is gone"
-    assert "another process of this run stopped" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "unmask: 2 processes (gloo, CPU)" in err and "another process of this run stopped" in err
     last = resumable_checkpoint(tmp_path / "run")  # the last save is whole: --resume continues from it
     assert last.name == LAST and load_json(last / MANIFEST)["step"] == 2
 

@@ -18,6 +18,7 @@ no example is ever decoded twice or counted twice.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import pickle
@@ -244,6 +245,12 @@ class _Objective(torch.nn.Module):
 _CURRENT: Distributed | None = None
 
 
+def _leave() -> None:
+    """Close this process's side of the process group at exit (left open, gloo's threads abort the process)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def current(timeout_minutes: float = 30.0) -> Distributed:
     """This process's :class:`Distributed`; the first call under a launcher starts the process group through
     accelerate (``PartialState``: gloo on CPU or with ``accelerate launch --cpu``, NCCL on GPU, each process on
@@ -263,6 +270,7 @@ def current(timeout_minutes: float = 30.0) -> Distributed:
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     state = PartialState(cpu=cpu, backend="gloo" if cpu else "nccl",
                          timeout=datetime.timedelta(minutes=timeout_minutes))
+    atexit.register(_leave)
     device = str(state.device) if state.device.type == "cuda" else "cpu"
     if device != "cpu":
         torch.cuda.set_device(state.device)
