@@ -33,6 +33,7 @@ def test_make_tiny_writes_each_family_in_its_upstream_layout(tiny_dir):
     assert json.loads((tiny_dir / "llada" / "config.json").read_text())["max_sequence_length"] == 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_a_tiny_checkpoint_runs_the_models_page_example_with_256_tokens(tiny_dir, family, shared_data):
     """docs/models.md's Python example (GSM8K, 256 generated tokens; LLaDA in blocks of 32), on 2 examples and

@@ -9,7 +9,7 @@ import pytest
 from unmask import __version__
 from unmask.cli import main
 
-EVAL = ["eval", "--task", "sudoku4", "--num", "8", "--batch-size", "2", "--policies", "confidence,random"]
+EVAL = ["eval", "--task", "sudoku4", "--num", "4", "--batch-size", "2", "--policies", "confidence,random"]
 
 
 @pytest.fixture
