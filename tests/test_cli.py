@@ -72,6 +72,7 @@ def test_train_mdm_and_policy_from_the_command_line(tmp_path, capsys):
     assert "upo:pol/best" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_trains_on_4x4_and_compares_on_both_sudokus(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), "--num", "6", "--train-steps", "2"]) == 0
