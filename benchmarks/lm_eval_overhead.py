@@ -158,7 +158,6 @@ def main() -> None:
         for name in ("tiny_math.yaml", "utils.py"):
             shutil.copy(TASK_FILES / name, tmp / name)
         data = write_data(tmp, model, args)
-        os.chdir(tmp)  # the YAML names its JSONL relative to the working directory
         for policy in args.policies.split(","):
             ours, harness = [], []
             sides = {"unmask": lambda: ours.append(run_unmask(model, data, policy, args)),

@@ -28,39 +28,12 @@ from types import ModuleType
 import pytest
 import torch
 
+from unmask.models.tiny import (EOS, MASK, PAD, randomize_, save_safetensors, tiny_dream_config,  # noqa: F401
+                                tiny_llada_config)
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fast_dllm"
 LLADA_DIR = REFERENCE / "llada" / "model"
 DREAM_DIR = REFERENCE / "dream" / "model"
-MASK = 4  # tiny_hf.WORDS.index("[MASK]"): the tiny tokenizer's mask, used as both configs' mask_token_id
-PAD, EOS = 0, 5
-
-
-def tiny_llada_config(**overrides) -> dict:
-    """A LLaDA-8B-shaped ``config.json`` (LLaMA blocks, SwiGLU, RMSNorm, RoPE, untied head, GQA) at d_model 32."""
-    return {
-        "model_type": "llada", "architectures": ["LLaDAModelLM"],
-        "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM"},
-        "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2, "mlp_hidden_size": 48, "mlp_ratio": 4,
-        "activation_type": "silu", "block_type": "llama", "layer_norm_type": "rms", "rms_norm_eps": 1e-5,
-        "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "alibi": False, "flash_attention": False,
-        "include_bias": False, "include_qkv_bias": False, "bias_for_layer_norm": False, "weight_tying": False,
-        "attention_dropout": 0.0, "residual_dropout": 0.0, "embedding_dropout": 0.0, "init_device": "cpu",
-        "init_fn": "normal", "max_sequence_length": 128, "vocab_size": 64, "embedding_size": 64,
-        "mask_token_id": MASK, "eos_token_id": EOS, "pad_token_id": PAD, "use_cache": False, **overrides,
-    }
-
-
-def tiny_dream_config(**overrides) -> dict:
-    """A Dream-7B-shaped ``config.json`` (Qwen2 blocks with q/k/v biases, GQA, untied head) at hidden size 32."""
-    return {
-        "model_type": "Dream", "architectures": ["DreamModel"],
-        "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
-        "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": 128,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_scaling": None, "tie_word_embeddings": False,
-        "use_sliding_window": False, "attention_dropout": 0.0, "mask_token_id": MASK, "pad_token_id": PAD,
-        "bos_token_id": 2, "eos_token_id": EOS, **overrides,
-    }
 
 
 def _import_package(name: str, folder: Path) -> ModuleType:
@@ -109,17 +82,6 @@ def import_dream() -> ModuleType:
     return package
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter with N(0, 0.3^2) (1-D: norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2))."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # in place: no temporary as large as a weight (benchmarks/native_backends.py measures memory)
-        for name, p in model.named_parameters():
-            p.normal_(generator=gen).mul_(0.1 if p.dim() == 1 else 0.3)
-            if p.dim() == 1 and not name.endswith("bias"):
-                p.add_(1)
-    return model
-
-
 def _model_config_kwargs(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "auto_map")}
 
@@ -154,23 +116,11 @@ def save_official(reference: torch.nn.Module, raw: dict, directory: Path, shards
     shards with ``model.safetensors.index.json`` (upstream parameter names), the tokenizer (default: the tiny
     word-level one with a chat template; a mask token only for Dream, as upstream) and, with ``with_code``,
     the upstream modeling files beside them (what a hub repository carries for ``trust_remote_code``)."""
-    from safetensors.torch import save_file
-
     import tiny_hf
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in reference.state_dict().items() if not k.endswith("inv_freq")}
-    names = list(state)
-    weight_map = {}
-    for i in range(shards):
-        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {k: state[k] for k in names[i::shards]}
-        save_file(part, str(directory / file), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(part, file))
-    total = sum(v.numel() * v.element_size() for v in state.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    save_safetensors(reference.state_dict(), directory, shards)
     (directory / "config.json").write_text(json.dumps(raw, indent=2))
     tok = tokenizer or tiny_hf.tokenizer(mask=raw["model_type"].lower() == "dream", chat=True)
     tok.save_pretrained(directory)

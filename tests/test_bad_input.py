@@ -172,3 +172,148 @@ def test_an_unexpected_error_says_it_is_a_bug_and_shows_the_traceback_only_with_
     assert "--debug" in err and "Traceback" not in err
     assert main(["eval", "--task", "sudoku4", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+# ----- issue 31 item 7: the last silent or unclear cases -----
+def test_a_policy_used_with_another_mdm_of_the_same_shape_warns_and_shipped_names_resolve():
+    """bernoulli-sudoku9-small reads confidences only, so it fits sudoku9-base; it was trained against -small."""
+    from unmask.models import load_model
+    from unmask.policies.resolve import resolve_policies
+
+    with pytest.warns(UserWarning, match="trained against the MDM 'sudoku9-small', not 'sudoku9-base'"):
+        (policy,) = resolve_policies("bernoulli-sudoku9-small", load_model("sudoku9-base"))
+    assert policy.name == "bernoulli-sudoku9-small"
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.update(policy=["upo"]), "the 'policy' section must be a mapping of settings"),
+    (lambda m: m["policy"].pop("feature_size"), "the 'policy' section has no feature_size"),
+])
+def test_policy_checkpoint_with_a_broken_section_is_named(capsys, tmp_path, change, message):
+    path = copy_policy(tmp_path)
+    meta = json.loads((path / "config.json").read_text())
+    change(meta)
+    (path / "config.json").write_text(json.dumps(meta))
+    line = one_error(capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", str(path)])
+    assert message in line and "different checkpoints" not in line
+
+
+def test_corrupt_weight_bytes_of_a_saved_policy_are_refused(capsys, tmp_path):
+    from unmask.policies.learned import load_policy
+
+    saved = tmp_path / "saved"
+    load_policy(ASSETS / "policies" / "upo-sudoku4").save(saved, {"mdm": "sudoku4"})  # a save writes its manifest
+    weights = saved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = bytes(4)  # the last float: still a loadable file
+    weights.write_bytes(bytes(data))
+    line = one_error(capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", str(saved)])
+    assert f"policy checkpoint {saved} is mixed or corrupt: model.safetensors is not the file its manifest lists" in line
+
+
+def test_a_cut_safetensors_shard_of_an_hf_model_is_a_user_error(capsys, tmp_path):
+    pytest.importorskip("transformers")
+    assert main(["make-tiny", "--output-dir", str(tmp_path), "--families", "llada"]) == 0
+    weights = tmp_path / "llada" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+    line = one_error(capsys, ["eval", "--task", "gsm8k", "--model", f"hf:{tmp_path / 'llada'}", "--data",
+                              str(tmp_path / "none.jsonl"), "--policies", "confidence"])
+    assert f"{weights} is not a complete safetensors file" in line and "download it again" in line
+
+
+def test_errors_of_an_atomic_write_name_the_users_file_not_the_temporary_one(tmp_path):
+    from unmask.checkpoint import save_json
+
+    (tmp_path / "results.json").mkdir()
+    with pytest.raises(IsADirectoryError) as error:
+        save_json(tmp_path / "results.json", {})
+    assert error.value.filename == str(tmp_path / "results.json") and ".tmp" not in str(error.value)
+
+
+def test_metrics_csv_that_cannot_be_written_is_named(capsys, tmp_path):
+    (tmp_path / "run" / "metrics.csv").mkdir(parents=True)
+    line = one_error(capsys, ["train-mdm", *TINY_MDM, "--task", "sudoku4", "--max-steps", "1", "--output-dir",
+                              str(tmp_path / "run")])
+    assert str(tmp_path / "run" / "metrics.csv") in line and ".tmp" not in line
+
+
+def test_more_steps_than_generated_positions_warns(capsys):
+    with pytest.warns(UserWarning, match="steps 20 is more than the 12 masked positions to generate"):
+        assert main(["eval", "--task", "sudoku4", "--num", "2", "--clues", "4", "--steps", "20",
+                     "--policies", "confidence"]) == 0
+
+
+@pytest.mark.parametrize("policies", ["confidence,,margin", "confidence,"])
+def test_an_empty_policy_in_the_list_is_refused(capsys, policies):
+    line = one_error(capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", policies])
+    assert "has an empty entry" in line
+
+
+def test_a_rerun_demo_warns_that_it_replaces_the_earlier_one(tmp_path):
+    """The warning comes before any work (turned into an error here, so that the demo stops at it)."""
+    import warnings
+
+    from unmask.api import demo
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "demo_results.json").write_text("{}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="holds an earlier demo; it is replaced"):
+            demo(output_dir=str(tmp_path / "demo"), num=1, train_steps=0)
+
+
+# the Python API: one ValueError naming the problem, never a raw exception or a silent result
+def _sudoku4():
+    from unmask.models import load_model
+    from unmask.tasks import get_task
+
+    return get_task("sudoku4"), load_model("sudoku4")
+
+
+def test_generate_refuses_float_ids_and_ids_outside_the_vocabulary_before_any_forward():
+    import torch
+
+    from unmask.engine import generate
+    from unmask.policies import get_policy
+
+    task, model = _sudoku4()
+    ids = task.encode(task.generate(2, seed=0, difficulty=6), model).input_ids
+    with pytest.raises(ValueError, match="input_ids must hold integer token ids .*got dtype torch.float32"):
+        generate(model, ids.float(), get_policy("confidence"))
+    solved = torch.zeros_like(ids)  # no mask anywhere: no forward would see the bad id
+    solved[0, 0] = model.vocab_size + 3
+    with pytest.raises(ValueError, match=rf"token ids must lie in \[0, {model.vocab_size}\)"):
+        generate(model, solved, get_policy("confidence"))
+
+
+def test_task_methods_refuse_what_they_cannot_use():
+    task, model = _sudoku4()
+    with pytest.raises(ValueError, match="sudoku4: examples must be SudokuExample objects.*got str"):
+        task.encode(["1234"], model)
+    examples = task.generate(2, seed=0)
+    with pytest.raises(ValueError, match="sudoku4: 1 completions for 2 examples"):
+        task.score(examples, [[1] * 16])
+    with pytest.raises(ValueError, match="number of examples to generate must be an integer >= 0, got -1"):
+        task.generate(-1)
+
+
+@pytest.mark.parametrize("spec", [None, 3, ""])
+def test_a_policy_spec_that_is_not_a_string_is_refused(spec):
+    from unmask.policies import get_policy
+    from unmask.policies.resolve import resolve_policies
+
+    with pytest.raises(ValueError, match="a policy spec is a non-empty string"):
+        get_policy(spec)
+    _, model = _sudoku4()
+    with pytest.raises(ValueError, match="a policy spec is a non-empty string"):
+        resolve_policies(["confidence", spec], model)
+
+
+@pytest.mark.parametrize("length", [{"gen_length": 0}, {"max_new_tokens": -1}])
+def test_unmask_generate_refuses_a_length_below_1_before_loading_anything(length):
+    import unmask
+
+    with pytest.raises(ValueError, match=f"{next(iter(length))} must be an integer >= 1 .*got {next(iter(length.values()))}"):
+        unmask.generate(None, prompts=["1 + 2"], **length)

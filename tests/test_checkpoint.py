@@ -1,6 +1,7 @@
 """unmask.checkpoint: whole-directory atomic saves, manifest verification, resume's fallback (issue 18)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,10 +126,15 @@ def test_a_fresh_run_refuses_a_directory_that_holds_a_run(tmp_path):
         check_new_run(tmp_path)
 
 
-def test_changed_settings_are_listed():
-    check_resume_settings({"lr": 1, "steps": 2}, {"lr": 1, "steps": 2})
+def test_changed_settings_are_listed(tmp_path):
+    def saved(train: dict) -> Path:
+        (tmp_path / "config.json").write_text(json.dumps({"train": train}))
+        (tmp_path / "trainer_state.json").write_text(json.dumps({"step": 2}))
+        return tmp_path
+
+    check_resume_settings(saved({"lr": 1, "max_steps": 2}), {"lr": 1, "max_steps": 2}, True)
     with pytest.raises(ValueError, match=r"settings differ .*'lr': \(1, 2\).*'old': \(3, None\)"):
-        check_resume_settings({"lr": 1, "old": 3}, {"lr": 2})
+        check_resume_settings(saved({"lr": 1, "max_steps": 2, "old": 3}), {"lr": 2, "max_steps": 2}, True)
 
 
 def test_the_manifest_lists_sizes_and_hashes(tmp_path):

@@ -105,3 +105,26 @@ def test_resume_drops_metrics_rows_after_the_checkpoint_and_a_cut_last_row(tmp_p
                                                                   "3,0.3,3.0"]
     MetricsLogger(tmp_path, resume_step=2).close()
     assert (tmp_path / "metrics.csv").read_text().splitlines()[-1] == "2,0.4,2.0"
+
+
+def test_a_moved_run_resumes_by_a_relative_path_and_extends_its_max_steps(tmp_path, monkeypatch, one_thread):
+    """The run directory is where the checkpoint is, whatever it is called now: a run trained for 1 step
+    elsewhere, moved, and resumed through a relative path with --max-steps 2 equals a 2-step run."""
+    train_policy(policy_config(tmp_path / "ref", max_steps=2), progress=False)
+    train_policy(policy_config(tmp_path / "elsewhere" / "run", max_steps=1), progress=False)
+    (tmp_path / "elsewhere" / "run").rename(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    train_policy(policy_config("run", max_steps=2), resume=True, progress=False)
+    for name in ("last/model.safetensors", "best/model.safetensors"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    assert metrics_rows(tmp_path / "run") == metrics_rows(tmp_path / "ref")
+
+
+def test_resume_refuses_a_max_steps_below_the_checkpoint_and_warns_of_a_stretched_schedule(tmp_path, capsys, one_thread):
+    argv = ["train-mdm", *MDM, "--max-steps", "2", "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert main([*argv[:-4], "--max-steps", "1", "--output-dir", str(tmp_path / "run"), "--resume"]) == 2
+    assert "the checkpoint is at step 2, past --max-steps 1; give --max-steps 2 or more" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="--max-steps 2 -> 3 changes the learning rate schedule from step 2 on"):
+        assert main([*argv[:-4], "--max-steps", "3", "--output-dir", str(tmp_path / "run"), "--resume"]) == 0
+    assert [r["step"] for r in metrics_rows(tmp_path / "run")] == ["1", "2", "3"]

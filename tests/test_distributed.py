@@ -1,8 +1,8 @@
 """Several processes (unmask.distributed): shards, and two gloo processes giving the one-process results.
 
-The slow tests launch real process groups on the CPU: ``accelerate launch`` with the repository's
-``recipes/accelerate/cpu.yaml`` for ``unmask eval`` and ``unmask train-policy``, and two spawned processes
-for a rank that fails.
+The slow tests launch real process groups on the CPU: ``torchrun --nproc_per_node 2`` for ``unmask eval`` and
+``unmask train-policy`` (each asserting the world size it ran with), two spawned processes for a rank that fails,
+and ``accelerate launch`` on the CPU, which starts one process and is refused.
 """
 
 import json
@@ -21,19 +21,20 @@ from unmask.checkpoint import (LAST, MANIFEST, PREVIOUS, WEIGHTS, load_json, loa
 from unmask.cli import main as cli
 from unmask.distributed import Distributed
 
-REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
 
 
 def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    """``accelerate launch`` two gloo processes of ``python -m unmask ARGS`` (one thread each)."""
-    if ACCELERATE is None:
-        pytest.skip("accelerate is not installed (pip install -e '.[distributed]')")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29400 + os.getpid() % 500)}
-    cmd = [ACCELERATE, "launch", "--config_file", str(REPO / "recipes" / "accelerate" / "cpu.yaml"),
-           "--main_process_port", env["MASTER_PORT"], "-m", "unmask", *args]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    """``torchrun`` two gloo processes of ``python -m unmask ARGS`` (one thread each); rank 0 must say that two
+    processes ran."""
+    pytest.importorskip("accelerate")
+    port = str(29400 + os.getpid() % 500)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "unmask", "--", *args]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "unmask: 2 processes (gloo, CPU)" in done.stderr
     return done
 
 
@@ -82,6 +83,7 @@ def test_eval_on_two_processes_writes_the_one_process_json(tmp_path, mdm_dir):
     assert cli([*args, "--json", str(tmp_path / "one.json")]) == 0
     launch([*args, "--batch-size", "3", "--json", str(tmp_path / "two.json")], tmp_path)
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert (one.pop("processes"), two.pop("processes")) == (1, 2)
     for report in (one, two):
         for row in report["results"]:
             row.pop("seconds")
@@ -156,6 +158,31 @@ def test_a_failing_rank_stops_the_other_with_a_message_and_a_whole_checkpoint(tm
     for p in ranks:
         p.join(timeout=240)
     assert [p.exitcode for p in ranks] == [1, 3], "rank 0 must stop (not hang) once rank 1 is gone"
-    assert "another process of this run stopped" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "unmask: 2 processes (gloo, CPU)" in err and "another process of this run stopped" in err
     last = resumable_checkpoint(tmp_path / "run")  # the last save is whole: --resume continues from it
     assert last.name == LAST and load_json(last / MANIFEST)["step"] == 2
+
+
+@pytest.mark.slow
+def test_accelerate_launch_on_the_cpu_is_refused_not_run_as_one_process(tmp_path):
+    """accelerate 1.x's CPU launch starts one process without WORLD_SIZE: one error naming torchrun."""
+    if ACCELERATE is None:
+        pytest.skip("accelerate is not installed (pip install -e '.[distributed]')")
+    cmd = [ACCELERATE, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "unmask", "eval", "--task", "sudoku4", "--num", "2"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # (accelerate adds its own traceback of the exit status)
+    assert "unmask eval: error: asked for several processes through accelerate launch, but this process was started " \
+           "alone" in done.stderr
+    assert "torchrun --nproc_per_node N -m unmask -- COMMAND" in done.stderr
+
+
+def test_an_mpirun_world_without_world_size_is_refused(monkeypatch, capsys):
+    import unmask.distributed as distributed
+
+    monkeypatch.setattr(distributed, "_CURRENT", None)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert cli(["eval", "--task", "sudoku4", "--num", "2"]) == 2
+    assert "asked for 4 processes through mpirun, but this process was started alone" in capsys.readouterr().err

@@ -31,7 +31,6 @@ SETTINGS = {"gen_length": 8, "steps": 4, "block_length": 4}
 def offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(DATA)  # the task YAMLs name their JSONL relative to it
     monkeypatch.setattr(lm_eval.evaluator, "add_env_info", lambda results: None)  # lm-eval's `pip list`: 4 s a run
 
 
@@ -142,10 +141,15 @@ def test_a_missing_extra_names_its_pip_install(monkeypatch):
 
 
 @pytest.mark.slow
-def test_unmask_lm_eval_runs_the_harness_command_line(bert, tmp_path):
+def test_unmask_lm_eval_runs_the_harness_command_line(bert, tmp_path, monkeypatch):
+    """The documented form from another working directory, with no device: lm-eval's cuda:0 default would fail
+    on a machine without a GPU; unmask's default device is used."""
     from unmask.cli import main
 
-    code = main(["lm-eval", "--model", "unmask", "--model_args", model_args(bert), "--tasks", "unmask_tiny_math",
+    monkeypatch.chdir(tmp_path)
+    args = model_args(bert).replace(",device=cpu", "")
+    assert "device" not in args
+    code = main(["lm-eval", "run", "--model", "unmask", "--model_args", args, "--tasks", "unmask_tiny_math",
                  "--include_path", str(DATA), "--batch_size", "4", "--output_path", str(tmp_path)])
     assert code == 0
     assert list(tmp_path.rglob("results_*.json"))

@@ -216,6 +216,7 @@ def test_cli_eval_runs_a_hf_model_on_gsm8k(tmp_path, capsys):
     assert "apply to Hugging Face models" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_train_policy_runs_upo_on_a_hf_model_with_the_upo_reward(tmp_path, capsys):
     """The GPU recipe's train-policy form, end to end on a tiny masked LM: data file, HF flags, blocks, UPO reward."""
     model_dir = save_bert(tmp_path / "bert", chat=True)
@@ -236,6 +237,7 @@ def test_cli_train_policy_runs_upo_on_a_hf_model_with_the_upo_reward(tmp_path, c
     assert rc == 0, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_trains_a_bernoulli_policy_on_a_hf_model_and_plots_its_frontier(tmp_path, capsys):
     """The parallel GPU recipe's form on a tiny masked LM: alpha-conditioned Bernoulli on gsm8k, full diffusion,
     then `unmask frontier` with the learned policy beside threshold and k per step."""

@@ -87,7 +87,7 @@ def test_official_sharded_checkpoint_round_trips(checkpoints, family, capfd):
     mdm = load_cpu(path)
     assert "to instantiate a model of type" not in capfd.readouterr().err  # transformers' misleading config warning
     assert type(mdm.model).__name__ == ("LLaDA" if family == "llada" else "Dream")
-    assert (mdm.mask_id, mdm.vocab_size, mdm.hidden_size, mdm.max_length) == (MASK, 64, 32, 128)
+    assert (mdm.mask_id, mdm.vocab_size, mdm.hidden_size, mdm.max_length) == (MASK, 64, 32, 1024)
     assert mdm.style.logit_shift == (family == "dream")
     x = tokens(2, 9)
     out = mdm(x, output_hidden_states=True)

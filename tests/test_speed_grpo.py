@@ -103,6 +103,7 @@ def test_expert_steps_are_recorded_as_policy_actions_with_mixture_log_probs(tiny
         assert (rec.data["old_log_prob"][steered] >= math.log(1 / 4) - 1e-6).all()
 
 
+@pytest.mark.slow
 def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, stop_after_save):
     settings = dict(max_steps=3, alpha_range=[0, 2], alpha=1.0, expert_steering=["threshold:0.9"], num_generations=3)
     straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)

@@ -206,6 +206,7 @@ def test_training_stream_fills_links_and_answer(monkeypatch):
     assert len({tuple(t) for t in targets.tolist()}) == 16
 
 
+@pytest.mark.slow
 def test_shipped_model_decodes_fresh_puzzles():
     from unmask.api import evaluate_policies
 

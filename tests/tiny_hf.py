@@ -13,31 +13,7 @@ from pathlib import Path
 
 import torch
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<user>", "<assistant>"]
-WORDS = SPECIALS + list("0123456789") + ["what", "is", "the", "answer", "+", "-", "=", "?", ".", "\\", "boxed", "{", "}", "#"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
-)
-
-
-def tokenizer(mask: bool = True, chat: bool = False, extra_words: int = 0):
-    """A fast word-level tokenizer; ``[CLS] text [SEP]`` around plain text, like BERT's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = WORDS + [f"w{i}" for i in range(extra_words)]
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        eos_token="[EOS]", mask_token="[MASK]" if mask else None, additional_special_tokens=["<user>", "<assistant>"],
-    )
-    if chat:
-        tok.chat_template = CHAT_TEMPLATE
-    return tok
+from unmask.models.tiny import CHAT_TEMPLATE, SPECIALS, WORDS, tokenizer  # noqa: F401  (the tests' names)
 
 
 def save_bert(directory: Path, mask: bool = True, chat: bool = False, vocab_size: int | None = None, seed: int = 0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -71,7 +72,7 @@ def prepare_run(task: str, model: str | None, data: str | None, num: int, diffic
     examples = examples[:limit] if limit else examples
     shown = ",".join(map(str, run.difficulty)) if run.difficulty else None
     generated = f"generated:num={num}:{task_obj.difficulty_name}={shown}:seed={seed}"
-    context = {"model": model_name, "task": task, "data": data or generated}
+    context = {"model": model_name, "task": task, "data": data or generated, "processes": current().world_size}
     return task_obj, mdm, examples, context
 
 
@@ -274,9 +275,10 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
          ) -> dict[str, EvalReport]:
     """``unmask demo``: (1) the first ``train_steps`` GRPO steps of the shipped ``upo-sudoku4`` recipe, UPO on 4x4
     sudoku learned from uniform random order (no reference, no confidence prior), compared with every heuristic
-    and the shipped ``upo`` on fresh 4x4 puzzles at the recipe's clue count; (2) the heuristics beside the shipped
-    ``upo`` / ``bernoulli`` policies on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a
-    solved-vs-NFE plot per task and one JSON."""
+    and the shipped ``upo`` on fresh 4x4 puzzles at the recipe's clue count; (2) the heuristics that solve 9x9
+    puzzles at all (random order, left-to-right and threshold 0.7 solve none) beside the shipped ``upo`` /
+    ``bernoulli`` policies on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a solved-vs-NFE plot
+    per task and one JSON; an earlier demo in ``output_dir`` is replaced, with a warning."""
     from unmask.checkpoint import load_json, save_json
     from unmask.rl.grpo import GRPOConfig
 
@@ -286,15 +288,18 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     out = Path(output_dir)
     recipe = load_json(SHIPPED_POLICIES / "upo-sudoku4" / "config.json")["train"]
     policies_4x4 = [*_DEMO_HEURISTICS, "upo"]
+    if (out / "demo_results.json").exists():
+        warnings.warn(f"{out} holds an earlier demo; it is replaced (give --output-dir DIR to keep it)", stacklevel=2)
     if train_steps > 0:
         print(f"training UPO on 4x4 sudoku from random order for {train_steps} GRPO steps ...")
         shutil.rmtree(out / "upo-sudoku4", ignore_errors=True)  # each demo trains afresh (a run refuses an old one)
-        train_policy(GRPOConfig.from_dict({**recipe, "max_steps": train_steps, "output_dir": str(out / "upo-sudoku4")}))
+        train_policy(GRPOConfig.from_dict({**recipe, **_DEMO_TRAINING, "max_steps": train_steps,
+                                           "output_dir": str(out / "upo-sudoku4")}))
         policies_4x4.append(str(out / "upo-sudoku4" / "best"))
     reports = {
         "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=recipe["run"]["difficulty"],
                                      seed=1),
-        "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS, "upo", "bernoulli"], num=num,
+        "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS_9X9, "upo", "bernoulli"], num=num,
                                      difficulty=difficulty, seed=1),
     }
     for task, report in reports.items():
@@ -306,3 +311,5 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
 
 
 _DEMO_HEURISTICS = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")
+_DEMO_HEURISTICS_9X9 = ("entropy", "margin", "confidence", "threshold:0.9")
+_DEMO_TRAINING = {"eval_size": 128, "eval_steps": 20}  # the held-out checks of the short run (the recipe: 256 every 10)

@@ -59,18 +59,24 @@ def _fsync_directory(path: Path) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, flush it, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, flush it, then rename it onto ``path``. An
+    error names ``path``, never the hidden temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None:  # no file named in it
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -282,12 +288,24 @@ def interrupted_message(command: list[str], run_dir: str | Path) -> str:
     return f"interrupted; continue from the checkpoint in {Path(run_dir) / LAST} with:\n  unmask {shlex.join(again)}"
 
 
-NOT_RESULTS = ("report_to",)  # settings a resumed run may change: where metrics go, not what they are
+NOT_RESULTS = ("report_to", "output_dir")  # where the run and its metrics live, not what they are
 
 
-def check_resume_settings(saved: dict, given: dict) -> None:
-    """Resuming is exact only with the settings the run started with (:data:`NOT_RESULTS` aside)."""
-    saved, given = ({k: v for k, v in d.items() if k not in NOT_RESULTS} for d in (saved, given))
+def check_resume_settings(checkpoint: Path, given: dict, schedule_uses_max_steps: bool) -> None:
+    """Resuming is exact only with the settings the run started with (``checkpoint``'s ``config.json``
+    ``train``), apart from :data:`NOT_RESULTS` (so a run resumes whatever its directory is called now: a relative
+    path, a moved or copied run) and ``max_steps``, which may grow to extend a run past the checkpoint's step.
+    ``schedule_uses_max_steps``: the learning rate of the steps still to come depends on ``max_steps`` (a cosine
+    schedule), so changing it warns."""
+    step = load_json(checkpoint / TRAINER_STATE)["step"]
+    saved, given = ({k: v for k, v in d.items() if k not in NOT_RESULTS} for d in (load_json(checkpoint / CONFIG)["train"], given))
+    if given["max_steps"] < step:
+        raise ValueError(f"--resume: the checkpoint is at step {step}, past --max-steps {given['max_steps']}; "
+                         f"give --max-steps {step} or more to continue it")
+    if given["max_steps"] != saved.get("max_steps") and schedule_uses_max_steps:
+        warnings.warn(f"--resume: --max-steps {saved.get('max_steps')} -> {given['max_steps']} changes the learning "
+                      f"rate schedule from step {step} on (it runs over --max-steps)", stacklevel=2)
+    saved = {**saved, "max_steps": given["max_steps"]}
     if saved != given:
         diff = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
         diff.update({k: (v, None) for k, v in saved.items() if k not in given})

@@ -15,9 +15,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from unmask import __version__
 from unmask.checkpoint import save_json
 from unmask.config import Config, add_config_arguments, check_recipe, flat_fields, load_recipe
 from unmask.distributed import RankFailure, current
+from unmask.logging import quiet
 from unmask.policies import parse_value
 from unmask.run_config import ExamplesConfig, RunConfig
 
@@ -268,6 +270,23 @@ def cmd_show_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from unmask.integrations import require
+
+    require("transformers", "hf", "make-tiny")
+    from unmask.models.tiny import FAMILIES, save_tiny
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES)) or ([] if families else [args.families])
+    if unknown:
+        raise ValueError(f"--families {args.families!r}: unknown {', '.join(map(repr, unknown))}; give a comma list "
+                         f"of {', '.join(FAMILIES)}")
+    for family in families:
+        out = save_tiny(Path(args.output_dir) / family, family, context=args.context, seed=args.seed)
+        print(f"wrote {out} (random {family}, {args.context}-token context): --model hf:{out}")
+    return 0
+
+
 def _add_run(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """The run's flags (task, model, data, sampling) and the examples' (num, limit, batch size)."""
     add_config_arguments(p, RunConfig, skip=skip)
@@ -300,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an unexpected error (a bug); also accepted after the command")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (as TQDM_DISABLE=1); results and errors are still printed; also "
+                             "accepted after the command")
+    parser.add_argument("--version", action="version", version=f"unmask {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="evaluate unmasking policies side by side")
@@ -316,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     from unmask.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+    from unmask.models.tiny import CONTEXT as TINY_CONTEXT
 
     p = sub.add_parser("frontier", help="sweep each method's speed knob: solved rate vs mean NFE (PNG + JSON)",
                        description="Curves: confidence over k tokens per step, threshold over its value, and each "
@@ -391,8 +415,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write every example's reveal steps and tokens (JSON) here")
     p.set_defaults(func=cmd_show_order)
 
+    p = sub.add_parser("make-tiny", help="write tiny random LLaDA / Dream checkpoints (real layout) to try hf: models on a CPU",
+                       description="Writes OUTPUT_DIR/llada and OUTPUT_DIR/dream: config.json, model.safetensors "
+                                   "(upstream parameter names) and a word-level tokenizer; load them with --model "
+                                   "hf:OUTPUT_DIR/llada. Random weights: the answers are noise (needs pip install "
+                                   "'unmask[hf]').")
+    p.add_argument("--output-dir", default="tiny-models", help="directory that receives one checkpoint per family")
+    p.add_argument("--families", default="llada,dream", help="comma list of llada, dream")
+    p.add_argument("--context", type=int, default=TINY_CONTEXT, help="context window in tokens (prompt + generated), >= 8")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.set_defaults(func=cmd_make_tiny)
+
     p = sub.add_parser("lm-eval", help="lm-evaluation-harness with the unmask model registered (lm_eval --model unmask)",
-                       description="Runs lm-eval's own command line, e.g. unmask lm-eval --model unmask --model_args "
+                       description="Runs lm-eval's own command line, e.g. unmask lm-eval run --model unmask --model_args "
                                    "model=hf:NAME,policy=threshold:0.9 --tasks gsm8k (needs pip install 'unmask[lm-eval]').")
     p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm_eval arguments")
     p.set_defaults(func=cmd_lm_eval)
@@ -404,8 +439,11 @@ EXPECTED = (ValueError, OSError, RankFailure)  # bad input, missing or unwritabl
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["--version"]:
+        print(f"unmask {__version__}")
+        return 0
+    debug, silent = "--debug" in argv, "--quiet" in argv
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
     if argv[:1] == ["lm-eval"]:  # lm-eval's own flags pass through unparsed
         argv.insert(1, "--")
     try:
@@ -415,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unmask{' ' + command if command else ''}: error: {e}", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with quiet(silent):
+            return args.func(args)
     except EXPECTED as e:
         print(f"unmask {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -18,9 +18,11 @@ no example is ever decoded twice or counted twice.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 T = TypeVar("T")
-LAUNCH_HINT = "e.g. `accelerate launch --num_processes 2 -m unmask ...` or `torchrun --nproc_per_node 2 -m unmask ...`"
+MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # world sizes mpirun / mpiexec set
 
 
 class RankFailure(RuntimeError):
@@ -38,6 +40,19 @@ class RankFailure(RuntimeError):
 def launched() -> bool:
     """Whether a launcher started this process as one of several (accelerate launch, torchrun, srun + torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def check_single_launch() -> None:
+    """One clear error when a launcher was asked for several processes but this one runs alone (no ``WORLD_SIZE``):
+    ``accelerate launch`` on the CPU starts one plain process (accelerate 1.x runs several CPU processes only
+    through mpirun, whose ranks would each run the whole job), which must not pass for a multi-process run."""
+    mpi = next((int(os.environ[k]) for k in MPI_SIZES if os.environ.get(k, "").isdigit()), 1)
+    accelerate = "ACCELERATE_MIXED_PRECISION" in os.environ and "MASTER_PORT" in os.environ  # --num_processes > 1
+    if mpi > 1 or accelerate:
+        asked = f"{mpi} processes through mpirun" if mpi > 1 else "several processes through accelerate launch"
+        raise ValueError(f"asked for {asked}, but this process was started alone (no WORLD_SIZE; accelerate launch "
+                         "starts one process on the CPU): launch CPU processes with `torchrun --nproc_per_node N -m "
+                         "unmask -- COMMAND ...`, or run without a launcher for one process")
 
 
 @dataclass(frozen=True)
@@ -230,14 +245,22 @@ class _Objective(torch.nn.Module):
 _CURRENT: Distributed | None = None
 
 
+def _leave() -> None:
+    """Close this process's side of the process group at exit (left open, gloo's threads abort the process)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def current(timeout_minutes: float = 30.0) -> Distributed:
     """This process's :class:`Distributed`; the first call under a launcher starts the process group through
     accelerate (``PartialState``: gloo on CPU or with ``accelerate launch --cpu``, NCCL on GPU, each process on
-    ``cuda:LOCAL_RANK``). Without a launcher: one process."""
+    ``cuda:LOCAL_RANK``), and rank 0 says how many processes run. Without a launcher: one process (an error when a
+    launcher was asked for several and started one, :func:`check_single_launch`)."""
     global _CURRENT
     if _CURRENT is not None:
         return _CURRENT
     if not launched() and not torch.distributed.is_initialized():
+        check_single_launch()
         _CURRENT = Distributed()
         return _CURRENT
     try:
@@ -247,8 +270,12 @@ def current(timeout_minutes: float = 30.0) -> Distributed:
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     state = PartialState(cpu=cpu, backend="gloo" if cpu else "nccl",
                          timeout=datetime.timedelta(minutes=timeout_minutes))
+    atexit.register(_leave)
     device = str(state.device) if state.device.type == "cuda" else "cpu"
     if device != "cpu":
         torch.cuda.set_device(state.device)
     _CURRENT = Distributed(rank=state.process_index, world_size=state.num_processes, device=device)
+    if _CURRENT.main:
+        print(f"unmask: {_CURRENT.world_size} processes ({torch.distributed.get_backend()}, "
+              f"{'CPU' if device == 'cpu' else 'one GPU each'})", file=sys.stderr, flush=True)
     return _CURRENT

@@ -28,6 +28,7 @@ Random numbers come from :mod:`unmask.streams` (per-example streams or one share
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -195,8 +196,7 @@ def generate(
     ``{"alpha": ...}`` for alpha-conditioned policies, ``{"target": ...}`` (B, Lg) gold tokens for oracles)."""
     config = config or SamplingConfig()
     config.validate()
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+    model.check_input(input_ids)  # before any forward: a row without masks runs none
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
     B, L = input_ids.shape
@@ -221,6 +221,11 @@ def generate(
     if getattr(policy, "needs_steps", False) and plan.steps_per_block is None:
         raise ValueError(f"policy {policy.name!r} reveals a random number of positions per step (possibly none) and "
                          "needs a fixed number of steps; give steps (e.g. --steps 16)")
+    most = int((x[:, gen_start:] == model.mask_id).sum(1).max())  # positions to generate in the fullest row
+    if config.steps is not None and config.steps > most:
+        warnings.warn(f"steps {config.steps} is more than the {most} masked positions to generate: the schedule "
+                      f"spreads {most} reveals over {config.steps} steps, so some run a forward that reveals nothing "
+                      f"(as LLaDA's generate() does); give steps <= {most} (--steps) to save those forwards")
     limit = config.max_forwards or 4 * (Lg + (config.steps or 0))
     cost = 2 if config.cfg_scale > 0 else 1
     given = x != model.mask_id  # LLaDA's prompt_index: what the unconditional forward masks

@@ -9,12 +9,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from unmask.checkpoint import atomic_write
 from unmask.distributed import current
 from unmask.engine import GenerationOutput, SamplingConfig, generate
 from unmask.metrics import aup
+from unmask.logging import progress_bar
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import Policy
 from unmask.streams import ExampleStreams
@@ -70,7 +70,7 @@ def run_policy(
     solved, acc, nfe, positions, generated = [], [], [], [], []
     start = time.perf_counter()
     batches = range(0, len(examples), batch_size)
-    for i in tqdm(batches, desc=policy.name, disable=not progress, leave=False, dynamic_ncols=True):
+    for i in progress_bar(batches, desc=policy.name, disable=not progress, leave=False):
         chunk = examples[i : i + batch_size]
         enc = task.encode(chunk, model)
         streams = ExampleStreams(seed, range(lo + i, lo + i + len(chunk)), device=model.device)
@@ -115,7 +115,7 @@ def evaluate(
 ) -> list[EvalResult]:
     """Evaluate each policy on the same examples with the same seed."""
     results = []
-    for policy in tqdm(policies, desc="policies", disable=not progress, dynamic_ncols=True):
+    for policy in progress_bar(policies, desc="policies", disable=not progress):
         results.append(run_policy(task, model, examples, policy, sampling, batch_size, seed, progress)[0])
     return results
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from unmask.checkpoint import atomic_write
 from unmask.engine import SamplingConfig
 from unmask.evaluate import run_policy
 from unmask.metrics import aup
+from unmask.logging import progress_bar
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import Policy, get_policy
 from unmask.tasks.base import Task
@@ -105,7 +105,7 @@ def run_sweeps(task: Task, model: MaskedDiffusionModel, examples: Sequence, swee
                batch_size: int = 256, seed: int = 0, progress: bool = True) -> dict[str, dict]:
     """Evaluate every point; ``{method: {"knob": name, "points": [{"value": v, solved_rate, nfe, ...}]}}``."""
     curves: dict[str, dict] = {}
-    bar = tqdm(total=sum(len(s.values) for s in sweeps), desc="frontier", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=sum(len(s.values) for s in sweeps), desc="frontier", disable=not progress)
     for sweep in sweeps:
         points = []
         for value in sweep.values:

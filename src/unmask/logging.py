@@ -7,21 +7,87 @@ comma-separated list; default ``none`` as in TRL).
   ``$WANDB_PROJECT`` (default ``unmask``); ``WANDB_MODE=offline`` logs without an account
   (``pip install 'unmask[wandb]'``). A resumed training continues the same run (its id is kept in
   ``<dir>/wandb-run-id``).
+
+Progress bars (:func:`progress_bar`) are tqdm's on a terminal; piped to a file, they become plain lines, one per
+update (at most one every :data:`LINE_INTERVAL` seconds), and ``TQDM_DISABLE=1`` (or ``unmask --quiet``) turns
+them off.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import sys
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+from tqdm import tqdm
+from tqdm.auto import tqdm as terminal_tqdm
 
 from unmask.checkpoint import atomic_write
 from unmask.distributed import current
 from unmask.integrations import require
 
 REPORT_TO = ("tensorboard", "wandb", "none")
+LINE_INTERVAL = 10.0  # seconds between two progress lines in a log file
+
+
+class LineProgress(tqdm):
+    """tqdm writing each update as a plain line (no carriage returns, no cursor moves for nested bars): the
+    progress of a run whose output goes to a file. A bar that stays (``leave``) ends on its final count."""
+
+    shown, shown_at = -1, float("-inf")  # the count last written, and when
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        """One line, unless tqdm is clearing a bar (``msg == ""``), the count was written already, or the last
+        line is under ``mininterval`` old (a refresh after ``set_postfix``); the final count is always written."""
+        now = self._time()
+        recent = now - self.shown_at < self.mininterval and self.n != self.total
+        if msg == "" or self.n == self.shown or recent:
+            return False
+        self.shown, self.shown_at = self.n, now
+        self.fp.write((msg or self.__str__()) + "\n")
+        self.fp.flush()
+        return True
+
+    def close(self) -> None:
+        if not self.disable and self.leave:
+            self.shown_at = float("-inf")
+            self.display()
+        self.leave = False  # tqdm's own close then only clears, which writes nothing here
+        super().close()
+
+
+def progress_disabled() -> bool:
+    """Whether ``TQDM_DISABLE`` (set by ``unmask --quiet``) turns progress bars off."""
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+
+
+@contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """No progress bars inside (``unmask --quiet``): ``TQDM_DISABLE`` set, as for every tqdm bar, then restored."""
+    before = os.environ.get("TQDM_DISABLE")
+    if enabled:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+
+
+def progress_bar(iterable=None, disable: bool = False, **kwargs) -> tqdm:
+    """A tqdm progress bar (the keyword arguments are tqdm's): redrawn on a terminal, plain lines in a log file,
+    none with ``TQDM_DISABLE``."""
+    if disable or progress_disabled():
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return terminal_tqdm(iterable, dynamic_ncols=True, **kwargs)
+    return LineProgress(iterable, mininterval=LINE_INTERVAL, **kwargs)
 
 
 def check_report_to(report_to: str | Sequence[str] | None) -> list[str]:

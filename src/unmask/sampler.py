@@ -83,6 +83,10 @@ def generate(
                          f"({', '.join(dream)}) together; use one sampler's names")
     if gen_length is not None and max_new_tokens is not None:
         raise ValueError("gen_length (LLaDA) and max_new_tokens (Dream) both given; pass one")
+    length_name, length = next(((n, v) for n, v in (("gen_length", gen_length), ("max_new_tokens", max_new_tokens))
+                                if v is not None), ("gen_length", LLADA_GEN_LENGTH))
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"{length_name} must be an integer >= 1 (tokens to generate), got {length!r}")
     sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=float(temperature),
                               sampler="dream" if dream else "llada" if llada else "auto", cfg_scale=float(cfg_scale),
                               logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
@@ -91,7 +95,7 @@ def generate(
     with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
         mdm = as_mdm(model, tokenizer, mask_id)
         out = decode_prompts(mdm, prompt_ids(prompts, mdm, attention_mask), resolve_policy(spec, mdm), sampling,
-                             gen_length or max_new_tokens or LLADA_GEN_LENGTH, seed, batch_size)
+                             length, seed, batch_size)
     return out if return_order else out.texts
 
 

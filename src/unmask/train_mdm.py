@@ -16,21 +16,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from unmask.checkpoint import (
-    CONFIG,
     LAST,
     TrainingState,
     check_new_run,
     check_resume_settings,
-    load_json,
     load_training_checkpoint,
     resumable_checkpoint,
     save_checkpoint,
 )
 from unmask.config import Config, option
-from unmask.logging import MetricsLogger
+from unmask.logging import MetricsLogger, progress_bar
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
 from unmask.tasks import get_task
 
@@ -111,7 +108,7 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
     step = 0
     if resume:
         last = resumable_checkpoint(out)
-        check_resume_settings(load_json(last / CONFIG)["train"], asdict(cfg))
+        check_resume_settings(last, asdict(cfg), schedule_uses_max_steps=True)
         rng, state = load_training_checkpoint(last, model, opt)
         gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
@@ -128,8 +125,8 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
     if not resume:
         save(0)
     model.train()
-    with tqdm(total=cfg.max_steps, initial=step, desc=f"train-mdm {task.name}", disable=not progress,
-              dynamic_ncols=True) as bar:  # closed before an interruption's message is printed
+    with progress_bar(total=cfg.max_steps, initial=step, desc=f"train-mdm {task.name}",
+                      disable=not progress) as bar:  # closed before an interruption's message is printed
         t0 = time.time()
         while step < cfg.max_steps:
             for group in opt.param_groups:

@@ -24,7 +24,6 @@ import sys
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from unmask.integrations import require
 
@@ -35,6 +34,7 @@ from lm_eval.api.registry import register_model  # noqa: E402
 
 from unmask.engine import SamplingConfig, generate  # noqa: E402
 from unmask.likelihood import monte_carlo_log_likelihood  # noqa: E402
+from unmask.logging import progress_bar  # noqa: E402
 from unmask.models import MaskedDiffusionModel, load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
 from unmask.streams import ExampleStreams  # noqa: E402
@@ -168,7 +168,7 @@ class UnmaskLM(LM):
         for i, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(i)
         out: list[str] = [""] * len(requests)
-        bar = tqdm(total=len(requests), desc="unmask generate_until", disable=disable_tqdm or self.rank != 0)
+        bar = progress_bar(total=len(requests), desc="unmask generate_until", disable=disable_tqdm or self.rank != 0)
         for indices in groups.values():
             kwargs = dict(requests[indices[0]].args[1])
             ignored = sorted(set(kwargs) - set(USED_GEN_KWARGS))
@@ -201,7 +201,7 @@ class UnmaskLM(LM):
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         out = []
-        for request in tqdm(requests, desc="unmask loglikelihood", disable=disable_tqdm or self.rank != 0):
+        for request in progress_bar(requests, desc="unmask loglikelihood", disable=disable_tqdm or self.rank != 0):
             context, continuation = request.args
             prompt, answer = self.encode_pair(context, continuation)
             ll = monte_carlo_log_likelihood(self.mdm, prompt, answer, self.mc_num, self.mc_batch_size, self.cfg_scale,
@@ -233,10 +233,15 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def run_lm_eval(argv: list[str]) -> int:
-    """lm-eval's command line (``lm_eval ARGS``) in this process, with the ``unmask`` model registered."""
+    """lm-eval's command line (``lm_eval ARGS``) in this process, with the ``unmask`` model registered; without
+    ``--device`` the model runs on unmask's default device (cuda when PyTorch sees a GPU, else cpu) instead of
+    lm-eval's ``cuda:0``."""
     from lm_eval.__main__ import cli_evaluate
 
-    saved, sys.argv = sys.argv, ["lm_eval", *argv[argv[:1] == ["--"] :]]
+    argv = argv[argv[:1] == ["--"] :]
+    if not any(a == "--device" or a.startswith("--device=") for a in argv):
+        argv = [*argv, "--device", "cuda" if torch.cuda.is_available() else "cpu"]
+    saved, sys.argv = sys.argv, ["lm_eval", *argv]
     try:
         cli_evaluate()
     finally:

@@ -5,7 +5,7 @@ LLaDA's checkpoints (GSAI-ML/LLaDA-8B-Base / -Instruct) use the OLMo-derived ``L
 then RMSNorm -> ``ff_out(silu(ff_proj(x)) * up_proj(x))`` (SwiGLU), a final ``ln_f`` and either a separate
 ``ff_out`` head or the embedding matrix (``weight_tying``). That is LLaMA's decoder layer exactly, so this
 backend runs transformers' ``LlamaDecoderLayer`` / ``LlamaRMSNorm`` / ``LlamaRotaryEmbedding`` and maps the
-parameter names (``LLADA_KEY_MAPPING``). Logits at position ``i`` predict token ``i``; ``mask_token_id`` is
+parameter names (``LLADA_NAMES``). Logits at position ``i`` predict token ``i``; ``mask_token_id`` is
 126336 on the official checkpoints.
 
 Config keys read (LLaDA's ``configuration_llada.ModelConfig`` names, defaults as there): ``d_model``,
@@ -20,23 +20,22 @@ from __future__ import annotations
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from unmask.models.native import BidirectionalLM
+from unmask.models.native import BidirectionalLM, prefix_mapping
 
-# LLaDA checkpoint names -> transformers' Llama names (applied in order; also what from_pretrained(key_mapping=) takes,
-# which substitutes one group per pattern)
-LLADA_KEY_MAPPING = {
-    r"^model\.transformer\.wte\.": "model.embed_tokens.",
-    r"^model\.transformer\.ln_f\.": "model.norm.",
-    r"^model\.transformer\.ff_out\.": "lm_head.",
-    r"^model\.transformer\.blocks\.(\d+)\.attn_norm\.": r"model.layers.\1.input_layernorm.",
-    r"^model\.transformer\.blocks\.(\d+)\.ff_norm\.": r"model.layers.\1.post_attention_layernorm.",
-    r"^model\.transformer\.blocks\.(\d+)\.q_proj\.": r"model.layers.\1.self_attn.q_proj.",
-    r"^model\.transformer\.blocks\.(\d+)\.k_proj\.": r"model.layers.\1.self_attn.k_proj.",
-    r"^model\.transformer\.blocks\.(\d+)\.v_proj\.": r"model.layers.\1.self_attn.v_proj.",
-    r"^model\.transformer\.blocks\.(\d+)\.attn_out\.": r"model.layers.\1.self_attn.o_proj.",
-    r"^model\.transformer\.blocks\.(\d+)\.ff_proj\.": r"model.layers.\1.mlp.gate_proj.",
-    r"^model\.transformer\.blocks\.(\d+)\.up_proj\.": r"model.layers.\1.mlp.up_proj.",
-    r"^model\.transformer\.blocks\.(\d+)\.ff_out\.": r"model.layers.\1.mlp.down_proj.",
+# LLaDA checkpoint name prefixes -> transformers' Llama ones ({i}: a block index), in order
+LLADA_NAMES = {
+    "model.transformer.wte.": "model.embed_tokens.",
+    "model.transformer.ln_f.": "model.norm.",
+    "model.transformer.ff_out.": "lm_head.",
+    "model.transformer.blocks.{i}.attn_norm.": "model.layers.{i}.input_layernorm.",
+    "model.transformer.blocks.{i}.ff_norm.": "model.layers.{i}.post_attention_layernorm.",
+    "model.transformer.blocks.{i}.q_proj.": "model.layers.{i}.self_attn.q_proj.",
+    "model.transformer.blocks.{i}.k_proj.": "model.layers.{i}.self_attn.k_proj.",
+    "model.transformer.blocks.{i}.v_proj.": "model.layers.{i}.self_attn.v_proj.",
+    "model.transformer.blocks.{i}.attn_out.": "model.layers.{i}.self_attn.o_proj.",
+    "model.transformer.blocks.{i}.ff_proj.": "model.layers.{i}.mlp.gate_proj.",
+    "model.transformer.blocks.{i}.up_proj.": "model.layers.{i}.mlp.up_proj.",
+    "model.transformer.blocks.{i}.ff_out.": "model.layers.{i}.mlp.down_proj.",
 }
 
 # ModelConfig defaults (configuration_llada.py) of the keys read here, for configs that leave them out
@@ -91,7 +90,8 @@ class LLaDA(BidirectionalLM):
     layer_class = LlamaDecoderLayer
     norm_class = LlamaRMSNorm
     rotary_class = LlamaRotaryEmbedding
-    key_mapping = LLADA_KEY_MAPPING
+    checkpoint_names = LLADA_NAMES
+    key_mapping = prefix_mapping(LLADA_NAMES)
     family = "LLaDA"
     config_from_dict = staticmethod(llada_config)
     _no_split_modules = ["LlamaDecoderLayer"]

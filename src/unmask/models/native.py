@@ -9,7 +9,7 @@ transformers' ``Cache`` classes work as for any transformers model. No code from
 
 A family (``unmask.models.llada``, ``unmask.models.dream``) is a subclass that names its layer classes, how its
 ``config.json`` becomes a transformers config, and how its checkpoint's parameter names map onto this module
-tree (``key_mapping``: regex -> replacement, as ``from_pretrained(key_mapping=...)`` takes it).
+tree (``checkpoint_names``, and as ``key_mapping`` regexes the way ``from_pretrained(key_mapping=...)`` takes them).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
+
+
+def prefix_mapping(names: dict[str, str]) -> dict[str, str]:
+    """``key_mapping`` regexes for checkpoint -> module tree name prefixes (``{i}``: a layer index)."""
+    return {"^" + re.escape(stored).replace(r"\{i\}", r"(\d+)"): ours.replace("{i}", r"\1") for stored, ours in names.items()}
 
 
 class BidirectionalBackbone(nn.Module):
@@ -58,7 +63,8 @@ class BidirectionalLM(PreTrainedModel):
     layer_class: ClassVar[type]
     norm_class: ClassVar[type]
     rotary_class: ClassVar[type]
-    key_mapping: ClassVar[dict[str, str]] = {}  # checkpoint name regex -> this module tree's name
+    checkpoint_names: ClassVar[dict[str, str]] = {}  # checkpoint name prefix -> this module tree's ({i}: layer)
+    key_mapping: ClassVar[dict[str, str]] = {}  # the same as regexes (prefix_mapping), as from_pretrained takes them
     family: ClassVar[str]
     config_from_dict: ClassVar[Callable[[dict], PretrainedConfig]]  # config.json -> transformers config (ValueError: variant)
     base_model_prefix = "model"
@@ -119,6 +125,15 @@ class BidirectionalLM(PreTrainedModel):
         return name
 
     @classmethod
+    def checkpoint_name(cls, name: str) -> str:
+        """The checkpoint's name of one of this module tree's parameters (the inverse of :meth:`rename`)."""
+        for stored, ours in cls.checkpoint_names.items():
+            found = re.match(re.escape(ours).replace(r"\{i\}", r"(\d+)"), name)
+            if found:
+                return stored.replace("{i}", found.group(1) if found.groups() else "") + name[found.end():]
+        return name
+
+    @classmethod
     def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, torch.Tensor]) -> BidirectionalLM:
         """This backend holding ``state_dict`` (checkpoint names), sharing its tensors (no copy): how tests load
         the reference model's weights and how the remote-code self-check compares without doubling memory."""
@@ -169,7 +184,7 @@ def check_tensors(model: BidirectionalLM, found: dict[str, tuple[int, ...]], sou
 def checkpoint_tensors(path: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in a local safetensors checkpoint (headers only, nothing loaded); one clear
     error for a missing shard or a missing weights file."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     index = path / SAFETENSORS_INDEX
     if index.is_file():
@@ -190,7 +205,11 @@ def checkpoint_tensors(path: Path) -> dict[str, tuple[int, ...]]:
         )
     shapes: dict[str, tuple[int, ...]] = {}
     for name in files:
-        with safe_open(str(path / name), framework="pt") as f:
-            for key in f.keys():
-                shapes[key] = tuple(f.get_slice(key).get_shape())
+        try:
+            with safe_open(str(path / name), framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        except SafetensorError as e:
+            raise ValueError(f"{path / name} is not a complete safetensors file ({e}): a cut or corrupt download; "
+                             f"download it again (e.g. `hf download REPO --local-dir {path}`)") from None
     return shapes

@@ -56,8 +56,16 @@ def parse_value(text: str) -> int | float | str:
     return text
 
 
+def check_spec(spec: object) -> None:
+    """One clear error for a policy spec that is not a non-empty string."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a policy spec is a non-empty string such as 'confidence', 'threshold:0.9' or a checkpoint "
+                         f"path; got {type(spec).__name__} {spec!r}")
+
+
 def parse_spec(spec: str) -> tuple[str, dict]:
     """Split ``name:a:key=b`` into the name and keyword arguments (bare values bind to the first parameter)."""
+    check_spec(spec)
     name, *parts = spec.strip().split(":")
     if name not in SPECS:
         return name, {}
@@ -87,4 +95,4 @@ def get_policy(spec: str) -> Policy:
         raise ValueError(f"policy {spec!r}: {e}") from e
 
 
-__all__ = ["HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "get_policy", "parse_spec", "parse_value", "top_k_mask"]
+__all__ = ["HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "check_spec", "get_policy", "parse_spec", "parse_value", "top_k_mask"]

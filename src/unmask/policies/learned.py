@@ -39,7 +39,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from unmask.checkpoint import CONFIG, WEIGHTS, TrainingState, load_json, load_state_into, load_tensors, save_checkpoint
+from unmask.checkpoint import (CONFIG, MANIFEST, WEIGHTS, TrainingState, load_json, load_state_into, load_tensors,
+                               save_checkpoint, verify_checkpoint)
 from unmask.config import Config, kind_of
 from unmask.integrations.hub import HubMixin
 from unmask.models.base import MaskedDiffusionModel
@@ -287,13 +288,24 @@ def load_policy(directory: str | Path) -> LearnedPolicy:
     directory = Path(directory)
     if not (directory / CONFIG).is_file():
         raise FileNotFoundError(f"no policy checkpoint at {directory} (expected {CONFIG} and {WEIGHTS})")
+    if (directory / MANIFEST).is_file():  # every save writes one: the bytes are the ones saved
+        try:
+            verify_checkpoint(directory)
+        except ValueError as e:
+            raise ValueError(f"policy checkpoint {e}; copy it again from its source (or re-train it)") from None
     meta = load_json(directory / CONFIG)
-    if "policy" not in meta:
+    if not isinstance(meta, dict) or "policy" not in meta:
         raise ValueError(f"{directory / CONFIG} has no 'policy' section: this is not a policy checkpoint (an MDM?)")
+    if not isinstance(meta["policy"], dict):
+        raise ValueError(f"{directory / CONFIG}: the 'policy' section must be a mapping of settings (as a save writes "
+                         f"it), got {type(meta['policy']).__name__}; the file was edited or is not a policy checkpoint")
     spec = dict(meta["policy"])
     kind = spec.pop("kind", None)
     if kind not in KINDS:
         raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if kind == "upo" and "feature_size" not in spec:  # the weights' shapes follow it: without it they cannot load
+        raise ValueError(f"{directory / CONFIG}: the 'policy' section has no feature_size (the MDM feature size the "
+                         "weights were built for, written by every save); the file was edited: restore it from the save")
     policy = LearnedPolicy(CONFIG_TYPES[kind].from_dict(spec, source=str(directory / CONFIG)))
     load_state_into(policy, current_names(load_tensors(directory / WEIGHTS)), directory)
     run = directory.resolve()

@@ -4,12 +4,13 @@ policy shipped for the model (by kind: ``upo``, ``bernoulli``, ``plackett-luce``
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from unmask.integrations.hub import HF_SCHEME, resolve_hf_spec
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies import Policy, get_policy
+from unmask.policies import Policy, check_spec, get_policy
 from unmask.policies.learned import KINDS, load_policy
 
 SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "assets" / "policies"
@@ -23,17 +24,21 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     ``temperature=T`` (tau_pi) and, when alpha-conditioned, ``alpha=A`` (``alpha`` sets it too unless the
     spec does). ``hf://OWNER/NAME[@REV][:options]``: a policy on the Hugging Face Hub
     (through huggingface_hub's cache, :mod:`unmask.integrations.hub`)."""
+    check_spec(spec)
     hub_name = None
     if spec.strip().startswith(HF_SCHEME):
         hub_name, path, hub_options = resolve_hf_spec(spec)
         spec = f"{path}:{hub_options}" if hub_options else str(path)
     name, _, options = spec.strip().partition(":")
-    if name not in KINDS and not Path(name).is_dir():
+    shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
+    if name in shipped:  # a shipped policy by its full name, e.g. bernoulli-arithmetic-carry
+        policy = load_policy(SHIPPED_POLICIES / name)
+        policy.name = name
+    elif name not in KINDS and not Path(name).is_dir():
         return get_policy(spec)
-    if name in KINDS:
+    elif name in KINDS:
         path = SHIPPED_POLICIES / f"{name}-{model.name}"
         if path.resolve().parent != SHIPPED_POLICIES.resolve() or not path.is_dir():  # a name with "/" or ".."
-            shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
             raise ValueError(
                 f"no shipped {name} policy for model {model.name!r} (shipped: {', '.join(shipped) or 'none'}); "
                 f"train one with `unmask train-policy --policy {name} --model {model.name}` and pass its directory"
@@ -45,6 +50,12 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
         if hub_name:
             policy.name = f"{policy.kind}:{hub_name}"
     policy.check_model(model)
+    trained = getattr(policy.config, "mdm_name", "")
+    if trained and trained != model.name:
+        warnings.warn(f"policy {policy.name!r} was trained against the MDM {trained!r}, not {model.name!r}: a learned "
+                      "policy reads its own MDM's confidences, so with another one it can fail (even solve nothing) "
+                      f"although the shapes fit; evaluate it with --model {trained}, or train one for {model.name!r}",
+                      stacklevel=2)
     policy.to(model.device)
     options = [o for o in options.split(":") if o]
     if alpha is not None and policy.conditioned and not any(o.startswith("alpha=") for o in options):
@@ -64,7 +75,12 @@ def resolve_policies(specs: str | Sequence[str], model: MaskedDiffusionModel,
     """Turn a comma-separated list (or a list) of policy specs into policy objects; ``alpha`` goes to the
     alpha-conditioned ones (an error when there is none)."""
     if isinstance(specs, str):
-        specs = [s for s in specs.split(",") if s.strip()]
+        if not specs.strip():
+            raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
+        specs = specs.split(",")
+        if not all(s.strip() for s in specs):
+            raise ValueError(f"--policies {','.join(specs)!r} has an empty entry (two commas in a row, or one at an "
+                             "end); give comma-separated specs, e.g. confidence,threshold:0.9")
     if not specs:
         raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
     policies = [resolve_policy(s, model, alpha) for s in specs]

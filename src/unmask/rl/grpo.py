@@ -28,14 +28,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from unmask.checkpoint import (CONFIG, LAST, TrainingState, check_new_run, check_resume_settings, load_json,
-                               load_training_checkpoint, resumable_checkpoint)
+from unmask.checkpoint import (LAST, TrainingState, check_new_run, check_resume_settings, load_training_checkpoint,
+                               resumable_checkpoint)
 from unmask.config import Config, kind_of, option
 from unmask.distributed import current
 from unmask.engine import GenerationOutput, StepRecord, generate
-from unmask.logging import MetricsLogger
+from unmask.logging import MetricsLogger, progress_bar
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
 from unmask.policies.base import Policy
@@ -367,7 +366,8 @@ class GRPOTrainer:
 
     # ----- persistence -----
     def _meta(self) -> dict:
-        return {"train": self.cfg.to_dict(), "mdm": self.cfg.run.model or self.task.default_model, "task": self.task.name}
+        return {"train": self.cfg.to_dict(), "mdm": self.cfg.run.model or self.task.default_model, "task": self.task.name,
+                "processes": self.dist.world_size}
 
     def save(self) -> None:
         """The resumable checkpoint ``last/`` of the current step, atomically (:func:`unmask.checkpoint.save_checkpoint`)."""
@@ -380,7 +380,7 @@ class GRPOTrainer:
     def resume(self) -> None:
         """Restore the latest complete checkpoint (``last/``, else ``last.prev/``): weights, optimizer, RNGs, counters."""
         last = resumable_checkpoint(self.out)
-        check_resume_settings(load_json(last / CONFIG)["train"], self.cfg.to_dict())
+        check_resume_settings(last, self.cfg.to_dict(), self.cfg.lr_scheduler_type != "constant")
         rng, state = load_training_checkpoint(last, self.policy, self.opt)
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
@@ -584,8 +584,8 @@ class GRPOTrainer:
                 self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})
             logger.log({"step": 0, **metrics})  # each row before its checkpoint: a kill between them loses no row
             self.save()
-        with tqdm(total=self.cfg.max_steps, initial=self.step, desc=f"train-policy {self.task.name}",
-                  disable=not self.progress, dynamic_ncols=True) as bar:  # closed before an interruption's message
+        with progress_bar(total=self.cfg.max_steps, initial=self.step, desc=f"train-policy {self.task.name}",
+                          disable=not self.progress) as bar:  # closed before an interruption's message
             while self.step < self.cfg.max_steps:
                 t0 = time.perf_counter()
                 for g in self.opt.param_groups:
@@ -613,7 +613,7 @@ class GRPOTrainer:
                                 nfe=f"{roll['nfe']:.1f}", best=f"{self.best:.3f}")
                 if out_of_time:
                     if self.dist.main:
-                        tqdm.write(f"train-policy: stopped at step {self.step}/{self.cfg.max_steps} after "
+                        bar.write(f"train-policy: stopped at step {self.step}/{self.cfg.max_steps} after "
                                    f"{max_minutes:g} min (--max-minutes); --resume continues from {self.out / LAST}")
                     break
         logger.close()

@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from unmask.checkpoint import (LAST, WEIGHTS, TrainingState, has_checkpoint, load_tensors, load_training_checkpoint,
                                resumable_checkpoint)
 from unmask.engine import SamplingConfig, generate
 from unmask.evaluate import gold_tokens
-from unmask.logging import MetricsLogger
+from unmask.logging import MetricsLogger, progress_bar
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.base import Policy, top_k_mask
 from unmask.policies.learned import LearnedPolicy
@@ -82,8 +81,8 @@ def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolic
     policy.eval()
     actor = Labelled(policy.with_options(mode="sample"))
     parts: list[dict[str, torch.Tensor]] = []
-    for i in tqdm(range(0, len(examples), batch_size), desc=f"rollouts ({len(examples)} prompts)",
-                  disable=not progress, dynamic_ncols=True, leave=False):
+    for i in progress_bar(range(0, len(examples), batch_size), desc=f"rollouts ({len(examples)} prompts)",
+                          disable=not progress, leave=False):
         batch = examples[i : i + batch_size]
         target = gold_tokens(task, batch, model)
         enc = task.encode(batch, model)
@@ -222,8 +221,8 @@ class Imitation:
         if resume and has_checkpoint(self.dir):
             self.resume()
         logger = MetricsLogger(self.dir, resume_step=self.round if resume else None, config=cfg.to_dict())
-        with tqdm(total=cfg.imitation_rounds, initial=self.round, desc=f"imitation {trainer.task.name}",
-                  disable=not trainer.progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=cfg.imitation_rounds, initial=self.round, desc=f"imitation {trainer.task.name}",
+                          disable=not trainer.progress) as bar:
             while self.round < cfg.imitation_rounds:
                 examples = round_examples(trainer, self.round)
                 states = collect_states(trainer.task, trainer.model, trainer.policy, examples, trainer.sampling,

@@ -2,8 +2,8 @@
 
 The policy decodes training prompts by sampling (Algorithm 2's sampling phase: MDM and policy under no-grad),
 and every state up to the trajectory's first wrong reveal is kept with the true tokens of its positions
-(:meth:`unmask.tasks.base.Task.targets`; :func:`unmask.rl.imitation.collect_states`, which imitation shares). Then only the coupling is fitted: ``epochs`` passes of Adam over the
-stored states, minimising the negative log-likelihood of the true tokens under the refined marginals
+(:meth:`unmask.tasks.base.Task.targets`; :func:`unmask.rl.imitation.collect_states`, which imitation shares).
+Then only the coupling is fitted: ``epochs`` passes of Adam over the stored states, minimising the negative log-likelihood of the true tokens under the refined marginals
 (:func:`unmask.policies.coupling.coupling_nll`). The signal is dense (every masked position of every state),
 where GRPO's is one scalar per trajectory; the MDM is not called during the fit.
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from unmask.engine import SamplingConfig
+from unmask.logging import progress_bar
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
 from unmask.policies.learned import LearnedPolicy
@@ -45,7 +45,7 @@ def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPo
     opt = torch.optim.Adam(policy.coupling.parameters(), lr=learning_rate)
     policy.train()
     history = []
-    bar = tqdm(range(epochs), desc=f"coupling ({len(states['target'])} states)", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(epochs), desc=f"coupling ({len(states['target'])} states)", disable=not progress)
     for _ in bar:
         perm = torch.randperm(len(states["target"]), generator=generator, device=generator.device)
         total = 0.0

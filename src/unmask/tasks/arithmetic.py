@@ -83,6 +83,7 @@ class ArithmeticTask(Task):
     """Addition, multiplication or both (``op``) of a number of up to ``max_digits`` digits and one of up to
     ``multiplier_digits`` (default ``max_digits``)."""
 
+    example_type = ArithmeticExample
     name = "arithmetic"
     default_model = "arithmetic"
     difficulty_name = "digits"
@@ -124,6 +125,7 @@ class ArithmeticTask(Task):
     def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[ArithmeticExample]:
         """``n`` problems whose first operand has exactly ``difficulty`` digits (default ``max_digits``) and the
         second ``min(difficulty, multiplier_digits)``; with ``op="mixed"`` each problem's operation is drawn at random."""
+        self.check_count(n)
         digits = self.max_digits if difficulty is None else difficulty
         if not 1 <= digits <= self.max_digits:
             raise ValueError(f"{self.name}: digits must be in [1, {self.max_digits}] (max_digits), got {digits}")
@@ -183,6 +185,7 @@ class ArithmeticTask(Task):
                 f"multiplier_digits={self.multiplier_digits})")
 
     def encode(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> EncodedBatch:
+        self.check_examples(examples)
         self.check_model(model)
         _, mask_id = self.vocab()
         prompts = [self.tokenize(self.layout(ex)[: self.gen_start]) + [mask_id] * self.answer_width for ex in examples]
@@ -197,6 +200,7 @@ class ArithmeticTask(Task):
         return [self.detokenize(row) for row in sequences[:, self.gen_start :].tolist()]
 
     def score(self, examples: Sequence[ArithmeticExample], completions: Sequence[str], **_: Any) -> Scores:
+        self.check_examples(examples, completions)
         correct, solved = [], []
         W = self.answer_width
         for ex, text in zip(examples, completions):

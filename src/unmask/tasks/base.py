@@ -70,6 +70,24 @@ class Task:
     name: str = "task"
     default_model: str = ""
     difficulty_name: str = "difficulty"  # what ``generate``'s one difficulty knob counts (sudoku: "clues")
+    example_type: type = object  # what ``generate`` / ``load`` return and ``encode`` / ``score`` take
+
+    def check_count(self, n: Any) -> None:
+        """One clear error for a number of examples to generate that is not an integer >= 0."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{self.name}: the number of examples to generate must be an integer >= 0, got {n!r}")
+
+    def check_examples(self, examples: Sequence, completions: Sequence | None = None) -> None:
+        """One clear error for examples that are not this task's (e.g. strings), or ``completions`` that do not
+        pair one to one with them (``score``)."""
+        wrong = examples if isinstance(examples, (str, bytes)) else next(
+            (e for e in examples if not isinstance(e, self.example_type)), None)
+        if wrong is not None:
+            raise ValueError(f"{self.name}: examples must be {self.example_type.__name__} objects, as task.generate(n) "
+                             f"or task.load(PATH) return them; got {type(wrong).__name__} {repr(wrong)[:40]}")
+        if completions is not None and len(completions) != len(examples):
+            raise ValueError(f"{self.name}: {len(completions)} completions for {len(examples)} examples; score takes one "
+                             "completion per example (task.decode(examples, out.sequences, model))")
 
     def load(self, path: str) -> list:
         """Read examples from a file."""

@@ -124,6 +124,8 @@ def decode_completions(sequences: torch.Tensor, model: MaskedDiffusionModel, gen
 class MathTask(Task):
     """A math word-problem task; ``gold`` reads the final answer from a reference solution."""
 
+    example_type = MathExample
+
     def __init__(
         self,
         name: str,
@@ -177,6 +179,7 @@ class MathTask(Task):
         return tokenizer(text + "\n" + self.response_prefix)["input_ids"]
 
     def encode(self, examples: Sequence[MathExample], model: MaskedDiffusionModel) -> EncodedBatch:
+        self.check_examples(examples)
         model = _text_model(model, self.name)
         return encode_prompts([self.prompt_ids(ex, model.tokenizer) for ex in examples], model, self.gen_length, self.name)
 
@@ -195,8 +198,7 @@ class MathTask(Task):
         """Verify each completion's final answer. With ``reward="upo"`` and ``logprob`` (per completion,
         :func:`unmask.rl.rewards.trajectory_logprob`) and ``group`` (rollouts of one prompt share a key;
         default: completions of the same example object form a group), the reward adds UPO's bonus."""
-        if len(completions) != len(examples):
-            raise ValueError(f"{self.name}: {len(completions)} completions for {len(examples)} examples")
+        self.check_examples(examples, completions)
         answers = [extract_answer(c) for c in completions]
         solved = np.array([is_equivalent(ex.answer, a, self.verify_timeout) for ex, a in zip(examples, answers)], dtype=bool)
         reward = solved.astype(np.float64)

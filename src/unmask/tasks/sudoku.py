@@ -55,6 +55,7 @@ def grid_errors(grid: Sequence[int], box: int) -> list[str]:
 class SudokuTask(Task):
     """N x N sudoku with ``N = box**2`` (box 2: 4x4, box 3: 9x9)."""
 
+    example_type = SudokuExample
     difficulty_name = "clues"
 
     def __init__(self, box: int) -> None:
@@ -68,6 +69,7 @@ class SudokuTask(Task):
     # ---------------- data ----------------
     def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[SudokuExample]:
         """``n`` unique-solution puzzles with exactly ``difficulty`` clues (givens); default: a medium difficulty."""
+        self.check_count(n)
         clues = difficulty if difficulty is not None else {2: 8, 3: 30}.get(self.box, self.cells // 2)
         rng = random.Random(f"{self.name}-{seed}-{clues}")
         out = []
@@ -149,6 +151,7 @@ class SudokuTask(Task):
         return f"{self.name} grids"
 
     def encode(self, examples: Sequence[SudokuExample], model: MaskedDiffusionModel) -> EncodedBatch:
+        self.check_examples(examples)
         self.check_model(model)
         grid = torch.tensor([ex.puzzle for ex in examples], dtype=torch.long)
         return EncodedBatch(input_ids=torch.where(grid > 0, grid - 1, torch.full_like(grid, self.n)))
@@ -161,6 +164,7 @@ class SudokuTask(Task):
         return torch.where(seq == self.n, torch.zeros_like(seq), seq + 1).tolist()
 
     def score(self, examples: Sequence[SudokuExample], completions: Sequence[Sequence[int]], **_: Any) -> Scores:
+        self.check_examples(examples, completions)
         correct, solved = [], []
         for ex, grid in zip(examples, completions):
             blanks = [i for i, v in enumerate(ex.puzzle) if not v]

@@ -81,6 +81,7 @@ def clue_to_json(clue: Clue) -> dict:
 class ZebraTask(Task):
     """``houses`` x ``attributes`` zebra puzzles; the shipped model ``zebra`` reads the default 4 x 3."""
 
+    example_type = ZebraExample
     name = "zebra"
     difficulty_name = "extra_clues"
 
@@ -107,6 +108,7 @@ class ZebraTask(Task):
     def generate(self, n: int, seed: int = 0, difficulty: int | None = None) -> list[ZebraExample]:
         """``n`` unique-solution puzzles. ``difficulty`` (``extra_clues``) is the number of redundant clues
         added to an irredundant set (one where every clue is needed): 0 is hardest; default 2."""
+        self.check_count(n)
         extra = DEFAULT_EXTRA if difficulty is None else difficulty
         rng = random.Random(f"zebra{self.size}-{seed}-{extra}")
         return [ZebraExample(*generate_puzzle(self.houses, self.attributes, rng, extra)) for _ in range(n)]
@@ -225,6 +227,7 @@ class ZebraTask(Task):
         return {c.a[0] * self.houses + c.a[1]: c.house for c in clues if c.kind == "at_house"}
 
     def encode(self, examples: Sequence[ZebraExample], model: MaskedDiffusionModel) -> EncodedBatch:
+        self.check_examples(examples)
         self.check_model(model)
         rows = [self.prompt_tokens(ex.clues) + self.generation_tokens(ex.clues) for ex in examples]
         return EncodedBatch(input_ids=torch.tensor(rows, dtype=torch.long), gen_start=self.prompt_length)
@@ -240,6 +243,7 @@ class ZebraTask(Task):
         return cells.view(-1, self.attributes, self.houses).tolist()
 
     def score(self, examples: Sequence[ZebraExample], completions: Sequence[Placement], **_: Any) -> Scores:
+        self.check_examples(examples, completions)
         correct, solved = [], []
         for ex, placement in zip(examples, completions):
             blanks = [divmod(x, self.houses) for x in range(self.cells) if x not in self.givens(ex.clues)]

@@ -1,8 +1,17 @@
 """Prompt and verifier of tiny_math.yaml: unmask's gsm8k task, so lm_eval scores exactly as `unmask eval`."""
 
+from pathlib import Path
+
 from unmask.tasks import get_task
 
 TASK = get_task("gsm8k", chat=False)
+
+
+def tiny_math(**kwargs) -> dict:
+    """The task's documents: tiny_math.jsonl beside this file, so the YAMLs work from any working directory."""
+    import datasets
+
+    return datasets.DatasetDict({"test": datasets.Dataset.from_json(str(Path(__file__).with_name("tiny_math.jsonl")))})
 
 
 def doc_to_text(doc: dict) -> str:

@@ -1,0 +1,129 @@
+"""Tiny random LLaDA / Dream checkpoints in the real layout (``unmask make-tiny``): try the Hugging Face path on a
+CPU in seconds, with nothing downloaded.
+
+Each checkpoint is what a hub repository holds: ``config.json`` with the family's own keys (LLaDA's
+``configuration_llada`` names, Dream's ``configuration_dream`` ones, shaped like LLaDA-8B / Dream-7B at width 32:
+grouped-query attention, SwiGLU, RMSNorm, RoPE, an untied head, Dream's q/k/v biases), ``model.safetensors``
+(or shards with ``model.safetensors.index.json``) under the upstream parameter names, and a word-level
+tokenizer with a chat template (a mask token for Dream; LLaDA names its mask in ``config.json``, as upstream).
+``load_model("hf:DIR")`` runs them on the native backends (:mod:`unmask.models.native`). The weights are random
+and large (std 0.3, norm weights around 1), so wrong wiring shows in the logits; the answers are noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<user>", "<assistant>"]
+WORDS = SPECIALS + list("0123456789") + ["what", "is", "the", "answer", "+", "-", "=", "?", ".", "\\", "boxed", "{", "}", "#"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+MASK, PAD, EOS = WORDS.index("[MASK]"), WORDS.index("[PAD]"), WORDS.index("[EOS]")
+FAMILIES = ("llada", "dream")
+CONTEXT = 1024  # tokens: a GSM8K prompt and 256 generated tokens fit
+
+
+def tokenizer(mask: bool = True, chat: bool = False, extra_words: int = 0):
+    """A fast word-level tokenizer over :data:`WORDS` (digits one by one, other words -> ``[UNK]``); ``[CLS] text
+    [SEP]`` around plain text, like BERT's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = WORDS + [f"w{i}" for i in range(extra_words)]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        eos_token="[EOS]", mask_token="[MASK]" if mask else None, additional_special_tokens=["<user>", "<assistant>"],
+    )
+    if chat:
+        tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_llada_config(context: int = CONTEXT, **overrides) -> dict:
+    """A LLaDA-8B-shaped ``config.json`` (LLaMA blocks, SwiGLU, RMSNorm, RoPE, untied head, GQA) at d_model 32."""
+    return {
+        "model_type": "llada", "architectures": ["LLaDAModelLM"],
+        "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM"},
+        "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2, "mlp_hidden_size": 48, "mlp_ratio": 4,
+        "activation_type": "silu", "block_type": "llama", "layer_norm_type": "rms", "rms_norm_eps": 1e-5,
+        "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "alibi": False, "flash_attention": False,
+        "include_bias": False, "include_qkv_bias": False, "bias_for_layer_norm": False, "weight_tying": False,
+        "attention_dropout": 0.0, "residual_dropout": 0.0, "embedding_dropout": 0.0, "init_device": "cpu",
+        "init_fn": "normal", "max_sequence_length": context, "vocab_size": 64, "embedding_size": 64,
+        "mask_token_id": MASK, "eos_token_id": EOS, "pad_token_id": PAD, "use_cache": False, **overrides,
+    }
+
+
+def tiny_dream_config(context: int = CONTEXT, **overrides) -> dict:
+    """A Dream-7B-shaped ``config.json`` (Qwen2 blocks with q/k/v biases, GQA, untied head) at hidden size 32."""
+    return {
+        "model_type": "Dream", "architectures": ["DreamModel"],
+        "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
+        "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": context,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_scaling": None, "tie_word_embeddings": False,
+        "use_sliding_window": False, "attention_dropout": 0.0, "mask_token_id": MASK, "pad_token_id": PAD,
+        "bos_token_id": 2, "eos_token_id": EOS, **overrides,
+    }
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter with N(0, 0.3^2) (1-D: norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2))."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # in place: no temporary as large as a weight (benchmarks/native_backends.py measures memory)
+        for name, p in model.named_parameters():
+            p.normal_(generator=gen).mul_(0.1 if p.dim() == 1 else 0.3)
+            if p.dim() == 1 and not name.endswith("bias"):
+                p.add_(1)
+    return model
+
+
+def save_safetensors(state: dict[str, torch.Tensor], directory: Path, shards: int = 1) -> None:
+    """``state`` (checkpoint names) as the hub stores it: ``model.safetensors``, or ``shards`` files
+    ``model-0000i-of-0000n.safetensors`` with ``model.safetensors.index.json``."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in state.items() if not k.endswith("inv_freq")}
+    if shards == 1:
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        return
+    names, weight_map = list(state), {}
+    for i in range(shards):
+        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: state[k] for k in names[i::shards]}
+        save_file(part, str(directory / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, file))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: int = 0) -> Path:
+    """Write a tiny random ``family`` (``llada`` / ``dream``) checkpoint with a ``context``-token window to
+    ``directory`` (see the module docstring); load it with ``load_model(f"hf:{directory}")``."""
+    from unmask.models.hf import native_backend
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; make-tiny writes {', '.join(FAMILIES)}")
+    if context < 8:
+        raise ValueError(f"context (--context) must be an integer >= 8 tokens, got {context}")
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} is not empty; give a new directory (make-tiny never overwrites)")
+    raw = (tiny_llada_config if family == "llada" else tiny_dream_config)(context)
+    backend = native_backend(raw["model_type"])
+    model = randomize_(backend(backend.config_from_dict(raw)), seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_safetensors({backend.checkpoint_name(k): v for k, v in model.state_dict().items()}, directory)
+    (directory / "config.json").write_text(json.dumps(raw, indent=2))
+    tokenizer(mask=family == "dream", chat=True).save_pretrained(directory)
+    return directory
