@@ -120,7 +120,7 @@ def copy_policy(tmp_path, name: str = "upo-sudoku4") -> Path:
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda p: p.update(colour="blue"), "unknown key 'colour' for UPOConfig; valid keys: feature_size"),
+    (lambda p: p.update(colour="blue"), "unknown key 'colour' for UPOConfig; valid keys: coupling_rounds, coupling_length, planner"),
     (lambda p: p.update(d_model="32"), "d_model (--d-model) must be an integer >= 1, got '32'"),
     (lambda p: p.pop("kind"), "unknown policy kind None"),
 ])
