@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -69,3 +70,10 @@ def run_info(command: str) -> dict[str, Any]:
         "machine": machine(),
     }
 
+
+
+def start_results(out: Path, append: bool, command: str) -> tuple[list[dict], list[dict]]:
+    """The ``results`` rows and ``provenance`` a run writes to ``out``: an existing file's, extended (``append``),
+    or new ones; the provenance gains this run's :func:`run_info`."""
+    previous = json.loads(out.read_text()) if append and out.exists() else {}
+    return previous.get("results", []), previous.get("provenance", []) + [run_info(command)]

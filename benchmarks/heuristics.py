@@ -34,11 +34,10 @@ one knob (sudoku: clues, arithmetic: digits, ...), or read from ``--data``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from common import add_task_option, command_line, run_info
+from common import add_task_option, command_line, start_results
 
 from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
@@ -75,9 +74,7 @@ def main() -> None:
             print(f"generated {args.num} examples with {task.difficulty_name}={d} in {time.perf_counter() - t:.1f}s")
 
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if args.append and out.exists() else {}
-    rows: list[dict] = previous.get("results", [])
-    provenance = previous.get("provenance", []) + [run_info(command)]
+    rows, provenance = start_results(out, args.append, command)
     for data, examples in datasets:
         for model_name in models:
             model = load_model(model_name)

@@ -17,11 +17,10 @@ Commands (the figures in benchmarks/results/oracle_gap.json and docs/oracle_gap.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from common import add_task_option, command_line, run_info
+from common import add_task_option, command_line, start_results
 
 from unmask.api import resolve_policy
 from unmask.checkpoint import save_json
@@ -71,9 +70,7 @@ def main() -> None:
     models = args.models.split(",") if args.models else [task.default_model]
     command = command_line("benchmarks/oracle_gap.py", args)
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if args.append and out.exists() else {}
-    rows: list[dict] = previous.get("results", [])
-    provenance = previous.get("provenance", []) + [run_info(command)]
+    rows, provenance = start_results(out, args.append, command)
     for d in [int(x) for x in args.difficulty.split(",")] if args.difficulty else [None]:
         t = time.perf_counter()
         examples = task.generate(args.num, seed=2027, difficulty=d)

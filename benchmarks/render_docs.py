@@ -303,7 +303,7 @@ def rerun() -> str:
 
 def oracle_gap() -> str:
     """Per task and data: every policy's solved rate and NFE beside the oracles, and the share of the gap between
-    the best one-per-step heuristic and the one-per-step oracle each closes (benchmarks/oracle_gap.py)."""
+    the best one-per-step heuristic and the one-per-step oracle each learned policy closes (benchmarks/oracle_gap.py)."""
     name = "oracle_gap.json"
     rows = load(name)["results"]
     out = []
@@ -313,10 +313,21 @@ def oracle_gap() -> str:
         top = next(r for r in mine if r["label"] == "oracle")
         gap = top["solved_rate"] - best["solved_rate"]
         for r in mine:
-            closed = "" if r["group"] in ("oracle", "heuristic") or gap <= 0 else pct((r["solved_rate"] - best["solved_rate"]) / gap)
+            closed = "" if r["group"] not in ("shipped", "ablation") or gap <= 0 else pct((r["solved_rate"] - best["solved_rate"]) / gap)
             out.append([f"{key[0]} · `{key[1]}`", key[2].split(":", 1)[-1], r["group"], f"`{r['label']}`",
                         pct(r["solved_rate"]), f"{r['nfe']:.1f}", f"{r['aup']:.1f}", closed])
     return table(["task · MDM", "data", "group", "policy", "solved", "NFE", "AUP", "gap closed"], out) + "\n\n" + source(name)
+
+
+def planner_cost() -> str:
+    """The policy step against one MDM forward, the shipped ``upo`` with and without the planner (policy_cost.py)."""
+    out = []
+    for label, name in (("shipped `upo`", "upo/policy_cost_shipped.json"), ("`upo` + planner", "upo/policy_cost_planner.json")):
+        for r in load(name)["results"]:
+            out.append([label, f"`{r['model']}`", str(r["batch_size"]), f"{r['policy_parameters']:,}", pct(r["step_cost_ratio"])])
+    return table(["policy", "MDM", "batch", "policy parameters", "policy step / MDM forward"], out) + \
+        "\n\nFrom `benchmarks/results/upo/policy_cost_shipped.json` and `policy_cost_planner.json` (commands in " \
+        "`benchmarks/policy_cost.py`), one thread, run minutes apart."
 
 
 def blocks() -> dict[str, str]:
@@ -330,6 +341,7 @@ def blocks() -> dict[str, str]:
                "MDM": lambda r: f"`{r['model']}`", "batch": lambda r: str(r["batch_size"]),
                "policy parameters": lambda r: f"{r['policy_parameters']:,}",
                "policy step / MDM forward": lambda r: pct(r["step_cost_ratio"])}),
+           "planner-cost": planner_cost(),
            "algorithm2-memory": simple("algorithm2_memory.json", {
                "update": lambda r: r["variant"], "peak memory over the model": lambda r: f"{r['peak_mb_over_model']:,.0f} MB",
                "rollout": lambda r: f"{r['rollout_s']:.1f} s", "update pass": lambda r: f"{r['update_s']:.1f} s"})}

@@ -83,7 +83,7 @@ def test_grpo_config_nests_run_and_policy_by_kind():
     assert stored["policy"]["kind"] == "plackett-luce" and "mdm_name" not in stored["policy"]  # derived: not stored
     assert GRPOConfig.from_dict(json.loads(json.dumps(stored))) == cfg
     with pytest.raises(ConfigError, match=r"stop_logit \(--stop-logit\) is a setting of --policy plackett-luce, not of "
-                                          r"--policy bernoulli; bernoulli takes: d_model, n_head"):
+                                          r"--policy bernoulli; bernoulli takes: coupling_rounds, planner, pair_channels"):
         GRPOConfig.from_flat(policy="bernoulli", stop_logit=1.0)
 
 

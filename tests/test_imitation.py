@@ -4,6 +4,7 @@ resume)."""
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +74,9 @@ def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resu
     ref = tmp_path / "ref" / imitation.PHASE
     with open(ref / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["step"] for r in rows] == ["1", "2"] and all(float(r["states"]) > 0 for r in rows)
+    assert [r["step"] for r in rows] == ["0", "1", "2"] and all(float(r["states"]) > 0 for r in rows[1:])
+    best = max(rows, key=lambda r: float(r["eval_solved"]))  # round 0 (the starting policy) competes too
+    assert load_policy(ref / "best").record["eval_solved"] == float(best["eval_solved"])
     assert load_policy(ref / "best").planner is not None
     assert (tmp_path / "ref" / "last").is_dir() and (tmp_path / "ref" / "metrics.csv").is_file()
 
@@ -116,3 +119,16 @@ def test_a_run_may_start_from_a_policy_without_a_planner_and_add_one(tmp_path):
     with pytest.raises(ValueError, match="d_model: 8 there, 16 here"):
         GRPOTrainer(policy_config(tmp_path / "other", max_steps=0, planner=True, d_model=16,
                                   init_policy=str(tmp_path / "plain" / "best")), progress=False)
+
+
+def test_the_ablation_recipes_are_valid_train_policy_configs():
+    import yaml
+
+    from unmask.rl.grpo import GRPOConfig
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "ablations").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        config = GRPOConfig.from_flat(yaml.safe_load(recipe.read_text()), source=str(recipe))
+        config.validate()
+        assert config.imitation_rounds > 0

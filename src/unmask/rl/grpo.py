@@ -102,6 +102,9 @@ class GRPOConfig(Config):
     imitation_top_k: int | None = option(None, "fit the labels of each state's K highest-utility candidates only "
                                                 "(where one-per-step decisions are made; UPO's Top-K, Eq. 27); "
                                                 "none = every candidate", low=1)
+    imitation_anchor: float = option(0.0, "lambda of lambda * mean(r^2) on the planner's residual in the imitation "
+                                          "fit: keeps the order of the policy imitation starts from where the labels "
+                                          "give no preference (all near-certain positions are gold)", low=0.0)
     imitation_negative_weight: float = option(1.0, "weight of the 'not gold' labels in the imitation loss (> 1: "
                                                    "fewer wrong reveals, for parallel policies)", low=0.0,
                                               low_open=True)

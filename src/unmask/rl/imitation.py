@@ -15,7 +15,7 @@ inputs that make those labels predictable. Each of ``imitation_rounds`` rounds c
 ``imitation_prompts`` fresh prompts decoded by the current policy (sampling mode) up to the first wrong reveal
 (later states condition on a contradiction of the gold answer), fits ``imitation_epochs`` passes of Adam over
 them (the MDM is not called in the fit), and evaluates the policy greedily on the run's held-out prompts; the
-best round's weights are kept (``imitation/best``) and start GRPO. Rounds do not aggregate earlier rounds'
+best round's weights (round 0: the policy it started from) are kept (``imitation/best``) and start GRPO. Rounds do not aggregate earlier rounds'
 states (each round is a pure function of the weights it starts from, so a resumed run is exact); the optimizer
 carries over. ``imitation/last`` is resumable, ``imitation/metrics.csv`` logs one row per round.
 """
@@ -119,14 +119,18 @@ def freeze_inputs(policy: LearnedPolicy, states: dict[str, torch.Tensor], chunk:
     states.update({k: torch.cat(v) for k, v in parts.items() if v})
 
 
-def utilities(policy: LearnedPolicy, states: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-    """The policy's utilities u (n, L) of the states ``idx`` (no STOP column): the frozen scorer's logits plus the
-    planner's residual where the policy has a planner, the whole scorer's otherwise."""
+def utilities(policy: LearnedPolicy, states: dict[str, torch.Tensor],
+              idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's utilities u (n, L) of the states ``idx`` (no STOP column) and what they move away from the
+    policy imitation started from: the planner's residual where the policy has a planner (added to the frozen
+    scorer's logits), else zeros (the whole scorer is fitted)."""
     obs = {k: v[idx] for k, v in states.items() if k not in FROZEN}
     confidence = states["confidence_read"][idx]
     if policy.planner is None:
-        return policy.scores(obs, confidence)[:, : obs["allowed"].shape[1]]
-    return (states["scorer_logits"][idx] + policy.planner(obs, confidence)) / policy.temperature
+        u = policy.scores(obs, confidence)[:, : obs["allowed"].shape[1]]
+        return u, torch.zeros_like(u)
+    residual = policy.planner(obs, confidence)
+    return (states["scorer_logits"][idx] + residual) / policy.temperature, residual
 
 
 def imitation_loss(u: torch.Tensor, gold: torch.Tensor, allowed: torch.Tensor, calibration: torch.Tensor,
@@ -174,20 +178,21 @@ class Imitation:
         self.opt = torch.optim.Adam([*self.params, self.calibration], lr=self.cfg.imitation_learning_rate)
         self.gen = torch.Generator(device=trainer.model.device).manual_seed(
             ExampleStreams.seed_of(self.cfg.run.seed, STREAM - 1))
-        self.round, self.best = 0, float("-inf")
+        self.round, self.best, self.best_metrics = 0, float("-inf"), {}
 
     def save(self) -> None:
         if not self.trainer.dist.main:
             return
         rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
-        counters = {"step": self.round, "best": self.best, "calibration": self.calibration.tolist()}
+        counters = {"step": self.round, "best": self.best, "best_metrics": self.best_metrics,
+                    "calibration": self.calibration.tolist()}
         self.trainer.policy.save(self.dir / LAST, self.trainer._meta(), TrainingState(self.opt, rng, counters))
 
     def resume(self) -> None:
         rng, state = load_training_checkpoint(resumable_checkpoint(self.dir), self.trainer.policy, self.opt)
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
-        self.round, self.best = state["step"], state["best"]
+        self.round, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
         with torch.no_grad():
             self.calibration.copy_(torch.tensor(state["calibration"]))
 
@@ -201,11 +206,13 @@ class Imitation:
             perm = torch.randperm(n, generator=self.gen, device=self.gen.device)
             total = 0.0
             for idx in perm.split(self.cfg.imitation_batch_size):
-                u, allowed = utilities(policy, states, idx), states["allowed"][idx]
+                (u, residual), allowed = utilities(policy, states, idx), states["allowed"][idx]
                 if self.cfg.imitation_top_k is not None:  # the decision-relevant candidates: the current top K
                     allowed = top_k_mask(u.detach(), allowed, torch.full((len(idx),), self.cfg.imitation_top_k))
                 loss = imitation_loss(u, states["gold"][idx], allowed, self.calibration,
                                       self.cfg.imitation_negative_weight)
+                if self.cfg.imitation_anchor:  # lambda * mean r^2: the start's order where the labels do not object
+                    loss = loss + self.cfg.imitation_anchor * residual[allowed].pow(2).mean()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -214,13 +221,27 @@ class Imitation:
         policy.eval()
         return total / n
 
+    def record(self, logger: MetricsLogger, row: dict) -> None:
+        """Log the round's row, keep the policy as ``best`` when its held-out metric is the best so far (round 0:
+        the policy imitation starts from), then checkpoint the phase."""
+        trainer = self.trainer
+        if row[trainer.selection] > self.best:
+            self.best, self.best_metrics = row[trainer.selection], {k: v for k, v in row.items() if k.startswith("eval_")}
+            if trainer.dist.main:
+                trainer.policy.save(self.dir / "best", {**trainer._meta(), **self.best_metrics, "round": self.round})
+        logger.log(row)  # the row before its checkpoint: a kill between them loses no row
+        self.save()
+
     def run(self, resume: bool = False) -> dict[str, float]:
-        """All rounds (from the last checkpoint with ``resume``); leaves the best round's weights in the policy and
-        returns its held-out metrics, prefixed ``imitation_``."""
+        """Every round (from the last checkpoint with ``resume``); leaves the best round's weights in the policy
+        (round 0, the starting policy, competes too) and returns its held-out metrics, prefixed ``imitation_``."""
         trainer, cfg = self.trainer, self.cfg
-        if resume and has_checkpoint(self.dir):
+        resumed = resume and has_checkpoint(self.dir)
+        if resumed:
             self.resume()
-        logger = MetricsLogger(self.dir, resume_step=self.round if resume else None, config=cfg.to_dict())
+        logger = MetricsLogger(self.dir, resume_step=self.round if resumed else None, config=cfg.to_dict())
+        if not resumed:
+            self.record(logger, {"step": 0, **trainer.evaluate()})
         with progress_bar(total=cfg.imitation_rounds, initial=self.round, desc=f"imitation {trainer.task.name}",
                           disable=not trainer.progress) as bar:
             while self.round < cfg.imitation_rounds:
@@ -232,22 +253,16 @@ class Imitation:
                 states = {k: v[has_gold] for k, v in states.items()}
                 t0 = time.perf_counter()
                 loss = self.fit(states)
-                t1 = time.perf_counter()
+                seconds = time.perf_counter() - t0
                 self.round += 1
                 metrics = trainer.evaluate()
-                row = {"step": self.round, "loss": loss, "states": len(has_gold), "fit_seconds": t1 - t0,
-                       "gold_share": (states["gold"].sum() / states["allowed"].sum().clamp(min=1)).item(), **metrics}
-                if metrics[trainer.selection] > self.best:
-                    self.best = metrics[trainer.selection]
-                    if trainer.dist.main:
-                        trainer.policy.save(self.dir / "best", {**trainer._meta(), **metrics, "round": self.round})
-                logger.log(row)
-                self.save()
+                self.record(logger, {"step": self.round, "loss": loss, "states": len(has_gold), "fit_seconds": seconds,
+                                     "gold_share": (states["gold"].sum() / states["allowed"].sum().clamp(min=1)).item(),
+                                     **metrics})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", solved=f"{metrics['eval_solved']:.3f}",
                                 nfe=f"{metrics['eval_nfe']:.1f}")
         logger.close()
-        best = self.dir / "best" / WEIGHTS
-        if best.exists():
-            trainer.policy.load_state_dict(load_tensors(best))
-        return {"imitation_" + k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+        trainer.dist.barrier()  # rank 0 has written best/
+        trainer.policy.load_state_dict(load_tensors(self.dir / "best" / WEIGHTS))
+        return {"imitation_" + k.removeprefix("eval_"): v for k, v in self.best_metrics.items()}
