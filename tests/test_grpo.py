@@ -210,7 +210,7 @@ def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tm
 
     monkeypatch.setattr(SudokuTask, "targets", Task.targets)
     rollouts = []
-    monkeypatch.setattr("unmask.rl.pretrain.generate", lambda *a, **k: rollouts.append(1))
+    monkeypatch.setattr("unmask.rl.imitation.generate", lambda *a, **k: rollouts.append(1))
     with pytest.raises(ValueError, match="no per-position target tokens.*--coupling-prompts 0"):
         train_policy(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
     assert not rollouts

@@ -178,5 +178,5 @@ def test_a_zero_count_step_reveals_the_most_confident_candidate(tiny_sudoku4_mod
 def test_per_row_policy_inputs_are_checked(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(3, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
-    with pytest.raises(ValueError, match=r"policy input 'alpha' must be a tensor of one value per row, shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"policy input 'alpha' must be a tensor with one entry per row, shape \(3, ...\)"):
         generate(tiny_sudoku4_model, x, get_policy("confidence"), inputs={"alpha": torch.zeros(2)})
