@@ -277,7 +277,8 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     sudoku learned from uniform random order (no reference, no confidence prior), compared with every heuristic
     and the shipped ``upo`` on fresh 4x4 puzzles at the recipe's clue count; (2) the heuristics that solve 9x9
     puzzles at all (random order, left-to-right and threshold 0.7 solve none) beside the shipped ``upo`` /
-    ``bernoulli`` policies on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a solved-vs-NFE plot
+    ``bernoulli`` policies and the parallel ground-truth oracle (the upper bound, :mod:`unmask.policies.oracle`)
+    on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a solved-vs-NFE plot
     per task and one JSON; an earlier demo in ``output_dir`` is replaced, with a warning."""
     from unmask.checkpoint import load_json, save_json
     from unmask.rl.grpo import GRPOConfig
@@ -299,7 +300,7 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     reports = {
         "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=recipe["run"]["difficulty"],
                                      seed=1),
-        "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS_9X9, "upo", "bernoulli"], num=num,
+        "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", "oracle:parallel=1"], num=num,
                                      difficulty=difficulty, seed=1),
     }
     for task, report in reports.items():
