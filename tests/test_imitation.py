@@ -69,8 +69,10 @@ def run(out, resume=False, **settings):
 
 
 @pytest.mark.slow
-def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resume(tmp_path, monkeypatch):
-    run(tmp_path / "ref", max_steps=1)
+@pytest.mark.parametrize("kind", ["bernoulli", "upo"])
+def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resume(tmp_path, monkeypatch, kind):
+    settings = {"max_steps": 1, "policy": kind, **({"reference": "none"} if kind == "upo" else {})}
+    run(tmp_path / "ref", **settings)
     ref = tmp_path / "ref" / imitation.PHASE
     with open(ref / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -89,11 +91,11 @@ def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resu
 
     monkeypatch.setattr(imitation.Imitation, "save", stop_after_first_round)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "run", max_steps=1)
+        run(tmp_path / "run", **settings)
     monkeypatch.setattr(imitation.Imitation, "save", real)
     with pytest.raises(ValueError, match="already holds a training run"):
-        run(tmp_path / "run", max_steps=1)
-    run(tmp_path / "run", resume=True, max_steps=1)
+        run(tmp_path / "run", **settings)
+    run(tmp_path / "run", resume=True, **settings)
     for name in ("best", "last"):
         for f in ("model.safetensors",):
             assert (tmp_path / "run" / imitation.PHASE / name / f).read_bytes() == (ref / name / f).read_bytes()
