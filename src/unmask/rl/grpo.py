@@ -337,9 +337,9 @@ class GRPOTrainer:
         its coupling pre-training (``coupling_nll``, written by ``pretrain-coupling``) for the step-0 row."""
         initial = load_policy(directory)
         adds_planner = self.policy.planner is not None and initial.planner is None  # a zero-initialised one
-        theirs = replace(initial.config, **{f: getattr(self.policy.config, f) for f in PLANNER_FIELDS}) \
+        comparable = replace(initial.config, **{f: getattr(self.policy.config, f) for f in PLANNER_FIELDS}) \
             if adds_planner else initial.config
-        if initial.kind != self.policy.kind or theirs != self.policy.config:
+        if initial.kind != self.policy.kind or comparable != self.policy.config:
             ours, theirs = asdict(self.policy.config), asdict(initial.config)
             differ = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items() if theirs.get(k) != v]
             raise ValueError(f"--init-policy {directory} is a {initial.kind} policy with other settings than this run's "

@@ -208,7 +208,8 @@ class Imitation:
             for idx in perm.split(self.cfg.imitation_batch_size):
                 (u, residual), allowed = utilities(policy, states, idx), states["allowed"][idx]
                 if self.cfg.imitation_top_k is not None:  # the decision-relevant candidates: the current top K
-                    allowed = top_k_mask(u.detach(), allowed, torch.full((len(idx),), self.cfg.imitation_top_k))
+                    k = torch.full((len(idx),), self.cfg.imitation_top_k, device=u.device)
+                    allowed = top_k_mask(u.detach(), allowed, k)
                 loss = imitation_loss(u, states["gold"][idx], allowed, self.calibration,
                                       self.cfg.imitation_negative_weight)
                 if self.cfg.imitation_anchor:  # lambda * mean r^2: the start's order where the labels do not object

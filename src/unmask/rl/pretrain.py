@@ -3,8 +3,8 @@
 The policy decodes training prompts by sampling (Algorithm 2's sampling phase: MDM and policy under no-grad),
 and every state up to the trajectory's first wrong reveal is kept with the true tokens of its positions
 (:meth:`unmask.tasks.base.Task.targets`; :func:`unmask.rl.imitation.collect_states`, which imitation shares).
-Then only the coupling is fitted: ``epochs`` passes of Adam over the stored states, minimising the negative log-likelihood of the true tokens under the refined marginals
-(:func:`unmask.policies.coupling.coupling_nll`). The signal is dense (every masked position of every state),
+Then only the coupling is fitted: ``epochs`` passes of Adam over the stored states, minimising the negative
+log-likelihood of the true tokens under the refined marginals (:func:`unmask.policies.coupling.coupling_nll`). The signal is dense (every masked position of every state),
 where GRPO's is one scalar per trajectory; the MDM is not called during the fit.
 
 It is its own step (:func:`pretrain_step`) and command: ``unmask pretrain-coupling --config RECIPE --output-dir
