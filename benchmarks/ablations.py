@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from unmask.api import train_policy
-from unmask.rl.grpo import GRPOConfig
+from unmask.training.grpo import GRPOConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMON = {

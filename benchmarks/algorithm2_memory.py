@@ -22,7 +22,7 @@ import torch
 
 from common import run_info
 
-from unmask.checkpoint import save_json
+from unmask.core.checkpoint import save_json
 
 
 def peak_mb() -> float:
@@ -30,8 +30,8 @@ def peak_mb() -> float:
 
 
 def run(variant: str, args: argparse.Namespace) -> dict:
-    from unmask.engine import SamplingConfig, generate
-    from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
+    from unmask.engine.loop import SamplingConfig, generate
+    from unmask.training.grpo import GRPOConfig, GRPOTrainer, group_advantages
 
     torch.set_num_threads(args.threads)
     trainer = GRPOTrainer(GRPOConfig.from_flat(model=args.model, difficulty=[args.clues], prompts_per_step=args.prompts,

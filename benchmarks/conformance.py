@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import conformance_cases as cc  # noqa: E402
 
-from unmask.checkpoint import save_json  # noqa: E402
+from unmask.core.checkpoint import save_json  # noqa: E402
 
 
 def main() -> None:

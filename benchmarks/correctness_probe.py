@@ -21,9 +21,9 @@ import time
 import torch
 from common import command_line, run_info
 
-from unmask.checkpoint import save_json
-from unmask.engine import SamplingConfig, generate
-from unmask.evaluate import evaluate
+from unmask.core.checkpoint import save_json
+from unmask.engine.loop import SamplingConfig, generate
+from unmask.evaluation.evaluate import evaluate
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
@@ -39,7 +39,7 @@ class TokenRecordingUPO(LearnedPolicy):
 
 
 def solved_rate(task, model, policy, examples) -> float:
-    """Greedy solved rate of ``policy`` (the library's :func:`unmask.evaluate.evaluate`)."""
+    """Greedy solved rate of ``policy`` (the library's :func:`unmask.evaluation.evaluate.evaluate`)."""
     return evaluate(task, model, examples, [policy.eval()], progress=False)[0].solved_rate
 
 

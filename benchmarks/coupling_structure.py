@@ -1,7 +1,7 @@
 """What a UPO policy's learned coupling (``--coupling-rounds``) has found on 9x9 sudoku.
 
 Nothing tells the coupling that sudoku has rows, columns and boxes: its pairwise strengths A_ij are fitted to the
-MDM's rollouts (:mod:`unmask.rl.pretrain`). This script compares them with the 20 peers of each cell: the share of
+MDM's rollouts (:mod:`unmask.training.pretrain`). This script compares them with the 20 peers of each cell: the share of
 each cell's 20 strongest partners that are its peers, and the mean strength on peer and non-peer pairs. It draws
 A_i. for four cells as 9x9 heat maps (PNG) and writes JSON.
 
@@ -22,7 +22,7 @@ from common import command_line, run_info  # noqa: E402
 from joint_marginals import unit_matrix  # noqa: E402
 
 from unmask.api import SHIPPED_POLICIES  # noqa: E402
-from unmask.checkpoint import save_json  # noqa: E402
+from unmask.core.checkpoint import save_json  # noqa: E402
 from unmask.policies.learned import load_policy  # noqa: E402
 from unmask.tasks import get_task  # noqa: E402
 

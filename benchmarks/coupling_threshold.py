@@ -18,12 +18,13 @@ import torch
 from common import command_line, run_info
 
 from unmask.api import resolve_policy
-from unmask.checkpoint import save_json
-from unmask.engine import StepState
-from unmask.evaluate import evaluate, format_table
+from unmask.core.checkpoint import save_json
+from unmask.engine.loop import StepState
+from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies import get_policy
-from unmask.policies.base import Policy, top_k_mask
+from unmask.engine.policy import Policy
+from unmask.policies.base import top_k_mask
 from unmask.policies.coupling import MeanFieldCoupling
 from unmask.tasks import get_task
 

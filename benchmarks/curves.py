@@ -36,7 +36,7 @@ from pathlib import Path
 
 from common import run_info
 
-from unmask.checkpoint import save_json
+from unmask.core.checkpoint import save_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -4,7 +4,7 @@ Command (the figures in benchmarks/results/distributed.json):
     .venv/bin/python benchmarks/distributed.py --steps 3
 
 Three runs of the same training, side by side: one process with one thread, one process with two threads, and
-two gloo processes with one thread each (``unmask.distributed``: each rolls out half of the step's prompt
+two gloo processes with one thread each (``unmask.core.distributed``: each rolls out half of the step's prompt
 groups, DDP sums the policy's gradients). Each run trains a Bernoulli policy (Jazbec §3.2, sampled) against
 the shipped ``sudoku9-small`` MDM on fresh 9x9 puzzles, ``--prompts`` prompts x ``--generations`` rollouts per
 step; the first step is a warm-up. The machine may be shared: each run records the load average around it. Every phase is timed between barriers, so a phase lasts as long as its
@@ -39,8 +39,8 @@ def worker(rank: int, world: int, threads: int, port: int, args: argparse.Namesp
     import torch
 
     torch.set_num_threads(threads)
-    from unmask.distributed import Distributed
-    from unmask.rl.grpo import GRPOConfig, GRPOTrainer
+    from unmask.core.distributed import Distributed
+    from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
     inside = {"seconds": 0.0, "calls": 0}
     real_collective = Distributed._collective
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/distributed.json")
     args = parser.parse_args()
 
-    from unmask.checkpoint import save_json
+    from unmask.core.checkpoint import save_json
 
     rows = [summarise(name, w, t, run(w, t, args.port + i, args)) for i, (name, w, t) in enumerate(RUNS)]
     base = rows[0]

@@ -17,13 +17,13 @@ import torch
 
 from common import run_info
 
-from unmask.checkpoint import save_json
-from unmask.engine import SamplingConfig, generate
+from unmask.core.checkpoint import save_json
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.models import load_model
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy
-from unmask.rl.grpo import GRPOConfig
+from unmask.training.grpo import GRPOConfig
 from unmask.tasks import get_task
 
 

@@ -37,8 +37,8 @@ import numpy as np
 from common import run_info
 
 from unmask.api import frontier
-from unmask.checkpoint import save_json
-from unmask.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+from unmask.core.checkpoint import save_json
+from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
 
 
 def numbers(cast, text: str) -> list:

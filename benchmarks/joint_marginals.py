@@ -27,12 +27,13 @@ import argparse
 import torch
 from common import command_line, run_info
 
-from unmask.checkpoint import save_json
-from unmask.engine import StepState, generate
-from unmask.evaluate import evaluate, format_table
+from unmask.core.checkpoint import save_json
+from unmask.engine.loop import StepState, generate
+from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies import get_policy
-from unmask.policies.base import Policy, ScorePolicy
+from unmask.engine.policy import Policy
+from unmask.policies.base import ScorePolicy
 from unmask.tasks import get_task
 
 

@@ -31,7 +31,7 @@ from common import command_line, run_info  # noqa: E402
 from kill_harness import (KINDS, Killed, compare_runs, kill_at, recover, run_with_kills,  # noqa: E402
                           timed_reference, train)
 
-from unmask.checkpoint import save_json  # noqa: E402
+from unmask.core.checkpoint import save_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_resume.json"
 

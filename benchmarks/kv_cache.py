@@ -78,12 +78,12 @@ from test_kv_cache import Guard
 
 from unmask import engine
 from unmask.api import SHIPPED_POLICIES, resolve_policy
-from unmask.cache import BlockCache
-from unmask.engine import SamplingConfig, generate
-from unmask.evaluate import run_policy
+from unmask.engine.cache import BlockCache
+from unmask.engine.loop import SamplingConfig, generate
+from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.tasks import get_task
-from unmask.tokens import GumbelMaxTokens
+from unmask.engine.tokens import GumbelMaxTokens
 
 OUT = HERE / "results" / "kv_cache.json"
 MODES = ("none", "prefix", "dual")

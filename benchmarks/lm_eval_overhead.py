@@ -51,7 +51,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 import tiny_hf  # noqa: E402
 from unmask.api import evaluate_policies  # noqa: E402
-from unmask.evaluate import run_policy  # noqa: E402
+from unmask.evaluation.evaluate import run_policy  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
 from unmask.models import load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402

@@ -3,12 +3,12 @@
 Command (the figures in benchmarks/results/memory.json):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/memory.py --model sudoku9-small --difficulty 36 --nums 1000,2000,4000 --count-steps 3
 
-The puzzles are generated once (the first n of the same 4,000). Each (policy, number of puzzles) runs `unmask.evaluate.run_policy` in a fresh process (peak RSS is per process)
+The puzzles are generated once (the first n of the same 4,000). Each (policy, number of puzzles) runs `unmask.evaluation.evaluate.run_policy` in a fresh process (peak RSS is per process)
 at batch size 256 and reports `ru_maxrss`. Count policies decode with `--count-steps` steps (their batch never
 shrinks, so their step count does not change the shapes the model sees); threshold-style policies (threshold,
 factor, eb) reveal a variable number per step, so their active batch shrinks step by step: the case that used to
 grow (every new batch shape made the CPU kernels cache new primitives) and that the engine's batch buckets
-(`unmask.engine.bucket`) now bound. `--no-bucket` measures the engine without them, for the before/after.
+(`unmask.engine.loop.bucket`) now bound. `--no-bucket` measures the engine without them, for the before/after.
 A policy passes when its peak at the largest size is within 10% of its peak at the smallest.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import command_line, run_info
 
-from unmask.checkpoint import save_json
+from unmask.core.checkpoint import save_json
 from unmask.tasks import get_task
 
 COUNT = ["random", "confidence", "margin", "entropy", "left_to_right", "topk_softmax", "origin"]
@@ -32,12 +32,12 @@ VARIABLE = ["threshold:0.9", "factor:1", "eb:0.5"]
 CHILD = r"""
 import json, resource, sys, time, torch
 torch.set_num_threads(1)
-import unmask.engine as engine
+import unmask.engine.loop as engine
 args = json.loads(sys.argv[1])
 if args["no_bucket"]:
     engine.bucket = lambda b, batch_size: b
-from unmask.engine import SamplingConfig
-from unmask.evaluate import run_policy
+from unmask.engine.loop import SamplingConfig
+from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies import get_policy
 from unmask.tasks import get_task

@@ -1,5 +1,5 @@
 """How a learned policy's unmasking order differs from max-confidence's on the same examples
-(`unmask.order.RevealOrder.agreement`): identical whole orders, positions revealed at the same step, the same
+(`unmask.evaluation.order.RevealOrder.agreement`): identical whole orders, positions revealed at the same step, the same
 first step, and the examples only one of them solves. Prints a table, writes JSON.
 
 Commands (benchmarks/results/order/agreement.json):
@@ -16,9 +16,9 @@ from pathlib import Path
 from common import add_task_option, command_line, run_info
 
 from unmask.api import prepare_run, resolve_policy
-from unmask.checkpoint import save_json
-from unmask.cli import task_options
-from unmask.order import reveal_order
+from unmask.core.checkpoint import save_json
+from unmask.cli.main import task_options
+from unmask.evaluation.order import reveal_order
 
 OUT = Path(__file__).resolve().parent / "results" / "order" / "agreement.json"
 

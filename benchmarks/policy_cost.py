@@ -27,10 +27,10 @@ import torch
 from common import run_info
 
 from unmask.api import resolve_policy
-from unmask.checkpoint import save_json
-from unmask.engine import StepState, generate
+from unmask.core.checkpoint import save_json
+from unmask.engine.loop import StepState, generate
 from unmask.models import load_model
-from unmask.policies.base import Policy
+from unmask.engine.policy import Policy
 from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
 
@@ -40,7 +40,7 @@ class TimedPolicy(Policy):
 
     def __init__(self, inner: Policy) -> None:
         self.inner, self.name, self.seconds, self.calls = inner, inner.name, 0.0, 0
-        self.needs_hidden = getattr(inner, "needs_hidden", False)
+        self.capabilities = inner.capabilities
 
     def act(self, state: StepState, record: bool = False):
         start = time.perf_counter()

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from unmask.api import SHIPPED_POLICIES
-from unmask.config import reference_markdown
-from unmask.engine import SamplingConfig
-from unmask.frontier import curve_aups
-from unmask.metrics import aup
+from unmask.core.config import reference_markdown
+from unmask.engine.loop import SamplingConfig
+from unmask.evaluation.frontier import curve_aups
+from unmask.evaluation.metrics import aup
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
-from unmask.rl.grpo import GRPOConfig
-from unmask.run_config import ExamplesConfig, RunConfig
-from unmask.train_mdm import MDMTrainConfig
+from unmask.training.grpo import GRPOConfig
+from unmask.evaluation.run_config import ExamplesConfig, RunConfig
+from unmask.training.mdm import MDMTrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -76,7 +76,7 @@ def source(name: str) -> str:
 
 
 def with_aup(rows: list[dict]) -> list[dict]:
-    """The rows with their tokens per forward ``tpf`` and one-point AUP (:mod:`unmask.metrics`: tpf x solved %).
+    """The rows with their tokens per forward ``tpf`` and one-point AUP (:mod:`unmask.evaluation.metrics`: tpf x solved %).
     Rows written before evaluations reported them lack both; their tpf is the one-per-step NFE of their (model,
     data), the positions each example generates (every file has a one-per-step policy), over their mean NFE."""
     full: dict = {}
@@ -140,7 +140,7 @@ def headline() -> str:
     return table(["shipped policy", "MDM", "data", "solved (NFE, AUP)", "best one-per-step heuristic", "threshold:0.9",
                   "points over best"], out) + ("\n\nSolved rate (mean NFE, AUP) on 500 fresh seeded examples, the same "
                                                "for every policy; AUP: tokens per forward x solved % (d3LLM's Accuracy "
-                                               "Under Parallelism of one point, `unmask.metrics`); source: "
+                                               "Under Parallelism of one point, `unmask.evaluation.metrics`); source: "
                                                "`benchmarks/results/heuristics_*.json`.")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from common import run_info
 
 from unmask.api import resolve_policy
-from unmask.checkpoint import save_json
+from unmask.core.checkpoint import save_json
 from unmask.models import load_model
 
 
@@ -28,7 +28,7 @@ def stochastic(spec: str, model: str, models: dict) -> bool:
     """Whether the decode of ``spec`` on ``model`` draws random numbers: the policy's own ``stochastic``."""
     if model not in models:
         models[model] = load_model(model, device="cpu")
-    return bool(resolve_policy(spec, models[model]).stochastic)
+    return bool(resolve_policy(spec, models[model]).capabilities.stochastic)
 
 
 def key(row: dict) -> tuple:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unmask.engine import SamplingConfig, generate
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 from unmask.policies import get_policy
 

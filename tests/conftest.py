@@ -32,7 +32,7 @@ def tiny_sudoku4_model():
 def stop_after_save(monkeypatch):
     """``stop_after_save(run, step)``: call ``run()`` (a trainer's ``train`` or :func:`unmask.api.train_policy`)
     and kill the GRPO run right after it saved ``step``."""
-    from unmask.rl.grpo import GRPOTrainer
+    from unmask.training.grpo import GRPOTrainer
 
     real_save = GRPOTrainer.save
 

@@ -28,14 +28,14 @@ from typing import Iterator
 
 import pytest
 
-import unmask.checkpoint as ck
-from unmask.checkpoint import LAST, has_checkpoint
+import unmask.core.checkpoint as ck
+from unmask.core.checkpoint import LAST, has_checkpoint
 
 KINDS = ("mdm", "policy")
 
 
 def mdm_config(out: Path, **settings):
-    from unmask.train_mdm import MDMTrainConfig
+    from unmask.training.mdm import MDMTrainConfig
 
     return MDMTrainConfig(**{"task": "sudoku4", "output_dir": str(out), "n_layer": 1, "n_head": 2, "n_embd": 16,
                              "max_steps": 4, "batch_size": 8, "save_steps": 2, "logging_steps": 1, "warmup_steps": 2,
@@ -43,7 +43,7 @@ def mdm_config(out: Path, **settings):
 
 
 def policy_config(out: Path, **settings):
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
     return GRPOConfig.from_flat({"task": "sudoku4", "model": "sudoku4", "output_dir": str(out), "policy": "bernoulli",
                                  "max_steps": 2, "prompts_per_step": 2, "num_generations": 3, "eval_steps": 1,
@@ -55,7 +55,7 @@ def train(kind: str, out: Path, resume: bool, **settings) -> None:
     """One run of ``train-mdm`` / ``train-policy`` (the Python API the commands call); ``settings`` override
     the tiny run's."""
     if kind == "mdm":
-        from unmask.train_mdm import train_mdm
+        from unmask.training.mdm import train_mdm
 
         train_mdm(mdm_config(out, **settings), resume=resume, progress=False)
     else:
@@ -126,7 +126,7 @@ def _context() -> multiprocessing.context.BaseContext:
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "unmask.rl.grpo", "unmask.train_mdm", "kill_harness"])
+        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "unmask.training.grpo", "unmask.training.mdm", "kill_harness"])
     return _CONTEXT
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from unmask.engine import generate
+from unmask.engine.loop import generate
 from unmask.models import load_model
 from unmask.policies import get_policy
 from unmask.tasks import get_task

@@ -1,5 +1,5 @@
 """Bad input gets one clear line (exit status 2), never a traceback and never a silent result (issue 18, items
-4-6 and 9): each case runs ``unmask.cli.main`` on the tiny built-in models and fails before any real work."""
+4-6 and 9): each case runs ``unmask.cli.main.main`` on the tiny built-in models and fails before any real work."""
 
 import json
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unmask.cli import main
+from unmask.cli.main import main
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "unmask" / "assets"
 TINY_MDM = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "4", "--warmup-steps", "1"]
@@ -68,7 +68,7 @@ def test_bad_flag_is_one_clear_line(capsys, tmp_path, monkeypatch, argv, message
 
 def test_python_api_gives_the_cli_message():
     from unmask.api import evaluate_policies
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
     with pytest.raises(ValueError, match=r"^num \(--num\) must be an integer >= 1, got 0$"):
         evaluate_policies(num=0)
@@ -223,7 +223,7 @@ def test_a_cut_safetensors_shard_of_an_hf_model_is_a_user_error(capsys, tmp_path
 
 
 def test_errors_of_an_atomic_write_name_the_users_file_not_the_temporary_one(tmp_path):
-    from unmask.checkpoint import save_json
+    from unmask.core.checkpoint import save_json
 
     (tmp_path / "results.json").mkdir()
     with pytest.raises(IsADirectoryError) as error:
@@ -275,7 +275,7 @@ def _sudoku4():
 def test_generate_refuses_float_ids_and_ids_outside_the_vocabulary_before_any_forward():
     import torch
 
-    from unmask.engine import generate
+    from unmask.engine.loop import generate
     from unmask.policies import get_policy
 
     task, model = _sudoku4()

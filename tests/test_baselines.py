@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from unmask.engine import SamplingConfig, generate
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.policies import get_policy
 from unmask.policies.baselines import dilated_levels
-from unmask.policies.state import RowMemory, StepState
-from unmask.streams import ExampleStreams
+from unmask.engine.state import RowMemory, StepState
+from unmask.engine.streams import ExampleStreams
 from unmask.tasks import get_task
 
 

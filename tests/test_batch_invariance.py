@@ -1,15 +1,15 @@
 """Per-example randomness (issue 18 item 7): a stochastic decode gives every example the same result whatever
 the batch size, the batch order or the process it runs in, because example j draws from its own stream
-(seed, j) (unmask.streams.ExampleStreams)."""
+(seed, j) (unmask.engine.streams.ExampleStreams)."""
 
 import pytest
 import torch
 
-from unmask.engine import SamplingConfig, generate
-from unmask.evaluate import run_policy
+from unmask.engine.loop import SamplingConfig, generate
+from unmask.evaluation.evaluate import run_policy
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy
-from unmask.streams import ExampleStreams
+from unmask.engine.streams import ExampleStreams
 from unmask.tasks import get_task
 
 
@@ -36,7 +36,7 @@ def test_results_do_not_depend_on_batch_size(tiny_sudoku4_model, spec, sampling)
     task = get_task("sudoku4")
     examples = task.generate(28, seed=5, difficulty=7)
     policy = _learned(spec, tiny_sudoku4_model) if spec in ("upo", "bernoulli", "plackett-luce") else get_policy(spec)
-    assert policy.stochastic or sampling.get("temperature", 0) > 0
+    assert policy.capabilities.stochastic or sampling.get("temperature", 0) > 0
     config = SamplingConfig(**sampling)
     runs = []
     for batch_size in (64, 16, 7):
@@ -72,9 +72,9 @@ def test_streams_are_distinct_per_example_and_checked(tiny_sudoku4_model):
 
 @pytest.mark.parametrize("streams", ["shared", "example"])
 def test_a_steps_draws_shared_out_over_forwards_are_the_steps_draws(streams):
-    """WindowDraws (a cached step's forwards, unmask.cache): each part's positional draws are the step's own draws,
+    """WindowDraws (a cached step's forwards, unmask.engine.cache): each part's positional draws are the step's own draws,
     drawn once over every row and position, sliced to the part's rows and positions, in every call order."""
-    from unmask.streams import SharedStream
+    from unmask.engine.streams import SharedStream
 
     def make():
         return (SharedStream(torch.Generator().manual_seed(3)) if streams == "shared"

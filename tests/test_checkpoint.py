@@ -1,4 +1,4 @@
-"""unmask.checkpoint: whole-directory atomic saves, manifest verification, resume's fallback (issue 18)."""
+"""unmask.core.checkpoint: whole-directory atomic saves, manifest verification, resume's fallback (issue 18)."""
 
 import json
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import unmask.checkpoint as ck
-from unmask.checkpoint import (
+import unmask.core.checkpoint as ck
+from unmask.core.checkpoint import (
     MANIFEST,
     TrainingState,
     check_new_run,

@@ -7,14 +7,14 @@ import shlex
 import pytest
 import torch
 
-import unmask.rl.pretrain as pretrain
-import unmask.train_mdm as tm
+import unmask.training.pretrain as pretrain
+import unmask.training.mdm as tm
 from kill_harness import compare_runs, metrics_rows, policy_config
 from unmask.api import train_policy
-from unmask.cli import main
-from unmask.logging import MetricsLogger
+from unmask.cli.main import main
+from unmask.core.tracking import MetricsLogger
 from unmask.models import load_model
-from unmask.rl.grpo import GRPOTrainer
+from unmask.training.grpo import GRPOTrainer
 
 COUPLING = dict(coupling_rounds=2, coupling_prompts=4, coupling_epochs=1)
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from unmask.cli import main
+from unmask.cli.main import main
 
 
 def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):

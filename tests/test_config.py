@@ -1,4 +1,4 @@
-"""Typed configs (unmask.config): checks when built, flags and recipes from the field metadata, and every
+"""Typed configs (unmask.core.config): checks when built, flags and recipes from the field metadata, and every
 shipped recipe and stored checkpoint config loading."""
 
 import argparse
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from unmask.cli import build_parser, main
-from unmask.config import Config, ConfigError, add_config_arguments, flat_fields, load_recipe, option
-from unmask.engine import SamplingConfig
+from unmask.cli.main import build_parser, main
+from unmask.core.config import Config, ConfigError, add_config_arguments, flat_fields, load_recipe, option
+from unmask.engine.loop import SamplingConfig
 from unmask.policies.learned import load_policy
-from unmask.rl.grpo import GRPOConfig
-from unmask.run_config import RunConfig
-from unmask.train_mdm import MDMTrainConfig
+from unmask.training.grpo import GRPOConfig
+from unmask.evaluation.run_config import RunConfig
+from unmask.training.mdm import MDMTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "src" / "unmask" / "assets"

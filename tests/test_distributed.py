@@ -1,4 +1,4 @@
-"""Several processes (unmask.distributed): shards, and two gloo processes giving the one-process results.
+"""Several processes (unmask.core.distributed): shards, and two gloo processes giving the one-process results.
 
 The slow tests launch real process groups on the CPU: ``torchrun --nproc_per_node 2`` for ``unmask eval`` and
 ``unmask train-policy`` (each asserting the world size it ran with), two spawned processes for a rank that fails,
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmask.checkpoint import (LAST, MANIFEST, PREVIOUS, WEIGHTS, load_json, load_tensors, resumable_checkpoint,
+from unmask.core.checkpoint import (LAST, MANIFEST, PREVIOUS, WEIGHTS, load_json, load_tensors, resumable_checkpoint,
                                save_checkpoint)
-from unmask.cli import main as cli
-from unmask.distributed import Distributed
+from unmask.cli.main import main as cli
+from unmask.core.distributed import Distributed
 
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
 
@@ -101,7 +101,7 @@ TRAIN = ["train-policy", "--task", "sudoku4", "--policy", "bernoulli", "--base-t
 def test_train_policy_on_two_processes_continues_a_one_process_run_exactly(tmp_path, mdm_dir, monkeypatch):
     """Resumed under another world size, two processes train on as one would: the same weights (up to the
     order of floating-point sums), metrics.csv written by rank 0 alone, one row per step."""
-    from unmask.rl.grpo import GRPOTrainer
+    from unmask.training.grpo import GRPOTrainer
 
     args = [*TRAIN, "--model", mdm_dir]
     assert cli([*args, "--output-dir", str(tmp_path / "one")]) == 0
@@ -128,7 +128,7 @@ def _failing_rank(rank: int, port: int, settings: dict) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    from unmask.rl.grpo import GRPOConfig, GRPOTrainer
+    from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
     trainer = GRPOTrainer(GRPOConfig.from_flat(settings), progress=False)
     if rank == 1:
@@ -179,7 +179,7 @@ def test_accelerate_launch_on_the_cpu_is_refused_not_run_as_one_process(tmp_path
 
 
 def test_an_mpirun_world_without_world_size_is_refused(monkeypatch, capsys):
-    import unmask.distributed as distributed
+    import unmask.core.distributed as distributed
 
     monkeypatch.setattr(distributed, "_CURRENT", None)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from unmask.cli import UsageError, build_parser, main
+from unmask.cli.main import UsageError, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

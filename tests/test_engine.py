@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from unmask.engine import SamplingConfig, generate
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 from unmask.policies import Policy, get_policy
 from unmask.tasks import get_task
@@ -198,7 +198,7 @@ def test_origin_needs_a_fixed_number_of_steps():
 
 
 def test_batch_is_bucketed_to_few_shapes():
-    from unmask.engine import bucket
+    from unmask.engine.loop import bucket
 
     sizes = {bucket(b, 256) for b in range(1, 257)}
     assert len(sizes) <= 17 and all(bucket(b, 256) >= b for b in range(1, 257))

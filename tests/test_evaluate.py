@@ -1,7 +1,7 @@
 import pytest
 
 from unmask.api import resolve_policy
-from unmask.evaluate import pass_at_n, run_policy
+from unmask.evaluation.evaluate import pass_at_n, run_policy
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
@@ -39,7 +39,7 @@ def test_pass_at_n_is_monotone_and_starts_at_pass_at_1(tiny_sudoku4_model):
 def test_learned_policy_specs_take_options(tmp_path, tiny_sudoku4_model):
     LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2).save(tmp_path / "pol")
     policy = resolve_policy(f"{tmp_path / 'pol'}:sigma=0.2", tiny_sudoku4_model)
-    assert policy.sigma == 0.2 and policy.stochastic and policy.name == "upo:pol:sigma=0.2"
+    assert policy.sigma == 0.2 and policy.capabilities.stochastic and policy.name == "upo:pol:sigma=0.2"
     assert resolve_policy(str(tmp_path / "pol"), tiny_sudoku4_model).mode == "greedy"
     with pytest.raises(ValueError, match="unknown option 'tau=1'"):
         resolve_policy(f"{tmp_path / 'pol'}:tau=1", tiny_sudoku4_model)

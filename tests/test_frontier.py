@@ -4,10 +4,10 @@ import math
 import pytest
 
 from unmask.api import frontier
-from unmask.cli import main
-from unmask.engine import SamplingConfig
-from unmask.evaluate import run_policy
-from unmask.frontier import steps_for_k, summarize
+from unmask.cli.main import main
+from unmask.engine.loop import SamplingConfig
+from unmask.evaluation.evaluate import run_policy
+from unmask.evaluation.frontier import steps_for_k, summarize
 from unmask.models import load_model
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy

@@ -10,12 +10,12 @@ pytest.importorskip("transformers")
 from llada_reference import llada_module  # noqa: E402
 import tiny_hf  # noqa: E402
 import unmask  # noqa: E402
-from unmask.engine import SamplingConfig  # noqa: E402
-from unmask.engine import generate as engine_generate  # noqa: E402
+from unmask.engine.loop import SamplingConfig  # noqa: E402
+from unmask.engine.loop import generate as engine_generate  # noqa: E402
 from unmask.models import load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
-from unmask.sampler import SamplerOutput, policy_spec  # noqa: E402
-from unmask.streams import ExampleStreams  # noqa: E402
+from unmask.integrations.upstream import SamplerOutput, policy_spec  # noqa: E402
+from unmask.engine.streams import ExampleStreams  # noqa: E402
 from unmask.tasks.math import decode_completions, encode_prompts  # noqa: E402
 
 PROMPTS = ["what is 1 + 2 ?", "what is the answer to 9 - 7 ?"]

@@ -5,10 +5,10 @@ import torch
 
 from unmask.api import pretrain_coupling, train_policy
 from unmask.policies.learned import load_policy
-from unmask.rl.grpo import GRPOConfig, GRPOTrainer, greedy_baseline_advantages, group_advantages
-from unmask.rl.pretrain import pretrain_step
-from unmask.rl.reference import Reference
-from unmask.train_mdm import MDMTrainConfig, train_mdm
+from unmask.training.grpo import GRPOConfig, GRPOTrainer, greedy_baseline_advantages, group_advantages
+from unmask.training.pretrain import pretrain_step
+from unmask.training.reference import Reference
+from unmask.training.mdm import MDMTrainConfig, train_mdm
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tm
 
     monkeypatch.setattr(SudokuTask, "targets", Task.targets)
     rollouts = []
-    monkeypatch.setattr("unmask.rl.imitation.generate", lambda *a, **k: rollouts.append(1))
+    monkeypatch.setattr("unmask.training.imitation.generate", lambda *a, **k: rollouts.append(1))
     with pytest.raises(ValueError, match="no per-position target tokens.*--coupling-prompts 0"):
         train_policy(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
     assert not rollouts

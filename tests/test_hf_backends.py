@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tiny_hf import WORDS, save_bert, save_llama, save_remote_llada, tokenizer
-from unmask.engine import SamplingConfig, generate
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.models import load_model
 from unmask.models.hf import HFMaskedDiffusionModel
 from unmask.policies import get_policy

@@ -14,9 +14,9 @@ hub = pytest.importorskip("huggingface_hub")
 from huggingface_hub import constants  # noqa: E402
 
 from unmask.api import evaluate_policies, resolve_policy  # noqa: E402
-from unmask.checkpoint import CONFIG, load_json  # noqa: E402
-from unmask.cli import main  # noqa: E402
-from unmask.integrations.hub import CARD  # noqa: E402
+from unmask.core.checkpoint import CONFIG, load_json  # noqa: E402
+from unmask.cli.main import main  # noqa: E402
+from unmask.core.hub import CARD  # noqa: E402
 from unmask.models import MaskedTransformer, load_model  # noqa: E402
 from unmask.policies.learned import LearnedPolicy, load_policy  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Imitation of the oracle (unmask.rl.imitation) and the planner (unmask.policies.planner): the objective of each
+"""Imitation of the oracle (unmask.training.imitation) and the planner (unmask.policies.planner): the objective of each
 action family, a planner that starts as its scorer, and the phase inside train-policy (checkpoints, log, exact
 resume)."""
 
@@ -14,7 +14,7 @@ from unmask.api import train_policy
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.policies.planner import Planner
-from unmask.rl import imitation
+from unmask.training import imitation
 from unmask.tasks import get_task
 
 
@@ -111,7 +111,7 @@ def test_imitation_on_a_task_without_targets_is_one_clear_error(tmp_path):
 def test_a_run_may_start_from_a_policy_without_a_planner_and_add_one(tmp_path):
     train_policy(policy_config(tmp_path / "plain", max_steps=0), progress=False)
     plain = load_policy(tmp_path / "plain" / "best")
-    from unmask.rl.grpo import GRPOTrainer
+    from unmask.training.grpo import GRPOTrainer
 
     trainer = GRPOTrainer(policy_config(tmp_path / "planned", max_steps=0, planner=True, pair_channels=2,
                                         planner_d_model=8, init_policy=str(tmp_path / "plain" / "best")), progress=False)
@@ -126,7 +126,7 @@ def test_a_run_may_start_from_a_policy_without_a_planner_and_add_one(tmp_path):
 def test_the_ablation_recipes_are_valid_train_policy_configs():
     import yaml
 
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
     recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "ablations").glob("*.yaml"))
     assert recipes

@@ -1,13 +1,13 @@
-"""Block key/value caches (unmask.cache, issue 20): exact against Fast-dLLM's cached loops on tiny random LLaDA
+"""Block key/value caches (unmask.engine.cache, issue 20): exact against Fast-dLLM's cached loops on tiny random LLaDA
 configs, exact where the cache provably changes nothing, and never leaking across rows or calls."""
 
 import pytest
 import torch
 
-from unmask.cache import BlockCache
-from unmask.engine import SamplingConfig, generate
+from unmask.engine.cache import BlockCache
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.models import MaskedTransformer, TransformerConfig, load_model
-from unmask.policies import Policy, get_policy
+from unmask.policies import Capabilities, Policy, get_policy
 
 MODES = ("prefix", "dual")
 
@@ -274,10 +274,10 @@ def test_refine_complete_block_adds_fast_dllms_empty_forward():
 def test_no_leak_across_rows_or_calls(mode, monkeypatch):
     """A row decodes the same in a batch (rows in different blocks at the same step, forwards padded to a bucket
     size) as alone, and a call is not affected by the call before it."""
-    import unmask.engine
+    import unmask.engine.loop
 
-    sizes, bucket = [], unmask.engine.bucket
-    monkeypatch.setattr(unmask.engine, "bucket", lambda b, batch_size: sizes.append((b, bucket(b, batch_size))) or sizes[-1][1])
+    sizes, bucket = [], unmask.engine.loop.bucket
+    monkeypatch.setattr(unmask.engine.loop, "bucket", lambda b, batch_size: sizes.append((b, bucket(b, batch_size))) or sizes[-1][1])
     model = text_model()
     x = prompts(model, 8, 8, seed=5)
     sampling = SamplingConfig(block_length=4, cache=mode)
@@ -323,7 +323,7 @@ class Recorder(Policy):
     """Reveals the most confident candidate and keeps what it saw (hidden features and probabilities)."""
 
     name = "recorder"
-    needs_hidden = True
+    capabilities = Capabilities(needs_hidden=True)
 
     def __init__(self) -> None:
         self.seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -430,7 +430,7 @@ def test_bad_cache_modes_name_the_valid_ones(tmp_path):
 def test_float64_confidence_is_the_full_float64_softmax_bit_for_bit():
     """Fast-dLLM's confidences (softmax of the float64 logits at the chosen token), computed a few positions at a
     time: the same values as one softmax over the whole (b, L, V) tensor, across chunk boundaries."""
-    from unmask.tokens import float64_confidence
+    from unmask.engine.tokens import float64_confidence
 
     logits = torch.randn(3, 45, 97, generator=torch.Generator().manual_seed(0)) * 4
     tokens = torch.randint(0, 97, (3, 45), generator=torch.Generator().manual_seed(1))

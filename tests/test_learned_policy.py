@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from unmask.engine import SamplingConfig, generate
+from unmask.engine.loop import SamplingConfig, generate
 from unmask.policies import get_policy
 from unmask.policies.distributions import plackett_luce_log_prob
 from unmask.policies.learned import LearnedPolicy, load_policy
@@ -129,8 +129,8 @@ def test_options_give_a_view_that_shares_the_weights(tiny_sudoku4_model):
     """Decoding options never change the policy: a view decodes with them, on the same parameters."""
     policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
     view = policy.with_options(mode="sample", sigma=0.1)
-    assert (policy.mode, policy.sigma, policy.stochastic) == ("greedy", 0.0, False)
-    assert (view.mode, view.sigma, view.stochastic) == ("sample", 0.1, True)
+    assert (policy.mode, policy.sigma, policy.capabilities.stochastic) == ("greedy", 0.0, False)
+    assert (view.mode, view.sigma, view.capabilities.stochastic) == ("sample", 0.1, True)
     with torch.no_grad():
         policy.scorer.mlp[-1].bias.fill_(0.25)
     assert view.scorer.mlp[-1].bias.item() == 0.25

@@ -20,7 +20,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 from llada_reference import llada_module  # noqa: E402
 import tiny_hf  # noqa: E402
 from unmask.api import evaluate_policies  # noqa: E402
-from unmask.integrations import require  # noqa: E402
+from unmask.core.extras import require  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "lm_eval"
@@ -144,7 +144,7 @@ def test_a_missing_extra_names_its_pip_install(monkeypatch):
 def test_unmask_lm_eval_runs_the_harness_command_line(bert, tmp_path, monkeypatch):
     """The documented form from another working directory, with no device: lm-eval's cuda:0 default would fail
     on a machine without a GPU; unmask's default device is used."""
-    from unmask.cli import main
+    from unmask.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     args = model_args(bert).replace(",device=cpu", "")

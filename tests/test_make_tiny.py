@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from unmask.cli import main
+from unmask.cli.main import main
 from unmask.models import load_model
 
 pytest.importorskip("transformers")
@@ -38,7 +38,7 @@ def test_make_tiny_writes_each_family_in_its_upstream_layout(tiny_dir):
 def test_a_tiny_checkpoint_runs_the_models_page_example_with_256_tokens(tiny_dir, family, shared_data):
     """docs/models.md's Python example (GSM8K, 256 generated tokens; LLaDA in blocks of 32), on 2 examples and
     32 steps."""
-    from unmask.engine import SamplingConfig, generate
+    from unmask.engine.loop import SamplingConfig, generate
     from unmask.policies import get_policy
     from unmask.tasks import get_task
 

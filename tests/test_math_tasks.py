@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from tiny_hf import WORDS, save_bert
-from unmask.cli import main
-from unmask.engine import GenerationOutput
+from unmask.cli.main import main
+from unmask.engine.loop import GenerationOutput
 from unmask.models import load_model
 from unmask.tasks import MathExample, get_task
 from unmask.tasks import math_reward
-from unmask.rl.rewards import trajectory_logprob
+from unmask.training.rewards import trajectory_logprob
 from unmask.tasks.math_reward import extract_answer, is_equivalent, relative_logprob_bonus
 
 pytest.importorskip("math_verify")

@@ -1,10 +1,10 @@
-"""AUP, d3LLM's Accuracy Under Parallelism (unmask.metrics), on hand-computed curves."""
+"""AUP, d3LLM's Accuracy Under Parallelism (unmask.evaluation.metrics), on hand-computed curves."""
 
 import math
 
 import pytest
 
-from unmask.metrics import aup, quality_weight
+from unmask.evaluation.metrics import aup, quality_weight
 
 
 def test_one_point_is_parallelism_times_accuracy():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unmask.api import resolve_task
-from unmask.cli import main
+from unmask.cli.main import main
 from unmask.models import recorded_task_options
 
 
@@ -43,7 +43,7 @@ def test_options_the_model_was_not_trained_with_are_refused():
 
 @pytest.mark.slow
 def test_train_policy_reads_the_model_options():
-    from unmask.rl.grpo import GRPOConfig, GRPOTrainer
+    from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
     config = GRPOConfig.from_flat(task="arithmetic", model="arithmetic-carry", max_steps=0, eval_size=2)
     trainer = GRPOTrainer(config, progress=False)

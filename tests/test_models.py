@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from unmask.checkpoint import save_checkpoint
+from unmask.core.checkpoint import save_checkpoint
 from unmask.models import load_model
-from unmask.train_mdm import MDMTrainConfig, train_mdm
+from unmask.training.mdm import MDMTrainConfig, train_mdm
 
 
 def small_cfg(tmp_path, steps):
@@ -27,7 +27,7 @@ def test_resume_is_exact(tmp_path):
     straight = load_model(str(train_mdm(small_cfg(tmp_path / "a", 6), progress=False)))
     # the same run, interrupted right after its step-3 save, then resumed
     cfg_c = small_cfg(tmp_path / "c", 6)
-    import unmask.train_mdm as tm
+    import unmask.training.mdm as tm
 
     calls = {"n": 0}
     real = tm.save_checkpoint
@@ -94,7 +94,7 @@ def test_wrong_length_input_is_explained(tiny_sudoku4_model):
 def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, tiny_sudoku4_model, monkeypatch):
     save_checkpoint(tmp_path, tiny_sudoku4_model, {"v": 1})
     before = (tmp_path / "model.safetensors").read_bytes()
-    import unmask.checkpoint as ck
+    import unmask.core.checkpoint as ck
 
     def boom(*a, **k):
         raise OSError("disk full")

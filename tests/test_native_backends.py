@@ -269,7 +269,7 @@ def test_a_tokenizer_that_needs_its_code_falls_back_to_the_family_tokenizer(chec
 def test_cli_flags_map_to_load_options():
     import argparse
 
-    from unmask import cli
+    from unmask.cli import main as cli
 
     parser = argparse.ArgumentParser()
     cli._add_hf(parser)

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from unmask.engine import SamplingConfig, generate
-from unmask.evaluate import run_policy
+from unmask.engine.loop import SamplingConfig, generate
+from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies import get_policy
 from unmask.policies.oracle import gt_margin
-from unmask.policies.state import StepState
+from unmask.engine.state import StepState
 from unmask.tasks import get_task
 
 
@@ -50,7 +50,7 @@ def test_an_oracle_without_the_gold_answer_says_how_to_give_it():
 
 
 def test_oracles_on_a_task_without_targets_are_one_clear_error():
-    from unmask.evaluate import gold_tokens
+    from unmask.evaluation.evaluate import gold_tokens
 
     with pytest.raises(ValueError, match="task gsm8k gives none .*drop oracle"):
         gold_tokens(get_task("gsm8k"), [], None)

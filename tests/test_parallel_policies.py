@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from unmask.engine import SamplingConfig, StepState, generate
+from unmask.engine.loop import SamplingConfig, StepState, generate
 from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.policies import get_policy
 from unmask.policies.distributions import bernoulli_log_prob, stop_log_prob
@@ -68,7 +68,7 @@ def test_recorded_log_probs_match_recomputation(tiny_sudoku4_model, make):
         assert torch.isfinite(again).all()
         drawn = (rec.data["action"] >= 0).sum(1)
         assert (rec.reveal.sum(1) == drawn.clamp(min=1)).all()  # the fallback adds one only to empty draws
-        if policy.conditioned:
+        if policy.capabilities.conditioned:
             assert torch.equal(obs["alpha"], alpha[rec.rows])
         else:
             assert "alpha" not in obs

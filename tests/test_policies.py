@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from unmask.policies import get_policy
-from unmask.policies.state import StepState
-from unmask.streams import SharedStream
+from unmask.engine.state import StepState
+from unmask.engine.streams import SharedStream
 
 
 def make_state(confidence, candidates=None, num_transfer=1, probs=None, seed=0, transfer_probability=None):
@@ -112,4 +112,4 @@ def test_origin_reveals_each_position_with_the_transfer_probability():
 def test_alg_temp_draws_in_proportion_to_the_tempered_scores():
     seen = [tuple(picked("confidence:alg_temp=0.05", make_state([[0.1, 0.9, 0.85, 0.2]], seed=s))[0]) for s in range(40)]
     assert set(seen) == {(1,), (2,)}
-    assert get_policy("confidence:alg_temp=0.5").stochastic and not get_policy("confidence").stochastic
+    assert get_policy("confidence:alg_temp=0.5").capabilities.stochastic and not get_policy("confidence").capabilities.stochastic

@@ -1,4 +1,4 @@
-"""Progress output (unmask.logging.progress_bar): plain lines in a log file, none with TQDM_DISABLE or --quiet;
+"""Progress output (unmask.core.tracking.progress_bar): plain lines in a log file, none with TQDM_DISABLE or --quiet;
 and ``unmask --version``."""
 
 import io
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from unmask import __version__
-from unmask.cli import main
+from unmask.cli.main import main
 
 EVAL = ["eval", "--task", "sudoku4", "--num", "4", "--batch-size", "2", "--policies", "confidence,random"]
 
@@ -47,7 +47,7 @@ def test_version(capsys):
 
 
 def test_line_progress_writes_at_most_one_line_per_interval_and_always_the_final_count(no_tqdm_env):
-    from unmask.logging import progress_bar
+    from unmask.core.tracking import progress_bar
 
     buf = io.StringIO()
     with progress_bar(total=50, desc="steps", file=buf) as bar:

@@ -21,8 +21,8 @@ import torch
 
 from unmask.policies.configs import UPOConfig
 from unmask.policies.learned import LearnedPolicy
-from unmask.rl.grpo import RolloutBuffer, trajectory_kappa, upo_loss
-from unmask.rl.reference import Reference
+from unmask.training.grpo import RolloutBuffer, trajectory_kappa, upo_loss
+from unmask.training.reference import Reference
 
 L, D, K = 6, 4, 3  # positions, feature size, K of the Top-K reference
 BETA = {"confidence": 0.3, "softmax": 0.2, "topk": 0.7}

@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 from unmask.api import SHIPPED_POLICIES, resolve_policy
-from unmask.evaluate import run_policy
+from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model, recorded_task_options
 from unmask.tasks import get_task
 

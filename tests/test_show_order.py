@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from unmask.cli import main
-from unmask.engine import SamplingConfig
+from unmask.cli.main import main
+from unmask.engine.loop import SamplingConfig
 from unmask.models import MaskedTransformer, TransformerConfig
-from unmask.order import plot_order, reveal_order
+from unmask.evaluation.order import plot_order, reveal_order
 from unmask.policies import get_policy
 from unmask.tasks import get_task
 

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from unmask.checkpoint import save_checkpoint
-from unmask.engine import generate
+from unmask.core.checkpoint import save_checkpoint
+from unmask.engine.loop import generate
 from unmask.policies import get_policy
 from unmask.policies.distributions import order_to_mask
 from unmask.policies.learned import LearnedPolicy, load_policy
-from unmask.rl.grpo import GRPOConfig, GRPOTrainer, group_advantages
-from unmask.rl.rewards import speed_reward
-from unmask.rl.steering import ExpertSteering, mixture_log_prob
+from unmask.training.grpo import GRPOConfig, GRPOTrainer, group_advantages
+from unmask.training.rewards import speed_reward
+from unmask.training.steering import ExpertSteering, mixture_log_prob
 from unmask.tasks import get_task
 from unmask.tasks.base import Scores
 
@@ -123,7 +123,7 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), k
     best = load_policy(tmp_path / "b" / "best")
-    assert best.conditioned and best.config.alpha_range == [0.0, 2.0]
+    assert best.capabilities.conditioned and best.config.alpha_range == [0.0, 2.0]
     assert (tmp_path / "b" / "metrics.csv").read_text().splitlines()[0].count("eval_reward") == 1
 
 
@@ -149,7 +149,7 @@ def test_bad_settings_are_explained(tmp_path, kw, message):
 
 
 def test_train_policy_command_line_trains_an_alpha_conditioned_policy(tmp_path, capsys):
-    from unmask.cli import main
+    from unmask.cli.main import main
 
     out = tmp_path / "bern"
     assert main(["train-policy", "--task", "sudoku4", "--policy", "bernoulli", "--alpha-range", "0,2", "--alpha", "1",

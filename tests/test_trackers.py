@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from unmask.cli import main
-from unmask.logging import MetricsLogger, check_report_to
+from unmask.cli.main import main
+from unmask.core.tracking import MetricsLogger, check_report_to
 
 ROWS = [{"step": 1, "loss": 2.5, "masked_acc": 0.25}, {"step": 2, "loss": 1.5, "masked_acc": 0.5}]
 

@@ -1,5 +1,5 @@
 import sys
 
-from unmask.cli import main
+from unmask.cli.main import main
 
 sys.exit(main())

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from unmask.distributed import current
-from unmask.engine import SamplingConfig
-from unmask.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
-from unmask.frontier import (
+from unmask.core.distributed import current
+from unmask.engine.loop import SamplingConfig
+from unmask.evaluation.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
+from unmask.evaluation.frontier import (
     POLICY_TEMPERATURES,
     THRESHOLDS,
     TOKENS_PER_STEP,
@@ -23,13 +23,13 @@ from unmask.frontier import (
     summarize,
 )
 from unmask.models import MaskedDiffusionModel, load_model
-from unmask.order import RevealOrder, reveal_order
+from unmask.evaluation.order import RevealOrder, reveal_order
 from unmask.policies.resolve import SHIPPED_POLICIES, resolve_policies, resolve_policy
-from unmask.run_config import ExamplesConfig, RunConfig, load_data, resolve_task
+from unmask.evaluation.run_config import ExamplesConfig, RunConfig, load_data, resolve_task
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
 
 @dataclass
@@ -55,7 +55,7 @@ def prepare_run(task: str, model: str | None, data: str | None, num: int, diffic
                 limit: int | None, seed: int, model_options: dict | None, task_options: dict | None
                 ) -> tuple[Task, MaskedDiffusionModel, list, dict]:
     """Task, MDM, examples and the JSON context shared by ``eval``, ``frontier`` and ``show-order``; the
-    arguments are checked as :class:`~unmask.run_config.RunConfig` / :class:`~unmask.run_config.ExamplesConfig`
+    arguments are checked as :class:`~unmask.evaluation.run_config.RunConfig` / :class:`~unmask.evaluation.run_config.ExamplesConfig`
     fields (one clear error each). Several difficulties spread the generated examples over them."""
     run = RunConfig(task=task, model=model or "", data=data or "", difficulty=_difficulties(difficulty), seed=seed,
                     model_options=dict(model_options or {}), task_options=dict(task_options or {}))
@@ -108,7 +108,7 @@ def evaluate_policies(
     alpha: float | None = None,
     **sampling_options,
 ) -> EvalReport:
-    """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluate.evaluate`.
+    """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluation.evaluate.evaluate`.
     ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
     :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies;
     ``sampling_options``: further :class:`SamplingConfig` fields. ``pass_at`` = N reports pass@1..N (N >= 1)."""
@@ -124,7 +124,7 @@ def evaluate_policies(
                        progress=progress and current().main)
     if pass_at:
         context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, pass_at, sampling, batch_size, seed)
-                              for p in pols if p.stochastic or temperature > 0}
+                              for p in pols if p.capabilities.stochastic or temperature > 0}
     return EvalReport(results, context)
 
 
@@ -176,7 +176,7 @@ def frontier(
     **sampling_options,
 ) -> FrontierReport:
     """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
-    ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.frontier`.
+    ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.evaluation.frontier`.
     ``sampling_options``: further :class:`SamplingConfig` fields (not ``steps``: the sweeps set it)."""
     if "steps" in sampling_options:
         raise ValueError("frontier sets the decoding steps itself (one curve point per tokens-per-step k); drop steps")
@@ -212,7 +212,7 @@ def show_order(
     **sampling_options,
 ) -> RevealOrder:
     """``unmask show-order``: the reveal order of one policy (any spec ``unmask eval --policies`` takes)
-    on generated or loaded examples; plot it with :func:`unmask.order.plot_order`. ``sampling_options``: further
+    on generated or loaded examples; plot it with :func:`unmask.evaluation.order.plot_order`. ``sampling_options``: further
     :class:`SamplingConfig` fields."""
     task_obj, mdm, examples, context = prepare_run(task=task, model=model, data=data, num=num, difficulty=difficulty,
                                                    limit=limit, seed=seed, model_options=model_options,
@@ -227,14 +227,14 @@ def show_order(
 def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True,
                  max_minutes: float | None = None) -> Path:
     """``unmask train-policy``: the whole pipeline of a learned unmasking policy: the coupling pre-training step
-    where the policy has a coupling (:func:`unmask.rl.pretrain.pretrain_step`; skipped with ``init_policy``),
-    imitation of the oracle where ``imitation_rounds`` > 0 (:mod:`unmask.rl.imitation`), then GRPO (UPO
+    where the policy has a coupling (:func:`unmask.training.pretrain.pretrain_step`; skipped with ``init_policy``),
+    imitation of the oracle where ``imitation_rounds`` > 0 (:mod:`unmask.training.imitation`), then GRPO (UPO
     Algorithm 2); ``max_minutes`` stops GRPO early with a resumable checkpoint. ``resume`` continues the phase a
     kill interrupted (imitation rounds and GRPO steps resume exactly)."""
-    from unmask.checkpoint import check_new_run, has_checkpoint
-    from unmask.rl.grpo import GRPOTrainer
-    from unmask.rl.imitation import PHASE, Imitation
-    from unmask.rl.pretrain import pretrain_step
+    from unmask.core.checkpoint import check_new_run, has_checkpoint
+    from unmask.training.grpo import GRPOTrainer
+    from unmask.training.imitation import PHASE, Imitation
+    from unmask.training.pretrain import pretrain_step
 
     trainer = GRPOTrainer(config, progress=progress)
     initial = dict(trainer.initial_metrics)  # a pre-training that ran before (--init-policy) has its row entry too
@@ -255,9 +255,9 @@ def pretrain_coupling(config: "GRPOConfig", progress: bool = True) -> Path:
     """``unmask pretrain-coupling``: the coupling pre-training step of a ``train-policy`` run on its own; writes the
     pre-trained policy to ``config.output_dir`` (a policy checkpoint, ``init_policy`` of the GRPO run) with the
     NLL of each epoch (``coupling_nll``)."""
-    from unmask.checkpoint import CONFIG
-    from unmask.rl.grpo import GRPOTrainer
-    from unmask.rl.pretrain import pretrain_step
+    from unmask.core.checkpoint import CONFIG
+    from unmask.training.grpo import GRPOTrainer
+    from unmask.training.pretrain import pretrain_step
 
     out = Path(config.output_dir)
     if (out / CONFIG).exists():
@@ -280,8 +280,8 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     ``bernoulli`` policies and the parallel ground-truth oracle (the upper bound, :mod:`unmask.policies.oracle`)
     on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a solved-vs-NFE plot
     per task and one JSON; an earlier demo in ``output_dir`` is replaced, with a warning."""
-    from unmask.checkpoint import load_json, save_json
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.core.checkpoint import load_json, save_json
+    from unmask.training.grpo import GRPOConfig
 
     if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 0:
         raise ValueError(f"train_steps (--train-steps) must be an integer >= 0 (0: no training), got {train_steps!r}")

@@ -1,16 +1,3 @@
-"""Bridges to the tools dLLM users already run: lm-evaluation-harness (:mod:`unmask.integrations.lm_eval`), the
-Hugging Face Hub (:mod:`unmask.integrations.hub`) and experiment trackers (:mod:`unmask.logging`)."""
-
-from __future__ import annotations
-
-import importlib
-from types import ModuleType
-
-
-def require(module: str, extra: str, feature: str) -> ModuleType:
-    """Import ``module`` (an optional dependency) or fail with one line naming the ``pip install`` that brings it
-    (``extra``: the optional-dependency group of pyproject.toml)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ValueError(f"{feature} needs the optional dependency {e.name or module}: pip install 'unmask[{extra}]'") from None
+"""Bridges to the tools dLLM users already run: lm-evaluation-harness (:mod:`unmask.integrations.lm_eval`) and
+drop-ins for the upstream samplers' ``generate`` functions (:mod:`unmask.integrations.upstream`). The Hugging Face
+Hub (:mod:`unmask.core.hub`) and experiment trackers (:mod:`unmask.core.tracking`) live in :mod:`unmask.core`."""

@@ -11,7 +11,7 @@ this module is imported (``import unmask.integrations.lm_eval`` before ``lm_eval
   layout, engine and per-example random streams as ``unmask eval`` on a text task (prompts left-padded, ``gen_length`` masks,
   :func:`unmask.tasks.math.encode_prompts`); the text stops at the first EOS token and then at the first of the
   request's ``until`` strings. ``gen_length`` defaults to the request's ``max_gen_toks``.
-- ``loglikelihood``: LLaDA's Monte-Carlo estimate (:func:`unmask.likelihood.monte_carlo_log_likelihood`, ``mc_num``
+- ``loglikelihood``: LLaDA's Monte-Carlo estimate (:func:`unmask.evaluation.likelihood.monte_carlo_log_likelihood`, ``mc_num``
   samples in batches of ``mc_batch_size``, ``cfg_scale``); ``is_greedy`` says whether the continuation is what the
   one-token-per-step confidence decode of its positions writes (LLaDA's lm-eval wrapper's greedy check).
 """
@@ -25,19 +25,19 @@ from typing import Any
 
 import torch
 
-from unmask.integrations import require
+from unmask.core.extras import require
 
 require("lm_eval", "lm-eval", "the lm-evaluation-harness model")
 
 from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 
-from unmask.engine import SamplingConfig, generate  # noqa: E402
-from unmask.likelihood import monte_carlo_log_likelihood  # noqa: E402
-from unmask.logging import progress_bar  # noqa: E402
+from unmask.engine.loop import SamplingConfig, generate  # noqa: E402
+from unmask.evaluation.likelihood import monte_carlo_log_likelihood  # noqa: E402
+from unmask.core.tracking import progress_bar  # noqa: E402
 from unmask.models import MaskedDiffusionModel, load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
-from unmask.streams import ExampleStreams  # noqa: E402
+from unmask.engine.streams import ExampleStreams  # noqa: E402
 from unmask.tasks.math import decode_completions, encode_prompts  # noqa: E402
 
 log = logging.getLogger(__name__)

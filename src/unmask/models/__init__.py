@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unmask.checkpoint import CONFIG, LAST, WEIGHTS, load_json, load_state_into, load_tensors
-from unmask.integrations.hub import HF_SCHEME
+from unmask.core.checkpoint import CONFIG, LAST, WEIGHTS, load_json, load_state_into, load_tensors
+from unmask.core.hub import HF_SCHEME
 from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
 
@@ -19,7 +19,7 @@ def builtin_models() -> list[str]:
 
 def resolve_model_path(name_or_path: str) -> Path:
     if name_or_path.startswith(HF_SCHEME):  # a built-in-format MDM on the Hugging Face Hub
-        from unmask.integrations.hub import resolve_hf_spec
+        from unmask.core.hub import resolve_hf_spec
 
         _, path, options = resolve_hf_spec(name_or_path)
         if options:
@@ -69,19 +69,7 @@ def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
     device = resolve_device(options.pop("device", None))
     if options:
         raise ValueError(f"model options {', '.join(sorted(options))} apply to Hugging Face models (hf:NAME) only, not {name_or_path!r}")
-    path = resolve_model_path(name_or_path)
-    meta = load_json(path / CONFIG)
-    if "model" not in meta:
-        raise ValueError(f"{path / CONFIG} has no 'model' section: this is not an MDM checkpoint (a policy checkpoint?)")
-    try:
-        config = TransformerConfig.from_dict(meta["model"])
-    except ValueError as e:
-        raise ValueError(f"{path / CONFIG}: {e}") from None
-    model = MaskedTransformer(config)
-    load_state_into(model, load_tensors(path / WEIGHTS), path)
-    model.name = meta.get("name", path.name)
-    model.record = {k: v for k, v in meta.items() if k not in ("model", "name", "parameters")}
-    return model.to(device).eval().requires_grad_(False)
+    return MaskedTransformer.load_checkpoint(resolve_model_path(name_or_path)).to(device)
 
 
 __all__ = [

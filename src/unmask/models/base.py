@@ -45,7 +45,7 @@ class MaskedDiffusionModel(nn.Module):
     hidden_size: int
     name: str = "mdm"
     logit_shift: int = 0  # 1: logits at position i predict token i + 1 (Dream), realigned by the backend
-    cache_modes: tuple[str, ...] = ("none",)  # block caches it serves (unmask.cache); others take forward(cache=)
+    cache_modes: tuple[str, ...] = ("none",)  # block caches it serves (unmask.engine.cache); others take forward(cache=)
 
     def forward(
         self,

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from unmask.cache import CACHE_MODES, KVWindow
+from unmask.models.kv import CACHE_MODES, KVWindow
 from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
 
 DTYPES = {
@@ -181,7 +181,7 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
         output_hidden_states: bool = False,
         cache: KVWindow | None = None,
     ) -> MDMOutput:
-        """With ``cache`` (native backends, :mod:`unmask.cache`): ``input_ids`` is the window ``[cache.start,
+        """With ``cache`` (native backends, :mod:`unmask.engine.cache`): ``input_ids`` is the window ``[cache.start,
         cache.end)`` of a sequence whose full padding mask is ``attention_mask``; outputs are the window's."""
         self.check_input(input_ids)
         length = input_ids.shape[1] if cache is None else cache.length

@@ -5,20 +5,22 @@ per coordinate table (for sudoku: row, column, box), and the position embedding 
 the sum of one learned embedding per table. Tasks provide the tables, so the same
 model class serves grids and text.
 
-It serves the block caches of :mod:`unmask.cache`: given a ``cache`` window, it runs
+It serves the block caches of :mod:`unmask.engine.cache`: given a ``cache`` window, it runs
 only the window's positions and attends to the whole sequence's keys/values.
 """
 
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmask.cache import CACHE_MODES, KVWindow
-from unmask.integrations.hub import HubMixin
+from unmask.models.kv import CACHE_MODES, KVWindow
+from unmask.core.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
+from unmask.core.hub import HubMixin
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 
 
@@ -83,7 +85,7 @@ class Block(nn.Module):
 
 class MaskedTransformer(MaskedDiffusionModel, HubMixin):
     """Bidirectional transformer MDM with factorised position embeddings (on the Hugging Face Hub through
-    ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, :mod:`unmask.integrations.hub`)."""
+    ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, :mod:`unmask.core.hub`)."""
 
     record: dict = {}  # what the loaded checkpoint's config.json held besides the model (train recipe, step)
 
@@ -115,6 +117,25 @@ class MaskedTransformer(MaskedDiffusionModel, HubMixin):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    checkpoint_section = "model"
+
+    @classmethod
+    def load_checkpoint(cls, directory: Path) -> "MaskedTransformer":
+        """The MDM of a checkpoint directory written by ``unmask train-mdm`` (on the CPU, frozen, in eval mode)."""
+        meta = load_json(directory / CONFIG)
+        if "model" not in meta:
+            raise ValueError(f"{directory / CONFIG} has no 'model' section: this is not an MDM checkpoint (a policy "
+                             "checkpoint?)")
+        try:
+            config = TransformerConfig.from_dict(meta["model"])
+        except ValueError as e:
+            raise ValueError(f"{directory / CONFIG}: {e}") from None
+        model = cls(config)
+        load_state_into(model, load_tensors(directory / WEIGHTS), directory)
+        model.name = meta.get("name", directory.name)
+        model.record = {k: v for k, v in meta.items() if k not in ("model", "name", "parameters")}
+        return model.eval().requires_grad_(False)
 
     def checkpoint_config(self) -> dict:
         return {**self.record, "name": self.name, "model": self.config.to_dict(), "parameters": self.num_parameters()}

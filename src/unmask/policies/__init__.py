@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from unmask.policies.base import Policy, ScorePolicy, top_k_mask
+from unmask.engine.policy import Capabilities, Policy
+from unmask.policies.base import ScorePolicy, top_k_mask
 from unmask.policies.baselines import DilatedPolicy, KLASSPolicy, PCSamplerPolicy
 from unmask.policies.heuristics import (
     ConfidencePolicy,
@@ -95,4 +96,4 @@ def get_policy(spec: str) -> Policy:
         raise ValueError(f"policy {spec!r}: {e}") from e
 
 
-__all__ = ["HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "check_spec", "get_policy", "parse_spec", "parse_value", "top_k_mask"]
+__all__ = ["Capabilities", "HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "check_spec", "get_policy", "parse_spec", "parse_value", "top_k_mask"]

@@ -1,42 +1,17 @@
-"""The unmasking-policy interface (UPO §3.1, Jazbec §2).
-
-A policy looks at one engine step (:class:`unmask.policies.state.StepState`, the
-interface's own input type) and returns which masked positions of the current block to
-reveal: a bool mask (b, Lg), at least one position per row unless the policy follows the
-count schedule (``follows_schedule``). Random numbers come from ``state.draws``. Heuristics rank positions by a
-score; learned policies (:mod:`unmask.policies.learned`) also return, when the
-engine records a trajectory, what their RL update needs (UPO Algorithm 2).
-Decoding options a policy takes (``OPTIONS``; a spec's ``:key=value``) are set when it is resolved.
+"""What the heuristic policies share: top-k selection as the upstream samplers' ``topk`` calls break ties, and
+:class:`ScorePolicy`, the policy that reveals the schedule's count of best-scoring positions. The policy
+interface itself (:class:`Policy`, :class:`Capabilities`) is the engine's, :mod:`unmask.engine.policy`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-from unmask.policies.state import StepState
-
-
-class Policy:
-    """Base class; subclasses implement :meth:`select`."""
-
-    name: str = "policy"
-    needs_hidden: bool = False  # ask the MDM for hidden features (UPO's g_phi does)
-    stochastic: bool = False  # whether repeated runs can differ (pass@N makes sense)
-    follows_schedule: bool = False  # reveals exactly num_transfer per step: blocks last their scheduled steps
-    tokens_after_reveal: bool = False  # tokens are drawn only where the policy reveals, after it (Dream origin)
-    needs_steps: bool = False  # may reveal nothing at a step: only runs with a fixed number of steps
-    conditioned: bool = False  # takes the speed weight alpha as an input (alpha-conditioned learned policies)
-    needs_target: bool = False  # reads the gold tokens (StepState.inputs["target"]): oracles, never deployable
-    OPTIONS: dict[str, str] = {}  # learned policies' decoding options (name -> valid values), see with_options
-
-    def select(self, state: StepState) -> torch.Tensor:
-        raise NotImplementedError
-
-    def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The reveal mask and, when ``record``, the tensors to store for training."""
-        return self.select(state), {}
+from unmask.engine.policy import Capabilities, Policy
+from unmask.engine.state import StepState
 
 
 def top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, offset: int = 0,
@@ -66,7 +41,7 @@ class ScorePolicy(Policy):
     ``alg_temp > 0`` (Dream ``alg_temp``): draw them without replacement with probability
     ``softmax(score / alg_temp)`` over the candidates instead (``torch.multinomial``, as ``topk(p / Exp(1))``)."""
 
-    follows_schedule = True
+    capabilities = Capabilities(follows_schedule=True)
 
     def __init__(self, alg_temp: float = 0.0) -> None:
         if not (isinstance(alg_temp, (int, float)) and math.isfinite(alg_temp) and alg_temp >= 0):
@@ -74,7 +49,7 @@ class ScorePolicy(Policy):
         self.alg_temp = float(alg_temp)
         if self.alg_temp > 0:
             self.name = f"{self.name}:alg_temp={self.alg_temp:g}"
-            self.stochastic = True
+            self.capabilities = replace(self.capabilities, stochastic=True)
 
     def score(self, state: StepState) -> torch.Tensor:
         raise NotImplementedError

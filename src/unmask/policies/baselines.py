@@ -4,15 +4,18 @@ al. 2025). docs/policies.md says where each applies to the built-in tasks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from unmask.policies.base import Policy, ScorePolicy, top_k_mask
+from unmask.engine.policy import Policy
+from unmask.policies.base import ScorePolicy, top_k_mask
 from unmask.policies.heuristics import _check_number
-from unmask.policies.state import StepState
+from unmask.engine.state import StepState
 
 
 class KLASSPolicy(Policy):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unmask.policies.scorers import Scorer
-from unmask.policies.state import StepState
+from unmask.engine.state import StepState
 
 
 def _logit(p: float) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unmask.config import Config, option
+from unmask.core.config import Config, option
 
 
 @dataclass

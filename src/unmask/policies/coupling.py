@@ -15,7 +15,7 @@ non-negative, zero on the diagonal and learned; it starts near 0, so an untraine
 A is a matrix over the generation region's positions, so it needs a fixed answer layout (sudoku, zebra grids).
 
 It is learned by :func:`coupling_nll` (the negative log-likelihood of the true tokens at masked positions)
-over states of the policy's own rollouts (:mod:`unmask.rl.pretrain`); on sudoku it finds the rows, columns
+over states of the policy's own rollouts (:mod:`unmask.training.pretrain`); on sudoku it finds the rows, columns
 and boxes by itself (``benchmarks/results/upo/README.md``).
 """
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmask.policies.state import StepState
+from unmask.engine.state import StepState
 from unmask.models.base import MaskedDiffusionModel
 
 MAX_VOCAB = 1024  # policies that read whole distributions (the coupling, UPO's token_probs) stop here

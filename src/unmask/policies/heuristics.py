@@ -8,8 +8,9 @@ import math
 
 import torch
 
-from unmask.policies.base import Policy, ScorePolicy, top_k_mask
-from unmask.policies.state import StepState
+from unmask.engine.policy import Capabilities, Policy
+from unmask.policies.base import ScorePolicy, top_k_mask
+from unmask.engine.state import StepState
 
 
 def _check_number(policy: str, name: str, value, low: float, high: float = math.inf, low_open: bool = False,
@@ -27,7 +28,7 @@ class RandomPolicy(ScorePolicy):
     """Uniformly random order (LLaDA ``remasking="random"``: ``x0_p = rand``)."""
 
     name = "random"
-    stochastic = True
+    capabilities = Capabilities(follows_schedule=True, stochastic=True)
 
     def score(self, state: StepState) -> torch.Tensor:
         return state.draws.uniform()
@@ -81,10 +82,7 @@ class OriginPolicy(Policy):
     probability ``1 - s / t`` (all at the last step), so a step reveals a random number, possibly none."""
 
     name = "origin"
-    stochastic = True
-    follows_schedule = True
-    tokens_after_reveal = True
-    needs_steps = True
+    capabilities = Capabilities(stochastic=True, follows_schedule=True, tokens_after_reveal=True, needs_steps=True)
 
     def select(self, state: StepState) -> torch.Tensor:
         p = state.transfer_probability.repeat_interleave(state.candidates.sum(1))
@@ -96,8 +94,7 @@ class TopKSoftmaxPolicy(Policy):
     with probability ∝ exp(confidence / temperature), without replacement (Gumbel-top-k)."""
 
     name = "topk_softmax"
-    stochastic = True
-    follows_schedule = True
+    capabilities = Capabilities(stochastic=True, follows_schedule=True)
 
     def __init__(self, k: int = 5, temperature: float = 0.1) -> None:
         _check_number("topk_softmax", "k", k, 1, integer=True)

@@ -39,19 +39,20 @@ from typing import Callable
 import torch
 from torch import nn
 
-from unmask.checkpoint import (CONFIG, MANIFEST, WEIGHTS, TrainingState, load_json, load_state_into, load_tensors,
+from unmask.core.checkpoint import (CONFIG, MANIFEST, WEIGHTS, TrainingState, load_json, load_state_into, load_tensors,
                                save_checkpoint, verify_checkpoint)
-from unmask.config import Config, kind_of
-from unmask.integrations.hub import HubMixin
+from unmask.core.config import Config, kind_of
+from unmask.core.hub import HubMixin
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.base import Policy, top_k_mask
+from unmask.engine.policy import Capabilities, Policy
+from unmask.policies.base import top_k_mask
 from unmask.policies.confidence_net import ConfidenceNet
 from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
 from unmask.policies.distributions import ActionDistribution, Bernoulli, PlackettLuce, order_to_mask
 from unmask.policies.planner import Planner
 from unmask.policies.scorers import Scorer, UPOScorer
-from unmask.policies.state import StepState
+from unmask.engine.state import StepState
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,17 @@ MODES = ("greedy", "sample")
 class LearnedPolicy(nn.Module, Policy, HubMixin):
     """A scorer, an action distribution and an optional coupling, built from a config of one of
     :data:`KINDS` (see the module docstring); safetensors checkpoints, also through the Hugging Face Hub
-    (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, :mod:`unmask.integrations.hub`)."""
+    (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, :mod:`unmask.core.hub`)."""
 
     record: dict = {}  # what the loaded checkpoint's config.json held besides the policy (train recipe, metrics)
+
+
+    checkpoint_section = "policy"
+
+    @classmethod
+    def load_checkpoint(cls, directory: Path) -> "LearnedPolicy":
+        """The policy of a checkpoint directory (:func:`load_policy`)."""
+        return load_policy(directory)
 
     def __init__(self, config: UPOConfig | ParallelConfig | PlackettLuceConfig) -> None:
         nn.Module.__init__(self)
@@ -122,17 +131,11 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
 
     # ----- what the engine asks -----
     @property
-    def needs_hidden(self) -> bool:  # type: ignore[override]
-        return self.scorer.needs_hidden
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.mode == "sample" or self.sigma > 0
-
-    @property
-    def conditioned(self) -> bool:
-        """Whether the speed weight alpha is an input (policies trained with an alpha range, Jazbec §3.3)."""
-        return self.scorer.conditioned
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        """Hidden features when the scorer reads them (UPO's g_phi), random when sampling or noised (UPO App. D),
+        alpha as an input when trained with an alpha range (Jazbec §3.3)."""
+        return Capabilities(needs_hidden=self.scorer.needs_hidden, stochastic=self.mode == "sample" or self.sigma > 0,
+                            conditioned=self.scorer.conditioned)
 
     # ----- decoding options -----
     @property
@@ -173,7 +176,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
                 raise ValueError(f"sigma must be >= 0, got {value}")
             self.sigma = number
         else:
-            if not self.conditioned:
+            if not self.capabilities.conditioned:
                 raise ValueError(f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
                                  "alpha is an input only of policies trained with --alpha-range LO,HI")
             lo, hi = self.config.alpha_range
@@ -192,7 +195,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         obs = self.scorer.observe(state)
         if self.coupling is not None or self.planner is not None:
             obs.update(coupling_observation(state))
-        if self.conditioned:
+        if self.capabilities.conditioned:
             alpha = state.inputs.get("alpha")
             obs["alpha"] = alpha if alpha is not None else torch.full(
                 (state.masked.shape[0],), float(self.alpha), device=state.masked.device)

@@ -1,7 +1,7 @@
 """Ground-truth oracles: upper bounds for evaluation tables, never deployable policies.
 
 An oracle reads the gold token of every generated position (``StepState.inputs["target"]``, (b, Lg), which
-:func:`unmask.evaluate.run_policy` gives policies with ``needs_target`` from :meth:`unmask.tasks.base.Task.targets`)
+:func:`unmask.evaluation.evaluate.run_policy` gives policies with ``needs_target`` from :meth:`unmask.tasks.base.Task.targets`)
 and reveals positions whose token, the one the engine would write, already is the gold one. On tasks with a
 unique answer such a position exists at almost every step, so the one-per-step oracle measures what a perfect
 *position* policy gets out of the frozen MDM; the parallel form, every such position at once, how few forwards
@@ -13,15 +13,18 @@ it needs. Two rankings:
 
 With ``parallel=True`` a step reveals every candidate whose token is gold (the best-ranked candidate when none
 is); otherwise the count schedule's ``num_transfer`` best-ranked ones (one per step without ``--steps``).
-Both rankings are also the labels of imitation pre-training (:mod:`unmask.rl.imitation`).
+Both rankings are also the labels of imitation pre-training (:mod:`unmask.training.imitation`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from unmask.policies.base import Policy, top_k_mask
-from unmask.policies.state import StepState
+from unmask.engine.policy import Capabilities, Policy
+from unmask.policies.base import top_k_mask
+from unmask.engine.state import StepState
 
 RANKINGS = ("argmax", "margin")
 
@@ -51,7 +54,7 @@ def gt_margin(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class OraclePolicy(Policy):
     """Reveal gold positions (see the module docstring); ``ranking`` argmax | margin, ``parallel`` all at once."""
 
-    needs_target = True
+    capabilities = Capabilities(needs_target=True)
 
     def __init__(self, ranking: str = "argmax", parallel: bool = False) -> None:
         if ranking not in RANKINGS:
@@ -60,7 +63,7 @@ class OraclePolicy(Policy):
             raise ValueError(f"oracle: parallel takes 0 or 1, got {parallel!r}")
         self.ranking, self.parallel = ranking, bool(parallel)
         self.name = ("oracle" if ranking == "argmax" else "gt_margin") + (":parallel" if self.parallel else "")
-        self.follows_schedule = not self.parallel
+        self.capabilities = replace(self.capabilities, follows_schedule=not self.parallel)
 
     def score(self, state: StepState) -> torch.Tensor:
         """Rank (b, Lg): gold positions above all others."""

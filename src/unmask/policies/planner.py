@@ -18,7 +18,7 @@ training) want, or already hold, the token i would receive. With ``planner_layer
 features pass through a small bidirectional transformer with learned position embeddings (the Gt-Margin
 planner of Asano et al., arXiv 2602.09501, §3.2) before the head; with 0 an MLP scores each position. The head
 is zero-initialised, so an untrained planner adds nothing and the policy starts as its scorer ("start as the
-reference"). It is trained by imitation of the ground-truth oracles (:mod:`unmask.rl.imitation`), then GRPO.
+reference"). It is trained by imitation of the ground-truth oracles (:mod:`unmask.training.imitation`), then GRPO.
 Like the coupling, it needs a fixed answer layout (its W and position embeddings span the generation region).
 """
 

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from unmask.integrations.hub import HF_SCHEME, resolve_hf_spec
+from unmask.core.hub import HF_SCHEME, resolve_hf_spec
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import Policy, check_spec, get_policy
 from unmask.policies.learned import KINDS, load_policy
@@ -23,7 +23,7 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     fixed-count ones ``sigma=S`` (Gaussian noise for multi-shot sampling, UPO App. D); parallel policies
     ``temperature=T`` (tau_pi) and, when alpha-conditioned, ``alpha=A`` (``alpha`` sets it too unless the
     spec does). ``hf://OWNER/NAME[@REV][:options]``: a policy on the Hugging Face Hub
-    (through huggingface_hub's cache, :mod:`unmask.integrations.hub`)."""
+    (through huggingface_hub's cache, :mod:`unmask.core.hub`)."""
     check_spec(spec)
     hub_name = None
     if spec.strip().startswith(HF_SCHEME):
@@ -58,7 +58,7 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
                       stacklevel=2)
     policy.to(model.device)
     options = [o for o in options.split(":") if o]
-    if alpha is not None and policy.conditioned and not any(o.startswith("alpha=") for o in options):
+    if alpha is not None and policy.capabilities.conditioned and not any(o.startswith("alpha=") for o in options):
         options.append(f"alpha={alpha:g}")
     for option in options:
         key, _, value = option.partition("=")
@@ -84,7 +84,7 @@ def resolve_policies(specs: str | Sequence[str], model: MaskedDiffusionModel,
     if not specs:
         raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
     policies = [resolve_policy(s, model, alpha) for s in specs]
-    if alpha is not None and not any(p.conditioned for p in policies):
+    if alpha is not None and not any(p.capabilities.conditioned for p in policies):
         raise ValueError(f"--alpha {alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
                          f"none of {', '.join(p.name for p in policies)} is one")
     return policies

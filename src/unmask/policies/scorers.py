@@ -1,6 +1,6 @@
 """Scorers of learned policies: the network that maps one engine step to a logit per position.
 
-A scorer reads its observation of a :class:`~unmask.policies.state.StepState` (:meth:`Scorer.observe`,
+A scorer reads its observation of a :class:`~unmask.engine.state.StepState` (:meth:`Scorer.observe`,
 what UPO's Algorithm 2 stores per step) and returns logits (n, L) and a pooled state (n, d) or None.
 The confidences it reads come from the policy: the MDM's p_i(token_i), or q_i(token_i) refined by a
 learned coupling (:mod:`unmask.policies.coupling`). Two scorers:
@@ -23,7 +23,7 @@ from torch import nn
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import top_k_mask
 from unmask.policies.configs import UPOConfig
-from unmask.policies.state import StepState
+from unmask.engine.state import StepState
 
 
 class Scorer(nn.Module):

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from unmask.checkpoint import atomic_write
+from unmask.core.checkpoint import atomic_write
 from unmask.models.base import MaskedDiffusionModel
 from unmask.tasks.base import EncodedBatch, Scores, Task, read_lines
 

@@ -196,7 +196,7 @@ class MathTask(Task):
         group: Sequence[Any] | None = None,
     ) -> Scores:
         """Verify each completion's final answer. With ``reward="upo"`` and ``logprob`` (per completion,
-        :func:`unmask.rl.rewards.trajectory_logprob`) and ``group`` (rollouts of one prompt share a key;
+        :func:`unmask.training.rewards.trajectory_logprob`) and ``group`` (rollouts of one prompt share a key;
         default: completions of the same example object form a group), the reward adds UPO's bonus."""
         self.check_examples(examples, completions)
         answers = [extract_answer(c) for c in completions]

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from unmask.checkpoint import atomic_write
+from unmask.core.checkpoint import atomic_write
 from unmask.models.base import MaskedDiffusionModel
 from unmask.tasks.base import EncodedBatch, Scores, Task
 from unmask.tasks.sudoku_solver import generate_puzzle, random_solution, solve, units

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from unmask.checkpoint import atomic_write
+from unmask.core.checkpoint import atomic_write
 from unmask.models.base import MaskedDiffusionModel
 from unmask.tasks.base import EncodedBatch, Scores, Task, parse_json_line, read_lines
 from unmask.tasks.zebra_solver import (

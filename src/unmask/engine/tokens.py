@@ -11,7 +11,7 @@
   confidences read from the same tempered, filtered ``probs``.
 
 ``prepare(logits, draws)`` returns ``(probs, tokens, confidence)`` position by position, so the engine may run
-it on a forward's window alone (:mod:`unmask.cache`): eager samplers give tokens and confidences for every
+it on a forward's window alone (:mod:`unmask.engine.cache`): eager samplers give tokens and confidences for every
 position; lazy ones (Dream) give None for both, and ``choose(probs, draws)`` gives a token choice ``choose(where)``
 that draws only where asked (None for eager samplers).
 """
@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from unmask.streams import Draws
+from unmask.engine.streams import Draws
 
 Choose = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

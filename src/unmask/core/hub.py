@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from unmask.checkpoint import CONFIG, atomic_write, load_json, save_checkpoint
-from unmask.integrations import require
+from unmask.core.checkpoint import CONFIG, atomic_write, load_json, save_checkpoint
+from unmask.core.extras import require
 
 HF_SCHEME = "hf://"
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -29,7 +29,17 @@ CARD = "README.md"
 
 class HubMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` over :meth:`checkpoint_config` (each class
-    says what its ``config.json`` holds; :func:`load_checkpoint` reads any of them back)."""
+    says what its ``config.json`` holds, under its :attr:`checkpoint_section`) and :meth:`load_checkpoint`
+    (each class reads its own back). Lives in :mod:`unmask.core` so that models and policies both use it
+    without this module knowing either."""
+
+    checkpoint_section: str = ""  # the config.json section that marks a checkpoint of this class ("model", "policy")
+    checkpoint_kinds = {"model": "MaskedTransformer", "policy": "LearnedPolicy"}  # section -> class, for errors
+
+    @classmethod
+    def load_checkpoint(cls, directory: Path) -> Any:
+        """Load the checkpoint in ``directory`` (its ``config.json`` has :attr:`checkpoint_section`)."""
+        raise NotImplementedError
 
     def checkpoint_config(self) -> dict[str, Any]:
         """What ``config.json`` holds for this object."""
@@ -51,10 +61,12 @@ class HubMixin:
         path = Path(name_or_path)
         if not (path / CONFIG).is_file():
             path = snapshot(str(name_or_path), revision, cache_dir, token)
-        loaded = load_checkpoint(path)
-        if not isinstance(loaded, cls):
-            raise ValueError(f"{name_or_path} holds a {type(loaded).__name__}, not a {cls.__name__}")
-        return loaded
+        meta = load_json(path / CONFIG)
+        if cls.checkpoint_section not in meta:
+            held = next((name for section, name in cls.checkpoint_kinds.items() if section in meta), None)
+            raise ValueError(f"{name_or_path} holds a {held}, not a {cls.__name__}" if held else
+                             f"{path / CONFIG} is neither an MDM nor a policy checkpoint (no 'model' / 'policy' section)")
+        return cls.load_checkpoint(path)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     revision: str | None = None, commit_message: str = "Upload with unmask") -> str:
@@ -140,18 +152,5 @@ def model_card(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_checkpoint(directory: Path) -> Any:
-    """An MDM or a policy, whichever the checkpoint in ``directory`` holds."""
-    from unmask.models import load_model
-    from unmask.policies.learned import load_policy
-
-    meta = load_json(Path(directory) / CONFIG)
-    if "policy" in meta:
-        return load_policy(directory)
-    if "model" in meta:
-        return load_model(str(directory))
-    raise ValueError(f"{directory / CONFIG} is neither an MDM nor a policy checkpoint (no 'model' / 'policy' section)")
-
-
-__all__ = ["CARD", "HF_SCHEME", "HubMixin", "load_checkpoint", "model_card", "parse_hf_spec",
+__all__ = ["CARD", "HF_SCHEME", "HubMixin", "model_card", "parse_hf_spec",
            "resolve_hf_spec", "snapshot"]

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from unmask.streams import Draws
+from unmask.engine.streams import Draws
 
 TokenChoice = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -26,8 +26,8 @@ class StepState:
     ``low_confidence``, Dream ``maskgit_plus``). ``candidates`` are the masked positions the policy may reveal
     now (current block and earlier), ``num_transfer`` (b,) what the count schedule reveals now and
     ``transfer_probability`` (b,) the share of masked positions it reveals (Dream ``1 - s / t``). Random
-    numbers come from ``draws`` (:mod:`unmask.streams`). ``inputs`` holds per-row policy inputs (b,) the
-    caller gave :func:`unmask.engine.generate` (e.g. the speed weight ``alpha`` of alpha-conditioned policies).
+    numbers come from ``draws`` (:mod:`unmask.engine.streams`). ``inputs`` holds per-row policy inputs (b,) the
+    caller gave :func:`unmask.engine.loop.generate` (e.g. the speed weight ``alpha`` of alpha-conditioned policies).
     ``memory`` keeps what a policy carries from one step of a row to its next (:meth:`recall` / :meth:`remember`).
     """
 
@@ -83,7 +83,7 @@ class StepState:
     @property
     def draws(self) -> Draws:
         if self._draws is None:
-            raise ValueError("this policy draws random numbers: give the StepState draws (unmask.streams)")
+            raise ValueError("this policy draws random numbers: give the StepState draws (unmask.engine.streams)")
         return self._draws
 
     def choose_tokens(self) -> None:
@@ -127,7 +127,7 @@ class StepState:
 
 
 class RowMemory:
-    """Per-row tensors a policy carries across the steps of one :func:`unmask.engine.generate` call (KLASS's
+    """Per-row tensors a policy carries across the steps of one :func:`unmask.engine.loop.generate` call (KLASS's
     previous distributions, say). The engine makes one per call, so a new batch starts empty, and each
     :class:`StepState` reads and writes it at its own rows (``StepState.rows``), so a row that finished and left
     the batch never shifts another's. Policy objects stay stateless: one object can decode many batches."""

@@ -1,7 +1,7 @@
 """What a run decodes: the task, the MDM, the examples and the sampling settings.
 
 :class:`RunConfig` is shared by ``eval``, ``frontier``, ``show-order`` and ``train-policy`` (where it is the
-``run`` section of :class:`unmask.rl.grpo.GRPOConfig`); :class:`ExamplesConfig` adds how many examples the
+``run`` section of :class:`unmask.training.grpo.GRPOConfig`); :class:`ExamplesConfig` adds how many examples the
 evaluation commands decode and in what batches.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from unmask.config import Config, option
-from unmask.engine import SamplingConfig
+from unmask.core.config import Config, option
+from unmask.engine.loop import SamplingConfig
 from unmask.models import recorded_task_options
 from unmask.tasks import TASKS, Task, get_task
 

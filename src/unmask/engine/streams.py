@@ -84,7 +84,7 @@ class Draws:
 
 
 class WindowDraws:
-    """A step's positional draws shared out over the forwards it ran (:mod:`unmask.cache`): a forward that gave
+    """A step's positional draws shared out over the forwards it ran (:mod:`unmask.engine.cache`): a forward that gave
     fresh outputs for rows ``idx`` at generation positions ``[lo, hi)`` gets :meth:`part` ``(idx, lo, hi)``, whose
     i-th positional draw is the i-th positional draw of the whole step (every row, every position; drawn once,
     when a part first asks) sliced to those rows and positions. The numbers are therefore those of one draw over

@@ -26,9 +26,9 @@ from typing import Any, Iterator, Sequence
 from tqdm import tqdm
 from tqdm.auto import tqdm as terminal_tqdm
 
-from unmask.checkpoint import atomic_write
-from unmask.distributed import current
-from unmask.integrations import require
+from unmask.core.checkpoint import atomic_write
+from unmask.core.distributed import current
+from unmask.core.extras import require
 
 REPORT_TO = ("tensorboard", "wandb", "none")
 LINE_INTERVAL = 10.0  # seconds between two progress lines in a log file

@@ -22,6 +22,8 @@ carries over. ``imitation/last`` is resumable, ``imitation/metrics.csv`` logs on
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 import time
 from pathlib import Path
@@ -30,21 +32,22 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from unmask.checkpoint import (LAST, WEIGHTS, TrainingState, has_checkpoint, load_tensors, load_training_checkpoint,
+from unmask.core.checkpoint import (LAST, WEIGHTS, TrainingState, has_checkpoint, load_tensors, load_training_checkpoint,
                                resumable_checkpoint)
-from unmask.engine import SamplingConfig, generate
-from unmask.evaluate import gold_tokens
-from unmask.logging import MetricsLogger, progress_bar
+from unmask.engine.loop import SamplingConfig, generate
+from unmask.evaluation.evaluate import gold_tokens
+from unmask.core.tracking import MetricsLogger, progress_bar
 from unmask.models import MaskedDiffusionModel
-from unmask.policies.base import Policy, top_k_mask
+from unmask.engine.policy import Capabilities, Policy
+from unmask.policies.base import top_k_mask
 from unmask.policies.learned import LearnedPolicy
 from unmask.policies.oracle import correct
-from unmask.policies.state import StepState
-from unmask.streams import ExampleStreams
+from unmask.engine.state import StepState
+from unmask.engine.streams import ExampleStreams
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
-    from unmask.rl.grpo import GRPOTrainer
+    from unmask.training.grpo import GRPOTrainer
 
 PHASE = "imitation"  # the phase's folder in the run directory
 STREAM = 2**41  # the rounds' random streams: ExampleStreams.seed_of(run seed, STREAM + round)
@@ -54,13 +57,11 @@ class Labelled(Policy):
     """The learner acting, each recorded step's observation extended with the tokens it would write and the
     oracle's label ``gold`` (needs the engine input ``target``)."""
 
-    needs_target = True
 
     def __init__(self, policy: LearnedPolicy) -> None:
         self.policy = policy
         self.name = f"{policy.name}+oracle labels"
-        self.needs_hidden = policy.needs_hidden
-        self.follows_schedule = policy.follows_schedule
+        self.capabilities = replace(policy.capabilities, needs_target=True)
 
     def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         reveal, data = self.policy.act(state, record)
@@ -170,7 +171,7 @@ class Imitation:
         self.dir = Path(self.cfg.output_dir) / PHASE
         policy = trainer.policy
         # the planner alone where there is one (the scorer stays the reference it starts from); never the
-        # coupling, an input here, fitted by its own likelihood (unmask.rl.pretrain)
+        # coupling, an input here, fitted by its own likelihood (unmask.training.pretrain)
         self.params = [p for n, p in policy.named_parameters()
                        if (n.startswith("planner.") if policy.planner is not None else not n.startswith("coupling."))]
         scale = getattr(policy.config, "base_temperature", None) if policy.kind == "upo" else None

@@ -10,8 +10,8 @@ reference regulariser of Table 1. The MDM is never called in the update.
 One trainer serves UPO's g_phi (``policy="upo"``) and Jazbec's parallel policies
 (``"bernoulli"``, ``"plackett-luce"``): every policy exposes ``log_prob(obs, action)``.
 The parallel ones train on the speed-aware reward of Jazbec §3.3
-(:mod:`unmask.rl.rewards`), optionally alpha-conditioned (alpha drawn per group from
-``alpha_range``) and with expert steering (:mod:`unmask.rl.steering`); the reference
+(:mod:`unmask.training.rewards`), optionally alpha-conditioned (alpha drawn per group from
+``alpha_range``) and with expert steering (:mod:`unmask.training.steering`); the reference
 regulariser stays UPO's.
 """
 
@@ -29,22 +29,22 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from unmask.checkpoint import (LAST, TrainingState, check_new_run, check_resume_settings, load_training_checkpoint,
+from unmask.core.checkpoint import (LAST, TrainingState, check_new_run, check_resume_settings, load_training_checkpoint,
                                resumable_checkpoint)
-from unmask.config import Config, kind_of, option
-from unmask.distributed import current
-from unmask.engine import GenerationOutput, StepRecord, generate
-from unmask.logging import MetricsLogger, progress_bar
+from unmask.core.config import Config, kind_of, option
+from unmask.core.distributed import current
+from unmask.engine.loop import GenerationOutput, StepRecord, generate
+from unmask.core.tracking import MetricsLogger, progress_bar
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
-from unmask.policies.base import Policy
+from unmask.engine.policy import Policy
 from unmask.policies.configs import CONFIG_TYPES, PLANNER_FIELDS, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.learned import LearnedPolicy, load_policy
-from unmask.rl.reference import DEFAULT_BETA, Reference
-from unmask.rl.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
-from unmask.rl.steering import ExpertSteering, mixture_log_prob
-from unmask.run_config import RunConfig, load_data, resolve_task
-from unmask.streams import ExampleStreams
+from unmask.training.reference import DEFAULT_BETA, Reference
+from unmask.training.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
+from unmask.training.steering import ExpertSteering, mixture_log_prob
+from unmask.evaluation.run_config import RunConfig, load_data, resolve_task
+from unmask.engine.streams import ExampleStreams
 from unmask.tasks.base import EncodedBatch, Scores
 
 
@@ -90,11 +90,11 @@ class GRPOConfig(Config):
     expert_steering: list[str] = option([], "heuristic policy specs, one extra trajectory per group each "
                                             "(Jazbec §3.4), e.g. threshold:0.9")
     coupling_prompts: int = option(3000, "with --coupling-rounds: training prompts whose rollouts pre-train the "
-                                         "coupling before GRPO (unmask.rl.pretrain, also `unmask "
+                                         "coupling before GRPO (unmask.training.pretrain, also `unmask "
                                          "pretrain-coupling`); 0 = no pre-training", low=0)
     coupling_epochs: int = option(6, "passes over those rollouts' states", low=1)
     imitation_rounds: int = option(0, "rounds of imitation of the ground-truth oracle before GRPO (DAgger: the "
-                                      "policy decodes, the oracle labels; unmask.rl.imitation); 0 = none", low=0)
+                                      "policy decodes, the oracle labels; unmask.training.imitation); 0 = none", low=0)
     imitation_prompts: int = option(1000, "training prompts decoded per imitation round", low=1)
     imitation_epochs: int = option(3, "passes over each round's states", low=1)
     imitation_learning_rate: float = option(1e-3, "Adam learning rate of the imitation fit", low=0.0, low_open=True)
@@ -351,7 +351,7 @@ class GRPOTrainer:
 
     @property
     def needs_pretraining(self) -> bool:
-        """Whether the run starts with the coupling pre-training step (:func:`unmask.rl.pretrain.pretrain_step`)."""
+        """Whether the run starts with the coupling pre-training step (:func:`unmask.training.pretrain.pretrain_step`)."""
         return bool(self.cfg.policy.coupling_rounds and self.cfg.coupling_prompts and not self.cfg.init_policy)
 
     def generation_length(self) -> int:
@@ -373,7 +373,7 @@ class GRPOTrainer:
                 "processes": self.dist.world_size}
 
     def save(self) -> None:
-        """The resumable checkpoint ``last/`` of the current step, atomically (:func:`unmask.checkpoint.save_checkpoint`)."""
+        """The resumable checkpoint ``last/`` of the current step, atomically (:func:`unmask.core.checkpoint.save_checkpoint`)."""
         if not self.dist.main:  # rank 0 alone writes; every rank holds the same state
             return
         rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
@@ -472,7 +472,7 @@ class GRPOTrainer:
         """Random streams of this process's ``rows`` decodes of the step: one per row, seeded from (run seed, step)
         and the row's index in the whole step (every process decodes ``rows``, after ``offset`` rows each, e.g. the
         rollouts before the greedy decodes), so a rollout depends on neither the batch nor the number of
-        processes (:class:`unmask.streams.ExampleStreams`)."""
+        processes (:class:`unmask.engine.streams.ExampleStreams`)."""
         first = offset * self.dist.world_size + self.dist.rank * rows
         seed = ExampleStreams.seed_of(self.cfg.run.seed, self.step)
         return ExampleStreams(seed, range(first, first + rows), device=self.model.device)
@@ -500,7 +500,7 @@ class GRPOTrainer:
 
     def update(self, buf: RolloutBuffer) -> dict:
         """Update phase: mu passes over shuffled minibatches of stored steps; the MDM is not used. The shuffle
-        runs over the steps of every process (:meth:`unmask.distributed.Distributed.step_positions`); each takes
+        runs over the steps of every process (:meth:`unmask.core.distributed.Distributed.step_positions`); each takes
         its own steps of a minibatch and DDP sums the gradients, so the update is the one-process one."""
         self.policy.train()
         n_traj = len(buf.advantage) * self.dist.world_size

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from unmask.engine import GenerationOutput
+from unmask.engine.loop import GenerationOutput
 
 REWARD_FORMS = ("multiplicative", "additive", "none")
 

@@ -18,11 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from unmask.checkpoint import atomic_write
-from unmask.engine import GenerationOutput, SamplingConfig
-from unmask.evaluate import run_policy
+from unmask.core.checkpoint import atomic_write
+from unmask.engine.loop import GenerationOutput, SamplingConfig
+from unmask.evaluation.evaluate import run_policy
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.base import Policy
+from unmask.engine.policy import Policy
 from unmask.tasks.base import EncodedBatch, Task
 
 

@@ -1,6 +1,6 @@
 """Accuracy-NFE frontiers: each method's speed knob swept on the same examples (Jazbec §4, Fig. 3).
 
-Curves (one per method, each point a full batched :func:`unmask.evaluate.run_policy` run
+Curves (one per method, each point a full batched :func:`unmask.evaluation.evaluate.run_policy` run
 with the same seed):
 
 * ``confidence`` over k tokens per step (LLaDA's count schedule through ``steps``; k = 1
@@ -12,7 +12,7 @@ with the same seed):
 :func:`summarize` reports, per curve, the fewest mean NFE that keeps the solved rate
 within ``tol`` of one-per-step confidence (and the speed-up), and each learned point's
 solved rate against the threshold curve interpolated at the same mean NFE, and each curve's AUP
-(:mod:`unmask.metrics`: its points as (tokens per forward, solved %), y_max the best solved rate of the run).
+(:mod:`unmask.evaluation.metrics`: its points as (tokens per forward, solved %), y_max the best solved rate of the run).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from unmask.checkpoint import atomic_write
-from unmask.engine import SamplingConfig
-from unmask.evaluate import run_policy
-from unmask.metrics import aup
-from unmask.logging import progress_bar
+from unmask.core.checkpoint import atomic_write
+from unmask.engine.loop import SamplingConfig
+from unmask.evaluation.evaluate import run_policy
+from unmask.evaluation.metrics import aup
+from unmask.core.tracking import progress_bar
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import Policy, get_policy
 from unmask.tasks.base import Task
@@ -71,9 +71,9 @@ def learned_sweep(spec: str, policy: Policy, sampling: SamplingConfig, alphas: S
                   temperatures: Sequence[float]) -> Sweep:
     """alpha for alpha-conditioned policies (default: 5 values across the trained range), tau_pi for the
     other sampled ones that take a temperature (greedy decoding ignores it), a single point otherwise."""
-    if not policy.conditioned and not (policy.stochastic and "temperature" in policy.OPTIONS):
+    if not policy.capabilities.conditioned and not (policy.capabilities.stochastic and "temperature" in policy.OPTIONS):
         return Sweep(spec, "", [None], lambda _: (policy, sampling))
-    knob = "alpha" if policy.conditioned else "temperature"
+    knob = "alpha" if policy.capabilities.conditioned else "temperature"
     if knob == "alpha" and alphas is None:
         alphas = np.linspace(*policy.config.alpha_range, 5).round(4).tolist()
     values = list(alphas if knob == "alpha" else temperatures)

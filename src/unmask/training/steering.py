@@ -22,8 +22,8 @@ from typing import Sequence
 
 import torch
 
-from unmask.policies.state import StepState
-from unmask.policies.base import Policy
+from unmask.engine.state import StepState
+from unmask.engine.policy import Policy
 from unmask.policies.distributions import trim
 from unmask.policies.learned import LearnedPolicy
 

@@ -1,6 +1,6 @@
 """The ``unmask`` command line: a thin layer over the Python API.
 
-Flags are generated from the typed configs (:mod:`unmask.config`): every flag has its help text and valid values,
+Flags are generated from the typed configs (:mod:`unmask.core.config`): every flag has its help text and valid values,
 and a bad value is the same one-line error as from Python. ``train-policy`` and ``train-mdm`` also read a YAML
 recipe (``--config FILE.yaml``; flags override its values, and the run stores what was used).
 """
@@ -16,12 +16,12 @@ import traceback
 from pathlib import Path
 
 from unmask import __version__
-from unmask.checkpoint import save_json
-from unmask.config import Config, add_config_arguments, check_recipe, flat_fields, load_recipe
-from unmask.distributed import RankFailure, current
-from unmask.logging import quiet
+from unmask.core.checkpoint import save_json
+from unmask.core.config import Config, add_config_arguments, check_recipe, flat_fields, load_recipe
+from unmask.core.distributed import RankFailure, current
+from unmask.core.tracking import quiet
 from unmask.policies import parse_value
-from unmask.run_config import ExamplesConfig, RunConfig
+from unmask.evaluation.run_config import ExamplesConfig, RunConfig
 
 
 class UsageError(ValueError):
@@ -194,7 +194,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 
 def cmd_train_mdm(args: argparse.Namespace) -> int:
-    from unmask.train_mdm import MDMTrainConfig, train_mdm
+    from unmask.training.mdm import MDMTrainConfig, train_mdm
 
     if current().world_size > 1:
         raise ValueError(f"train-mdm runs as one process (launched as {current().world_size}); run it without "
@@ -209,7 +209,7 @@ def cmd_train_mdm(args: argparse.Namespace) -> int:
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
     from unmask.api import train_policy
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
     model_options, task_options = hf_options(args)
     if args.reward:
@@ -225,7 +225,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
 
 def cmd_pretrain_coupling(args: argparse.Namespace) -> int:
     from unmask.api import pretrain_coupling
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
     if "output_dir" not in vars(args):  # a recipe's output_dir names the GRPO run, not this checkpoint
         raise ValueError("give --output-dir DIR: where the pre-trained policy goes (then train-policy --init-policy DIR)")
@@ -248,7 +248,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_show_order(args: argparse.Namespace) -> int:
     from unmask.api import show_order
-    from unmask.order import plot_order
+    from unmask.evaluation.order import plot_order
 
     model_options, task_options = hf_options(args)
     run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
@@ -271,7 +271,7 @@ def cmd_show_order(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from unmask.integrations import require
+    from unmask.core.extras import require
 
     require("transformers", "hf", "make-tiny")
     from unmask.models.tiny import FAMILIES, save_tiny
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write a solved-rate vs NFE plot (PNG) here")
     p.set_defaults(func=cmd_eval)
 
-    from unmask.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+    from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
     from unmask.models.tiny import CONTEXT as TINY_CONTEXT
 
     p = sub.add_parser("frontier", help="sweep each method's speed knob: solved rate vs mean NFE (PNG + JSON)",
@@ -359,20 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the frontier plot (PNG) here")
     p.set_defaults(func=cmd_frontier)
 
-    from unmask.train_mdm import MDMTrainConfig
+    from unmask.training.mdm import MDMTrainConfig
 
     p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective",
-                       description="Flags mirror unmask.train_mdm.MDMTrainConfig.")
+                       description="Flags mirror unmask.training.mdm.MDMTrainConfig.")
     _add_recipe(p)
     add_config_arguments(p, MDMTrainConfig)
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a task option, repeatable (e.g. arithmetic op=mul); pass the same ones to eval")
     p.set_defaults(func=cmd_train_mdm)
 
-    from unmask.rl.grpo import GRPOConfig
+    from unmask.training.grpo import GRPOConfig
 
     p = sub.add_parser("train-policy", help="train a learned unmasking policy with GRPO (UPO, Bernoulli, Plackett-Luce)",
-                       description="Flags mirror unmask.rl.grpo.GRPOConfig (trainer), its run (task, model, data, "
+                       description="Flags mirror unmask.training.grpo.GRPOConfig (trainer), its run (task, model, data, "
                                    "sampling) and its policy (the settings of the --policy kind); optional ones "
                                    "accept 'none'. --steps is the diffusion steps of the rollouts, --max-steps the "
                                    "GRPO steps.")
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain-coupling", help="pre-train a policy's coupling (the step before GRPO) into a policy "
                                                  "checkpoint for train-policy --init-policy",
-                       description="The coupling pre-training step of train-policy on its own (unmask.rl.pretrain): "
+                       description="The coupling pre-training step of train-policy on its own (unmask.training.pretrain): "
                                    "the same flags and recipe files as train-policy; --output-dir is the checkpoint "
                                    "written. train-policy --init-policy DIR then starts GRPO from it.")
     _add_recipe(p, resumable=False)
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if getattr(args, "output_dir", None) and args.command in ("train-policy", "train-mdm"):
-            from unmask.checkpoint import interrupted_message
+            from unmask.core.checkpoint import interrupted_message
 
             print(f"unmask {args.command}: {interrupted_message(argv, args.output_dir)}", file=sys.stderr)
         else:

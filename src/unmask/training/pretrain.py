@@ -2,7 +2,7 @@
 
 The policy decodes training prompts by sampling (Algorithm 2's sampling phase: MDM and policy under no-grad),
 and every state up to the trajectory's first wrong reveal is kept with the true tokens of its positions
-(:meth:`unmask.tasks.base.Task.targets`; :func:`unmask.rl.imitation.collect_states`, which imitation shares).
+(:meth:`unmask.tasks.base.Task.targets`; :func:`unmask.training.imitation.collect_states`, which imitation shares).
 Then only the coupling is fitted: ``epochs`` passes of Adam over the stored states, minimising the negative
 log-likelihood of the true tokens under the refined marginals (:func:`unmask.policies.coupling.coupling_nll`). The signal is dense (every masked position of every state),
 where GRPO's is one scalar per trajectory; the MDM is not called during the fit.
@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.engine import SamplingConfig
-from unmask.logging import progress_bar
+from unmask.engine.loop import SamplingConfig
+from unmask.core.tracking import progress_bar
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
 from unmask.policies.learned import LearnedPolicy
-from unmask.rl.imitation import collect_states
-from unmask.streams import ExampleStreams
+from unmask.training.imitation import collect_states
+from unmask.engine.streams import ExampleStreams
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
-    from unmask.rl.grpo import GRPOTrainer
+    from unmask.training.grpo import GRPOTrainer
 
 KEEP = ("token_probs", "masked", "tokens")
 STREAM = 2**40  # the step's random stream: ExampleStreams.seed_of(run seed, STREAM), beyond any example id

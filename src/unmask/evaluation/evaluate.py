@@ -10,14 +10,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from unmask.checkpoint import atomic_write
-from unmask.distributed import current
-from unmask.engine import GenerationOutput, SamplingConfig, generate
-from unmask.metrics import aup
-from unmask.logging import progress_bar
+from unmask.core.checkpoint import atomic_write
+from unmask.core.distributed import current
+from unmask.engine.loop import GenerationOutput, SamplingConfig, generate
+from unmask.evaluation.metrics import aup
+from unmask.core.tracking import progress_bar
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.base import Policy
-from unmask.streams import ExampleStreams
+from unmask.engine.policy import Policy
+from unmask.engine.streams import ExampleStreams
 from unmask.tasks.base import EncodedBatch, Task
 
 
@@ -31,7 +31,7 @@ class EvalResult:
     seconds: float
     n: int
     tpf: float  # parallelism: positions generated over forwards, all examples together (tokens per forward)
-    aup: float  # d3LLM's AUP of this one point: tpf x solved % (unmask.metrics)
+    aup: float  # d3LLM's AUP of this one point: tpf x solved % (unmask.evaluation.metrics)
 
 
 def gold_tokens(task: Task, examples: Sequence, model: MaskedDiffusionModel) -> torch.Tensor:
@@ -59,8 +59,8 @@ def run_policy(
     """Decode every example with ``policy``; returns the summary and per-example arrays.
     ``on_batch(examples, encoded, output)`` sees each decoded batch (e.g. to keep the reveal order).
     Example ``j`` (its index in ``examples``) draws from its own stream ``(seed, j)``
-    (:class:`unmask.streams.ExampleStreams`), so results do not depend on ``batch_size``. Under several
-    processes (:mod:`unmask.distributed`) each decodes its contiguous share and the per-example arrays are
+    (:class:`unmask.engine.streams.ExampleStreams`), so results do not depend on ``batch_size``. Under several
+    processes (:mod:`unmask.core.distributed`) each decodes its contiguous share and the per-example arrays are
     gathered in order: the results are the one-process ones."""
     dist = current()
     if on_batch is not None and dist.world_size > 1:
@@ -74,7 +74,7 @@ def run_policy(
         chunk = examples[i : i + batch_size]
         enc = task.encode(chunk, model)
         streams = ExampleStreams(seed, range(lo + i, lo + i + len(chunk)), device=model.device)
-        inputs = {"target": gold_tokens(task, chunk, model)} if policy.needs_target else None
+        inputs = {"target": gold_tokens(task, chunk, model)} if policy.capabilities.needs_target else None
         out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams, inputs=inputs)
         scores = task.score(chunk, task.decode(chunk, out.sequences, model))
         if on_batch is not None:
@@ -134,7 +134,7 @@ def pass_at_n(
     independent runs of a stochastic policy (or of stochastic token sampling)."""
     if n < 1:
         raise ValueError(f"pass@N needs N >= 1, got {n}")
-    stochastic = getattr(policy, "stochastic", False) or (sampling is not None and sampling.temperature > 0)
+    stochastic = policy.capabilities.stochastic or (sampling is not None and sampling.temperature > 0)
     if n > 1 and not stochastic:
         raise ValueError(f"policy {policy.name!r} is deterministic: pass@{n} equals pass@1; use a stochastic policy "
                          "(random, topk_softmax, a learned policy with sigma>0) or --temperature > 0")

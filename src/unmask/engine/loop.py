@@ -1,10 +1,10 @@
 """The sampling engine: one batched loop for every unmasking policy (UPO Algorithm 1).
 
 Each step runs one MDM forward on the rows still decoding, lets the token sampler
-(:mod:`unmask.tokens`) propose a token for every masked position (under a block cache,
-:mod:`unmask.cache`, on the positions each forward ran; the rest keep the block's first step's),
+(:mod:`unmask.engine.tokens`) propose a token for every masked position (under a block cache,
+:mod:`unmask.engine.cache`, on the positions each forward ran; the rest keep the block's first step's),
 asks the count schedule
-(:mod:`unmask.schedules`) how many positions this step reveals, asks the policy which
+(:mod:`unmask.engine.schedules`) how many positions this step reveals, asks the policy which
 candidates to reveal, and writes those tokens. Rows leave the batch as soon as they are done,
 so every row's NFE is its own.
 
@@ -15,14 +15,14 @@ evenly over them with ``get_num_transfer_tokens``, Gumbel-max tokens, untempered
 ``diffusion_generate()`` (linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens
 and confidences). Policies are the LLaDA ``remasking`` / Dream ``alg`` strategies (see docs/samplers.md).
 
-A block ends when it is clean or, for policies that follow the schedule (``Policy.follows_schedule``),
+A block ends when it is clean or, for policies that follow the schedule (``Capabilities.follows_schedule``),
 when its scheduled steps are spent (LLaDA and Dream run every scheduled step, revealing nothing in some).
 
 The one intended deviation from the upstream loops: the mask token's logit is set to -inf
 (``suppress_mask_token``), so a revealed position never receives [MASK]; turn it off for bit-exact parity.
 NFE counts the model's row-forwards: with ``cfg_scale > 0`` a step runs the conditional and the
 unconditional (prompt masked) row together and costs 2; ``GenerationOutput.steps`` counts steps.
-Random numbers come from :mod:`unmask.streams` (per-example streams or one shared stream).
+Random numbers come from :mod:`unmask.engine.streams` (per-example streams or one shared stream).
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.cache import CACHE_MODES, BlockCache, Window
-from unmask.config import Config, option
+from unmask.engine.cache import CACHE_MODES, BlockCache, Window
+from unmask.core.config import Config, option
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.state import RowMemory, StepState
-from unmask.schedules import BlockSchedule, TimestepSchedule
-from unmask.streams import RandomStreams, as_streams
-from unmask.tokens import CategoricalTokens, GumbelMaxTokens
+from unmask.engine.state import RowMemory, StepState
+from unmask.engine.schedules import BlockSchedule, TimestepSchedule
+from unmask.engine.streams import RandomStreams, as_streams
+from unmask.engine.tokens import CategoricalTokens, GumbelMaxTokens
 
 if TYPE_CHECKING:
-    from unmask.policies.base import Policy
+    from unmask.engine.policy import Policy
 
 SAMPLERS = ("auto", "llada", "dream")
 DREAM_ONLY = ("eps", "top_p", "top_k")
@@ -190,7 +190,7 @@ def generate(
 ) -> GenerationOutput:
     """Fill every ``mask_id`` position of ``input_ids`` (B, L) at or after ``gen_start``.
 
-    ``generator``: :class:`unmask.streams.ExampleStreams` (one stream per row), a torch.Generator (one
+    ``generator``: :class:`unmask.engine.streams.ExampleStreams` (one stream per row), a torch.Generator (one
     batch-shaped stream) or None (torch's global generator, as the upstream loops draw). ``inputs``: per-row
     policy inputs, each (B, ...), that the policy reads as ``StepState.inputs`` for the rows of the step (e.g.
     ``{"alpha": ...}`` for alpha-conditioned policies, ``{"target": ...}`` (B, Lg) gold tokens for oracles)."""
@@ -217,8 +217,8 @@ def generate(
         attention_mask = attention_mask.to(device)
     Lg = L - gen_start
     plan = schedule.plan(Lg, device)
-    follows = bool(getattr(policy, "follows_schedule", False)) and plan.steps_per_block is not None
-    if getattr(policy, "needs_steps", False) and plan.steps_per_block is None:
+    follows = policy.capabilities.follows_schedule and plan.steps_per_block is not None
+    if policy.capabilities.needs_steps and plan.steps_per_block is None:
         raise ValueError(f"policy {policy.name!r} reveals a random number of positions per step (possibly none) and "
                          "needs a fixed number of steps; give steps (e.g. --steps 16)")
     most = int((x[:, gen_start:] == model.mask_id).sum(1).max())  # positions to generate in the fullest row
@@ -240,7 +240,7 @@ def generate(
     order = torch.where(masked0, torch.zeros_like(total)[:, None], torch.full_like(total, -1)[:, None])
     reveal_conf = torch.full((B, Lg), float("nan"), device=device)
     trajectory: list[StepRecord] = []
-    needs_hidden = getattr(policy, "needs_hidden", False)
+    needs_hidden = policy.capabilities.needs_hidden
     cache = BlockCache(model, config.cache, B, gen_start, plan.block_length)
     positions_run = torch.zeros(B, dtype=torch.long, device=device)
     refresh = torch.zeros(B, dtype=torch.bool, device=device)  # rows whose next step runs full (cache_refresh)
@@ -287,7 +287,7 @@ def generate(
             hidden=hidden, rows=active, current=xa[:, gen_start:], offset=gen_start,
             inputs={name: value[active] for name, value in inputs.items()}, memory=memory,
         )
-        if not getattr(policy, "tokens_after_reveal", False):
+        if not policy.capabilities.tokens_after_reveal:
             state.choose_tokens()
         reveal, data = policy.act(state, record)
         if reveal.shape != candidates.shape or reveal.dtype != torch.bool:
@@ -319,7 +319,7 @@ def generate(
 
 
 def _forward(model, cache, xa, attention_mask, active, block, first, given, cfg_scale, needs_hidden, batch_size):
-    """One step's forwards for the active rows: (their :class:`unmask.cache.Window` s, positions run per row). The
+    """One step's forwards for the active rows: (their :class:`unmask.engine.cache.Window` s, positions run per row). The
     forward runs at a :func:`bucket` batch size (padded with copies of the first row, dropped from the windows)
     and, with ``cfg_scale > 0`` (``--cache none`` only: one full window), on the conditional rows and the
     unconditional ones (prompt masked) together, guided as LLaDA's ``generate()``: ``u + (s + 1)(c - u)``."""

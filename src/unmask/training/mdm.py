@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unmask.checkpoint import (
+from unmask.core.checkpoint import (
     LAST,
     TrainingState,
     check_new_run,
@@ -26,8 +26,8 @@ from unmask.checkpoint import (
     resumable_checkpoint,
     save_checkpoint,
 )
-from unmask.config import Config, option
-from unmask.logging import MetricsLogger, progress_bar
+from unmask.core.config import Config, option
+from unmask.core.tracking import MetricsLogger, progress_bar
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
 from unmask.tasks import get_task
 

@@ -1,0 +1,1 @@
+"""The ``unmask`` command line (:mod:`unmask.cli.main`)."""

@@ -1,0 +1,1 @@
+"""Measuring policies: side-by-side evaluation, accuracy-NFE frontiers, reveal orders, AUP and likelihoods."""

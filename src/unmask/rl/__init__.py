@@ -1,1 +1,0 @@
-"""Reinforcement learning of unmasking policies (GRPO with reference regularisation)."""
