@@ -78,7 +78,8 @@ def test_grpo_config_nests_run_and_policy_by_kind():
                                policy_temperature=0.5, alpha=0.5)
     assert cfg.max_steps == 3 and cfg.run.sampling.steps == 4 and cfg.run.difficulty == [5, 6]
     assert cfg.policy_kind == "plackett-luce" and cfg.policy.count == "schedule" and cfg.policy.temperature == 0.5
-    assert cfg.policy.alpha == 0.5  # a parallel policy's default input is the trainer's alpha
+    assert cfg.alpha == 0.5 and "alpha" not in cfg.to_dict()["policy"]  # one alpha: the trainer's (the policy's
+    # default input is derived from it when the trainer builds the policy)
     stored = cfg.to_dict()
     assert stored["policy"]["kind"] == "plackett-luce" and "mdm_name" not in stored["policy"]  # derived: not stored
     assert GRPOConfig.from_dict(json.loads(json.dumps(stored))) == cfg

@@ -64,10 +64,17 @@ def check_spec(spec: object) -> None:
                          f"path; got {type(spec).__name__} {spec!r}")
 
 
-def parse_spec(spec: str) -> tuple[str, dict]:
-    """Split ``name:a:key=b`` into the name and keyword arguments (bare values bind to the first parameter)."""
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """The one policy-spec syntax, for heuristics and learned policies alike: ``name[:part]...``, each part
+    ``key=value`` (or, for heuristics, a bare value bound to the next parameter): (name, parts)."""
     check_spec(spec)
     name, *parts = spec.strip().split(":")
+    return name, [p for p in parts if p]
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Split ``name:a:key=b`` into the name and keyword arguments (bare values bind to the first parameter)."""
+    name, parts = split_spec(spec)
     if name not in SPECS:
         return name, {}
     params = [p for p in inspect.signature(SPECS[name]).parameters]
@@ -96,4 +103,4 @@ def get_policy(spec: str) -> Policy:
         raise ValueError(f"policy {spec!r}: {e}") from e
 
 
-__all__ = ["Capabilities", "HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "check_spec", "get_policy", "parse_spec", "parse_value", "top_k_mask"]
+__all__ = ["Capabilities", "HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "check_spec", "get_policy", "parse_spec", "parse_value", "split_spec", "top_k_mask"]

@@ -13,6 +13,7 @@ Each may add a learned coupling (``coupling_rounds``, :mod:`unmask.policies.coup
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from unmask.core.config import Config, option
 
@@ -20,7 +21,20 @@ from unmask.core.config import Config, option
 @dataclass
 class StructureConfig(Config):
     """What a learned policy reads across positions, beyond its scorer (both kinds): a learned coupling of the
-    marginals (:mod:`unmask.policies.coupling`) and a planner (:mod:`unmask.policies.planner`)."""
+    marginals (:mod:`unmask.policies.coupling`) and a planner (:mod:`unmask.policies.planner`).
+
+    Each kind also declares how it trains (class attributes the trainers read, never the kind's name):
+    ``regularised`` (a reference regulariser, UPO Table 1, is its default and the reference's settings shape it),
+    ``speed_aware`` (its default reward is Jazbec's speed-aware one, and the speed weight alpha is an input) and
+    :attr:`variable_count` (it may reveal any number of positions per step: expert trajectories, Jazbec §3.4,
+    can be scored under it)."""
+
+    regularised: ClassVar[bool] = False
+    speed_aware: ClassVar[bool] = False
+
+    @property
+    def variable_count(self) -> bool:
+        return False
 
     coupling_rounds: int = option(0, "> 0: the scorer reads confidences refined by a learned pairwise coupling "
                                      "(unmask.policies.coupling), this many mean-field rounds", low=0)
@@ -46,6 +60,8 @@ class StructureConfig(Config):
 @dataclass
 class UPOConfig(StructureConfig):
     """Architecture of g_phi plus the identity of the MDM it reads."""
+
+    regularised: ClassVar[bool] = True
 
     feature_size: int = option(0, "D of the MDM's hidden features", low=0, derived=True)
     d_model: int = option(32, "width of phi_TF, the transformer layer over the MDM features (UPO App. B.1)", low=1)
@@ -75,6 +91,12 @@ class UPOConfig(StructureConfig):
 class ParallelConfig(StructureConfig):
     """Architecture and inference defaults of a parallel policy (saved as ``config.json``)."""
 
+    speed_aware: ClassVar[bool] = True
+
+    @property
+    def variable_count(self) -> bool:
+        return True  # one Bernoulli decision per position
+
     d_model: int = option(32, "width of the policy network", low=1)
     n_head: int = option(2, "attention heads of the policy network (must divide --d-model)", low=1)
     base_threshold: float | None = option(0.9, "warm start: a soft threshold rule at this confidence (Fast-dLLM); "
@@ -84,7 +106,8 @@ class ParallelConfig(StructureConfig):
                                              low=0.0, high=1.0, low_open=True, high_open=True)
     temperature: float = option(1.0, "tau_pi of the policy (a spec's :temperature= overrides it at inference)",
                                 low=0.0, low_open=True, flag="--policy-temperature")
-    alpha: float = option(1.0, "the reward's alpha in training; for alpha-conditioned policies the default input",
+    alpha: float = option(1.0, "the trainer's alpha (GRPOConfig.alpha, the one setting): for alpha-conditioned "
+                               "policies the default input",
                           low=0.0, derived=True)
     alpha_range: list[float] | None = option(None, "alpha-conditioned policy: alpha ~ U[LO, HI] per group in "
                                              "training and a policy input (Jazbec §3.3)", low=0.0, length=2)
@@ -97,8 +120,6 @@ class ParallelConfig(StructureConfig):
         if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):
             raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
                              "and a base_threshold (the one at alpha = LO)")
-        if self.alpha_range is not None and not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
-            raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
 
 
 @dataclass
@@ -110,6 +131,10 @@ class PlackettLuceConfig(ParallelConfig):
                                 "the engine's tokens per step (--steps)", choices=("stop", "schedule"),
                         flag="--pl-count")
     stop_logit: float | None = option(0.0, "fixed STOP utility; none = learned from the pooled state")
+
+    @property
+    def variable_count(self) -> bool:
+        return self.count == "stop"
 
 
 

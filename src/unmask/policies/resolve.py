@@ -10,7 +10,7 @@ from typing import Sequence
 
 from unmask.core.hub import HF_SCHEME, resolve_hf_spec
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies import Policy, check_spec, get_policy
+from unmask.policies import Policy, check_spec, get_policy, split_spec
 from unmask.policies.learned import KINDS, load_policy
 
 SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "assets" / "policies"
@@ -29,7 +29,7 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     if spec.strip().startswith(HF_SCHEME):
         hub_name, path, hub_options = resolve_hf_spec(spec)
         spec = f"{path}:{hub_options}" if hub_options else str(path)
-    name, _, options = spec.strip().partition(":")
+    name, options = split_spec(spec)
     shipped = sorted(p.name for p in SHIPPED_POLICIES.glob("*")) if SHIPPED_POLICIES.is_dir() else []
     if name in shipped:  # a shipped policy by its full name, e.g. bernoulli-arithmetic-carry
         policy = load_policy(SHIPPED_POLICIES / name)
@@ -57,7 +57,6 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
                       f"although the shapes fit; evaluate it with --model {trained}, or train one for {model.name!r}",
                       stacklevel=2)
     policy.to(model.device)
-    options = [o for o in options.split(":") if o]
     if alpha is not None and policy.capabilities.conditioned and not any(o.startswith("alpha=") for o in options):
         options.append(f"alpha={alpha:g}")
     for option in options:

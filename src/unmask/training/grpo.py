@@ -8,7 +8,9 @@ alone with the token-wise clipped surrogate of Prop. 1 / Eq. 19 and the
 reference regulariser of Table 1. The MDM is never called in the update.
 
 One trainer serves UPO's g_phi (``policy="upo"``) and Jazbec's parallel policies
-(``"bernoulli"``, ``"plackett-luce"``): every policy exposes ``log_prob(obs, action)``.
+(``"bernoulli"``, ``"plackett-luce"``): every policy exposes ``log_prob(obs, action)``, and each policy config
+declares how it trains (``regularised``, ``speed_aware``, ``variable_count``;
+:class:`unmask.policies.configs.StructureConfig`); the trainer reads those, never a kind's name.
 The parallel ones train on the speed-aware reward of Jazbec §3.3
 (:mod:`unmask.training.rewards`), optionally alpha-conditioned (alpha drawn per group from
 ``alpha_range``) and with expert steering (:mod:`unmask.training.steering`); the reference
@@ -117,29 +119,21 @@ class GRPOConfig(Config):
         default_factory=UPOConfig, help="the learned policy: upo = UPO's g_phi, bernoulli / plackett-luce = Jazbec "
                                         "§3.2's parallel policies", kinds=CONFIG_TYPES)
 
-    @classmethod
-    def from_dict(cls, data, source: str = "") -> "GRPOConfig":
-        """As :meth:`Config.from_dict`; a parallel policy's alpha is the trainer's (its default input)."""
-        data = dict(data)
-        if isinstance(data.get("policy"), dict) and data["policy"].get("kind", "upo") != "upo":
-            data["policy"] = {**data["policy"], "alpha": data.get("alpha", 1.0)}
-        return super().from_dict(data, source)
-
     def check(self) -> None:
-        if isinstance(self.policy, ParallelConfig) and self.policy.alpha != self.alpha:
-            self.policy = replace(self.policy, alpha=self.alpha)
         kind = self.policy_kind
-        if kind != "upo" and self.reference not in ("auto", "none"):
+        if not self.policy.regularised and self.reference not in ("auto", "none"):
             raise ValueError(f"reference {self.reference!r}: the reference regulariser (UPO Table 1) is for --policy "
                              f"upo; {kind} policies train without one (Jazbec §3): use --reference none")
-        if kind == "upo" and self.expert_steering:
-            raise ValueError("expert_steering (--expert-steering) is for the parallel policies (bernoulli, plackett-luce)")
+        if self.expert_steering and not self.policy.variable_count:
+            raise ValueError(f"expert_steering (--expert-steering) needs a variable-count policy: bernoulli, or "
+                             f"plackett-luce with pl_count 'stop' (not {kind})")
         for spec in self.expert_steering:
             get_policy(spec)
         if self.baseline == "greedy" and self.expert_steering:
             raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
-        if self.expert_steering and kind == "plackett-luce" and self.policy.count != "stop":
-            raise ValueError("expert steering needs a variable-count policy: bernoulli, or plackett-luce with pl_count 'stop'")
+        alpha_range = getattr(self.policy, "alpha_range", None)
+        if alpha_range is not None and not alpha_range[0] <= self.alpha <= alpha_range[1]:
+            raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {alpha_range}")
         if self.num_generations == 1 and self.baseline == "group" and not self.expert_steering:
             raise ValueError("num_generations (--num-generations) 1 with the group baseline gives every rollout a zero "
                              "advantage (nothing trains): use --num-generations 2 or more, --baseline greedy or "
@@ -152,12 +146,12 @@ class GRPOConfig(Config):
     @property
     def reference_kind(self) -> str:
         """The reference with ``auto`` resolved."""
-        return self.reference if self.reference != "auto" else ("confidence" if self.policy_kind == "upo" else "none")
+        return self.reference if self.reference != "auto" else ("confidence" if self.policy.regularised else "none")
 
     @property
     def reward_kind(self) -> str:
         """The reward form with ``auto`` resolved."""
-        return self.reward_form if self.reward_form != "auto" else ("none" if self.policy_kind == "upo" else "multiplicative")
+        return self.reward_form if self.reward_form != "auto" else ("multiplicative" if self.policy.speed_aware else "none")
 
 
 @dataclass
@@ -326,10 +320,10 @@ class GRPOTrainer:
         settings = cfg.policy.to_dict()
         settings["coupling_length"] = self.generation_length() if cfg.policy.coupling_rounds else 0
         settings["planner_length"] = self.generation_length() if cfg.policy.planner else 0
-        if cfg.policy_kind == "upo":
+        if cfg.policy.regularised:
             settings.update(self.reference.policy_kwargs())
-        else:
-            settings["alpha"] = cfg.alpha
+        if cfg.policy.speed_aware:
+            settings["alpha"] = cfg.alpha  # the trainer's alpha is the policy's default input
         return LearnedPolicy.for_model(cfg.policy_kind, self.model, **settings)
 
     def _load_initial(self, directory: str) -> None:

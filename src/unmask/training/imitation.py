@@ -174,7 +174,7 @@ class Imitation:
         # coupling, an input here, fitted by its own likelihood (unmask.training.pretrain)
         self.params = [p for n, p in policy.named_parameters()
                        if (n.startswith("planner.") if policy.planner is not None else not n.startswith("coupling."))]
-        scale = getattr(policy.config, "base_temperature", None) if policy.kind == "upo" else None
+        scale = getattr(policy.config, "base_temperature", None)  # UPO's tau0; parallel policies have none
         self.calibration = torch.tensor([math.log(scale or 1.0), 0.0], requires_grad=True)
         self.opt = torch.optim.Adam([*self.params, self.calibration], lr=self.cfg.imitation_learning_rate)
         self.gen = torch.Generator(device=trainer.model.device).manual_seed(
