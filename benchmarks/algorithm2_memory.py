@@ -34,7 +34,7 @@ def run(variant: str, args: argparse.Namespace) -> dict:
     from unmask.training.grpo import GRPOConfig, GRPOTrainer, group_advantages
 
     torch.set_num_threads(args.threads)
-    trainer = GRPOTrainer(GRPOConfig.from_flat(model=args.model, difficulty=[args.clues], prompts_per_step=args.prompts,
+    trainer = GRPOTrainer.from_config(GRPOConfig.from_flat(model=args.model, difficulty=[args.clues], prompts_per_step=args.prompts,
                                      num_generations=args.generations, eval_size=1, num_iterations=1), progress=False)
     examples = trainer.prompts(0)
     base = peak_mb()

@@ -56,7 +56,7 @@ def worker(rank: int, world: int, threads: int, port: int, args: argparse.Namesp
     cfg = GRPOConfig.from_flat(task="sudoku9", model="sudoku9-small", policy="bernoulli", output_dir="/tmp/unused",
                                prompts_per_step=args.prompts, num_generations=args.generations, difficulty=[30],
                                minibatch_size=args.minibatch_size, eval_size=2, seed=0)
-    trainer = GRPOTrainer(cfg, progress=False)
+    trainer = GRPOTrainer.from_config(cfg, progress=False)
     dist = trainer.dist
     Distributed._collective = timed
     Distributed.backward = lambda self, loss: loss.backward()  # untimed: its all-reduce is microbenchmarked below

@@ -46,9 +46,9 @@ def test_resume_from_the_step_0_checkpoint_does_not_run_step_0_again(tmp_path, s
 
 
 def test_a_fresh_run_refuses_an_existing_run_directory(tmp_path, one_thread):
-    GRPOTrainer(policy_config(tmp_path, max_steps=0), progress=False).train()
+    GRPOTrainer.from_config(policy_config(tmp_path, max_steps=0), progress=False).train()
     with pytest.raises(ValueError, match="already holds a training run .*pass --resume"):
-        GRPOTrainer(policy_config(tmp_path, max_steps=0), progress=False).train()
+        GRPOTrainer.from_config(policy_config(tmp_path, max_steps=0), progress=False).train()
 
 
 MDM = ["--task", "sudoku4", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",

@@ -130,7 +130,7 @@ def _failing_rank(rank: int, port: int, settings: dict) -> None:
     torch.set_num_threads(1)
     from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
-    trainer = GRPOTrainer(GRPOConfig.from_flat(settings), progress=False)
+    trainer = GRPOTrainer.from_config(GRPOConfig.from_flat(settings), progress=False)
     if rank == 1:
         real_update = trainer.update
 

@@ -43,10 +43,10 @@ def test_unscaled_advantages_keep_small_reward_differences_small():
 
 def test_unknown_advantage_scale_or_policy_setting_is_refused(mdm_dir, tmp_path):
     with pytest.raises(ValueError, match=r"advantage_scale \(--advantage-scale\) must be one of std, none"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
     with pytest.raises(ValueError, match=r"base_temperature \(--base-temperature\) is a setting of --policy upo, "
                                          r"not of --policy bernoulli"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, base_temperature=0.1, policy="bernoulli"), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, base_temperature=0.1, policy="bernoulli"), progress=False)
 
 
 def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
@@ -58,19 +58,19 @@ def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
 
 
 def test_greedy_baseline_decodes_each_prompt_once_more(mdm_dir, tmp_path):
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="greedy", difficulty=[4], base_temperature=None), progress=False)
+    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, baseline="greedy", difficulty=[4], base_temperature=None), progress=False)
     calls = []
     trainer.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     buf, stats = trainer.rollout(trainer.prompts(0))
     assert 0 <= stats["greedy_reward"] <= 1 and buf.advantage.shape == (12,)
     assert calls[0] == 12 and 3 in calls  # the 3 x 4 sampled rollouts, then the 3 greedy decodes
     with pytest.raises(ValueError, match=r"baseline \(--baseline\) must be one of group, greedy"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, baseline="mean"), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, baseline="mean"), progress=False)
 
 
 @pytest.mark.parametrize("reference", ["confidence", "softmax", "topk", "none"])
 def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_path, reference):
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, reference=reference, beta=0.0, num_iterations=4, base_temperature=None,
+    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, reference=reference, beta=0.0, num_iterations=4, base_temperature=None,
                               difficulty=[4], num_generations=6), progress=False)
     buf, stats = trainer.rollout(trainer.prompts(0))
     assert len(buf) > 0 and stats["nfe"] > 0
@@ -92,15 +92,15 @@ COUPLING = dict(coupling_rounds=2, coupling_prompts=6, coupling_epochs=2)
 
 @pytest.mark.parametrize("extra", [{}, COUPLING], ids=["plain", "coupling"])
 def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save, extra):
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", max_steps=3, **extra), progress=False)
+    straight = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "a", max_steps=3, **extra), progress=False)
     if extra:
         pretrain_step(straight)
     straight.train()
-    stopped = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
+    stopped = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
     if extra:
         pretrain_step(stopped)
     stop_after_save(stopped.train, 2)
-    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
+    resumed = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "b", max_steps=3, **extra), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), k
@@ -108,14 +108,14 @@ def test_resume_is_exact(mdm_dir, tmp_path, stop_after_save, extra):
 
 
 def test_max_minutes_stops_with_a_resumable_checkpoint(mdm_dir, tmp_path):
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", max_steps=3, eval_steps=5), progress=False)
+    straight = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "a", max_steps=3, eval_steps=5), progress=False)
     straight.train()
-    budget = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, eval_steps=5), progress=False)
+    budget = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "b", max_steps=3, eval_steps=5), progress=False)
     budget.train(max_minutes=1e-9)  # out of time after the first step: evaluated and saved there
     assert budget.step == 1
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "eval_solved" in rows[0]  # header, step 0, step 1
-    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", max_steps=3, eval_steps=5), progress=False)
+    resumed = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "b", max_steps=3, eval_steps=5), progress=False)
     resumed.train(resume=True)
     assert resumed.step == 3
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
@@ -125,13 +125,13 @@ def test_max_minutes_stops_with_a_resumable_checkpoint(mdm_dir, tmp_path):
 
 
 def test_resume_refuses_changed_settings(mdm_dir, tmp_path):
-    GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1), progress=False).train()
+    GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, max_steps=1), progress=False).train()
     with pytest.raises(ValueError, match="settings differ"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1, epsilon=0.3), progress=False).train(resume=True)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, max_steps=1, epsilon=0.3), progress=False).train(resume=True)
 
 
 def test_non_finite_loss_is_skipped_and_counted(mdm_dir, tmp_path):
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, max_steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False)
+    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, max_steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     with pytest.warns(UserWarning, match="non-finite loss"):
         trainer.train()
@@ -144,12 +144,12 @@ def test_bad_reference_and_scheduler_are_explained(mdm_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown reference 'conf'"):
         Reference("conf")
     with pytest.raises(ValueError, match=r"lr_scheduler_type \(--lr-scheduler-type\) must be one of constant, cosine"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, lr_scheduler_type="linear"), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, lr_scheduler_type="linear"), progress=False)
 
 
 def test_coupling_is_pretrained_before_grpo_and_saved(mdm_dir, tmp_path):
     config = cfg(mdm_dir, tmp_path, max_steps=1, **COUPLING)
-    fresh = GRPOTrainer(config, progress=False).policy
+    fresh = GRPOTrainer.from_config(config, progress=False).policy
     assert fresh.coupling.weight.shape == (16, 16)  # the 4x4 grid's positions
     train_policy(config, progress=False)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -169,12 +169,12 @@ def test_pretrain_command_then_init_policy_is_one_train_policy_run(mdm_dir, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [(run / "metrics.csv").read_text().splitlines() for run in (one, two)]
     assert [r.split(",")[:-1] for r in rows[0]] == [r.split(",")[:-1] for r in rows[1]]  # all but the seconds
-    pretrained, fresh = load_policy(pre), GRPOTrainer(cfg(mdm_dir, tmp_path / "f", **COUPLING), progress=False).policy
+    pretrained, fresh = load_policy(pre), GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "f", **COUPLING), progress=False).policy
     assert len(pretrained.record["coupling_nll"]) == COUPLING["coupling_epochs"]
     for k, v in fresh.state_dict().items():
         assert torch.equal(pretrained.state_dict()[k], v) != k.startswith("coupling."), k
     with pytest.raises(ValueError, match=r"other settings than this run's upo policy \(d_model: 16 there, 8 here"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path / "x", init_policy=str(pre), **{**COUPLING, "d_model": 8}), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "x", init_policy=str(pre), **{**COUPLING, "d_model": 8}), progress=False)
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         pretrain_coupling(cfg(mdm_dir, tmp_path / "pre", **COUPLING), progress=False)
     with pytest.raises(ValueError, match="no coupling to pre-train"):
@@ -183,15 +183,15 @@ def test_pretrain_command_then_init_policy_is_one_train_policy_run(mdm_dir, tmp_
 
 def test_coupling_settings_are_checked(mdm_dir, tmp_path):
     with pytest.raises(ValueError, match=r"coupling_epochs \(--coupling-epochs\) must be an integer >= 1"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, coupling_epochs=0), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, coupling_rounds=2, coupling_epochs=0), progress=False)
     with pytest.raises(ValueError, match="needs a base temperature"):
-        GRPOTrainer(cfg(mdm_dir, tmp_path, coupling_rounds=2, base_temperature=None), progress=False)
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, coupling_rounds=2, base_temperature=None), progress=False)
 
 
 @pytest.mark.parametrize("policy", ["bernoulli", "plackett-luce"])
 def test_parallel_policies_read_coupled_confidences(mdm_dir, tmp_path, policy):
     """A parallel policy with a coupling reads q_i(token_i) (network and fallback) and pre-trains it too."""
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, policy=policy, max_steps=1, **COUPLING), progress=False)
+    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, policy=policy, max_steps=1, **COUPLING), progress=False)
     pol = trainer.policy
     buf, _ = trainer.rollout(trainer.prompts(0))
     obs = buf.take(torch.arange(4))
@@ -214,4 +214,50 @@ def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tm
     with pytest.raises(ValueError, match="no per-position target tokens.*--coupling-prompts 0"):
         train_policy(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
     assert not rollouts
-    assert not GRPOTrainer(cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False).needs_pretraining
+    assert not GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False).needs_pretraining
+
+
+def test_the_trainer_takes_its_objects_and_from_config_builds_the_same(mdm_dir, tmp_path):
+    """GRPOTrainer(policy, model, task, config) trains the objects it is given; from_config builds equal ones."""
+    from unmask.models import load_model
+    from unmask.tasks import get_task
+    from unmask.training.grpo import build_policy, generation_length, held_out_examples
+
+    config = cfg(mdm_dir, tmp_path / "a", max_steps=1)
+    built = GRPOTrainer.from_config(config, progress=False)
+    model, task = load_model(mdm_dir), get_task("sudoku4")
+    torch.manual_seed(config.run.seed)
+    policy = build_policy(config, model, generation_length(task, model, held_out_examples(task, config)))
+    given = GRPOTrainer(policy, model, task, config, progress=False)
+    assert given.policy is policy and given.model is model and given.task is task
+    for (name, a), (_, b) in zip(built.policy.state_dict().items(), policy.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="the policy is a upo policy but the config trains bernoulli"):
+        GRPOTrainer(policy, model, task, cfg(mdm_dir, tmp_path / "b", policy="bernoulli"), progress=False)
+
+
+def test_both_kl_estimators_are_logged_under_their_names():
+    """approx_kl is Schulman's k3 = (r - 1) - log r (>= 0, TRL's name); kl_k1 = -log r, signed."""
+    from unmask.training.grpo import RolloutBuffer, upo_loss
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logp):
+            super().__init__()
+            self.logp = logp
+
+        def scores(self, obs):
+            return obs["x"]
+
+        def log_prob(self, obs, action, scores=None):
+            return self.logp
+
+        def entropy(self, obs, scores):
+            return torch.zeros(len(self.logp))
+
+    old, new = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-1.2, -1.5, -0.5])
+    buf = RolloutBuffer(obs={"x": torch.zeros(3, 1)}, action=torch.zeros(3, 1, dtype=torch.long), old_log_prob=old,
+                        traj=torch.tensor([0, 0, 1]), advantage=torch.tensor([1.0, -1.0]), length=torch.tensor([2, 1]))
+    _, stats = upo_loss(Fixed(new), buf, torch.arange(3), Reference("none"), 0.2, None, 2)
+    r = (new - old).exp()
+    assert stats["kl_k1"] == pytest.approx(float((old - new).mean()))
+    assert stats["approx_kl"] == pytest.approx(float(((r - 1) - (new - old)).mean())) and stats["approx_kl"] > 0

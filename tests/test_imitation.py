@@ -113,13 +113,13 @@ def test_a_run_may_start_from_a_policy_without_a_planner_and_add_one(tmp_path):
     plain = load_policy(tmp_path / "plain" / "best")
     from unmask.training.grpo import GRPOTrainer
 
-    trainer = GRPOTrainer(policy_config(tmp_path / "planned", max_steps=0, planner=True, pair_channels=2,
+    trainer = GRPOTrainer.from_config(policy_config(tmp_path / "planned", max_steps=0, planner=True, pair_channels=2,
                                         planner_d_model=8, init_policy=str(tmp_path / "plain" / "best")), progress=False)
     assert trainer.policy.planner is not None
     ours = trainer.policy.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in plain.state_dict().items())
     with pytest.raises(ValueError, match="d_model: 8 there, 16 here"):
-        GRPOTrainer(policy_config(tmp_path / "other", max_steps=0, planner=True, d_model=16,
+        GRPOTrainer.from_config(policy_config(tmp_path / "other", max_steps=0, planner=True, d_model=16,
                                   init_policy=str(tmp_path / "plain" / "best")), progress=False)
 
 

@@ -46,5 +46,5 @@ def test_train_policy_reads_the_model_options():
     from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
     config = GRPOConfig.from_flat(task="arithmetic", model="arithmetic-carry", max_steps=0, eval_size=2)
-    trainer = GRPOTrainer(config, progress=False)
+    trainer = GRPOTrainer.from_config(config, progress=False)
     assert (trainer.task.max_digits, trainer.task.propagate) == (16, 0.8)

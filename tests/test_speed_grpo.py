@@ -53,7 +53,7 @@ def test_only_the_additive_reward_pays_fast_wrong_answers():
                          ids=["bernoulli", "pl-stop", "pl-schedule"])
 def test_update_trains_parallel_policies_without_the_mdm(tmp_path, kw):
     """Plain initialisation (random reveals) with the shipped 4x4 MDM: answers and rewards vary."""
-    trainer = GRPOTrainer(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty=[4], base_threshold=None,
+    trainer = GRPOTrainer.from_config(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty=[4], base_threshold=None,
                               **kw), progress=False)
     buf, stats = trainer.rollout(trainer.prompts(0))
     advantage = buf.advantage[buf.traj]
@@ -73,7 +73,7 @@ def test_rewards_use_correctness_nfe_and_length(mdm_dir, tmp_path):
         seen.update(nfe=nfe, length=length, alpha=alpha, logprob=kw["logprob"])
         return (-nfe.float()).tolist()
 
-    trainer = GRPOTrainer(cfg(mdm_dir, tmp_path, alpha=0.5), reward_fn=reward_fn, progress=False)
+    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, alpha=0.5), reward_fn=reward_fn, progress=False)
     trainer.rollout(trainer.prompts(0))
     assert seen["nfe"].shape == (12,) and (seen["length"] == 11).all() and (seen["alpha"] == 0.5).all()
     trainer.reward_fn = None
@@ -106,7 +106,7 @@ def test_expert_steps_are_recorded_as_policy_actions_with_mixture_log_probs(tiny
 @pytest.mark.slow
 def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, stop_after_save):
     settings = dict(max_steps=3, alpha_range=[0, 2], alpha=1.0, expert_steering=["threshold:0.9"], num_generations=3)
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)
+    straight = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)
     buf, stats = straight.rollout(straight.prompts(0))
     alphas = buf.obs["alpha"]
     group_of = buf.traj // 4
@@ -115,10 +115,10 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
     assert 0 <= alphas.min() and alphas.max() <= 2 and alphas.unique().numel() > 1
     assert buf.steered.view(-1, 4)[:, -1].all() and not buf.steered.view(-1, 4)[:, :-1].any()
     assert "expert_solved" in stats
-    straight = GRPOTrainer(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)
+    straight = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "a", **settings), progress=False)
     straight.train()
-    stop_after_save(GRPOTrainer(cfg(mdm_dir, tmp_path / "b", **settings), progress=False).train, 2)
-    resumed = GRPOTrainer(cfg(mdm_dir, tmp_path / "b", **settings), progress=False)
+    stop_after_save(GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "b", **settings), progress=False).train, 2)
+    resumed = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "b", **settings), progress=False)
     resumed.train(resume=True)
     for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b), k
@@ -145,7 +145,7 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
 ])
 def test_bad_settings_are_explained(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
-        GRPOTrainer(cfg("sudoku4", tmp_path, **kw), progress=False)
+        GRPOTrainer.from_config(cfg("sudoku4", tmp_path, **kw), progress=False)
 
 
 def test_train_policy_command_line_trains_an_alpha_conditioned_policy(tmp_path, capsys):

@@ -236,7 +236,7 @@ def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = Tr
     from unmask.training.imitation import PHASE, Imitation
     from unmask.training.pretrain import pretrain_step
 
-    trainer = GRPOTrainer(config, progress=progress)
+    trainer = GRPOTrainer.from_config(config, progress=progress)
     initial = dict(trainer.initial_metrics)  # a pre-training that ran before (--init-policy) has its row entry too
     if resume and has_checkpoint(config.output_dir):  # GRPO had started
         return trainer.train(resume=True, max_minutes=max_minutes)
@@ -264,7 +264,7 @@ def pretrain_coupling(config: "GRPOConfig", progress: bool = True) -> Path:
         raise ValueError(f"{out} already holds a checkpoint; choose another --output-dir (or delete it)")
     if config.init_policy:
         raise ValueError("--init-policy starts GRPO from a pre-trained policy; pretrain-coupling makes one (drop it)")
-    trainer = GRPOTrainer(config, progress=progress)
+    trainer = GRPOTrainer.from_config(config, progress=progress)
     history = pretrain_step(trainer)
     if trainer.dist.main:
         trainer.policy.save(out, {**trainer._meta(), "coupling_nll": history})

@@ -47,7 +47,7 @@ from unmask.training.rewards import REWARD_FORMS, speed_reward, trajectory_logpr
 from unmask.training.steering import ExpertSteering, mixture_log_prob
 from unmask.evaluation.run_config import RunConfig, load_data, resolve_task
 from unmask.engine.streams import ExampleStreams
-from unmask.tasks.base import EncodedBatch, Scores
+from unmask.tasks.base import EncodedBatch, Scores, Task
 
 
 @dataclass
@@ -234,7 +234,11 @@ def upo_loss(
     loss = -surrogate.sum() / n_traj
     stats = {
         "clip_frac": ((ratio - 1).abs() > epsilon).float().mean().item(),
-        "approx_kl": (buf.old_log_prob[idx] - logp).mean().item(),
+        # KL(pi_old || pi_theta) over the sampled actions, two estimators (Schulman 2020, "Approximating KL
+        # divergence"): k1 = -log r, unbiased but noisy and signed; k3 = (r - 1) - log r >= 0, what TRL and
+        # PPO implementations log as approx_kl
+        "kl_k1": (buf.old_log_prob[idx] - logp).mean().item(),
+        "approx_kl": ((ratio - 1) - (logp - buf.old_log_prob[idx])).mean().item(),
         "entropy": policy.entropy(obs, scores.detach()).mean().item(),
     }
     if reference.divergence == "ce":
@@ -262,35 +266,67 @@ def trajectory_kappa(policy: LearnedPolicy, buf: RolloutBuffer, reference: Refer
     return d_old.clamp(-5, 5).exp() * (1 + d_ref)
 
 
-class GRPOTrainer:
-    """Trains a learned unmasking policy against a frozen MDM (``unmask train-policy``)."""
+def held_out_examples(task: Task, config: GRPOConfig) -> list:
+    """The held-out prompts: the first ``eval_size`` of ``eval_data``, or generated ones (a disjoint seed)."""
+    run = config.run
+    if config.eval_data:
+        return load_data(task, config.eval_data, "--eval-data")[: config.eval_size]
+    try:
+        return [ex for c in run.difficulties for ex in task.generate(
+            max(1, config.eval_size // len(run.difficulties)), seed=10_000 + run.seed, difficulty=c)]
+    except NotImplementedError:
+        raise ValueError(f"task {run.task} does not generate examples: give the held-out prompts with "
+                         f"--eval-data FILE (and the training prompts with --data FILE)") from None
 
-    def __init__(self, config: GRPOConfig, reward_fn: Callable | None = None, progress: bool = True) -> None:
+
+def generation_length(task: Task, model: MaskedDiffusionModel, examples: list) -> int:
+    """Positions of the task's generation region (what a coupling or a planner is learned over)."""
+    enc = task.encode(examples[:1], model)
+    return enc.input_ids.shape[1] - enc.gen_start
+
+
+def build_policy(config: GRPOConfig, model: MaskedDiffusionModel, length: int) -> LearnedPolicy:
+    """A fresh policy of ``config.policy``'s kind and settings for ``model``; ``length``: the generation region's
+    positions (a coupling's and a planner's size). Regularised kinds take the reference's settings (UPO Table 1),
+    speed-aware ones the trainer's alpha as their default input."""
+    settings = config.policy.to_dict()
+    settings["coupling_length"] = length if config.policy.coupling_rounds else 0
+    settings["planner_length"] = length if config.policy.planner else 0
+    if config.policy.regularised:
+        settings.update(Reference(config.reference_kind, config.beta).policy_kwargs())
+    if config.policy.speed_aware:
+        settings["alpha"] = config.alpha  # the trainer's alpha is the policy's default input
+    return LearnedPolicy.for_model(config.policy_kind, model, **settings)
+
+
+class GRPOTrainer:
+    """Trains a learned unmasking policy against a frozen MDM (``unmask train-policy``).
+
+    Given its objects, as a Hugging Face ``Trainer`` is: the ``policy`` to train, the frozen ``model``, the
+    ``task`` (verifier and reward) and the ``config``; ``train_examples`` (None: fresh ones generated per step)
+    and ``eval_examples`` (the held-out prompts). :meth:`from_config` builds them all from a config, as the
+    command line does."""
+
+    def __init__(self, policy: LearnedPolicy, model: MaskedDiffusionModel, task: Task, config: GRPOConfig,
+                 train_examples: list | None = None, eval_examples: list | None = None,
+                 reward_fn: Callable | None = None, progress: bool = True) -> None:
         """``reward_fn(completions, examples, nfe=, length=, alpha=, logprob=) -> list[float]`` replaces the
         built-in reward (TRL-style; ``length`` = positions generated per row, ``alpha`` per row)."""
         self.cfg = config
         self._resolve_settings()
         run = config.run
-        self.dist = current()  # before the model: each GPU process loads onto its own device
+        self.dist = current()
         self.dist.check_divides(config.prompts_per_step)
-        self.task, model_name = resolve_task(run.task, run.model, run.task_options)  # the model's own options
-        self.model: MaskedDiffusionModel = load_model(model_name, **run.model_options)
+        if policy.kind != config.policy_kind:
+            raise ValueError(f"the policy is a {policy.kind} policy but the config trains {config.policy_kind}; give a "
+                             f"{config.policy_kind} policy (GRPOTrainer.from_config builds one) or set --policy {policy.kind}")
+        self.task, self.model, self.policy = task, model, policy
         self.sampling = run.sampling
         self.reward_fn = reward_fn
         self.progress = progress and self.dist.main
         self.difficulties = run.difficulties
-        self.train_examples = load_data(self.task, run.data) if run.data else None
-        if config.eval_data:
-            self.eval_examples = load_data(self.task, config.eval_data, "--eval-data")[: config.eval_size]
-        else:
-            try:
-                self.eval_examples = [ex for c in self.difficulties for ex in self.task.generate(
-                    max(1, config.eval_size // len(self.difficulties)), seed=10_000 + run.seed, difficulty=c)]
-            except NotImplementedError:
-                raise ValueError(f"task {run.task} does not generate examples: give the held-out prompts with "
-                                 f"--eval-data FILE (and the training prompts with --data FILE)") from None
-        torch.manual_seed(run.seed)
-        self.policy = self._build_policy()
+        self.train_examples = train_examples
+        self.eval_examples = eval_examples if eval_examples is not None else held_out_examples(task, config)
         self.initial_metrics: dict = {}  # metrics of the steps before GRPO that ran elsewhere (--init-policy)
         if config.init_policy:
             self._load_initial(config.init_policy)
@@ -306,6 +342,21 @@ class GRPOTrainer:
         self.skipped = 0
         self.out = Path(config.output_dir)
 
+    @classmethod
+    def from_config(cls, config: GRPOConfig, reward_fn: Callable | None = None, progress: bool = True
+                    ) -> "GRPOTrainer":
+        """The task, the MDM (with the options the run gives), the examples and a fresh policy of
+        ``config.policy``'s kind (seeded by ``config.run.seed``), all from ``config``."""
+        run = config.run
+        current()  # before the model: each GPU process loads onto its own device
+        task, model_name = resolve_task(run.task, run.model, run.task_options)  # the model's own options
+        model = load_model(model_name, **run.model_options)
+        train_examples = load_data(task, run.data) if run.data else None
+        eval_examples = held_out_examples(task, config)
+        torch.manual_seed(run.seed)
+        policy = build_policy(config, model, generation_length(task, model, eval_examples))
+        return cls(policy, model, task, config, train_examples, eval_examples, reward_fn, progress)
+
     def _resolve_settings(self) -> None:
         """The trainer's view of its (already validated) config: reference, reward form, alpha range, experts."""
         cfg = self.cfg
@@ -313,18 +364,6 @@ class GRPOTrainer:
         self.reward_form = cfg.reward_kind
         self.alpha_range = getattr(cfg.policy, "alpha_range", None)
         self.experts = [get_policy(spec) for spec in cfg.expert_steering]
-
-    def _build_policy(self) -> LearnedPolicy:
-        """The policy of ``cfg.policy``'s kind and settings for this MDM (and the coupling's generation length)."""
-        cfg = self.cfg
-        settings = cfg.policy.to_dict()
-        settings["coupling_length"] = self.generation_length() if cfg.policy.coupling_rounds else 0
-        settings["planner_length"] = self.generation_length() if cfg.policy.planner else 0
-        if cfg.policy.regularised:
-            settings.update(self.reference.policy_kwargs())
-        if cfg.policy.speed_aware:
-            settings["alpha"] = cfg.alpha  # the trainer's alpha is the policy's default input
-        return LearnedPolicy.for_model(cfg.policy_kind, self.model, **settings)
 
     def _load_initial(self, directory: str) -> None:
         """Start from the weights of the policy checkpoint ``directory`` (``--init-policy``); keep the final NLL of
@@ -350,8 +389,7 @@ class GRPOTrainer:
 
     def generation_length(self) -> int:
         """Positions of the task's generation region (what a coupling is learned over)."""
-        enc = self.task.encode(self.eval_examples[:1], self.model)
-        return enc.input_ids.shape[1] - enc.gen_start
+        return generation_length(self.task, self.model, self.eval_examples)
 
     @property
     def eval_alphas(self) -> list[float]:
