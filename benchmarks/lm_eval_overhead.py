@@ -6,7 +6,7 @@ tests/data/lm_eval/tiny_math.yaml (unmask's gsm8k prompt without chat template a
 same batch size, policy and sampling settings on both sides. Per policy and repeat (alternating which side runs
 first), on one torch thread:
 
-- ``unmask eval``: ``evaluate_policies(...)``; its time is ``EvalResult.seconds`` (encode, decode, verify).
+- ``unmask eval``: ``evaluate(...)``; its time is ``EvalResult.seconds`` (encode, decode, verify).
 - lm-eval: ``lm_eval.simple_evaluate(model="unmask", ...)``; timed are its ``evaluate()`` phase (requests,
   ``generate_until``, ``process_results`` with the same verifier, aggregation: the counterpart of the unmask
   loop), ``generate_until`` alone, and the whole call (also model loading, task building and lm-eval's
@@ -50,7 +50,7 @@ import lm_eval.evaluator  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import tiny_hf  # noqa: E402
-from unmask.api import evaluate_policies  # noqa: E402
+from unmask.api import evaluate  # noqa: E402
 from unmask.evaluation.evaluate import run_policy  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
 from unmask.models import load_model  # noqa: E402
@@ -115,7 +115,7 @@ class Timer:
 
 
 def run_unmask(model: str, data: Path, policy: str, args: argparse.Namespace) -> dict:
-    report = evaluate_policies(task="gsm8k", model=model, policies=policy, data=str(data), steps=args.steps,
+    report = evaluate(task="gsm8k", model=model, policies=policy, data=str(data), steps=args.steps,
                                block_length=args.block_length, batch_size=args.batch_size, progress=False,
                                model_options={"device": "cpu"}, task_options={"gen_length": args.gen_length, "chat": False})
     r = report.results[0]

@@ -28,7 +28,7 @@ from unmask.evaluation.metrics import aup
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.training.grpo import GRPOConfig
-from unmask.evaluation.run_config import ExamplesConfig, RunConfig
+from unmask.evaluation.run_config import EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig
 from unmask.training.mdm import MDMTrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ HEADLINE = (("upo-sudoku9-small", "heuristics_small.json", "generated:clues=28")
             ("bernoulli-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
             ("upo-sudoku4", "heuristics_sudoku4.json", "generated:clues=4"),
             ("upo-zebra", "heuristics_zebra.json", "generated:extra_clues=None"))
-CONFIG_CLASSES = (GRPOConfig, RunConfig, SamplingConfig, ExamplesConfig, UPOConfig, ParallelConfig, PlackettLuceConfig,
+CONFIG_CLASSES = (GRPOConfig, EvalConfig, FrontierConfig, OrderConfig, RunConfig, SamplingConfig, ExamplesConfig, UPOConfig, ParallelConfig, PlackettLuceConfig,
                   MDMTrainConfig)  # the reference tables of docs/configuration.md
 MARKER = re.compile(r"(<!-- generated:([\w.-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 

@@ -67,13 +67,13 @@ def test_bad_flag_is_one_clear_line(capsys, tmp_path, monkeypatch, argv, message
 
 
 def test_python_api_gives_the_cli_message():
-    from unmask.api import evaluate_policies
+    from unmask.api import evaluate
     from unmask.training.grpo import GRPOConfig
 
     with pytest.raises(ValueError, match=r"^num \(--num\) must be an integer >= 1, got 0$"):
-        evaluate_policies(num=0)
+        evaluate(num=0)
     with pytest.raises(ValueError, match=r"^limit \(--limit\) must be an integer >= 1 or none, got -1$"):
-        evaluate_policies(limit=-1)
+        evaluate(limit=-1)
     with pytest.raises(ValueError, match=r"^epsilon \(--epsilon\) must be a number > 0, got -0.2$"):
         GRPOConfig.from_flat(epsilon=-0.2)
 
@@ -162,10 +162,10 @@ def test_model_name_cannot_steer_the_shipped_policy_lookup_outside_the_assets(ca
 def test_an_unexpected_error_says_it_is_a_bug_and_shows_the_traceback_only_with_debug(capsys, monkeypatch):
     import unmask.api
 
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(unmask.api, "evaluate_policies", broken)
+    monkeypatch.setattr(unmask.api, "evaluate", broken)
     assert main(["eval", "--task", "sudoku4"]) == 1
     err = capsys.readouterr().err
     assert "internal error (a bug in unmask; please report it): RuntimeError: boom" in err

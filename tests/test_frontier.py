@@ -37,7 +37,7 @@ def test_k_tokens_per_step_through_the_steps_schedule():
 
 def test_frontier_sweeps_every_method_on_the_same_examples(policies):
     cond, fixed = policies
-    report = frontier(task="sudoku4", num=12, difficulty=5, policies=f"{cond},{fixed},random", thresholds=[0.5, 0.9],
+    report = frontier(task="sudoku4", num=12, difficulty=[5], policies=f"{cond},{fixed},random", thresholds=[0.5, 0.9],
                       ks=[1, 2], alphas=[0.0, 2.0], policy_temperatures=[0.5, 1.0], progress=False)
     curves = report.curves
     assert list(curves) == ["confidence", "threshold", str(cond), str(fixed), "random"]
@@ -88,8 +88,8 @@ def test_cli_frontier_and_alpha_at_eval_time(policies, tmp_path, capsys):
     (["eval", "--policies", "{cond}:alpha=3"], "outside the range the policy was trained for [0, 2]"),
     (["eval", "--policies", "{fixed}:temperature=0"], "tau_pi must be > 0"),
     (["eval", "--policies", "{fixed}:sigma=1"], "unknown option 'sigma=1'; bernoulli policies take"),
-    (["frontier", "--ks", "0"], "argument --ks: expected comma-separated ints >= 1, got '0'"),
-    (["frontier", "--thresholds", "1.5"], "argument --thresholds: expected comma-separated floats in (0, 1], got '1.5'"),
+    (["frontier", "--ks", "0"], "ks (--ks) must be a list of integers >= 1, got [0]"),
+    (["frontier", "--thresholds", "1.5"], "thresholds (--thresholds) must be a list of numbers in (0, 1], got [1.5]"),
     (["train-policy", "--policy", "bernoulli", "--alpha", "-1"], "alpha (--alpha) must be a number >= 0, got -1.0"),
 ])
 def test_bad_input_is_one_clear_line(policies, argv, message, capsys):

@@ -13,7 +13,7 @@ hub = pytest.importorskip("huggingface_hub")
 
 from huggingface_hub import constants  # noqa: E402
 
-from unmask.api import evaluate_policies, resolve_policy  # noqa: E402
+from unmask.api import evaluate, resolve_policy  # noqa: E402
 from unmask.core.checkpoint import CONFIG, load_json  # noqa: E402
 from unmask.cli.main import main  # noqa: E402
 from unmask.core.hub import CARD  # noqa: E402
@@ -84,8 +84,8 @@ def test_hf_specs_resolve_through_the_offline_cache(tmp_path, cache):
         assert resolve_policy(spec, mdm).name.startswith("upo:hf://someone/carry-upo")
     assert resolve_policy("hf://someone/carry-upo:mode=sample", mdm).mode == "sample"
     assert LearnedPolicy.from_pretrained("someone/carry-upo", revision="v1").kind == "upo"
-    report = evaluate_policies(task="arithmetic", model="hf://someone/carry-mdm", policies="hf://someone/carry-upo",
-                               num=4, difficulty=16, progress=False, model_options={"device": "cpu"})
+    report = evaluate(task="arithmetic", model="hf://someone/carry-mdm", policies="hf://someone/carry-upo",
+                               num=4, difficulty=[16], progress=False, model_options={"device": "cpu"})
     assert report.results[0].n == 4  # the hub MDM's own task options (max_digits=16) were used
 
 

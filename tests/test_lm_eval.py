@@ -19,7 +19,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 from llada_reference import llada_module  # noqa: E402
 import tiny_hf  # noqa: E402
-from unmask.api import evaluate_policies  # noqa: E402
+from unmask.api import evaluate  # noqa: E402
 from unmask.core.extras import require  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
 
@@ -53,7 +53,7 @@ def run_harness(bert: Path, task: str, **extra) -> dict:
 @pytest.mark.parametrize("policy", ["confidence", "threshold:0.5", "random"])
 def test_lm_eval_and_unmask_eval_agree(bert, policy):
     harness = run_harness(bert, "unmask_tiny_math", policy=policy)
-    ours = evaluate_policies(task="gsm8k", model=f"hf:{bert}", policies=policy, data=str(DATA / "tiny_math.jsonl"),
+    ours = evaluate(task="gsm8k", model=f"hf:{bert}", policies=policy, data=str(DATA / "tiny_math.jsonl"),
                              steps=SETTINGS["steps"], block_length=SETTINGS["block_length"], batch_size=4, progress=False,
                              model_options={"device": "cpu"}, task_options={"gen_length": SETTINGS["gen_length"], "chat": False})
     solved = harness["results"]["unmask_tiny_math"]["solved,none"]

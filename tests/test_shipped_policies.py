@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unmask.api import SHIPPED_POLICIES, evaluate_policies
+from unmask.api import SHIPPED_POLICIES, evaluate
 
 SHIPPED = sorted(p.name for p in SHIPPED_POLICIES.glob("*/"))
 
@@ -19,7 +19,7 @@ def test_shipped_policy_resolves_by_kind_and_decodes(name):
     meta = json.loads((SHIPPED_POLICIES / name / "config.json").read_text())
     kind = meta["policy"]["kind"]
     assert name == f"{kind}-{meta['mdm']}" and (SHIPPED_POLICIES / name / "README.md").is_file()
-    report = evaluate_policies(task=meta["task"], model=meta["mdm"], policies=f"confidence,{kind}", num=4,
+    report = evaluate(task=meta["task"], model=meta["mdm"], policies=f"confidence,{kind}", num=4,
                                task_options=meta["train"]["run"]["task_options"], progress=False)
     learned = next(r for r in report.results if r.policy == kind)
     assert learned.n == 4 and learned.nfe >= 1

@@ -208,8 +208,8 @@ def test_training_stream_fills_links_and_answer(monkeypatch):
 
 @pytest.mark.slow
 def test_shipped_model_decodes_fresh_puzzles():
-    from unmask.api import evaluate_policies
+    from unmask.api import evaluate
 
-    report = evaluate_policies(task="zebra", policies="confidence,random", num=32, seed=5, progress=False)
+    report = evaluate(task="zebra", policies="confidence,random", num=32, seed=5, progress=False)
     confidence, rand = report.results
     assert confidence.cell_accuracy > 0.5 and confidence.solved_rate > rand.solved_rate + 0.15

@@ -7,11 +7,13 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
+from unmask.core.config import Config
 from unmask.core.distributed import current
 from unmask.engine.loop import SamplingConfig
-from unmask.evaluation.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
+from unmask.evaluation.evaluate import EvalResult, format_table, pass_at_n, plot_frontier, results_json
+from unmask.evaluation.evaluate import evaluate as evaluate_on
 from unmask.evaluation.frontier import (
     POLICY_TEMPERATURES,
     THRESHOLDS,
@@ -25,11 +27,14 @@ from unmask.evaluation.frontier import (
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.evaluation.order import RevealOrder, reveal_order
 from unmask.policies.resolve import SHIPPED_POLICIES, resolve_policies, resolve_policy
-from unmask.evaluation.run_config import ExamplesConfig, RunConfig, load_data, resolve_task
+from unmask.evaluation.run_config import (EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig, load_data,
+                                          resolve_task)
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
     from unmask.training.grpo import GRPOConfig
+
+C = TypeVar("C", bound=Config)
 
 
 @dataclass
@@ -51,80 +56,53 @@ class EvalReport:
         plot_frontier(self.results, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
 
 
-def prepare_run(task: str, model: str | None, data: str | None, num: int, difficulty: int | Sequence[int] | None,
-                limit: int | None, seed: int, model_options: dict | None, task_options: dict | None
-                ) -> tuple[Task, MaskedDiffusionModel, list, dict]:
-    """Task, MDM, examples and the JSON context shared by ``eval``, ``frontier`` and ``show-order``; the
-    arguments are checked as :class:`~unmask.evaluation.run_config.RunConfig` / :class:`~unmask.evaluation.run_config.ExamplesConfig`
-    fields (one clear error each). Several difficulties spread the generated examples over them."""
-    run = RunConfig(task=task, model=model or "", data=data or "", difficulty=_difficulties(difficulty), seed=seed,
-                    model_options=dict(model_options or {}), task_options=dict(task_options or {}))
-    ExamplesConfig(num=num, limit=limit)
-    task_obj, model_name = resolve_task(task, model, task_options)
+def prepare_run(run: RunConfig, examples: ExamplesConfig) -> tuple[Task, MaskedDiffusionModel, list, dict]:
+    """Task, MDM, examples and the JSON context shared by ``eval``, ``frontier`` and ``show-order``. Several
+    difficulties spread the generated examples over them."""
+    task_obj, model_name = resolve_task(run.task, run.model or None, run.task_options)
     current()  # under a launcher, start the process group first: each GPU process loads onto its own device
     mdm = load_model(model_name, **run.model_options)
-    if data:
-        examples = load_data(task_obj, data)
+    num, seed = examples.num, run.seed
+    if run.data:
+        items = load_data(task_obj, run.data)
     else:
         k = len(run.difficulties)
-        examples = [ex for i, c in enumerate(run.difficulties)
-                    for ex in task_obj.generate(num // k + (i < num % k), seed=seed, difficulty=c)]
-    examples = examples[:limit] if limit else examples
+        items = [ex for i, c in enumerate(run.difficulties)
+                 for ex in task_obj.generate(num // k + (i < num % k), seed=seed, difficulty=c)]
+    items = items[: examples.limit] if examples.limit else items
     shown = ",".join(map(str, run.difficulty)) if run.difficulty else None
     generated = f"generated:num={num}:{task_obj.difficulty_name}={shown}:seed={seed}"
-    context = {"model": model_name, "task": task, "data": data or generated, "processes": current().world_size}
-    return task_obj, mdm, examples, context
+    context = {"model": model_name, "task": run.task, "data": run.data or generated, "processes": current().world_size}
+    return task_obj, mdm, items, context
 
 
-def _difficulties(difficulty: int | Sequence[int] | None) -> list:
-    """``difficulty`` as RunConfig's list (None: the task's default)."""
-    if difficulty is None:
-        return []
-    return [difficulty] if isinstance(difficulty, int) or not isinstance(difficulty, Sequence) else list(difficulty)
+def build_config(cls: type[C], config: C | None, settings: dict) -> C:
+    """``config``, or one built from flat ``settings`` (the flags' names: ``task=``, ``steps=``, ``num=``, ...);
+    not both."""
+    if config is not None:
+        if settings:
+            raise ValueError(f"give a {cls.__name__} or its settings ({', '.join(sorted(settings))}), not both")
+        if not isinstance(config, cls):
+            raise ValueError(f"expected a {cls.__name__}, got {type(config).__name__}")
+        return config
+    return cls.from_flat(settings)
 
 
-def sampling_config(**values) -> SamplingConfig:
-    """A :class:`SamplingConfig` from keyword arguments; an unknown one is an error naming the valid ones."""
-    return SamplingConfig.from_dict(values)
-
-
-def evaluate_policies(
-    task: str = "sudoku9",
-    model: str | None = None,
-    policies: str | Sequence[str] = "confidence",
-    data: str | None = None,
-    num: int = 200,
-    difficulty: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    steps: int | None = None,
-    block_length: int | None = None,
-    temperature: float = 0.0,
-    batch_size: int = 256,
-    progress: bool = True,
-    pass_at: int | None = None,
-    model_options: dict | None = None,
-    task_options: dict | None = None,
-    alpha: float | None = None,
-    **sampling_options,
-) -> EvalReport:
-    """``unmask eval``: every policy on the same examples; see :func:`unmask.evaluation.evaluate.evaluate`.
-    ``model_options`` go to :func:`unmask.models.load_model` (``hf:`` models), ``task_options`` to
-    :func:`unmask.tasks.get_task` (e.g. ``gen_length`` for math tasks); ``alpha`` to alpha-conditioned policies;
-    ``sampling_options``: further :class:`SamplingConfig` fields. ``pass_at`` = N reports pass@1..N (N >= 1)."""
-    sampling = sampling_config(steps=steps, block_length=block_length, temperature=temperature, **sampling_options)
-    ExamplesConfig(num=num, limit=limit, batch_size=batch_size)
-    if pass_at is not None and (isinstance(pass_at, bool) or not isinstance(pass_at, int) or pass_at < 1):
-        raise ValueError(f"pass_at (--pass-at) must be an integer >= 1 or none, got {pass_at!r}")
-    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha (--alpha) must be a number >= 0 or none, got {alpha!r}")
-    task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
-    pols = resolve_policies(policies, mdm, alpha)
-    results = evaluate(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=seed,
-                       progress=progress and current().main)
-    if pass_at:
-        context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, pass_at, sampling, batch_size, seed)
-                              for p in pols if p.capabilities.stochastic or temperature > 0}
+def evaluate(config: EvalConfig | None = None, progress: bool = True, **settings) -> EvalReport:
+    """``unmask eval``: every policy of ``config.policies`` on the same examples (see
+    :func:`unmask.evaluation.evaluate.evaluate`); ``config``, or its flat settings as keywords
+    (``evaluate(task="zebra", policies="confidence,random", num=32)``). ``pass_at`` = N also reports pass@1..N."""
+    config = build_config(EvalConfig, config, settings)
+    run, sampling = config.run, config.run.sampling
+    task_obj, mdm, examples, context = prepare_run(run, config.examples)
+    pols = resolve_policies(config.policies, mdm, config.alpha)
+    batch_size = config.examples.batch_size
+    results = evaluate_on(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=run.seed,
+                          progress=progress and current().main)
+    if config.pass_at:
+        context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, config.pass_at, sampling, batch_size,
+                                                run.seed)
+                              for p in pols if p.capabilities.stochastic or sampling.temperature > 0}
     return EvalReport(results, context)
 
 
@@ -154,73 +132,36 @@ class FrontierReport:
         plot_curves(self.curves, path, title=f"{self.context.get('task', '')} · {self.context.get('model', '')}")
 
 
-def frontier(
-    task: str = "sudoku9",
-    model: str | None = None,
-    policies: str | Sequence[str] = (),
-    data: str | None = None,
-    num: int = 200,
-    difficulty: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    block_length: int | None = None,
-    temperature: float = 0.0,
-    batch_size: int = 256,
-    thresholds: Sequence[float] = THRESHOLDS,
-    ks: Sequence[int] = TOKENS_PER_STEP,
-    alphas: Sequence[float] | None = None,
-    policy_temperatures: Sequence[float] = POLICY_TEMPERATURES,
-    progress: bool = True,
-    model_options: dict | None = None,
-    task_options: dict | None = None,
-    **sampling_options,
-) -> FrontierReport:
+def frontier(config: FrontierConfig | None = None, progress: bool = True, **settings) -> FrontierReport:
     """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
-    ``policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.evaluation.frontier`.
-    ``sampling_options``: further :class:`SamplingConfig` fields (not ``steps``: the sweeps set it)."""
-    if "steps" in sampling_options:
-        raise ValueError("frontier sets the decoding steps itself (one curve point per tokens-per-step k); drop steps")
-    sampling = sampling_config(block_length=block_length, temperature=temperature, **sampling_options)
-    ExamplesConfig(num=num, limit=limit, batch_size=batch_size)
-    task_obj, mdm, examples, context = prepare_run(task, model, data, num, difficulty, limit, seed, model_options, task_options)
-    specs = [s for s in policies.split(",") if s.strip()] if isinstance(policies, str) else list(policies)
+    ``config.policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.evaluation.frontier`.
+    ``config``, or its flat settings as keywords."""
+    config = build_config(FrontierConfig, config, settings)
+    run, sampling = config.run, config.run.sampling
+    task_obj, mdm, examples, context = prepare_run(run, config.examples)
+    specs = [s for s in config.policies.split(",") if s.strip()]
     learned = {spec: resolve_policy(spec, mdm) for spec in specs}
-    sweeps = standard_sweeps(task_obj, mdm, examples, sampling, learned, thresholds, ks, alphas, policy_temperatures,
-                             batch_size)
-    curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, seed, progress and current().main)
+    batch_size = config.examples.batch_size
+    sweeps = standard_sweeps(task_obj, mdm, examples, sampling, learned, config.thresholds, config.ks, config.alphas,
+                             config.policy_temperatures, batch_size)
+    curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, run.seed, progress and current().main)
     trained_with = {spec: getattr(getattr(pol, "config", None), "mdm_name", None) for spec, pol in learned.items()}
-    context.update(block_length=block_length, temperature=temperature, seed=seed,
+    context.update(block_length=sampling.block_length, temperature=sampling.temperature, seed=run.seed,
                    trained_with={spec: name for spec, name in trained_with.items() if name})
     return FrontierReport(curves, summarize(curves), context)
 
 
-def show_order(
-    task: str = "arithmetic",
-    policy: str = "confidence",
-    model: str | None = None,
-    data: str | None = None,
-    num: int = 8,
-    difficulty: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    steps: int | None = None,
-    block_length: int | None = None,
-    temperature: float = 0.0,
-    batch_size: int = 256,
-    model_options: dict | None = None,
-    task_options: dict | None = None,
-    **sampling_options,
-) -> RevealOrder:
-    """``unmask show-order``: the reveal order of one policy (any spec ``unmask eval --policies`` takes)
-    on generated or loaded examples; plot it with :func:`unmask.evaluation.order.plot_order`. ``sampling_options``: further
-    :class:`SamplingConfig` fields."""
-    task_obj, mdm, examples, context = prepare_run(task=task, model=model, data=data, num=num, difficulty=difficulty,
-                                                   limit=limit, seed=seed, model_options=model_options,
-                                                   task_options=task_options)
-    sampling = sampling_config(steps=steps, block_length=block_length, temperature=temperature, **sampling_options)
-    ExamplesConfig(num=num, limit=limit, batch_size=batch_size)
-    result = reveal_order(task_obj, mdm, examples, resolve_policy(policy, mdm), sampling, batch_size, seed)
-    result.context.update(context, steps=steps, block_length=block_length, temperature=temperature)
+def show_order(config: OrderConfig | None = None, **settings) -> RevealOrder:
+    """``unmask show-order``: the reveal order of one policy (any spec ``unmask eval --policies`` takes) on generated
+    or loaded examples; plot it with :func:`unmask.evaluation.order.plot_order`. ``config``, or its flat settings as
+    keywords."""
+    config = build_config(OrderConfig, config, settings)
+    run, sampling = config.run, config.run.sampling
+    task_obj, mdm, examples, context = prepare_run(run, config.examples)
+    result = reveal_order(task_obj, mdm, examples, resolve_policy(config.policy, mdm), sampling,
+                          config.examples.batch_size, run.seed)
+    result.context.update(context, steps=sampling.steps, block_length=sampling.block_length,
+                          temperature=sampling.temperature)
     return result
 
 
@@ -298,10 +239,10 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
                                            "output_dir": str(out / "upo-sudoku4")}))
         policies_4x4.append(str(out / "upo-sudoku4" / "best"))
     reports = {
-        "sudoku4": evaluate_policies(task="sudoku4", policies=policies_4x4, num=num, difficulty=recipe["run"]["difficulty"],
-                                     seed=1),
-        "sudoku9": evaluate_policies(task="sudoku9", policies=[*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", "oracle:parallel=1"], num=num,
-                                     difficulty=difficulty, seed=1),
+        "sudoku4": evaluate(task="sudoku4", policies=",".join(policies_4x4), num=num,
+                            difficulty=recipe["run"]["difficulty"], seed=1),
+        "sudoku9": evaluate(task="sudoku9", policies=",".join([*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", "oracle:parallel=1"]),
+                            num=num, difficulty=[difficulty], seed=1),
     }
     for task, report in reports.items():
         print(f"\n{task}, {report.context['data']}:\n{report.table}")

@@ -16,12 +16,12 @@ import traceback
 from pathlib import Path
 
 from unmask import __version__
-from unmask.core.checkpoint import save_json
+from unmask.core.checkpoint import atomic_write, save_json
 from unmask.core.config import Config, add_config_arguments, check_recipe, flat_fields, load_recipe
 from unmask.core.distributed import RankFailure, current
 from unmask.core.tracking import quiet
 from unmask.policies import parse_value
-from unmask.evaluation.run_config import ExamplesConfig, RunConfig
+from unmask.evaluation.run_config import EvalConfig, FrontierConfig, OrderConfig
 
 
 class UsageError(ValueError):
@@ -36,8 +36,13 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(inner.group(1) if inner else f"{message} (see {self.prog} --help)")
 
 
-def _add_hf(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("Hugging Face dLLMs (--model hf:NAME_OR_PATH) and text tasks")
+HF_COMMON = ("--gen-length", "--task-option", "--trust-remote-code", "--device")
+
+
+def _add_hf(p: argparse.ArgumentParser, show_all: bool = False) -> None:
+    """The Hugging Face model and text-task flags (:func:`hf_options`); ``--help`` shows the common ones
+    (:data:`HF_COMMON`), ``--help-all`` every one."""
+    g = _Group(p.add_argument_group("Hugging Face dLLMs (--model hf:NAME_OR_PATH) and text tasks"), HF_COMMON, show_all)
     g.add_argument("--gen-length", "--max-new-tokens", dest="gen_length", type=int, default=None,
                    help="tokens to generate after the prompt (LLaDA gen_length, Dream max_new_tokens); default 256")
     g.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the tokenizer's chat template")
@@ -63,8 +68,28 @@ def _add_hf(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin) weights; default safetensors only")
 
 
-def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
-    """(model options, task options) from the Hugging Face flags the user set."""
+class _Group:
+    """An argument group that hides (from ``--help``, not from parsing) the flags not in ``common``."""
+
+    def __init__(self, group, common: tuple[str, ...], show_all: bool) -> None:
+        self.group, self.common, self.show_all = group, common, show_all
+
+    def add_argument(self, flag: str, *aliases: str, **kwargs) -> None:
+        if not self.show_all and flag not in self.common:
+            kwargs["help"] = argparse.SUPPRESS
+        self.group.add_argument(flag, *aliases, **kwargs)
+
+
+def _described(cls: type) -> str:
+    """A command's description: its config's docstring and where the rest of the settings are."""
+    doc = " ".join((cls.__doc__ or "").split())
+    return (f"{doc} --help shows the common flags; --help-all every setting (each one also a key of a "
+            "--config FILE.yaml recipe; docs/configuration.md has them all).")
+
+
+def hf_options(args: argparse.Namespace) -> dict[str, dict]:
+    """``model_options`` and ``task_options`` (keyword arguments of :func:`config_from_args`) from the Hugging Face
+    flags the user set."""
     model = {
         "trust_remote_code": args.trust_remote_code or None, "dtype": args.dtype, "device": args.device,
         "hidden_layer": args.hf_layer, "style": args.hf_style, "mask_id": args.mask_id, "tokenizer": args.tokenizer,
@@ -72,7 +97,8 @@ def hf_options(args: argparse.Namespace) -> tuple[dict, dict]:
         "device_map": args.device_map, "load_in_4bit": args.load_in_4bit or None,
     }
     task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None, **task_options(args.task_option)}
-    return {k: v for k, v in model.items() if v is not None}, {k: v for k, v in task.items() if v is not None}
+    return {"model_options": {k: v for k, v in model.items() if v is not None},
+            "task_options": {k: v for k, v in task.items() if v is not None}}
 
 
 def task_options(items: list[str]) -> dict:
@@ -128,68 +154,47 @@ def check_output_dir(path: str, option: str = "--output-dir") -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from unmask.api import evaluate_policies
+    from unmask.api import evaluate
 
-    model_options, task_options = hf_options(args)
-    run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
-    examples = config_from_args(ExamplesConfig, args)
+    config = config_from_args(EvalConfig, args, **hf_options(args))
     check_output_file(args.json, "--json")
     check_output_file(args.plot, "--plot")
-    report = evaluate_policies(
-        policies=args.policies, pass_at=args.pass_at, alpha=args.alpha, **_run_arguments(run), **vars(examples),
-        **run.sampling.to_dict(),
-    )
-    _write_report(report, args)
+    _write_report(evaluate(config), config, args)
     return 0
 
 
-def _run_arguments(run: RunConfig) -> dict:
-    """The API's keyword arguments for a run config (its sampling apart)."""
-    return {"task": run.task, "model": run.model or None, "data": run.data or None, "difficulty": run.difficulty or None,
-            "seed": run.seed, "model_options": run.model_options, "task_options": run.task_options}
-
-
-def _write_report(report, args: argparse.Namespace) -> None:
-    if not current().main:  # several processes: rank 0 alone prints and writes
+def _write_report(report, config: Config, args: argparse.Namespace) -> None:
+    """Print the table; write the JSON (with the resolved config beside it, a recipe ``--config`` reads back) and
+    the plot where asked. Under several processes rank 0 alone prints and writes."""
+    if not current().main:
         return
     print(report.table)
     if args.json:
         save_json(args.json, report.to_json())
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json} and {write_resolved(config, args.json)}")
     if args.plot:
         report.plot(args.plot)
         print(f"wrote {args.plot}")
 
 
-def _numbers(cast, valid, what: str):
-    """argparse type for a non-empty comma-separated list of numbers that each pass ``valid`` (``what`` says how)."""
+def write_resolved(config: Config, results: str | Path) -> Path:
+    """The resolved config as a recipe file next to ``results`` (``results.json`` -> ``results.config.yaml``):
+    ``--config`` of the same command reproduces the run."""
+    import yaml
 
-    def parse(text: str) -> list:
-        try:
-            values = [cast(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            values = None
-        if not values or not all(math.isfinite(v) and valid(v) for v in values):
-            raise argparse.ArgumentTypeError(f"expected comma-separated {cast.__name__}s {what}, got {text!r}")
-        return values
-
-    return parse
+    path = Path(results).with_suffix(".config.yaml")
+    text = yaml.safe_dump(config.flat(), sort_keys=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     from unmask.api import frontier
 
-    model_options, task_options = hf_options(args)
-    run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
-    examples = config_from_args(ExamplesConfig, args)
+    config = config_from_args(FrontierConfig, args, **hf_options(args))
     check_output_file(args.json, "--json")
     check_output_file(args.plot, "--plot")
-    sampling = {k: v for k, v in run.sampling.to_dict().items() if k != "steps"}
-    report = frontier(
-        policies=args.policies, thresholds=args.thresholds, ks=args.ks, alphas=args.alphas,
-        policy_temperatures=args.policy_temperatures, **_run_arguments(run), **vars(examples), **sampling,
-    )
-    _write_report(report, args)
+    _write_report(frontier(config), config, args)
     return 0
 
 
@@ -211,10 +216,10 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     from unmask.api import train_policy
     from unmask.training.grpo import GRPOConfig
 
-    model_options, task_options = hf_options(args)
+    options = hf_options(args)
     if args.reward:
-        task_options["reward"] = args.reward
-    cfg = config_from_args(GRPOConfig, args, model_options=model_options, task_options=task_options)
+        options["task_options"]["reward"] = args.reward
+    cfg = config_from_args(GRPOConfig, args, **options)
     args.output_dir = cfg.output_dir
     check_output_dir(cfg.output_dir)
     out = train_policy(cfg, resume=args.resume, max_minutes=args.max_minutes)
@@ -229,8 +234,7 @@ def cmd_pretrain_coupling(args: argparse.Namespace) -> int:
 
     if "output_dir" not in vars(args):  # a recipe's output_dir names the GRPO run, not this checkpoint
         raise ValueError("give --output-dir DIR: where the pre-trained policy goes (then train-policy --init-policy DIR)")
-    model_options, task_options = hf_options(args)
-    cfg = config_from_args(GRPOConfig, args, model_options=model_options, task_options=task_options)
+    cfg = config_from_args(GRPOConfig, args, **hf_options(args))
     check_output_dir(cfg.output_dir)
     out = pretrain_coupling(cfg)
     if current().main:
@@ -250,23 +254,19 @@ def cmd_show_order(args: argparse.Namespace) -> int:
     from unmask.api import show_order
     from unmask.evaluation.order import plot_order
 
-    model_options, task_options = hf_options(args)
-    run = config_from_args(RunConfig, args, model_options=model_options, task_options=task_options)
-    examples = config_from_args(ExamplesConfig, args)
+    config = config_from_args(OrderConfig, args, **hf_options(args))
     check_output_file(args.out, "--out")
     check_output_file(args.json, "--json")
-    if args.show < 1:
-        raise ValueError(f"show (--show) must be an integer >= 1, got {args.show}")
-    result = show_order(policy=args.policy, **_run_arguments(run), **vars(examples), **run.sampling.to_dict())
+    result = show_order(config)
     print(f"{result.context['policy']}: solved {result.solved.mean():.3f}, mean NFE {result.nfe.mean():.2f} on {len(result.nfe)} examples")
     print("mean reveal step / last step per generated position (0 = first, 1 = last):")
     for row in result.mean_normalised.reshape(result.shape):
         print("  " + " ".join(f"{v:.2f}" for v in row))
-    plot_order(result, args.out, num_examples=args.show, normalise=args.normalise)
+    plot_order(result, args.out, num_examples=config.show, normalise=config.normalise)
     print(f"wrote {args.out}")
     if args.json:
         save_json(args.json, result.to_json())
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json} and {write_resolved(config, args.json)}")
     return 0
 
 
@@ -287,20 +287,6 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """The run's flags (task, model, data, sampling) and the examples' (num, limit, batch size)."""
-    add_config_arguments(p, RunConfig, skip=skip)
-    add_config_arguments(p.add_argument_group("examples"), ExamplesConfig)
-
-
-def _pass_at(text: str) -> int | None:
-    """argparse type of --pass-at (the range is checked by the API, with the same message)."""
-    try:
-        return None if text.lower() == "none" else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"pass_at (--pass-at) must be an integer >= 1 or none, got {text!r}") from None
-
-
 def _add_recipe(p: argparse.ArgumentParser, resumable: bool = True) -> None:
     p.add_argument("--config", default=None, metavar="FILE.yaml",
                    help="recipe file: option names (as the flags, with underscores) and values; flags given here "
@@ -315,7 +301,7 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
     return run_lm_eval(args.lm_eval_args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an unexpected error (a bug); also accepted after the command")
@@ -323,48 +309,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress bars (as TQDM_DISABLE=1); results and errors are still printed; also "
                              "accepted after the command")
     parser.add_argument("--version", action="version", version=f"unmask {__version__}")
+    parser.add_argument("--help-all", action="store_true", help="with a command: list every flag, not only the "
+                                                               "common ones")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="evaluate unmasking policies side by side")
-    _add_run(p)
-    p.add_argument("--policies", default="random,confidence,margin,entropy,left_to_right,topk_softmax,threshold:0.9",
-                   help="comma-separated policy specs, e.g. confidence,threshold:0.9,topk_softmax:k=5")
-    _add_hf(p)
-    p.add_argument("--pass-at", type=_pass_at, default=None, metavar="N",
-                   help="also report pass@1..N of the stochastic policies (UPO App. D); N >= 1")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="speed weight alpha fed to alpha-conditioned learned policies (unless their spec sets :alpha=)")
-    p.add_argument("--json", default=None, help="write results JSON here")
+    p = sub.add_parser("eval", help="evaluate unmasking policies side by side", description=_described(EvalConfig))
+    _add_recipe(p, resumable=False)
+    add_config_arguments(p, EvalConfig, show_all=show_all)
+    _add_hf(p, show_all)
+    p.add_argument("--json", default=None, help="write results JSON here (and the resolved config beside it)")
     p.add_argument("--plot", default=None, help="write a solved-rate vs NFE plot (PNG) here")
     p.set_defaults(func=cmd_eval)
 
-    from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
-    from unmask.models.tiny import CONTEXT as TINY_CONTEXT
-
     p = sub.add_parser("frontier", help="sweep each method's speed knob: solved rate vs mean NFE (PNG + JSON)",
-                       description="Curves: confidence over k tokens per step, threshold over its value, and each "
-                                   "--policies entry (learned parallel policies over alpha or tau_pi).")
-    _add_run(p, skip=("steps",))
-    p.add_argument("--policies", default="", help="policies to add, e.g. bernoulli,runs/bern/best (swept) or upo (a point)")
-    p.add_argument("--thresholds", type=_numbers(float, lambda v: 0 < v <= 1, "in (0, 1]"), default=list(THRESHOLDS),
-                   help="Fast-dLLM thresholds to sweep (comma-separated, in (0, 1])")
-    p.add_argument("--ks", type=_numbers(int, lambda v: v >= 1, ">= 1"), default=list(TOKENS_PER_STEP),
-                   help="tokens per step for confidence (comma-separated integers >= 1)")
-    p.add_argument("--alphas", type=_numbers(float, lambda v: v >= 0, ">= 0"), default=None,
-                   help="alphas for alpha-conditioned policies (comma-separated, >= 0); default 5 across the trained range")
-    p.add_argument("--policy-temperatures", type=_numbers(float, lambda v: v > 0, "> 0"), default=list(POLICY_TEMPERATURES),
-                   help="tau_pi values for the other parallel policies (comma-separated, > 0)")
-    _add_hf(p)
-    p.add_argument("--json", default=None, help="write curves and summary JSON here")
+                       description=_described(FrontierConfig))
+    _add_recipe(p, resumable=False)
+    add_config_arguments(p, FrontierConfig, skip=("steps",), show_all=show_all)
+    _add_hf(p, show_all)
+    p.add_argument("--json", default=None, help="write curves and summary JSON here (and the resolved config beside it)")
     p.add_argument("--plot", default=None, help="write the frontier plot (PNG) here")
     p.set_defaults(func=cmd_frontier)
 
+    from unmask.models.tiny import CONTEXT as TINY_CONTEXT
     from unmask.training.mdm import MDMTrainConfig
 
     p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective",
                        description="Flags mirror unmask.training.mdm.MDMTrainConfig.")
     _add_recipe(p)
-    add_config_arguments(p, MDMTrainConfig)
+    add_config_arguments(p, MDMTrainConfig, show_all=show_all)
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a task option, repeatable (e.g. arithmetic op=mul); pass the same ones to eval")
     p.set_defaults(func=cmd_train_mdm)
@@ -377,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "accept 'none'. --steps is the diffusion steps of the rollouts, --max-steps the "
                                    "GRPO steps.")
     _add_recipe(p)
-    add_config_arguments(p, GRPOConfig)
-    _add_hf(p)
+    add_config_arguments(p, GRPOConfig, show_all=show_all)
+    _add_hf(p, show_all)
     p.add_argument("--reward", default=None, help="task reward variant, e.g. 'upo' for math tasks (UPO App. E.2)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="wall-time budget: stop at the first step past it, with a resumable checkpoint")
@@ -390,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the same flags and recipe files as train-policy; --output-dir is the checkpoint "
                                    "written. train-policy --init-policy DIR then starts GRPO from it.")
     _add_recipe(p, resumable=False)
-    add_config_arguments(p, GRPOConfig)
-    _add_hf(p)
+    add_config_arguments(p, GRPOConfig, show_all=show_all)
+    _add_hf(p, show_all)
     p.set_defaults(func=cmd_pretrain_coupling)
 
     p = sub.add_parser("demo", help="train UPO on 4x4 sudoku from random order and compare it with the heuristics "
@@ -403,14 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("show-order", help="heatmap (PNG) of the step at which a policy reveals each generated position",
-                       description="Decodes --num examples with one policy and draws the reveal step of each position "
-                                   "for --show of them, beside the mean over all (JSON with --json).")
-    _add_run(p)
-    p.set_defaults(num=100)
-    p.add_argument("--policy", default="confidence", help="one policy spec, as in eval --policies (e.g. threshold:0.9, upo, PATH)")
-    p.add_argument("--show", type=int, default=8, help="examples drawn one by one (>= 1)")
-    p.add_argument("--normalise", action="store_true", help="colour by step / last step of the row instead of the step")
-    _add_hf(p)
+                       description=_described(OrderConfig) + " Draws the reveal step of each position for --show "
+                                   "examples, beside the mean over all (JSON with --json).")
+    _add_recipe(p, resumable=False)
+    add_config_arguments(p, OrderConfig, show_all=show_all)
+    _add_hf(p, show_all)
     p.add_argument("--out", default="order.png", help="write the heatmap (PNG) here")
     p.add_argument("--json", default=None, help="write every example's reveal steps and tokens (JSON) here")
     p.set_defaults(func=cmd_show_order)
@@ -442,12 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:
         print(f"unmask {__version__}")
         return 0
-    debug, silent = "--debug" in argv, "--quiet" in argv
-    argv = [a for a in argv if a not in ("--debug", "--quiet")]
+    debug, silent, show_all = "--debug" in argv, "--quiet" in argv, "--help-all" in argv
+    argv = [("--help" if a == "--help-all" else a) for a in argv if a not in ("--debug", "--quiet")]
     if argv[:1] == ["lm-eval"]:  # lm-eval's own flags pass through unparsed
         argv.insert(1, "--")
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(show_all).parse_args(argv)
     except UsageError as e:
         command = next((a for a in argv if not a.startswith("-")), "")
         print(f"unmask{' ' + command if command else ''}: error: {e}", file=sys.stderr)

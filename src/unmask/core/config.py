@@ -242,6 +242,8 @@ class Config:
                 kind = value.pop("kind", kind_of(default, spec.kinds)) if len(spec.kinds) > 1 else ""
                 if kind not in spec.kinds:
                     raise ConfigError(f"{prefix}{label(f)} must be {describe(f, spec)}, got {kind!r}")
+                if default is not None and type(default) is spec.kinds[kind]:  # unset fields: the section's default
+                    value = {**default.to_dict(), **value}
                 value = spec.kinds[kind].from_dict(value, source)
             values[name] = value
         try:
@@ -358,12 +360,38 @@ def _nest(values: dict, table: dict[str, Leaf]) -> dict:
 
 
 # ----- command line -----
+def common_keys(cls: type) -> set[str] | None:
+    """The flat keys ``--help`` shows for ``cls``: those each config class of the tree lists in its ``COMMON``
+    class attribute (a class without one shows every field); None when no class of the tree has one."""
+    keys: set[str] = set()
+    found = False
+
+    def walk(c: type) -> None:
+        nonlocal found
+        common = getattr(c, "COMMON", None)
+        found = found or common is not None
+        for f in fields(c):
+            if f.metadata.get("derived") or not f.init:
+                continue
+            spec = field_spec(c, f)
+            if spec.base is Config:
+                for sub in spec.kinds.values():
+                    walk(sub)
+            if common is None or f.name in common:
+                keys.add(key_of(f))
+
+    walk(cls)
+    return keys if found else None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
-                         skip: typing.Collection[str] = ()) -> None:
+                         skip: typing.Collection[str] = (), show_all: bool = True) -> None:
     """One flag per settable field of ``cls`` (nested configs included), with its help text, valid values and
-    default. Flags default to absent, so only what the user typed reaches :meth:`Config.from_flat` (over a
-    recipe's values and the field defaults)."""
+    default, in one argument group per config section. Flags default to absent, so only what the user typed
+    reaches :meth:`Config.from_flat` (over a recipe's values and the field defaults). Unless ``show_all``, the
+    help lists only the :func:`common_keys` (every flag still parses; ``--help-all`` lists them all)."""
     groups: dict[tuple[str, ...], Any] = {}
+    shown = None if show_all else common_keys(cls)
     for name, leaf in flat_fields(cls).items():
         if name in skip or leaf.spec.base is dict:
             continue
@@ -374,7 +402,9 @@ def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
             if section not in groups:
                 groups[section] = parser.add_argument_group(_section_title(cls, section))
             target = groups[section]
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": _help(leaf)}
+        hidden = shown is not None and name not in shown
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
+                                  "help": argparse.SUPPRESS if hidden else _help(leaf)}
         if spec.base is bool and not spec.optional:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

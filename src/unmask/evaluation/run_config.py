@@ -1,17 +1,22 @@
-"""What a run decodes: the task, the MDM, the examples and the sampling settings.
+"""What a run decodes (the task, the MDM, the examples, the sampling settings) and the configs of the evaluation
+commands built on it.
 
 :class:`RunConfig` is shared by ``eval``, ``frontier``, ``show-order`` and ``train-policy`` (where it is the
 ``run`` section of :class:`unmask.training.grpo.GRPOConfig`); :class:`ExamplesConfig` adds how many examples the
-evaluation commands decode and in what batches.
+evaluation commands decode and in what batches. :class:`EvalConfig`, :class:`FrontierConfig` and
+:class:`OrderConfig` are the whole settings of ``eval``, ``frontier`` and ``show-order``: the API functions
+(:mod:`unmask.api`) take them, the command line builds them from ``--config FILE.yaml`` and its flags.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from unmask.core.config import Config, option
 from unmask.engine.loop import SamplingConfig
+from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
 from unmask.models import recorded_task_options
 from unmask.tasks import TASKS, Task, get_task
 
@@ -19,6 +24,8 @@ from unmask.tasks import TASKS, Task, get_task
 @dataclass
 class RunConfig(Config):
     """Task, model, data and sampling of a run."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("task", "model", "data", "difficulty", "seed")
 
     task: str = option("sudoku9", "task: data, token layout, verifier and reward", choices=sorted(TASKS))
     model: str = option("", "built-in model name, checkpoint directory or hf:NAME_OR_PATH; '' = the task's shipped "
@@ -41,6 +48,8 @@ class RunConfig(Config):
 @dataclass
 class ExamplesConfig(Config):
     """How many examples ``eval``, ``frontier`` and ``show-order`` decode, and in what batches."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("num", "limit", "batch_size")
 
     num: int = option(200, "number of generated examples (without --data)", low=1)
     limit: int | None = option(None, "use only the first N examples (of --data or the generated ones); none = all",
@@ -69,3 +78,61 @@ def load_data(task: Task, path: str, option: str = "--data") -> list:
     except UnicodeDecodeError as e:
         raise ValueError(f"{option} {path}: not a text data file (byte {e.start} is not UTF-8); give a "
                          f"{task.name} data file") from None
+
+
+DEFAULT_POLICIES = "random,confidence,margin,entropy,left_to_right,topk_softmax,threshold:0.9"
+
+
+@dataclass
+class EvalConfig(Config):
+    """``unmask eval``: policies side by side on the same examples (:func:`unmask.api.evaluate`)."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("policies", "pass_at", "alpha")
+
+    policies: str = option(DEFAULT_POLICIES, "comma-separated policy specs, e.g. confidence,threshold:0.9,"
+                                             "topk_softmax:k=5, upo, a checkpoint path or hf://OWNER/NAME")
+    pass_at: int | None = option(None, "also report pass@1..N of the stochastic policies (UPO App. D)", low=1)
+    alpha: float | None = option(None, "speed weight alpha fed to alpha-conditioned learned policies (unless their "
+                                       "spec sets :alpha=)", low=0.0)
+    run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling")
+    examples: ExamplesConfig = option(default_factory=ExamplesConfig, help="how many examples, in what batches")
+
+
+@dataclass
+class FrontierConfig(Config):
+    """``unmask frontier``: each method's speed knob swept on the same examples (:func:`unmask.api.frontier`):
+    confidence over k tokens per step, threshold over its value, each of ``policies`` over alpha or tau_pi."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("policies",)
+
+    policies: str = option("", "policies to add, e.g. bernoulli,runs/bern/best (swept) or upo (a point)")
+    thresholds: list[float] = option(list(THRESHOLDS), "Fast-dLLM thresholds to sweep", low=0.0, high=1.0,
+                                     low_open=True)
+    ks: list[int] = option(list(TOKENS_PER_STEP), "tokens per step for confidence", low=1)
+    alphas: list[float] | None = option(None, "alphas for alpha-conditioned policies; none = 5 across the trained "
+                                              "range", low=0.0)
+    policy_temperatures: list[float] = option(list(POLICY_TEMPERATURES), "tau_pi values for the other parallel "
+                                                                         "policies", low=0.0, low_open=True)
+    run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling (not steps: the sweeps "
+                                                           "set them)")
+    examples: ExamplesConfig = option(default_factory=ExamplesConfig, help="how many examples, in what batches")
+
+    def check(self) -> None:
+        if self.run.sampling.steps is not None:
+            raise ValueError("frontier sets the decoding steps itself (one curve point per tokens-per-step k); drop "
+                             "steps")
+
+
+@dataclass
+class OrderConfig(Config):
+    """``unmask show-order``: the step at which one policy reveals each generated position
+    (:func:`unmask.api.show_order`)."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("policy", "show", "normalise")
+
+    policy: str = option("confidence", "one policy spec, as in eval --policies (e.g. threshold:0.9, upo, PATH)")
+    show: int = option(8, "examples drawn one by one in the heatmap", low=1)
+    normalise: bool = option(False, "colour by step / last step of the row instead of the step")
+    run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling")
+    examples: ExamplesConfig = option(default_factory=lambda: ExamplesConfig(num=100),
+                                      help="how many examples, in what batches")

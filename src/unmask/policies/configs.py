@@ -31,6 +31,7 @@ class StructureConfig(Config):
 
     regularised: ClassVar[bool] = False
     speed_aware: ClassVar[bool] = False
+    COMMON: ClassVar[tuple[str, ...]] = ()  # the fields --help shows (the rest: --help-all)
 
     @property
     def variable_count(self) -> bool:
@@ -62,6 +63,7 @@ class UPOConfig(StructureConfig):
     """Architecture of g_phi plus the identity of the MDM it reads."""
 
     regularised: ClassVar[bool] = True
+    COMMON: ClassVar[tuple[str, ...]] = ("d_model", "coupling_rounds")
 
     feature_size: int = option(0, "D of the MDM's hidden features", low=0, derived=True)
     d_model: int = option(32, "width of phi_TF, the transformer layer over the MDM features (UPO App. B.1)", low=1)
@@ -92,6 +94,7 @@ class ParallelConfig(StructureConfig):
     """Architecture and inference defaults of a parallel policy (saved as ``config.json``)."""
 
     speed_aware: ClassVar[bool] = True
+    COMMON: ClassVar[tuple[str, ...]] = ("d_model", "coupling_rounds", "alpha_range")
 
     @property
     def variable_count(self) -> bool:
@@ -126,6 +129,8 @@ class ParallelConfig(StructureConfig):
 class PlackettLuceConfig(ParallelConfig):
     """A parallel policy with a Plackett-Luce action: until a STOP item (Jazbec's dynamic Plackett-Luce) or the
     schedule's count."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("d_model", "coupling_rounds", "alpha_range", "count")
 
     count: str = option("stop", "how many positions a step reveals: stop = draw until STOP (dynamic), schedule = "
                                 "the engine's tokens per step (--steps)", choices=("stop", "schedule"),

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,10 @@ class GRPOConfig(Config):
     """GRPO training of a learned unmasking policy: trainer hyper-parameters (TRL's names where they exist; UPO
     App. E defaults where they apply), the ``run`` (task, model, data, sampling) and the ``policy``'s architecture,
     a config of its kind. Build one from flat names with :meth:`from_flat` (as flags and recipe files do)."""
+
+    COMMON: ClassVar[tuple[str, ...]] = ("output_dir", "max_steps", "num_generations", "prompts_per_step",
+                                         "learning_rate", "eval_steps", "alpha", "init_policy", "imitation_rounds",
+                                         "report_to", "policy")
 
     output_dir: str = option("runs/upo", "run directory: metrics.csv, best/ (best held-out metric) and last/ "
                                          "(resumable)")
