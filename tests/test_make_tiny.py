@@ -71,6 +71,6 @@ def test_make_tiny_refuses_an_unknown_family_a_short_context_and_a_used_director
     assert main(["make-tiny", "--output-dir", str(tiny_dir), "--families", "llada,gpt2"]) == 2
     assert "unknown 'gpt2'; give a comma list of llada, dream" in capsys.readouterr().err
     assert main(["make-tiny", "--output-dir", str(tiny_dir / "new"), "--context", "4"]) == 2
-    assert "context (--context) must be an integer >= 8 tokens, got 4" in capsys.readouterr().err
+    assert "context (--context) must be an integer >= 8, got 4" in capsys.readouterr().err
     assert main(["make-tiny", "--output-dir", str(tiny_dir)]) == 2
     assert "is not empty; give a new directory" in capsys.readouterr().err

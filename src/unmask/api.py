@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from unmask.core.config import Config
+from unmask.core.config import Config, option
 from unmask.core.distributed import current
 from unmask.engine.loop import SamplingConfig
 from unmask.evaluation.evaluate import EvalResult, format_table, pass_at_n, plot_frontier, results_json
@@ -212,8 +212,17 @@ def pretrain_coupling(config: "GRPOConfig", progress: bool = True) -> Path:
     return out
 
 
-def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28, train_steps: int = 60
-         ) -> dict[str, EvalReport]:
+@dataclass
+class DemoConfig(Config):
+    """``unmask demo``: train UPO on 4x4 sudoku from random order, compare it with the heuristics on 4x4 and 9x9."""
+
+    output_dir: str = option("outputs/demo", "where the plots, the JSON and the trained policy go")
+    num: int = option(200, "fresh puzzles in each comparison", low=1)
+    difficulty: int = option(28, "clues of the 9x9 puzzles", low=17, high=80, aliases=("--clues",))
+    train_steps: int = option(60, "GRPO steps of the 4x4 UPO run (0: no training)", low=0)
+
+
+def demo(config: DemoConfig | None = None, **settings) -> dict[str, EvalReport]:
     """``unmask demo``: (1) the first ``train_steps`` GRPO steps of the shipped ``upo-sudoku4`` recipe, UPO on 4x4
     sudoku learned from uniform random order (no reference, no confidence prior), compared with every heuristic
     and the shipped ``upo`` on fresh 4x4 puzzles at the recipe's clue count; (2) the heuristics that solve 9x9
@@ -224,10 +233,9 @@ def demo(output_dir: str = "outputs/demo", num: int = 200, difficulty: int = 28,
     from unmask.core.checkpoint import load_json, save_json
     from unmask.training.grpo import GRPOConfig
 
-    if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 0:
-        raise ValueError(f"train_steps (--train-steps) must be an integer >= 0 (0: no training), got {train_steps!r}")
-    ExamplesConfig(num=num)
-    out = Path(output_dir)
+    config = build_config(DemoConfig, config, settings)
+    num, difficulty, train_steps = config.num, config.difficulty, config.train_steps
+    out = Path(config.output_dir)
     recipe = load_json(SHIPPED_POLICIES / "upo-sudoku4" / "config.json")["train"]
     policies_4x4 = [*_DEMO_HEURISTICS, "upo"]
     if (out / "demo_results.json").exists():

@@ -243,10 +243,11 @@ def cmd_pretrain_coupling(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from unmask.api import demo
+    from unmask.api import DemoConfig, demo
 
-    check_output_dir(args.output_dir)
-    demo(output_dir=args.output_dir, num=args.num, difficulty=args.difficulty, train_steps=args.train_steps)
+    config = config_from_args(DemoConfig, args)
+    check_output_dir(config.output_dir)
+    demo(config)
     return 0
 
 
@@ -274,16 +275,17 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from unmask.core.extras import require
 
     require("transformers", "hf", "make-tiny")
-    from unmask.models.tiny import FAMILIES, save_tiny
+    from unmask.models.tiny import FAMILIES, TinyConfig, save_tiny
 
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = sorted(set(families) - set(FAMILIES)) or ([] if families else [args.families])
+    config = config_from_args(TinyConfig, args)
+    families = [f.strip() for f in config.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES)) or ([] if families else [config.families])
     if unknown:
-        raise ValueError(f"--families {args.families!r}: unknown {', '.join(map(repr, unknown))}; give a comma list "
+        raise ValueError(f"--families {config.families!r}: unknown {', '.join(map(repr, unknown))}; give a comma list "
                          f"of {', '.join(FAMILIES)}")
     for family in families:
-        out = save_tiny(Path(args.output_dir) / family, family, context=args.context, seed=args.seed)
-        print(f"wrote {out} (random {family}, {args.context}-token context): --model hf:{out}")
+        out = save_tiny(Path(config.output_dir) / family, family, context=config.context, seed=config.seed)
+        print(f"wrote {out} (random {family}, {config.context}-token context): --model hf:{out}")
     return 0
 
 
@@ -330,7 +332,7 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the frontier plot (PNG) here")
     p.set_defaults(func=cmd_frontier)
 
-    from unmask.models.tiny import CONTEXT as TINY_CONTEXT
+    from unmask.models.tiny import TinyConfig
     from unmask.training.mdm import MDMTrainConfig
 
     p = sub.add_parser("train-mdm", help="train a built-in MDM with the masked-diffusion objective",
@@ -366,12 +368,12 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     _add_hf(p, show_all)
     p.set_defaults(func=cmd_pretrain_coupling)
 
+    from unmask.api import DemoConfig
+
     p = sub.add_parser("demo", help="train UPO on 4x4 sudoku from random order and compare it with the heuristics "
-                                    "on 4x4 and 9x9 (CPU, minutes)")
-    p.add_argument("--output-dir", default="outputs/demo", help="where the plots, the JSON and the trained policy go")
-    p.add_argument("--num", type=int, default=200, help="fresh puzzles in each comparison (>= 1)")
-    p.add_argument("--difficulty", "--clues", type=int, default=28, help="clues of the 9x9 puzzles")
-    p.add_argument("--train-steps", type=int, default=60, help="GRPO steps of the 4x4 UPO run (0: no training)")
+                                    "on 4x4 and 9x9 (CPU, minutes)", description=_described(DemoConfig))
+    _add_recipe(p, resumable=False)
+    add_config_arguments(p, DemoConfig)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("show-order", help="heatmap (PNG) of the step at which a policy reveals each generated position",
@@ -389,10 +391,8 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
                                    "(upstream parameter names) and a word-level tokenizer; load them with --model "
                                    "hf:OUTPUT_DIR/llada. Random weights: the answers are noise (needs pip install "
                                    "'unmask[hf]').")
-    p.add_argument("--output-dir", default="tiny-models", help="directory that receives one checkpoint per family")
-    p.add_argument("--families", default="llada,dream", help="comma list of llada, dream")
-    p.add_argument("--context", type=int, default=TINY_CONTEXT, help="context window in tokens (prompt + generated), >= 8")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    _add_recipe(p, resumable=False)
+    add_config_arguments(p, TinyConfig)
     p.set_defaults(func=cmd_make_tiny)
 
     p = sub.add_parser("lm-eval", help="lm-evaluation-harness with the unmask model registered (lm_eval --model unmask)",

@@ -12,10 +12,14 @@ and large (std 0.3, norm weights around 1), so wrong wiring shows in the logits;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 from pathlib import Path
 
 import torch
+
+from unmask.core.config import Config, option
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<user>", "<assistant>"]
 WORDS = SPECIALS + list("0123456789") + ["what", "is", "the", "answer", "+", "-", "=", "?", ".", "\\", "boxed", "{", "}", "#"]
@@ -105,6 +109,16 @@ def save_safetensors(state: dict[str, torch.Tensor], directory: Path, shards: in
     total = sum(v.numel() * v.element_size() for v in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+@dataclass
+class TinyConfig(Config):
+    """``unmask make-tiny``: tiny random checkpoints in the real LLaDA / Dream layout, to try hf: models on a CPU."""
+
+    output_dir: str = option("tiny-models", "directory that receives one checkpoint per family")
+    families: str = option(",".join(FAMILIES), f"comma list of {', '.join(FAMILIES)}")
+    context: int = option(CONTEXT, "context window in tokens (prompt + generated)", low=8)
+    seed: int = option(0, "seed of the random weights", low=0)
 
 
 def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: int = 0) -> Path:
