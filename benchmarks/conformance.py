@@ -6,7 +6,7 @@ Command (the figures in benchmarks/results/conformance.json):
 Each setting decodes the same prompts with unmask's engine (bit-exact mode, ``suppress_mask_token`` off) and
 with the upstream loop from ../shared/reference on the same tiny random network, and counts it matched when
 the tokens and every row's forward count are equal. The grid (tests/conformance_cases.py, also run by
-tests/test_conformance.py): gen_length 16/32, steps G, G/2, G/4, block G and 8, temperature 0 and 0.7, batch 1
+tests/engine/test_conformance.py): gen_length 16/32, steps G, G/2, G/4, block G and 8, temperature 0 and 0.7, batch 1
 and 3 (left-padded), every remasking / alg value, cfg on and off, LLaDA's EOS options and Dream's top-p / top-k.
 "fast_dllm_batched" decodes the 3 rows of a padded batch together against each row's own upstream run.
 """

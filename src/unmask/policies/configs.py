@@ -109,9 +109,9 @@ class ParallelConfig(StructureConfig):
                                              low=0.0, high=1.0, low_open=True, high_open=True)
     temperature: float = option(1.0, "tau_pi of the policy (a spec's :temperature= overrides it at inference)",
                                 low=0.0, low_open=True, flag="--policy-temperature")
-    alpha: float = option(1.0, "the trainer's alpha (GRPOConfig.alpha, the one setting): for alpha-conditioned "
-                               "policies the default input",
-                          low=0.0, derived=True)
+    alpha: float | None = option(None, "the trainer's alpha (GRPOConfig.alpha, the one setting), set when the trainer "
+                                       "builds the policy: for alpha-conditioned policies the default input",
+                                 low=0.0, derived=True)
     alpha_range: list[float] | None = option(None, "alpha-conditioned policy: alpha ~ U[LO, HI] per group in "
                                              "training and a policy input (Jazbec §3.3)", low=0.0, length=2)
     mdm_name: str = option("", "the MDM it was trained with (for the record: confidences fit any MDM)", derived=True)
@@ -123,6 +123,9 @@ class ParallelConfig(StructureConfig):
         if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):
             raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
                              "and a base_threshold (the one at alpha = LO)")
+        if self.alpha is not None and self.alpha_range is not None and \
+                not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
+            raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
 
 
 @dataclass

@@ -274,5 +274,6 @@ def test_cli_flags_map_to_load_options():
     parser = argparse.ArgumentParser()
     cli._add_hf(parser)
     args = parser.parse_args(["--remote-code", "--trust-remote-code", "--device-map", "auto", "--load-in-4bit"])
-    assert cli.hf_options(args)[0] == {"native": False, "trust_remote_code": True, "device_map": "auto", "load_in_4bit": True}
-    assert cli.hf_options(parser.parse_args([]))[0] == {}
+    assert cli.hf_options(args)["model_options"] == {"native": False, "trust_remote_code": True, "device_map": "auto",
+                                                     "load_in_4bit": True}
+    assert cli.hf_options(parser.parse_args([]))["model_options"] == {}

@@ -128,7 +128,7 @@ def test_the_ablation_recipes_are_valid_train_policy_configs():
 
     from unmask.training.grpo import GRPOConfig
 
-    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "ablations").glob("*.yaml"))
+    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes" / "ablations").glob("*.yaml"))
     assert recipes
     for recipe in recipes:
         config = GRPOConfig.from_flat(yaml.safe_load(recipe.read_text()), source=str(recipe))

@@ -41,7 +41,7 @@ from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model, recorded_task_options
 from unmask.tasks import get_task
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 ALPHA = 0.01  # for the claims that do not set their own
 SEED = 7
 ONE_PER_STEP = ("random", "left_to_right", "confidence", "margin", "entropy")

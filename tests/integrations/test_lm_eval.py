@@ -23,7 +23,7 @@ from unmask.api import evaluate  # noqa: E402
 from unmask.core.extras import require  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data" / "lm_eval"
+DATA = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
 SETTINGS = {"gen_length": 8, "steps": 4, "block_length": 4}
 
 
@@ -117,7 +117,7 @@ def test_bad_model_args_name_the_valid_keys(bert):
 
 
 def test_a_policy_for_another_model_is_refused_before_generating(bert):
-    shipped = Path(__file__).resolve().parents[1] / "src" / "unmask" / "assets" / "policies" / "upo-sudoku4"
+    shipped = Path(__file__).resolve().parents[2] / "src" / "unmask" / "assets" / "policies" / "upo-sudoku4"
     with pytest.raises(ValueError, match="policy was trained with MDM 'sudoku4'"):
         UnmaskLM(model=f"hf:{bert}", device="cpu", policy=str(shipped))
     with pytest.raises(ValueError, match="has no tokenizer"):

@@ -9,7 +9,7 @@ import pytest
 
 from unmask.cli.main import main
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "unmask" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "unmask" / "assets"
 TINY_MDM = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "4", "--warmup-steps", "1"]
 TINY_GRPO = ["--task", "sudoku4", "--max-steps", "1", "--prompts-per-step", "2", "--num-generations", "2",
              "--eval-size", "2", "--clues", "6", "--d-model", "16"]

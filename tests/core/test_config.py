@@ -17,7 +17,7 @@ from unmask.training.grpo import GRPOConfig
 from unmask.evaluation.run_config import RunConfig
 from unmask.training.mdm import MDMTrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "src" / "unmask" / "assets"
 RECIPES = ROOT / "recipes"
 SHIPPED = sorted(ASSETS.glob("*/*/config.json"))

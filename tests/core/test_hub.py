@@ -20,7 +20,7 @@ from unmask.core.hub import CARD  # noqa: E402
 from unmask.models import MaskedTransformer, load_model  # noqa: E402
 from unmask.policies.learned import LearnedPolicy, load_policy  # noqa: E402
 
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "unmask" / "assets" / "policies"
+SHIPPED = Path(__file__).resolve().parents[2] / "src" / "unmask" / "assets" / "policies"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
