@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from unmask.core.distributed import current
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.evaluation.evaluate import EvalResult, evaluate, format_table, pass_at_n, plot_frontier, results_json
 from unmask.evaluation.frontier import (
     POLICY_TEMPERATURES,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unmask.core.config import Config, option
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.models import recorded_task_options
 from unmask.tasks import TASKS, Task, get_task
 
