@@ -30,7 +30,8 @@ def peak_mb() -> float:
 
 
 def run(variant: str, args: argparse.Namespace) -> dict:
-    from unmask.engine.loop import SamplingConfig, generate
+    from unmask.engine.config import SamplingConfig
+    from unmask.engine.loop import generate
     from unmask.training.grpo import GRPOConfig, GRPOTrainer, group_advantages
 
     torch.set_num_threads(args.threads)

@@ -22,7 +22,8 @@ import torch
 from common import command_line, run_info
 
 from unmask.core.checkpoint import save_json
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.evaluation.evaluate import evaluate
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy

@@ -19,7 +19,7 @@ from common import command_line, run_info
 
 from unmask.api import resolve_policy
 from unmask.core.checkpoint import save_json
-from unmask.engine.loop import StepState
+from unmask.engine.state import StepState
 from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies import get_policy

@@ -18,7 +18,8 @@ import torch
 from common import run_info
 
 from unmask.core.checkpoint import save_json
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.models import load_model
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import get_policy

@@ -36,7 +36,8 @@ import torch
 
 from common import run_info
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.models import MaskedTransformer, TransformerConfig, load_model
 from unmask.policies import get_policy
 from unmask.tasks import get_task

@@ -28,7 +28,8 @@ import torch
 from common import command_line, run_info
 
 from unmask.core.checkpoint import save_json
-from unmask.engine.loop import StepState, generate
+from unmask.engine.loop import generate
+from unmask.engine.state import StepState
 from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies import get_policy

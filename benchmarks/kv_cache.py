@@ -22,11 +22,12 @@ tasks decoded in blocks: ``arithmetic-carry`` (one layer: the cache is exact for
 and ``zebra`` (three layers).
 
 Memory: what each cache mode holds at its peak (kept keys/values of every layer plus the first-step
-probabilities, tokens and confidences / features of the generation region, ``BlockCache.nbytes``), on top of the forward's activations, which every
+probabilities, tokens and confidences / features of the generation region: the ``nbytes()`` of the cache strategy each
+decode is given, ``generate(..., cache=...)``), on top of the forward's activations, which every
 mode has at a block's first (full) step.
 
-Profile (``--profile``): each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping, the
-token sampler's ``prepare`` and the rest of the engine loop (llada-mid, the first ``--policies`` entry).
+Profile (``--profile``): each mode's decode split into the model's forwards, the cache strategy's bookkeeping, the
+token rule's ``prepare`` and the rest of the engine loop (llada-mid, the first ``--policies`` entry).
 
 Commands (from the repository root; the second adds llada-mid with a 256-token prompt, where the prefix cache
 keeps more; the next two measure the dual cache's accuracy on 1000 zebra puzzles, paired with ``none`` (the same
@@ -76,10 +77,10 @@ from common import command_line, run_info
 from conformance_cases import fast_dllm_reference
 from test_kv_cache import Guard
 
-from unmask import engine
 from unmask.api import SHIPPED_POLICIES, resolve_policy
-from unmask.engine.cache import BlockCache
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.cache import CACHES, CacheStrategy
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.tasks import get_task
@@ -98,17 +99,6 @@ LLADA_MID = {"d_model": 512, "n_heads": 8, "n_kv_heads": 8, "n_layers": 8, "mlp_
              "vocab_size": 8192, "embedding_size": 8192, "max_sequence_length": 512}
 
 
-class MeasuredCache(BlockCache):
-    """The engine's cache, remembering the most memory any instance held (read after a ``generate`` call)."""
-
-    peak = 0
-
-    def assemble(self, *args, **kwargs):
-        out = super().assemble(*args, **kwargs)
-        MeasuredCache.peak = max(MeasuredCache.peak, self.nbytes())
-        return out
-
-
 def llada_mid(head_scale: float):
     """(reference LLaDA, native MDM on the same weights) for the mid-size config."""
     import tiny_hf
@@ -123,13 +113,15 @@ def llada_mid(head_scale: float):
     return ref, load_model(f"hf:{path}", device="cpu")
 
 
-def decode(model, x, gen_start, spec, sampling):
+def decode(model, x, gen_start, spec, sampling, cache: CacheStrategy | None = None):
+    """(output, seconds, bytes the cache held): ``cache`` (or a new strategy of ``sampling.cache``) is given to
+    ``generate``; what it keeps only grows during a call, so its ``nbytes()`` after the call is its peak."""
     shipped = SHIPPED_POLICIES / spec
     policy = resolve_policy(str(shipped) if shipped.is_dir() else spec, model)
-    MeasuredCache.peak = 0
+    cache = cache or CACHES[sampling.cache]()
     start = time.perf_counter()
-    out = generate(model, x, policy, sampling, gen_start=gen_start, generator=torch.Generator().manual_seed(0))
-    return out, time.perf_counter() - start, MeasuredCache.peak
+    out = generate(model, x, policy, sampling, gen_start=gen_start, generator=torch.Generator().manual_seed(0), cache=cache)
+    return out, time.perf_counter() - start, cache.nbytes()
 
 
 def speed_rows(name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None, refresh=None,
@@ -177,9 +169,10 @@ def speed_rows(name, model, x, gen_start, block_length, steps, policies, referen
 
 
 class Timers:
-    """Seconds spent inside a few methods (wrapped while the context is open): where a decode's time goes."""
+    """Seconds spent inside a few methods of classes or objects (wrapped while the context is open): where a
+    decode's time goes."""
 
-    def __init__(self, methods: dict[str, tuple[type, str]]) -> None:
+    def __init__(self, methods: dict[str, tuple[object, str]]) -> None:
         self.methods, self.seconds = methods, dict.fromkeys(methods, 0.0)
 
     def __enter__(self) -> "Timers":
@@ -203,8 +196,8 @@ class Timers:
 
 
 def profile_rows(name, model, x, gen_start, block_length, steps, spec) -> list[dict]:
-    """Each mode's decode split into the model's forwards, ``BlockCache``'s bookkeeping around them (its
-    ``forward`` less the model's, and ``assemble``), the token sampler's ``prepare`` (on each forward's fresh
+    """Each mode's decode split into the model's forwards, the cache strategy's bookkeeping around them (its
+    ``forward`` less the model's, and ``assemble``), the token rule's ``prepare`` (on each forward's fresh
     positions) and the rest of the engine loop (Fast-dLLM's exact setting, as the speed rows; one warm-up decode
     first)."""
     rows = []
@@ -212,9 +205,10 @@ def profile_rows(name, model, x, gen_start, block_length, steps, spec) -> list[d
         sampling = SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
                                   suppress_mask_token=False, confidence_float64=True, refine_complete_block=True)
         decode(model, x, gen_start, spec, sampling)
-        with Timers({"model": (type(model), "forward"), "cache": (BlockCache, "forward"),
-                     "assemble": (BlockCache, "assemble"), "prepare": (GumbelMaxTokens, "prepare")}) as timers:
-            out, seconds, _ = decode(model, x, gen_start, spec, sampling)
+        cache = CACHES[mode]()
+        with Timers({"model": (type(model), "forward"), "cache": (cache, "forward"),
+                     "assemble": (cache, "assemble"), "prepare": (GumbelMaxTokens, "prepare")}) as timers:
+            out, seconds, _ = decode(model, x, gen_start, spec, sampling, cache)
         t = timers.seconds
         row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "seconds": seconds,
                "model_s": t["model"], "cache_bookkeeping_s": t["cache"] + t["assemble"] - t["model"],
@@ -310,7 +304,6 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="add the rows (and this run's provenance) to the results file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    engine.BlockCache = MeasuredCache
     speed, accuracy, profile = [], [], []
     if args.profile:
         _, mdm = llada_mid(args.head_scale)

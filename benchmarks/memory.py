@@ -36,7 +36,7 @@ import unmask.engine.loop as engine
 args = json.loads(sys.argv[1])
 if args["no_bucket"]:
     engine.bucket = lambda b, batch_size: b
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies import get_policy

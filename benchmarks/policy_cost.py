@@ -28,7 +28,8 @@ from common import run_info
 
 from unmask.api import resolve_policy
 from unmask.core.checkpoint import save_json
-from unmask.engine.loop import StepState, generate
+from unmask.engine.loop import generate
+from unmask.engine.state import StepState
 from unmask.models import load_model
 from unmask.engine.policy import Policy
 from unmask.policies.learned import LearnedPolicy

@@ -22,7 +22,7 @@ from typing import Any
 
 from unmask.api import SHIPPED_POLICIES
 from unmask.core.config import reference_markdown
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.evaluation.frontier import curve_aups
 from unmask.evaluation.metrics import aup
 from unmask.models import BUILTIN_DIR, builtin_models

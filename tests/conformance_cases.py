@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 from unmask.policies import get_policy
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from unmask.core.config import Config, option
 from unmask.core.distributed import current
-from unmask.engine.loop import SamplingConfig
 from unmask.evaluation.evaluate import EvalResult, format_table, pass_at_n, plot_frontier, results_json
 from unmask.evaluation.evaluate import evaluate as evaluate_on
 from unmask.evaluation.frontier import (

@@ -11,7 +11,7 @@ import pytest
 
 from unmask.cli.main import build_parser, main
 from unmask.core.config import Config, ConfigError, add_config_arguments, flat_fields, load_recipe, option
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.policies.learned import load_policy
 from unmask.training.grpo import GRPOConfig
 from unmask.evaluation.run_config import RunConfig

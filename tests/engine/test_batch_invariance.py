@@ -5,7 +5,8 @@ the batch size, the batch order or the process it runs in, because example j dra
 import pytest
 import torch
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.evaluation.evaluate import run_policy
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy

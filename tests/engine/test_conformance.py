@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import conformance_cases as cc
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.policies import get_policy
 
 pytestmark = pytest.mark.skipif(not cc.reference_available(), reason=f"reference code {cc.REFERENCE} is absent")

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 from unmask.policies import Policy, get_policy
 from unmask.tasks import get_task

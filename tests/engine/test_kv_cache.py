@@ -4,8 +4,9 @@ configs, exact where the cache provably changes nothing, and never leaking acros
 import pytest
 import torch
 
-from unmask.engine.cache import BlockCache
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.cache import CACHES, CacheStrategy, DualCache, NoCache, PrefixCache
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.models import MaskedTransformer, TransformerConfig, load_model
 from unmask.policies import Capabilities, Policy, get_policy
 
@@ -193,7 +194,8 @@ def test_cached_step_on_unchanged_input_equals_a_full_forward(tmp_path, family, 
         mask[1, :3] = 0
     full = model(x, mask, output_hidden_states=True)
     rows = torch.arange(2)
-    cache = BlockCache(model, mode, 2, gen_start, 4)
+    cache = CACHES[mode]()
+    cache.prepare(model, 2, gen_start, 4)
     length = x.shape[1] - gen_start
 
     def step(first: bool):
@@ -445,7 +447,8 @@ def test_a_cached_step_writes_only_its_window_into_the_kept_keys(rows):
     every other position, and every other row, as the block's first step kept them."""
     model, gen_start = text_model(), 8
     x = prompts(model, 3, gen_start)
-    cache = BlockCache(model, "dual", 3, gen_start, 4)
+    cache = DualCache()
+    cache.prepare(model, 3, gen_start, 4)
     every = torch.arange(3)
     cache.forward(x, None, every, torch.full((3,), 1), torch.ones(3, dtype=torch.bool), False)
     kept = {layer: k.clone() for layer, k in cache.store.keys.items()}
@@ -533,3 +536,51 @@ def test_cache_refresh_bad_values_are_refused():
             SamplingConfig(cache="dual", cache_refresh=value)
     with pytest.raises(ValueError, match="--cache none keeps none; use --cache prefix or --cache dual"):
         SamplingConfig(cache_refresh=0.5)
+
+
+def test_an_injected_cache_strategy_runs_the_decode_and_reports_its_memory():
+    """generate(..., cache=) runs the forwards through the given strategy (the tokens of the one the config names)
+    and leaves it to be read: what it held (``nbytes``), nothing for ``none``; a reused instance starts afresh."""
+
+    class Counted(DualCache):
+        forwards = 0
+
+        def forward(self, *args, **kwargs):
+            Counted.forwards += 1
+            return super().forward(*args, **kwargs)
+
+    model, gen_start = text_model(), 8
+    x = prompts(model, 3, gen_start)
+    sampling = SamplingConfig(block_length=4, cache="dual")
+    built = generate(model, x, get_policy("threshold:0.7"), sampling, gen_start=gen_start)
+    cache = Counted()
+    for _ in range(2):
+        out = generate(model, x, get_policy("threshold:0.7"), sampling, gen_start=gen_start, cache=cache)
+        assert torch.equal(out.sequences, built.sequences) and torch.equal(out.nfe, built.nfe)
+    assert Counted.forwards == 2 * int(built.steps.max())
+    vocab, L, layers = model.config.vocab_size, x.shape[1], model.config.n_layer
+    keys = 2 * layers * 3 * L * model.config.n_embd * 4  # keys and values of every layer, float32
+    assert cache.nbytes() >= keys + 3 * (L - gen_start) * vocab * 4  # and at least the first step's probabilities
+    none = NoCache()
+    generate(model, x, get_policy("threshold:0.7"), SamplingConfig(block_length=4), gen_start=gen_start, cache=none)
+    assert none.nbytes() == 0
+
+
+def test_the_cache_registry_names_one_strategy_per_mode():
+    assert {mode: cls.mode for mode, cls in CACHES.items()} == {"none": "none", "prefix": "prefix", "dual": "dual"}
+    assert all(issubclass(cls, CacheStrategy) for cls in CACHES.values())
+    assert (PrefixCache.suffix, DualCache.suffix) == (False, True)  # one mechanism: they differ in the window end
+
+
+def test_a_strategy_the_config_or_the_model_does_not_serve_is_one_clear_error(tmp_path):
+    model = text_model()
+    x = prompts(model, 1, 8)
+    with pytest.raises(ValueError, match=r"serves cache mode 'prefix', but the sampling config says cache='dual'"):
+        generate(model, x, get_policy("confidence"), SamplingConfig(block_length=4, cache="dual"), gen_start=8,
+                 cache=PrefixCache())
+    import tiny_hf
+
+    bert = load_model(f"hf:{tiny_hf.save_bert(tmp_path / 'bert')}", device="cpu")
+    with pytest.raises(ValueError, match=r"cannot serve cache mode 'prefix'.*modes it can use: none$"):
+        generate(bert, torch.full((1, 6), bert.mask_id), get_policy("confidence"), SamplingConfig(cache="prefix"),
+                 cache=PrefixCache())

@@ -5,7 +5,7 @@ import pytest
 
 from unmask.api import frontier
 from unmask.cli.main import main
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.evaluation.evaluate import run_policy
 from unmask.evaluation.frontier import steps_for_k, summarize
 from unmask.models import load_model

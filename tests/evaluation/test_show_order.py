@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from unmask.cli.main import main
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.evaluation.order import plot_order, reveal_order
 from unmask.policies import get_policy

@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from llada_reference import llada_module  # noqa: E402
 import tiny_hf  # noqa: E402
 import unmask  # noqa: E402
-from unmask.engine.loop import SamplingConfig  # noqa: E402
+from unmask.engine.config import SamplingConfig  # noqa: E402
 from unmask.engine.loop import generate as engine_generate  # noqa: E402
 from unmask.models import load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tiny_hf import WORDS, save_bert, save_llama, save_remote_llada, tokenizer
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.models import load_model
 from unmask.models.hf import HFMaskedDiffusionModel
 from unmask.policies import get_policy

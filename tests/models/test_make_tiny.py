@@ -38,7 +38,8 @@ def test_make_tiny_writes_each_family_in_its_upstream_layout(tiny_dir):
 def test_a_tiny_checkpoint_runs_the_models_page_example_with_256_tokens(tiny_dir, family, shared_data):
     """docs/models.md's Python example (GSM8K, 256 generated tokens; LLaDA in blocks of 32), on 2 examples and
     32 steps."""
-    from unmask.engine.loop import SamplingConfig, generate
+    from unmask.engine.config import SamplingConfig
+    from unmask.engine.loop import generate
     from unmask.policies import get_policy
     from unmask.tasks import get_task
 

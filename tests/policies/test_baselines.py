@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.policies import get_policy
 from unmask.policies.baselines import dilated_levels
 from unmask.engine.state import RowMemory, StepState

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.policies import get_policy
 from unmask.policies.distributions import plackett_luce_log_prob
 from unmask.policies.learned import LearnedPolicy, load_policy

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies import get_policy

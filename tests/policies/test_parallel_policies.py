@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from unmask.engine.loop import SamplingConfig, StepState, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
+from unmask.engine.state import StepState
 from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.policies import get_policy
 from unmask.policies.distributions import bernoulli_log_prob, stop_log_prob

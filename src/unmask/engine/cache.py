@@ -1,14 +1,20 @@
-"""Block-wise key/value caches for semi-autoregressive decoding (Fast-dLLM, Wu et al. 2025, §3.1-3.2).
+"""Cache strategies: how an engine step runs its forwards, and the block-wise key/value caches for
+semi-autoregressive decoding (Fast-dLLM, Wu et al. 2025, §3.1-3.2).
+
+A :class:`CacheStrategy` is one small interface: :meth:`~CacheStrategy.prepare` (once per ``generate`` call),
+:meth:`~CacheStrategy.forward` (the forwards of one step: their :class:`Window` s), :meth:`~CacheStrategy.assemble`
+(after the token rule ran on each window) and :meth:`~CacheStrategy.nbytes`. :data:`CACHES` maps
+``SamplingConfig.cache`` to the strategies; a model declares the ones it serves (``MaskedDiffusionModel.cache_modes``).
 
 With blocks decoded left to right, the keys and values of positions outside the current block change
 little while the block is decoded, so they can be kept from the block's first step:
 
-- ``prefix`` (Fast-dLLM ``generate_with_prefix_cache``): the block's first step runs the full sequence and
+- ``prefix`` (:class:`PrefixCache`, Fast-dLLM ``generate_with_prefix_cache``): the block's first step runs the full sequence and
   keeps the keys/values of everything before the block; later steps of the block run the block and
   everything after it against those.
-- ``dual`` (Fast-dLLM ``generate_with_dual_cache``): the first step keeps the keys/values of every position
+- ``dual`` (:class:`DualCache`, Fast-dLLM ``generate_with_dual_cache``): the first step keeps the keys/values of every position
   outside the block (before and after it); later steps run the block only.
-- ``none``: every step runs the full sequence.
+- ``none`` (:class:`NoCache`): every step runs the full sequence.
 
 Beyond Fast-dLLM, ``SamplingConfig.cache_refresh`` makes a row's step after one that revealed at least that share
 of its block's masked positions a full step too: it runs and keeps everything afresh, as a block's first step.
@@ -17,13 +23,13 @@ The window a step runs is ``[start, end)``: ``start`` is the block's first posit
 for models whose logits at ``i`` predict ``i + 1``, i.e. Dream, so the block's first position gets fresh
 logits too); ``end`` is the block's end (``dual``) or the sequence end (``prefix``). Keys always cover the
 whole sequence: ``KVWindow.update`` returns the kept keys before and after the window around the window's
-fresh ones, the one mechanism behind both modes.
+fresh ones, the one mechanism behind both modes (:class:`FastDLLMCache`; the modes differ in its ``suffix``).
 
 Rows of a batch may sit in different blocks (the engine lets each row advance on its own): rows at the first
 step of their block run one full forward together; the other rows run one forward per distinct block start
 (each such forward is one NFE for the rows in it, as in Fast-dLLM's loop run on those rows alone).
-Everything is stored per batch row and lives in one :class:`BlockCache`, made afresh by every ``generate``
-call, so nothing leaks across rows or calls.
+Everything is stored per batch row in the strategy, which every ``generate`` call prepares afresh, so nothing
+leaks across rows or calls.
 
 Positions outside the window get no new logits or features at a cached step: what a policy sees there
 (``StepState.probs``, ``hidden``) are the values of the row's block's first (full) step. Inside the window
@@ -37,24 +43,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.models.kv import CACHE_MODES, KVStore, KVWindow
+from unmask.models.kv import KVStore, KVWindow
 
 if TYPE_CHECKING:
     from unmask.models.base import MaskedDiffusionModel
-
-def check_cache_mode(mode: str, model: MaskedDiffusionModel | None = None) -> None:
-    """Raise one clear error for an unknown mode, or a mode ``model`` cannot serve (its ``cache_modes``)."""
-    if mode not in CACHE_MODES:
-        raise ValueError(f"unknown cache mode {mode!r}; valid modes: {', '.join(CACHE_MODES)}")
-    if model is None:
-        return
-    modes = tuple(getattr(model, "cache_modes", ("none",)))
-    if mode not in modes:
-        raise ValueError(
-            f"{model.name} cannot serve cache mode {mode!r}: it runs no partial forward against kept keys/values "
-            f"(remote-code and generic Hugging Face models don't; the native LLaDA / Dream backends and the "
-            f"built-in models do); modes it can use: {', '.join(modes)}"
-        )
 
 
 @dataclass
@@ -79,37 +71,24 @@ class Window:
                       self.full)
 
 
-class BlockCache:
-    """Runs each engine step's forward under a cache mode; one per ``generate`` call.
 
-    ``block_length`` and ``gen_start`` fix the blocks as the engine does (LLaDA ``generate()``): block ``j``
-    covers generation positions ``[j * block_length, (j + 1) * block_length)``.
+class CacheStrategy:
+    """How each engine step runs its forwards; ``generate`` prepares one per call (or takes one, injected).
 
     A step is :meth:`forward` (one :class:`Window` per forward run), the engine's per-position work on each
-    window's outputs (the token sampler's ``prepare``: it runs on the window alone), then :meth:`assemble`, which
-    keeps a full window's per-position values for the rows' later steps and fills the positions outside a cached
-    window from them.
+    window's outputs (the token rule's ``prepare``: it runs on the window alone), then :meth:`assemble`, which
+    gives the per-position values over the whole generation region. ``mode`` is the strategy's
+    ``SamplingConfig.cache`` name, the one a model lists in ``cache_modes`` when it serves it.
     """
 
-    def __init__(self, model: MaskedDiffusionModel, mode: str, batch_size: int, gen_start: int, block_length: int) -> None:
-        check_cache_mode(mode, model)
-        self.model, self.mode, self.gen_start, self.block_length = model, mode, gen_start, block_length
-        self.shift = int(getattr(model, "logit_shift", 0))
-        self.store = KVStore(batch_size)
-        self.batch_size = batch_size
-        self.kept: dict[str, torch.Tensor] = {}  # (B, Lg, ...) per-position values of each row's last full step
+    mode: str
+    partial: bool = False  # later steps of a block run a window against kept keys/values (refine_complete_block)
 
-    def _windows(self, block: torch.Tensor, first: torch.Tensor, L: int) -> list[tuple[torch.Tensor, int, int, bool]]:
-        """(indices into the active rows, window start, window end, record) of each forward of this step."""
-        groups = []
-        if first.any():
-            groups.append((first.nonzero().squeeze(1), 0, L, True))
-        rest = ~first
-        for b in block[rest].unique().tolist():
-            start = self.gen_start + b * self.block_length
-            end = L if self.mode == "prefix" else min(start + self.block_length, L)
-            groups.append(((rest & (block == b)).nonzero().squeeze(1), start, end, False))
-        return groups
+    def prepare(self, model: MaskedDiffusionModel, batch_size: int, gen_start: int, block_length: int) -> None:
+        """Start a ``generate`` call: ``batch_size`` rows of ``model`` generating from ``gen_start``, in blocks of
+        ``block_length`` (block ``j`` covers generation positions ``[j * block_length, (j + 1) * block_length)``, as
+        LLaDA ``generate()``). Whatever an earlier call kept is dropped."""
+        self.model, self.batch_size, self.gen_start, self.block_length = model, batch_size, gen_start, block_length
 
     def forward(
         self,
@@ -123,13 +102,70 @@ class BlockCache:
         """The forwards of one step for the active rows ``rows`` (their full sequences ``input_ids``, b x L), each
         in its current block ``block`` (b,), ``first`` (b,) marking rows whose step runs the full sequence and keeps
         its keys/values (a block's first step, or a refresh): (their windows, positions run per row (b,))."""
+        raise NotImplementedError
+
+    def assemble(self, rows: torch.Tensor, windows: list[Window],
+                 values: list[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
+        """Per-position values over the whole generation region (b, Lg, ...) for the active rows ``rows`` (b,), from
+        each window's ``values`` (name -> (g, hi - lo, ...), or None)."""
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        """Memory the strategy holds for the rows' later steps (after a call: the most it held during it)."""
+        raise NotImplementedError
+
+
+class NoCache(CacheStrategy):
+    """``--cache none``: every step runs the full sequence in one forward; nothing is kept."""
+
+    mode = "none"
+
+    def forward(self, input_ids, attention_mask, rows, block, first, output_hidden_states):
         g = self.gen_start
         b, L = input_ids.shape
-        if self.mode == "none":
-            out = self.model(input_ids, attention_mask, output_hidden_states=output_hidden_states)
-            hidden = None if out.hidden_states is None else out.hidden_states[:, g:]
-            window = Window(torch.arange(b, device=input_ids.device), 0, L - g, out.logits[:, g:], hidden, True)
-            return [window], torch.full((b,), L, device=input_ids.device)
+        out = self.model(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+        hidden = None if out.hidden_states is None else out.hidden_states[:, g:]
+        window = Window(torch.arange(b, device=input_ids.device), 0, L - g, out.logits[:, g:], hidden, True)
+        return [window], torch.full((b,), L, device=input_ids.device)
+
+    def assemble(self, rows, windows, values):
+        """The one full window's values, as they are."""
+        (part,) = values
+        return dict(part)
+
+    def nbytes(self) -> int:
+        return 0
+
+
+class FastDLLMCache(CacheStrategy):
+    """Fast-dLLM's block-wise approximate key/value cache (Wu et al. 2025, §3.1-3.2): a row's full step keeps the
+    keys/values of the whole sequence and its per-position values; its later steps of the block run the window
+    ``[start, end)`` against them (``end``: the block's end with ``suffix``, else the sequence end)."""
+
+    partial = True
+    suffix: bool  # keep the keys/values after the block too (dual): the window ends at the block's end
+
+    def prepare(self, model: MaskedDiffusionModel, batch_size: int, gen_start: int, block_length: int) -> None:
+        super().prepare(model, batch_size, gen_start, block_length)
+        self.shift = model.logit_shift
+        self.store = KVStore(batch_size)
+        self.kept: dict[str, torch.Tensor] = {}  # (B, Lg, ...) per-position values of each row's last full step
+
+    def _windows(self, block: torch.Tensor, first: torch.Tensor, L: int) -> list[tuple[torch.Tensor, int, int, bool]]:
+        """(indices into the active rows, window start, window end, record) of each forward of this step."""
+        groups = []
+        if first.any():
+            groups.append((first.nonzero().squeeze(1), 0, L, True))
+        rest = ~first
+        for b in block[rest].unique().tolist():
+            start = self.gen_start + b * self.block_length
+            end = min(start + self.block_length, L) if self.suffix else L
+            groups.append(((rest & (block == b)).nonzero().squeeze(1), start, end, False))
+        return groups
+
+    def forward(self, input_ids, attention_mask, rows, block, first, output_hidden_states):
+        g = self.gen_start
+        b, L = input_ids.shape
         windows = []
         positions = torch.zeros(b, dtype=torch.long, device=input_ids.device)
         for idx, start, end, record in self._windows(block, first, L):
@@ -150,12 +186,9 @@ class BlockCache:
         whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
         return None if whole else rows
 
-    def assemble(self, rows: torch.Tensor, windows: list[Window],
-                 values: list[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
-        """Per-position values over the whole generation region (b, Lg, ...) for the active rows ``rows``
-        (b,), from each window's ``values`` (name -> (g, hi - lo, ...), or None): a full window's are the rows'
-        values and are kept for their later steps (``prefix`` / ``dual``); a cached window's are written over a
-        copy of the rows' kept ones, which hold their block's first step outside the window."""
+    def assemble(self, rows, windows, values):
+        """A full window's values are the rows' values and are kept for their later steps; a cached window's are
+        written over a copy of the rows' kept ones, which hold their block's first step outside the window."""
         out: dict[str, torch.Tensor | None] = {}
         for window, part in zip(windows, values):
             whole = len(window.rows) == len(rows)  # the window ran every active row, in order
@@ -165,7 +198,7 @@ class BlockCache:
                     out[name] = None
                     continue
                 if window.full:
-                    self._keep(rows[window.rows], {name: value})
+                    self._keep(rows[window.rows], name, value)
                     region = value
                 else:
                     store = self.kept[name]
@@ -180,20 +213,52 @@ class BlockCache:
                 out[name][at] = region
         return out
 
-    def _keep(self, rows: torch.Tensor, values: dict[str, torch.Tensor | None]) -> None:
-        """Keep a full step's per-position values of ``rows`` for their later steps (nothing under ``none``)."""
-        if self.mode == "none":
-            return
+    def _keep(self, rows: torch.Tensor, name: str, value: torch.Tensor) -> None:
+        """Keep a full step's per-position ``value`` of ``rows`` for their later steps."""
         target = self._rows(rows)
-        for name, value in values.items():
-            if value is None:
-                continue
-            if name not in self.kept:
-                self.kept[name] = value.new_empty((self.batch_size, *value.shape[1:]))
-            self.kept[name][slice(None) if target is None else target] = value
+        if name not in self.kept:
+            self.kept[name] = value.new_empty((self.batch_size, *value.shape[1:]))
+        self.kept[name][slice(None) if target is None else target] = value
 
     def nbytes(self) -> int:
-        """Memory the cache holds: kept keys/values plus the first-step per-position values of the generation
-        region (the token sampler's probabilities, tokens and confidences; features for policies that read them)."""
+        """Kept keys/values plus the first-step per-position values of the generation region (the token rule's
+        probabilities, tokens and confidences; features for policies that read them)."""
         outputs = sum(t.numel() * t.element_size() for t in self.kept.values())
         return self.store.nbytes() + outputs
+
+
+class PrefixCache(FastDLLMCache):
+    """``--cache prefix`` (Fast-dLLM ``generate_with_prefix_cache``): later steps run the block and everything after it."""
+
+    mode = "prefix"
+    suffix = False
+
+
+class DualCache(FastDLLMCache):
+    """``--cache dual`` (Fast-dLLM ``generate_with_dual_cache``): later steps run the block only."""
+
+    mode = "dual"
+    suffix = True
+
+
+CACHES: dict[str, type[CacheStrategy]] = {cls.mode: cls for cls in (NoCache, PrefixCache, DualCache)}
+
+
+def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy | None = None) -> CacheStrategy:
+    """The strategy serving ``mode`` (``SamplingConfig.cache``) for ``model``: ``cache`` when given (injected; it
+    must be one of ``mode``), else a new one of :data:`CACHES`. One clear error for an unknown mode, a strategy of
+    another mode, or a mode ``model`` does not serve (its ``cache_modes``)."""
+    if mode not in CACHES:
+        raise ValueError(f"unknown cache mode {mode!r}; valid modes: {', '.join(CACHES)}")
+    if cache is None:
+        cache = CACHES[mode]()
+    elif cache.mode != mode:
+        raise ValueError(f"the cache strategy given ({type(cache).__name__}) serves cache mode {cache.mode!r}, but the "
+                         f"sampling config says cache={mode!r}; give SamplingConfig(cache={cache.mode!r})")
+    if mode not in model.cache_modes:
+        raise ValueError(
+            f"{model.name} cannot serve cache mode {mode!r}: it runs no partial forward against kept keys/values "
+            f"(remote-code and generic Hugging Face models don't; the native LLaDA / Dream backends and the "
+            f"built-in models do); modes it can use: {', '.join(model.cache_modes)}"
+        )
+    return cache

@@ -1,19 +1,14 @@
 """The sampling engine: one batched loop for every unmasking policy (UPO Algorithm 1).
 
-Each step runs one MDM forward on the rows still decoding, lets the token sampler
-(:mod:`unmask.engine.tokens`) propose a token for every masked position (under a block cache,
-:mod:`unmask.engine.cache`, on the positions each forward ran; the rest keep the block's first step's),
-asks the count schedule
-(:mod:`unmask.engine.schedules`) how many positions this step reveals, asks the policy which
-candidates to reveal, and writes those tokens. Rows leave the batch as soon as they are done,
-so every row's NFE is its own.
-
-``SamplingConfig.sampler`` picks the upstream loop being reproduced, as a (schedule, token sampler) pair:
-``llada`` is LLaDA's ``generate()`` (blocks of ``block_length`` decoded left to right, ``steps`` spread
-evenly over them with ``get_num_transfer_tokens``, Gumbel-max tokens, untempered confidences,
-``cfg_scale``, ``logits_eos_inf``, ``confidence_eos_eot_inf``); ``dream`` is Dream's
-``diffusion_generate()`` (linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens
-and confidences). Policies are the LLaDA ``remasking`` / Dream ``alg`` strategies (see docs/samplers.md).
+Each step is forward, policy, commit: one MDM forward on the rows still decoding, run by the cache strategy
+(:mod:`unmask.engine.cache`: the full sequence, or a window against kept keys/values), the token rule
+(:mod:`unmask.engine.tokens`) proposing a token for every masked position on the positions each forward ran (under
+a block cache the rest keep the block's first step's), the count schedule (:mod:`unmask.engine.schedules`) giving
+how many positions this step reveals, the policy choosing which candidates to reveal, and the commit writing those
+tokens. Rows leave the batch as soon as they are done, so every row's NFE is its own. Which upstream loop the
+schedule and token rule reproduce (LLaDA ``generate()``, Dream ``diffusion_generate()``) is
+``SamplingConfig.sampler`` (:mod:`unmask.engine.config`); policies are the LLaDA ``remasking`` / Dream ``alg``
+strategies (see docs/samplers.md).
 
 A block ends when it is clean or, for policies that follow the schedule (``Capabilities.follows_schedule``),
 when its scheduled steps are spent (LLaDA and Dream run every scheduled step, revealing nothing in some).
@@ -29,115 +24,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.engine.cache import CACHE_MODES, BlockCache, Window
-from unmask.core.config import Config, option
-from unmask.models.base import MaskedDiffusionModel
+from unmask.engine.cache import CacheStrategy, Window, cache_strategy
+from unmask.engine.config import SamplingConfig
+from unmask.engine.schedules import Plan
 from unmask.engine.state import RowMemory, StepState
-from unmask.engine.schedules import BlockSchedule, TimestepSchedule
-from unmask.engine.streams import RandomStreams, as_streams
+from unmask.engine.streams import Draws, RandomStreams, as_streams
 from unmask.engine.tokens import CategoricalTokens, GumbelMaxTokens
+from unmask.models.base import MaskedDiffusionModel
 
 if TYPE_CHECKING:
     from unmask.engine.policy import Policy
-
-SAMPLERS = ("auto", "llada", "dream")
-DREAM_ONLY = ("eps", "top_p", "top_k")
-LLADA_ONLY = ("block_length", "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
-
-
-@dataclass
-class SamplingConfig(Config):
-    """Decoding settings; names follow LLaDA's ``generate()`` and Dream's ``diffusion_generate()``."""
-
-    steps: int | None = option(None, "total decoding steps (LLaDA steps / Dream steps); none: one token per step "
-                               "(NFE = masks; LLaDA sampler only)", low=1)
-    block_length: int | None = option(None, "semi-autoregressive block length (LLaDA block_length); none: full "
-                                      "diffusion (a single block)", low=1)
-    temperature: float = option(0.0, "token sampling temperature (LLaDA add_gumbel_noise, Dream temperature); "
-                                "0 = argmax", low=0.0)
-    cache: str = option("none", "block key/value cache (Fast-dLLM): prefix keeps the keys/values before the current "
-                        "block, dual also those after it, from the block's first step; see docs/cache.md",
-                        choices=CACHE_MODES)
-    refine_complete_block: bool = option(False, "with --cache prefix|dual: when a block's first (full) step reveals "
-                                         "the whole block, run one more cached forward that reveals nothing, as "
-                                         "Fast-dLLM's cached loops do (bit-exact forward counts; +1 NFE per such "
-                                         "block); off: go on to the next block")
-    cache_refresh: float | None = option(None, "with --cache prefix|dual: after a step that reveals at least this share "
-                                         "of the current block's masked positions (per row), that row's next step runs "
-                                         "the full sequence and refreshes its kept keys/values, as a block's first step "
-                                         "does (beyond Fast-dLLM; 0: every step, the tokens of --cache none); none: at "
-                                         "block starts only (Fast-dLLM)", low=0.0, high=1.0)
-    confidence_float64: bool = option(False, "softmax the confidences in float64, as Fast-dLLM's get_transfer_index "
-                                      "(bit-exact Fast-dLLM tokens); off: in the logits' dtype, as LLaDA generate(), "
-                                      "where confidences within float32's resolution of 1 (~6e-8) tie and the "
-                                      "leftmost wins")
-    sampler: str = option("auto", "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
-                          "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), auto: dream "
-                          "for Dream models (logits shifted by one), else llada", choices=SAMPLERS)
-    cfg_scale: float = option(0.0, "classifier-free guidance scale (LLaDA cfg_scale): logits = u + (s + 1)(c - u) "
-                              "with u from the prompt masked; each step then costs 2 NFE", low=0.0)
-    logits_eos_inf: bool = option(False, "never choose EOS (LLaDA logits_eos_inf; needs the EOS id)")
-    confidence_eos_eot_inf: bool = option(False, "give EOT (and, at temperature 0, EOS) zero confidence "
-                                          "(LLaDA confidence_eos_eot_inf; needs the EOS and EOT ids)")
-    eos_token_id: int | None = option(None, "EOS id for the two options above; none: the model's eos_token_id", low=0)
-    eot_token_id: int | None = option(None, "EOT id for confidence_eos_eot_inf; none: the model's eot_token_id", low=0)
-    eps: float = option(1e-3, "last diffusion time of Dream's schedule (timesteps = linspace(1, eps, steps + 1))",
-                        low=0.0, high=1.0, low_open=True, high_open=True)
-    top_p: float | None = option(None, "nucleus sampling mass (Dream top_p), in (0, 1]; none: off", low=0.0,
-                                 high=1.0, low_open=True)
-    top_k: int | None = option(None, "sample among the top-k tokens (Dream top_k); none: off", low=1)
-    suppress_mask_token: bool = option(True, "set the mask token's logit to -inf (the one intended deviation from "
-                                       "LLaDA / Dream / Fast-dLLM); off: bit-exact parity, but a model that predicts "
-                                       "[MASK] can then stall (an error after max_forwards)")
-    max_forwards: int | None = option(None, "stop with an error when a row needs more forwards (only reachable with "
-                                      "suppress_mask_token off); none: 4 x (positions + steps)", low=1)
-
-    def check(self) -> None:
-        if self.cache_refresh is not None and self.cache == "none":
-            raise ValueError("cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache none keeps none; "
-                             "use --cache prefix or --cache dual, or drop --cache-refresh")
-
-    def resolve(self, model: MaskedDiffusionModel) -> str:
-        """The sampler for ``model`` ("llada" or "dream"), after checking the options fit it."""
-        sampler = self.sampler
-        if sampler == "auto":
-            sampler = "dream" if int(getattr(model, "logit_shift", 0)) == 1 else "llada"
-        defaults = {f.name: f.default for f in fields(SamplingConfig)}
-        other = LLADA_ONLY if sampler == "dream" else DREAM_ONLY
-        given = [n for n in other if getattr(self, n) != defaults[n]]
-        if given:
-            owner = "LLaDA generate()" if sampler == "dream" else "Dream diffusion_generate()"
-            raise ValueError(f"{', '.join(given)}: {owner} option(s), but {model.name} decodes with the {sampler} sampler; "
-                             f"drop them, or choose the sampler with --sampler {'llada' if sampler == 'dream' else 'dream'}")
-        if sampler == "dream" and self.steps is None:
-            raise ValueError("the dream sampler needs steps (Dream's diffusion_generate steps), e.g. --steps 64")
-        if self.cfg_scale > 0 and self.cache != "none":
-            raise ValueError("cfg_scale > 0 runs an unconditional forward each step, which the block caches do not "
-                             "serve; use --cache none")
-        return sampler
-
-    def build(self, model: MaskedDiffusionModel):
-        """(schedule, token sampler) for ``model``."""
-        sampler = self.resolve(model)
-        if sampler == "dream":
-            return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)
-        ids = {}
-        for name, used in (("eos_token_id", self.logits_eos_inf or self.confidence_eos_eot_inf),
-                           ("eot_token_id", self.confidence_eos_eot_inf)):
-            value = getattr(self, name) if getattr(self, name) is not None else getattr(model, name, None)
-            if used and value is None:
-                raise ValueError(f"{name} is unknown: {model.name} defines none; give it (--{name.replace('_', '-')} ID)")
-            if used and not 0 <= int(value) < model.vocab_size:
-                raise ValueError(f"{name} {value} lies outside the vocabulary [0, {model.vocab_size})")
-            ids[name] = None if value is None else int(value)
-        tokens = GumbelMaxTokens(self.temperature, self.logits_eos_inf, self.confidence_eos_eot_inf, **ids,
-                                 confidence_float64=self.confidence_float64)
-        return BlockSchedule(self.steps, self.block_length), tokens
 
 
 @dataclass
@@ -176,6 +77,93 @@ def bucket(b: int, batch_size: int) -> int:
         size, i = smaller, i + 1
 
 
+@dataclass
+class DecodeState:
+    """Per-row progress of one :func:`generate` call over B rows and the Lg generation positions from ``gen_start``.
+
+    ``x`` is the canvas: the prompt, the revealed tokens and ``mask_id`` where still to generate (:meth:`masked`
+    reads it, :meth:`commit` writes it). ``given`` are the positions not masked at the start (LLaDA's
+    ``prompt_index``: what the unconditional forward masks), ``total`` the positions to generate and ``block_of`` the
+    block of each generation position (``plan.block_length``)."""
+
+    x: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor | None  # (B, L)
+    inputs: dict[str, torch.Tensor]  # per-row policy inputs, (B, ...) each (StepState.inputs)
+    gen_start: int
+    mask_id: int
+    plan: Plan
+    given: torch.Tensor  # (B, L) bool
+    total: torch.Tensor  # (B,)
+    block_of: torch.Tensor  # (B, Lg)
+    block: torch.Tensor  # (B,) current block (plan.num_blocks: done)
+    block_step: torch.Tensor  # (B,) steps spent in the current block
+    n0: torch.Tensor  # (B,) masked positions of the current block at its first step (the count schedule's n0)
+    nfe: torch.Tensor  # (B,) model row-forwards (a cfg step counts 2)
+    steps: torch.Tensor  # (B,) denoising steps
+    order: torch.Tensor  # (B, Lg) step at which each position was revealed, -1 if given
+    reveal_conf: torch.Tensor  # (B, Lg) confidence of each position when revealed (nan if given)
+    positions_run: torch.Tensor  # (B,) positions run through the model over the row's forwards
+    refresh: torch.Tensor  # (B,) bool: the row's next step runs full (cache_refresh)
+    memory: RowMemory  # what the policy keeps per row from step to step (StepState.recall / remember)
+
+    @classmethod
+    def start(cls, model: MaskedDiffusionModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              inputs: dict[str, torch.Tensor], gen_start: int, plan: Plan) -> "DecodeState":
+        """Nothing revealed yet: every row at step 0 of block 0."""
+        device = model.device
+        x = input_ids.to(device, copy=True)
+        B, Lg = x.shape[0], x.shape[1] - gen_start
+        given = x != model.mask_id
+        masked0 = ~given[:, gen_start:]
+        total = masked0.sum(1)
+        zeros = [torch.zeros(B, dtype=torch.long, device=device) for _ in range(6)]
+        return cls(
+            x=x, attention_mask=None if attention_mask is None else attention_mask.to(device), inputs=inputs,
+            gen_start=gen_start, mask_id=model.mask_id, plan=plan, given=given, total=total,
+            block_of=(torch.arange(Lg, device=device) // plan.block_length).expand(B, Lg),
+            block=zeros[0], block_step=zeros[1], n0=zeros[2], nfe=zeros[3], steps=zeros[4], positions_run=zeros[5],
+            order=torch.where(masked0, torch.zeros_like(total)[:, None], torch.full_like(total, -1)[:, None]),
+            reveal_conf=torch.full((B, Lg), float("nan"), device=device),
+            refresh=torch.zeros(B, dtype=torch.bool, device=device), memory=RowMemory(B),
+        )
+
+    def masked(self, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """(b, Lg) bool: the generation positions of ``rows`` still to generate."""
+        return self.x[rows, self.gen_start :] == self.mask_id
+
+    def advance(self, follows: bool) -> torch.Tensor:
+        """Move rows past blocks that are clean or, for policies that follow the schedule, spent; the rows still
+        decoding (the active rows of this step)."""
+        masked = self.masked()
+        for _ in range(self.plan.num_blocks):
+            in_block = masked & (self.block_of == self.block[:, None])
+            spent = self.block_step >= self.plan.steps_per_block if follows else ~in_block.any(1)
+            done = spent & (self.block < self.plan.num_blocks)
+            if not done.any():
+                break
+            self.block = self.block + done.long()
+            self.block_step = torch.where(done, torch.zeros_like(self.block_step), self.block_step)
+        self.n0 = torch.where(self.block_step == 0, (masked & (self.block_of == self.block[:, None])).sum(1), self.n0)
+        return (self.block < self.plan.num_blocks).nonzero().squeeze(1)
+
+    def commit(self, active: torch.Tensor, reveal: torch.Tensor, state: StepState, cache_refresh: float | None) -> None:
+        """Write the tokens the policy revealed (``reveal`` (b, Lg)) with their step and confidence, and end the
+        step of the ``active`` rows."""
+        chosen, chosen_conf = state.chosen(reveal)
+        g = self.gen_start
+        self.x[active, g:] = self.x[active, g:].masked_scatter(reveal, chosen.to(self.x.dtype))
+        self.order[active] = torch.where(reveal, self.steps[active, None], self.order[active])
+        self.reveal_conf[active] = self.reveal_conf[active].masked_scatter(reveal, chosen_conf.to(self.reveal_conf.dtype))
+        if cache_refresh is not None:  # this step revealed at least that share of the block's masked positions
+            self.refresh[active] = reveal.sum(1) / state.candidates.sum(1).clamp(min=1) >= cache_refresh
+        self.steps[active] += 1
+        self.block_step[active] += 1
+
+    def output(self, trajectory: list[StepRecord]) -> GenerationOutput:
+        return GenerationOutput(sequences=self.x, nfe=self.nfe, order=self.order, reveal_confidence=self.reveal_conf,
+                                trajectory=trajectory, positions_run=self.positions_run, steps=self.steps)
+
+
 @torch.no_grad()
 def generate(
     model: MaskedDiffusionModel,
@@ -187,159 +175,161 @@ def generate(
     generator: "torch.Generator | RandomStreams | None" = None,
     record: bool = False,
     inputs: dict[str, torch.Tensor] | None = None,
+    cache: CacheStrategy | None = None,
 ) -> GenerationOutput:
     """Fill every ``mask_id`` position of ``input_ids`` (B, L) at or after ``gen_start``.
 
     ``generator``: :class:`unmask.engine.streams.ExampleStreams` (one stream per row), a torch.Generator (one
     batch-shaped stream) or None (torch's global generator, as the upstream loops draw). ``inputs``: per-row
     policy inputs, each (B, ...), that the policy reads as ``StepState.inputs`` for the rows of the step (e.g.
-    ``{"alpha": ...}`` for alpha-conditioned policies, ``{"target": ...}`` (B, Lg) gold tokens for oracles)."""
+    ``{"alpha": ...}`` for alpha-conditioned policies, ``{"target": ...}`` (B, Lg) gold tokens for oracles).
+    ``cache``: the cache strategy to run the forwards with (:class:`unmask.engine.cache.CacheStrategy`, of the mode
+    ``config.cache`` names; e.g. to read its ``nbytes()`` after the call); none: a new one of that mode."""
     config = config or SamplingConfig()
     config.validate()
+    inputs = _check_inputs(model, input_ids, attention_mask, gen_start, inputs)
+    streams = as_streams(generator)
+    streams.check(len(input_ids), model.device)
+    schedule, tokens = config.build(model)
+    length = input_ids.shape[1] - gen_start
+    plan = schedule.plan(length, model.device)
+    follows = _follows(policy, plan, config, input_ids[:, gen_start:] == model.mask_id)
+    limit = config.max_forwards or 4 * (length + (config.steps or 0))
+    cache = cache_strategy(model, config.cache, cache)
+    cache.prepare(model, len(input_ids), gen_start, plan.block_length)
+    run = DecodeState.start(model, input_ids, attention_mask, inputs, gen_start, plan)
+    trajectory: list[StepRecord] = []
+    while (active := run.advance(follows)).numel():
+        if int(run.nfe[active].max()) >= limit:
+            raise ValueError(f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
+                             "the mask token; keep suppress_mask_token on (the default) or raise max_forwards")
+        state = _observe(model, cache, tokens, policy, config, streams, run, active)
+        reveal, data = policy.act(state, record)
+        _check_reveal(policy, reveal, state.candidates, follows)
+        if record:
+            trajectory.append(StepRecord(rows=active, reveal=reveal, data=data))
+        run.commit(active, reveal, state, config.cache_refresh)
+        if config.refine_complete_block and cache.partial and not follows:  # Fast-dLLM's cached while loop
+            _refine(model, cache, run, active, config.cfg_scale)
+    return run.output(trajectory)
+
+
+def _check_inputs(model: MaskedDiffusionModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  gen_start: int, inputs: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Raise one clear error for arguments of :func:`generate` that do not fit; the policy inputs on the model's device."""
     model.check_input(input_ids)  # before any forward: a row without masks runs none
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
     B, L = input_ids.shape
     if not 0 <= gen_start < L:
         raise ValueError(f"gen_start must lie in [0, {L}), got {gen_start}")
-    device = model.device
     inputs = dict(inputs or {})
     for name, value in inputs.items():
         if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != B:
             raise ValueError(f"policy input {name!r} must be a tensor with one entry per row, shape ({B}, ...); got "
                              f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
-        inputs[name] = value.to(device)
-    streams = as_streams(generator)
-    streams.check(B, device)
-    schedule, sampler = config.build(model)
-    x = input_ids.to(device, copy=True)
-    if attention_mask is not None:
-        attention_mask = attention_mask.to(device)
-    Lg = L - gen_start
-    plan = schedule.plan(Lg, device)
-    follows = policy.capabilities.follows_schedule and plan.steps_per_block is not None
+        inputs[name] = value.to(model.device)
+    return inputs
+
+
+def _follows(policy: "Policy", plan: Plan, config: SamplingConfig, masked: torch.Tensor) -> bool:
+    """Whether blocks last their scheduled steps (a policy that follows a fixed schedule); raise for a policy that
+    needs steps without them, warn when there are more steps than ``masked`` (B, Lg) positions in the fullest row."""
     if policy.capabilities.needs_steps and plan.steps_per_block is None:
         raise ValueError(f"policy {policy.name!r} reveals a random number of positions per step (possibly none) and "
                          "needs a fixed number of steps; give steps (e.g. --steps 16)")
-    most = int((x[:, gen_start:] == model.mask_id).sum(1).max())  # positions to generate in the fullest row
+    most = int(masked.sum(1).max())  # positions to generate in the fullest row
     if config.steps is not None and config.steps > most:
         warnings.warn(f"steps {config.steps} is more than the {most} masked positions to generate: the schedule "
                       f"spreads {most} reveals over {config.steps} steps, so some run a forward that reveals nothing "
                       f"(as LLaDA's generate() does); give steps <= {most} (--steps) to save those forwards")
-    limit = config.max_forwards or 4 * (Lg + (config.steps or 0))
-    cost = 2 if config.cfg_scale > 0 else 1
-    given = x != model.mask_id  # LLaDA's prompt_index: what the unconditional forward masks
-    masked0 = ~given[:, gen_start:]
-    total = masked0.sum(1)
-    block_of = (torch.arange(Lg, device=device) // plan.block_length).expand(B, Lg)
-    block = torch.zeros(B, dtype=torch.long, device=device)
-    block_step = torch.zeros(B, dtype=torch.long, device=device)
-    n0 = torch.zeros(B, dtype=torch.long, device=device)
-    nfe = torch.zeros(B, dtype=torch.long, device=device)
-    steps = torch.zeros(B, dtype=torch.long, device=device)
-    order = torch.where(masked0, torch.zeros_like(total)[:, None], torch.full_like(total, -1)[:, None])
-    reveal_conf = torch.full((B, Lg), float("nan"), device=device)
-    trajectory: list[StepRecord] = []
-    needs_hidden = policy.capabilities.needs_hidden
-    cache = BlockCache(model, config.cache, B, gen_start, plan.block_length)
-    positions_run = torch.zeros(B, dtype=torch.long, device=device)
-    refresh = torch.zeros(B, dtype=torch.bool, device=device)  # rows whose next step runs full (cache_refresh)
-    memory = RowMemory(B)  # what the policy keeps per row from step to step (StepState.recall / remember)
-
-    while True:
-        masked = x[:, gen_start:] == model.mask_id
-        for _ in range(plan.num_blocks):  # advance blocks that are clean, or (scheduled policies) spent
-            in_block = masked & (block_of == block[:, None])
-            spent = block_step >= plan.steps_per_block if follows else ~in_block.any(1)
-            done = spent & (block < plan.num_blocks)
-            if not done.any():
-                break
-            block = block + done.long()
-            block_step = torch.where(done, torch.zeros_like(block_step), block_step)
-        n0 = torch.where(block_step == 0, (masked & (block_of == block[:, None])).sum(1), n0)
-        active = (block < plan.num_blocks).nonzero().squeeze(1)
-        if active.numel() == 0:
-            break
-        if int(nfe[active].max()) >= limit:
-            raise ValueError(f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
-                             "the mask token; keep suppress_mask_token on (the default) or raise max_forwards")
-        xa = x[active]
-        first = (block_step[active] == 0) | refresh[active]  # a block's first step, or a refresh (cache_refresh)
-        windows, positions = _forward(model, cache, xa, attention_mask, active, block[active], first, given,
-                                      config.cfg_scale, needs_hidden, B)
-        positions_run[active] += positions
-        draws = streams.bind(active, gen_start, Lg, device)
-        shares, values = draws.windows(), []
-        for window in windows:  # the sampler runs on each forward's fresh positions only
-            logits = window.logits.float()
-            if config.suppress_mask_token:
-                logits[..., model.mask_id] = float("-inf")
-            probs, tokens, confidence = sampler.prepare(logits, shares.part(window.rows, window.lo, window.hi))
-            values.append({"probs": probs, "tokens": tokens, "confidence": confidence, "hidden": window.hidden})
-        step = cache.assemble(active, windows, values)
-        probs, hidden = step["probs"], step["hidden"]
-        m = masked[active]
-        candidates = m & (block_of[active] <= block[active, None])
-        k, p = plan.count(n0[active], candidates.sum(1), block_step[active])
-        state = StepState(
-            probs=probs, tokens=step["tokens"], confidence=step["confidence"], choose=sampler.choose(probs, draws),
-            candidates=candidates, masked=m, num_transfer=k, transfer_probability=p, total=total[active], draws=draws,
-            hidden=hidden, rows=active, current=xa[:, gen_start:], offset=gen_start,
-            inputs={name: value[active] for name, value in inputs.items()}, memory=memory,
-        )
-        if not policy.capabilities.tokens_after_reveal:
-            state.choose_tokens()
-        reveal, data = policy.act(state, record)
-        if reveal.shape != candidates.shape or reveal.dtype != torch.bool:
-            raise RuntimeError(f"policy {policy.name!r} returned {tuple(reveal.shape)} {reveal.dtype}; expected bool {tuple(candidates.shape)}")
-        if (reveal & ~candidates).any() or not (follows or reveal.any(1).all()):
-            raise RuntimeError(f"policy {policy.name!r} must reveal at least one masked position of the current block per row, and only those")
-        if record:
-            trajectory.append(StepRecord(rows=active, reveal=reveal, data=data))
-        chosen, chosen_conf = state.chosen(reveal)
-        region = x[active, gen_start:]
-        x[active, gen_start:] = region.masked_scatter(reveal, chosen.to(x.dtype))
-        order[active] = torch.where(reveal, steps[active, None], order[active])
-        reveal_conf[active] = reveal_conf[active].masked_scatter(reveal, chosen_conf.to(reveal_conf.dtype))
-        nfe[active] += cost
-        if config.cache_refresh is not None:  # this step revealed at least that share of the block's masked positions
-            refresh[active] = reveal.sum(1) / candidates.sum(1).clamp(min=1) >= config.cache_refresh
-        if config.refine_complete_block and config.cache != "none" and not follows:  # Fast-dLLM's cached while loop
-            open_ = (x[active, gen_start:] == model.mask_id) & (block_of[active] == block[active, None])
-            again = active[(block_step[active] == 0) & ~open_.any(1)]
-            if again.numel():
-                _, positions = _forward(model, cache, x[again], attention_mask, again, block[again],
-                                        torch.zeros_like(again, dtype=torch.bool), given, config.cfg_scale, False, B)
-                positions_run[again] += positions
-                nfe[again] += cost
-        steps[active] += 1
-        block_step[active] += 1
-    return GenerationOutput(sequences=x, nfe=nfe, order=order, reveal_confidence=reveal_conf, trajectory=trajectory,
-                            positions_run=positions_run, steps=steps)
+    return policy.capabilities.follows_schedule and plan.steps_per_block is not None
 
 
-def _forward(model, cache, xa, attention_mask, active, block, first, given, cfg_scale, needs_hidden, batch_size):
-    """One step's forwards for the active rows: (their :class:`unmask.engine.cache.Window` s, positions run per row). The
-    forward runs at a :func:`bucket` batch size (padded with copies of the first row, dropped from the windows)
-    and, with ``cfg_scale > 0`` (``--cache none`` only: one full window), on the conditional rows and the
-    unconditional ones (prompt masked) together, guided as LLaDA's ``generate()``: ``u + (s + 1)(c - u)``."""
-    b = len(active)
-    pad = active[:1].expand(bucket(b, batch_size) - b)
-    rows = torch.cat([active, pad])
-    x = torch.cat([xa, xa[:1].expand(len(pad), -1)])
-    mask = None if attention_mask is None else attention_mask[rows]
-    blocks, firsts = torch.cat([block, block[:1].expand(len(pad))]), torch.cat([first, first[:1].expand(len(pad))])
+def _observe(model: MaskedDiffusionModel, cache: CacheStrategy, tokens: GumbelMaxTokens | CategoricalTokens,
+             policy: "Policy", config: SamplingConfig, streams: RandomStreams, run: DecodeState,
+             active: torch.Tensor) -> StepState:
+    """One step's forward, token rule and assembly for the ``active`` rows: the :class:`StepState` the policy sees
+    (with the tokens of every masked position drawn, unless the policy draws them after it reveals)."""
+    g, length = run.gen_start, run.block_of.shape[1]
+    first = (run.block_step[active] == 0) | run.refresh[active]  # a block's first step, or a refresh (cache_refresh)
+    windows = _forward(model, cache, run, active, first, config.cfg_scale, policy.capabilities.needs_hidden)
+    draws = streams.bind(active, g, length, model.device)
+    suppress = model.mask_id if config.suppress_mask_token else None
+    step = cache.assemble(active, windows, _token_rule(tokens, windows, draws, suppress))
+    masked = run.masked(active)
+    candidates = masked & (run.block_of[active] <= run.block[active, None])
+    k, p = run.plan.count(run.n0[active], candidates.sum(1), run.block_step[active])
+    state = StepState(
+        probs=step["probs"], tokens=step["tokens"], confidence=step["confidence"],
+        choose=tokens.choose(step["probs"], draws), candidates=candidates, masked=masked, num_transfer=k,
+        transfer_probability=p, total=run.total[active], draws=draws, hidden=step["hidden"], rows=active,
+        current=run.x[active, g:], offset=g, inputs={name: value[active] for name, value in run.inputs.items()},
+        memory=run.memory,
+    )
+    if not policy.capabilities.tokens_after_reveal:
+        state.choose_tokens()
+    return state
+
+
+def _token_rule(tokens: GumbelMaxTokens | CategoricalTokens, windows: list[Window], draws: Draws,
+                suppress: int | None) -> list[dict[str, torch.Tensor | None]]:
+    """The token rule's per-position work (``prepare``) on each forward's fresh positions only, with its share of
+    the step's positional ``draws``; the logit of token ``suppress`` (the mask token) set to -inf first."""
+    shares, values = draws.windows(), []
+    for window in windows:
+        logits = window.logits.float()
+        if suppress is not None:
+            logits[..., suppress] = float("-inf")
+        probs, chosen, confidence = tokens.prepare(logits, shares.part(window.rows, window.lo, window.hi))
+        values.append({"probs": probs, "tokens": chosen, "confidence": confidence, "hidden": window.hidden})
+    return values
+
+
+def _check_reveal(policy: "Policy", reveal: torch.Tensor, candidates: torch.Tensor, follows: bool) -> None:
+    """Raise when the policy's reveal mask is not a bool mask of candidates with (unless it follows the
+    schedule) at least one per row."""
+    if reveal.shape != candidates.shape or reveal.dtype != torch.bool:
+        raise RuntimeError(f"policy {policy.name!r} returned {tuple(reveal.shape)} {reveal.dtype}; expected bool {tuple(candidates.shape)}")
+    if (reveal & ~candidates).any() or not (follows or reveal.any(1).all()):
+        raise RuntimeError(f"policy {policy.name!r} must reveal at least one masked position of the current block per row, and only those")
+
+
+def _refine(model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState, active: torch.Tensor,
+            cfg_scale: float) -> None:
+    """Fast-dLLM's cached while loop (``refine_complete_block``): a row whose block's first step (the step just
+    committed) revealed the whole block runs one more cached forward, which reveals nothing."""
+    open_ = run.masked(active) & (run.block_of[active] == run.block[active, None])
+    again = active[(run.block_step[active] == 1) & ~open_.any(1)]
+    if again.numel():
+        _forward(model, cache, run, again, torch.zeros_like(again, dtype=torch.bool), cfg_scale, False)
+
+
+def _forward(model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState, rows: torch.Tensor,
+             first: torch.Tensor, cfg_scale: float, needs_hidden: bool) -> list[Window]:
+    """One step's forwards for ``rows`` (ascending), counted in their NFE and positions run: their
+    :class:`unmask.engine.cache.Window` s. The forward runs at a :func:`bucket` batch size (padded with copies of
+    the first row, dropped from the windows) and, with ``cfg_scale > 0`` (``--cache none`` only: one full window),
+    on the conditional rows and the unconditional ones (prompt masked) together, guided as LLaDA's ``generate()``:
+    ``u + (s + 1)(c - u)``."""
+    b = len(rows)
+    pad = rows[:1].expand(bucket(b, len(run.x)) - b)
+    batch = torch.cat([rows, pad])
+    x = run.x[batch]
+    mask = None if run.attention_mask is None else run.attention_mask[batch]
+    blocks, firsts = run.block[batch], torch.cat([first, first[:1].expand(len(pad))])
     if cfg_scale > 0:
-        un = x.masked_fill(given[rows], model.mask_id)
+        un = x.masked_fill(run.given[batch], model.mask_id)
         (window,), positions = cache.forward(torch.cat([x, un]), None if mask is None else torch.cat([mask, mask]),
-                                             torch.cat([rows, rows]), torch.cat([blocks, blocks]),
+                                             torch.cat([batch, batch]), torch.cat([blocks, blocks]),
                                              torch.cat([firsts, firsts]), needs_hidden)
-        n = len(rows)
+        n = len(batch)
         cond, uncond = window.logits[:n], window.logits[n:]
         hidden = None if window.hidden is None else window.hidden[:n]
         windows = [Window(window.rows[:n], window.lo, window.hi, uncond + (cfg_scale + 1) * (cond - uncond), hidden, True)]
         positions = positions[:n] * 2
     else:
-        windows, positions = cache.forward(x, mask, rows, blocks, firsts, needs_hidden)
-    windows = [w.below(b) for w in windows]
-    return windows, positions[:b]
+        windows, positions = cache.forward(x, mask, batch, blocks, firsts, needs_hidden)
+    run.positions_run[rows] += positions[:b]
+    run.nfe[rows] += 2 if cfg_scale > 0 else 1
+    return [w.below(b) for w in windows]

@@ -20,7 +20,7 @@ TokenChoice = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 class StepState:
     """One step for b active rows over Lg generation positions.
 
-    ``probs`` (b, Lg, V) is p_theta(x_0 | x_n) per position (UPO Eq. 2) as the sampler scores it (LLaDA:
+    ``probs`` (b, Lg, V) is p_theta(x_0 | x_n) per position (UPO Eq. 2) as the token rule scores it (LLaDA:
     ``softmax(logits)``; Dream: tempered, top-p / top-k filtered); ``tokens`` (b, Lg) the token each masked
     position would receive and ``confidence`` (b, Lg) its probability under ``probs`` (LLaDA
     ``low_confidence``, Dream ``maskgit_plus``). ``candidates`` are the masked positions the policy may reveal

@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-Sampler = Callable[[tuple[int, ...], torch.dtype, torch.device, "torch.Generator | None"], torch.Tensor]
+Distribution = Callable[[tuple[int, ...], torch.dtype, torch.device, "torch.Generator | None"], torch.Tensor]
 
-SAMPLERS: dict[str, Sampler] = {
+DISTRIBUTIONS: dict[str, Distribution] = {
     "uniform": lambda shape, dtype, device, g: torch.rand(shape, generator=g, dtype=dtype, device=device),
     "normal": lambda shape, dtype, device, g: torch.randn(shape, generator=g, dtype=dtype, device=device),
     "exponential": lambda shape, dtype, device, g: torch.empty(shape, dtype=dtype, device=device).exponential_(generator=g),
@@ -112,7 +112,7 @@ class _WindowPart(Draws):
         return (full if self.idx is None else full[self.idx])[:, self.lo : self.hi]
 
     def _rows(self, *args):
-        raise NotImplementedError("a forward's share of the draws is positional only (a token sampler's prepare)")
+        raise NotImplementedError("a forward's share of the draws is positional only (a token rule's prepare)")
 
     _at = _rows
 
@@ -134,13 +134,13 @@ class _SharedDraws(Draws):
 
     def _positional(self, kind, tail, dtype):
         shape = (len(self.rows), self.gen_start + self.length, *tail)
-        return SAMPLERS[kind](shape, dtype, self.device, self.generator)[:, self.gen_start :]
+        return DISTRIBUTIONS[kind](shape, dtype, self.device, self.generator)[:, self.gen_start :]
 
     def _rows(self, kind, shape, dtype):
-        return SAMPLERS[kind]((len(self.rows), *shape), dtype, self.device, self.generator)
+        return DISTRIBUTIONS[kind]((len(self.rows), *shape), dtype, self.device, self.generator)
 
     def _at(self, kind, where, tail, dtype):
-        return SAMPLERS[kind]((int(where.sum()), *tail), dtype, self.device, self.generator)
+        return DISTRIBUTIONS[kind]((int(where.sum()), *tail), dtype, self.device, self.generator)
 
 
 class SharedStream(RandomStreams):
@@ -170,11 +170,11 @@ class _ExampleDraws(Draws):
     def _rows(self, kind, shape, dtype):
         if len(self.rows) == 0:
             return torch.empty((0, *shape), dtype=dtype, device=self.device)
-        return torch.stack([SAMPLERS[kind](shape, dtype, self.device, self.generators[r]) for r in self.rows.tolist()])
+        return torch.stack([DISTRIBUTIONS[kind](shape, dtype, self.device, self.generators[r]) for r in self.rows.tolist()])
 
     def _at(self, kind, where, tail, dtype):
         counts = where.sum(1).tolist()
-        parts = [SAMPLERS[kind]((n, *tail), dtype, self.device, self.generators[r])
+        parts = [DISTRIBUTIONS[kind]((n, *tail), dtype, self.device, self.generators[r])
                  for r, n in zip(self.rows.tolist(), counts) if n]
         return torch.cat(parts) if parts else torch.empty((0, *tail), dtype=dtype, device=self.device)
 

@@ -1,4 +1,4 @@
-"""Token samplers: which token each masked position would receive, and the distribution policies score.
+"""Token rules: which token each masked position would receive, and the distribution policies score.
 
 * :class:`GumbelMaxTokens` is LLaDA's ``generate()``: ``x0 = argmax(exp(l) / (-log u) ** T)`` with
   ``u ~ U[0, 1)`` in float64 over (b, L, V) (``add_gumbel_noise``; Gumbel-max at temperature T), and
@@ -11,9 +11,9 @@
   confidences read from the same tempered, filtered ``probs``.
 
 ``prepare(logits, draws)`` returns ``(probs, tokens, confidence)`` position by position, so the engine may run
-it on a forward's window alone (:mod:`unmask.engine.cache`): eager samplers give tokens and confidences for every
+it on a forward's window alone (:mod:`unmask.engine.cache`): eager rules give tokens and confidences for every
 position; lazy ones (Dream) give None for both, and ``choose(probs, draws)`` gives a token choice ``choose(where)``
-that draws only where asked (None for eager samplers).
+that draws only where asked (None for eager rules).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ import torch
 
 from unmask.core.checkpoint import atomic_write
 from unmask.core.distributed import current
-from unmask.engine.loop import GenerationOutput, SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import GenerationOutput, generate
 from unmask.evaluation.metrics import aup
 from unmask.core.tracking import progress_bar
 from unmask.models.base import MaskedDiffusionModel

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from unmask.core.checkpoint import atomic_write
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.evaluation.evaluate import run_policy
 from unmask.evaluation.metrics import aup
 from unmask.core.tracking import progress_bar

@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from unmask.core.checkpoint import atomic_write
-from unmask.engine.loop import GenerationOutput, SamplingConfig
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import GenerationOutput
 from unmask.evaluation.evaluate import run_policy
 from unmask.models.base import MaskedDiffusionModel
 from unmask.engine.policy import Policy

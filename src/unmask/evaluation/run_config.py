@@ -15,7 +15,7 @@ from typing import ClassVar
 from pathlib import Path
 
 from unmask.core.config import Config, option
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
 from unmask.models import recorded_task_options
 from unmask.tasks import TASKS, Task, get_task

@@ -32,7 +32,8 @@ require("lm_eval", "lm-eval", "the lm-evaluation-harness model")
 from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 
-from unmask.engine.loop import SamplingConfig, generate  # noqa: E402
+from unmask.engine.config import SamplingConfig  # noqa: E402
+from unmask.engine.loop import generate  # noqa: E402
 from unmask.evaluation.likelihood import monte_carlo_log_likelihood  # noqa: E402
 from unmask.core.tracking import progress_bar  # noqa: E402
 from unmask.models import MaskedDiffusionModel, load_model  # noqa: E402

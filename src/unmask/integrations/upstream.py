@@ -12,7 +12,7 @@ LM) with its ``tokenizer``, or a name for :func:`unmask.models.load_model`. ``pr
 LLaDA's and Dream's example scripts do, ``tokenizer(prompt)``; render a chat template first if the model wants
 one) or a (B, P) tensor of prompt ids with its ``attention_mask`` (left padding). LLaDA's loop options
 (``block_length``, ``remasking``, ``cfg_scale``, ...) pick the LLaDA loop, Dream's (``alg``, ``top_p``, ``eps``, ...)
-the Dream loop, else the model's own (:class:`unmask.engine.loop.SamplingConfig`); ``remasking`` / ``alg`` (+ ``alg_temp``)
+the Dream loop, else the model's own (:class:`unmask.engine.config.SamplingConfig`); ``remasking`` / ``alg`` (+ ``alg_temp``)
 name the policy unless ``policy`` does (any spec of ``unmask eval --policies``). Example ``j`` draws from its own
 random stream ``(seed, j)``. Returns the completions (text up to EOS), or with ``return_order`` a
 :class:`SamplerOutput` that also holds the sequences, each position's reveal step and the NFE.
@@ -26,7 +26,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from unmask.engine.loop import SamplingConfig, generate as decode
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate as decode
 from unmask.models.base import MaskedDiffusionModel
 from unmask.engine.streams import ExampleStreams
 

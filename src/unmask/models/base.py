@@ -44,8 +44,12 @@ class MaskedDiffusionModel(nn.Module):
     vocab_size: int
     hidden_size: int
     name: str = "mdm"
-    logit_shift: int = 0  # 1: logits at position i predict token i + 1 (Dream), realigned by the backend
-    cache_modes: tuple[str, ...] = ("none",)  # block caches it serves (unmask.engine.cache); others take forward(cache=)
+    # 1: logits at position i predict token i + 1 (Dream), realigned by the backend; the engine reads it to pick
+    # Dream's sampler (SamplingConfig.sampler "auto") and to start a cached window one position early.
+    logit_shift: int = 0
+    # The engine's cache strategies it serves (SamplingConfig.cache, unmask.engine.cache.CACHES); any mode but
+    # "none" needs a forward that takes cache= a unmask.models.kv.KVWindow.
+    cache_modes: tuple[str, ...] = ("none",)
 
     def forward(
         self,

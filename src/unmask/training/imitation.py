@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from unmask.core.checkpoint import (LAST, WEIGHTS, TrainingState, has_checkpoint, load_tensors, load_training_checkpoint,
                                resumable_checkpoint)
-from unmask.engine.loop import SamplingConfig, generate
+from unmask.engine.config import SamplingConfig
+from unmask.engine.loop import generate
 from unmask.evaluation.evaluate import gold_tokens
 from unmask.core.tracking import MetricsLogger, progress_bar
 from unmask.models import MaskedDiffusionModel

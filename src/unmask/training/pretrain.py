@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.engine.loop import SamplingConfig
+from unmask.engine.config import SamplingConfig
 from unmask.core.tracking import progress_bar
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
