@@ -31,10 +31,19 @@ from unmask.training.grpo import GRPOConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMON = {
-    "upo": dict(policy="upo", base_temperature=0.05, learning_rate=2e-3, num_generations=8, prompts_per_step=8,
-                num_iterations=1, eval_steps=10, eval_size=256),
-    "parallel": dict(alpha=1.0, learning_rate=2e-3, num_generations=8, prompts_per_step=8, eval_steps=25,
-                     eval_size=256),
+    "upo": dict(
+        policy="upo",
+        base_temperature=0.05,
+        learning_rate=2e-3,
+        num_generations=8,
+        prompts_per_step=8,
+        num_iterations=1,
+        eval_steps=10,
+        eval_size=256,
+    ),
+    "parallel": dict(
+        alpha=1.0, learning_rate=2e-3, num_generations=8, prompts_per_step=8, eval_steps=25, eval_size=256
+    ),
 }
 GRIDS: dict[str, dict[str, dict]] = {
     "upo": {
@@ -55,12 +64,19 @@ GRIDS: dict[str, dict[str, dict]] = {
 
 
 def run_one(args: argparse.Namespace, run: str) -> None:
-    tag = f"{args.model or args.task}_{args.difficulty}_{run}" if args.task != "sudoku9" else \
-        f"{args.model}_c{args.difficulty}_{run}"  # sudoku keeps the c<clues> names of the committed CSVs
-    cfg = GRPOConfig.from_flat(task=args.task, model=args.model, max_steps=args.steps,
-                               difficulty=[int(c) for c in args.difficulty.split(",")],
-                               output_dir=f"{args.output_dir}/{args.grid}/{tag}",
-                               **{**COMMON[args.grid], **GRIDS[args.grid][run]})
+    tag = (
+        f"{args.model or args.task}_{args.difficulty}_{run}"
+        if args.task != "sudoku9"
+        else f"{args.model}_c{args.difficulty}_{run}"
+    )  # sudoku keeps the c<clues> names of the committed CSVs
+    cfg = GRPOConfig.from_flat(
+        task=args.task,
+        model=args.model,
+        max_steps=args.steps,
+        difficulty=[int(c) for c in args.difficulty.split(",")],
+        output_dir=f"{args.output_dir}/{args.grid}/{tag}",
+        **{**COMMON[args.grid], **GRIDS[args.grid][run]},
+    )
     print(f"== {args.grid}: {tag}", flush=True)
     out = train_policy(cfg, progress=not args.quiet, max_minutes=args.max_minutes)
     (RESULTS / args.grid).mkdir(parents=True, exist_ok=True)
@@ -92,8 +108,23 @@ def main() -> None:
         return
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    common = ["--grid", args.grid, "--task", args.task, "--model", args.model, "--difficulty", args.difficulty,
-              "--steps", str(args.steps), "--output-dir", args.output_dir, "--jobs", "1", "--quiet"]
+    common = [
+        "--grid",
+        args.grid,
+        "--task",
+        args.task,
+        "--model",
+        args.model,
+        "--difficulty",
+        args.difficulty,
+        "--steps",
+        str(args.steps),
+        "--output-dir",
+        args.output_dir,
+        "--jobs",
+        "1",
+        "--quiet",
+    ]
     if args.max_minutes is not None:
         common += ["--max-minutes", str(args.max_minutes)]
 
@@ -105,6 +136,7 @@ def main() -> None:
     failed = [run for run, code in codes.items() if code]
     if failed:
         raise SystemExit(f"failed runs: {', '.join(failed)}")
+
 
 if __name__ == "__main__":
     main()

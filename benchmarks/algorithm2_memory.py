@@ -19,7 +19,6 @@ import sys
 import time
 
 import torch
-
 from common import run_info
 
 from unmask.core.checkpoint import save_json
@@ -35,8 +34,17 @@ def run(variant: str, args: argparse.Namespace) -> dict:
     from unmask.training.grpo import GRPOConfig, GRPOTrainer, group_advantages
 
     torch.set_num_threads(args.threads)
-    trainer = GRPOTrainer.from_config(GRPOConfig.from_flat(model=args.model, difficulty=[args.clues], prompts_per_step=args.prompts,
-                                     num_generations=args.generations, eval_size=1, num_iterations=1), progress=False)
+    trainer = GRPOTrainer.from_config(
+        GRPOConfig.from_flat(
+            model=args.model,
+            difficulty=[args.clues],
+            prompts_per_step=args.prompts,
+            num_generations=args.generations,
+            eval_size=1,
+            num_iterations=1,
+        ),
+        progress=False,
+    )
     examples = trainer.prompts(0)
     base = peak_mb()
     start = time.perf_counter()
@@ -50,8 +58,9 @@ def run(variant: str, args: argparse.Namespace) -> dict:
         enc = trainer.task.encode(group, trainer.model)
         actor = trainer.policy.with_options(mode="sample")
         with torch.enable_grad():
-            out = generate.__wrapped__(trainer.model, enc.input_ids, actor, SamplingConfig(), None, 0,
-                                       trainer.gen, record=True)
+            out = generate.__wrapped__(
+                trainer.model, enc.input_ids, actor, SamplingConfig(), None, 0, trainer.gen, record=True
+            )
             rollout_s = time.perf_counter() - start
             logp = torch.zeros(len(group))
             for rec in out.trajectory:
@@ -61,8 +70,13 @@ def run(variant: str, args: argparse.Namespace) -> dict:
             loss = -(group_advantages(rewards, args.generations) * logp).mean()
             loss.backward()
     total = time.perf_counter() - start
-    return {"variant": variant, "peak_mb_over_model": peak_mb() - base, "rollout_s": rollout_s,
-            "update_s": total - rollout_s, "total_s": total}
+    return {
+        "variant": variant,
+        "peak_mb_over_model": peak_mb() - base,
+        "rollout_s": rollout_s,
+        "update_s": total - rollout_s,
+        "total_s": total,
+    }
 
 
 def main() -> None:
@@ -80,13 +94,28 @@ def main() -> None:
         return
     rows = []
     for variant in ("algorithm2", "naive"):
-        cmd = [sys.executable, __file__, "--variant", variant] + [f"--{k}={v}" for k, v in vars(args).items()
-                                                                   if k not in ("variant", "out")]
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
+        cmd = [sys.executable, __file__, "--variant", variant] + [
+            f"--{k}={v}" for k, v in vars(args).items() if k not in ("variant", "out")
+        ]
+        rows.append(
+            json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        )
         r = rows[-1]
-        print(f"{variant:<11} peak +{r['peak_mb_over_model']:8.1f} MB   rollout {r['rollout_s']:6.2f}s   update {r['update_s']:6.2f}s")
-    save_json(args.out, {"provenance": [run_info("benchmarks/algorithm2_memory.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k not in ("variant", "out")))], "results": rows})
+        print(
+            f"{variant:<11} peak +{r['peak_mb_over_model']:8.1f} MB   rollout {r['rollout_s']:6.2f}s   update {r['update_s']:6.2f}s"
+        )
+    save_json(
+        args.out,
+        {
+            "provenance": [
+                run_info(
+                    "benchmarks/algorithm2_memory.py "
+                    + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k not in ("variant", "out"))
+                )
+            ],
+            "results": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

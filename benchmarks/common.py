@@ -19,8 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def add_task_option(parser: argparse.ArgumentParser) -> None:
     """``--task-option KEY=VALUE`` (repeatable), as in the ``unmask`` commands."""
-    parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a task constructor option, e.g. propagate=0.8 for arithmetic (repeatable)")
+    parser.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task constructor option, e.g. propagate=0.8 for arithmetic (repeatable)",
+    )
 
 
 def command_line(script: str, args: argparse.Namespace) -> str:
@@ -66,10 +71,9 @@ def run_info(command: str) -> dict[str, Any]:
         "command": command,
         "commit": _git("rev-parse", "HEAD") or None,
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
     }
-
 
 
 def start_results(out: Path, append: bool, command: str) -> tuple[list[dict], list[dict]]:

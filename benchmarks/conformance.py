@@ -36,8 +36,10 @@ def main() -> None:
     suites = {
         "llada_generate": (cc.grid("llada"), cc.check),
         "fast_dllm": ([c for c in cc.grid("fast_dllm") if c.batch == 1], cc.check),
-        "fast_dllm_batched": ([c for c in cc.grid("fast_dllm") if c.batch == 3 and c.temperature == 0],
-                              cc.batched_fast_dllm_matches),
+        "fast_dllm_batched": (
+            [c for c in cc.grid("fast_dllm") if c.batch == 3 and c.temperature == 0],
+            cc.batched_fast_dllm_matches,
+        ),
         "dream_diffusion_generate": (cc.grid("dream"), cc.check),
     }
     print(f"{'reference':<26} {'matched':>8} {'run':>6}")
@@ -52,8 +54,14 @@ def main() -> None:
         print(f"{name:<26} {matched:>8} {len(cases):>6}")
     for f in failures:
         print(f"MISMATCH {f['setting']}: {f['detail']}")
-    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/conformance.py", args))],
-                         "results": rows, "mismatches": failures})
+    save_json(
+        args.out,
+        {
+            "provenance": [run_info(command_line("benchmarks/conformance.py", args))],
+            "results": rows,
+            "mismatches": failures,
+        },
+    )
 
 
 if __name__ == "__main__":

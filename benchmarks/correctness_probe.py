@@ -102,10 +102,21 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             opt.step()
             total, batches = total + loss.item(), batches + 1
-        rows.append({"epoch": epoch, "loss": total / batches, "held_out_solved": solved_rate(task, model, policy, held)})
-        print(f"epoch {epoch}  loss {rows[-1]['loss']:.4f}  held-out solved {rows[-1]['held_out_solved']:.3f}", flush=True)
-    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/correctness_probe.py", args))], "states": len(labels),
-                         "device": str(model.device), "epochs": rows})
+        rows.append(
+            {"epoch": epoch, "loss": total / batches, "held_out_solved": solved_rate(task, model, policy, held)}
+        )
+        print(
+            f"epoch {epoch}  loss {rows[-1]['loss']:.4f}  held-out solved {rows[-1]['held_out_solved']:.3f}", flush=True
+        )
+    save_json(
+        args.out,
+        {
+            "provenance": [run_info(command_line("benchmarks/correctness_probe.py", args))],
+            "states": len(labels),
+            "device": str(model.device),
+            "epochs": rows,
+        },
+    )
     print(f"wrote {args.out}")
     if args.save:
         policy.save(args.save, {"mdm": args.model, "task": "sudoku9"})

@@ -33,9 +33,11 @@ def peer_stats(strength: torch.Tensor, peers: torch.Tensor) -> dict[str, float]:
     """Share of each cell's ``k`` strongest partners that are peers (k = its peer count), mean A on/off peers."""
     k = int(peers[0].sum())
     top = strength.topk(k, dim=1).indices
-    return {"top_k_peer_share": float(peers.gather(1, top).float().mean()),
-            "mean_strength_peers": float(strength[peers].mean()),
-            "mean_strength_others": float(strength[~peers & ~torch.eye(len(peers), dtype=torch.bool)].mean())}
+    return {
+        "top_k_peer_share": float(peers.gather(1, top).float().mean()),
+        "mean_strength_peers": float(strength[peers].mean()),
+        "mean_strength_others": float(strength[~peers & ~torch.eye(len(peers), dtype=torch.bool)].mean()),
+    }
 
 
 def main() -> None:
@@ -54,8 +56,10 @@ def main() -> None:
             raise SystemExit(f"{name}: this policy has no coupling (trained without --coupling-rounds)")
         strength = policy.coupling.strength.detach().cpu()
         rows.append({"policy": name, "mdm": policy.config.mdm_name, **peer_stats(strength, peers)})
-        print(f"{name}: {100 * rows[-1]['top_k_peer_share']:.1f}% of each cell's 20 strongest partners are its "
-              f"peers; mean A on peers {rows[-1]['mean_strength_peers']:.3f}, others {rows[-1]['mean_strength_others']:.3f}")
+        print(
+            f"{name}: {100 * rows[-1]['top_k_peer_share']:.1f}% of each cell's 20 strongest partners are its "
+            f"peers; mean A on peers {rows[-1]['mean_strength_peers']:.3f}, others {rows[-1]['mean_strength_others']:.3f}"
+        )
         for c, cell in enumerate(CELLS):
             ax = axes[r][c]
             ax.imshow(strength[cell].view(9, 9), cmap="viridis")
@@ -66,7 +70,9 @@ def main() -> None:
     fig.tight_layout()
     png = args.out.rsplit(".", 1)[0] + ".png"
     fig.savefig(png, dpi=110)
-    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/coupling_structure.py", args))], "results": rows})
+    save_json(
+        args.out, {"provenance": [run_info(command_line("benchmarks/coupling_structure.py", args))], "results": rows}
+    )
     print(f"wrote {args.out} and {png}")
 
 

@@ -19,11 +19,11 @@ from common import command_line, run_info
 
 from unmask.api import resolve_policy
 from unmask.core.checkpoint import save_json
+from unmask.engine.policy import Policy
 from unmask.engine.state import StepState
 from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies import get_policy
-from unmask.engine.policy import Policy
 from unmask.policies.base import top_k_mask
 from unmask.policies.coupling import MeanFieldCoupling
 from unmask.tasks import get_task
@@ -54,16 +54,22 @@ def main() -> None:
     task, model = get_task("sudoku9"), load_model(args.model)
     coupling = resolve_policy(args.policy, model).coupling
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    policies = [get_policy("confidence")] + [get_policy(f"threshold:{t:g}") for t in thresholds] + \
-        [RefinedThreshold(coupling, t) for t in thresholds]
+    policies = (
+        [get_policy("confidence")]
+        + [get_policy(f"threshold:{t:g}") for t in thresholds]
+        + [RefinedThreshold(coupling, t) for t in thresholds]
+    )
     rows = []
     for clues in [int(c) for c in args.clues.split(",")]:
-        results = evaluate(task, model, task.generate(args.num, seed=2026, difficulty=clues), policies, seed=0,
-                           progress=False)
+        results = evaluate(
+            task, model, task.generate(args.num, seed=2026, difficulty=clues), policies, seed=0, progress=False
+        )
         print(f"\n{args.model} · {clues} clues\n{format_table(results)}", flush=True)
         rows += [{"model": args.model, "clues": clues, **r.__dict__} for r in results]
-        save_json(args.out, {"provenance": [run_info(command_line("benchmarks/coupling_threshold.py", args))],
-                             "results": rows})
+        save_json(
+            args.out,
+            {"provenance": [run_info(command_line("benchmarks/coupling_threshold.py", args))], "results": rows},
+        )
     print(f"\nwrote {args.out}")
 
 

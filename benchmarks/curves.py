@@ -69,20 +69,33 @@ def main() -> None:
         evals = [(r["step"], r["eval_solved"]) for r in rows if "eval_solved" in r]
         nfes = [(r["step"], r["eval_nfe"]) for r in rows if "eval_nfe" in r]
         train = [r for r in rows if "reward_mean" in r]
-        run = {"run": path.stem, "steps": int(rows[-1]["step"]), "eval_at_0": evals[0][1],
-               "best_eval": max(v for _, v in evals), "last_eval": evals[-1][1], "eval_curve": evals,
-               "last_eval_nfe": nfes[-1][1] if nfes else None}
+        run = {
+            "run": path.stem,
+            "steps": int(rows[-1]["step"]),
+            "eval_at_0": evals[0][1],
+            "best_eval": max(v for _, v in evals),
+            "last_eval": evals[-1][1],
+            "eval_curve": evals,
+            "last_eval_nfe": nfes[-1][1] if nfes else None,
+        }
         summary.append(run)
         nfe = f"{run['last_eval_nfe']:.1f}" if nfes else "-"
-        print(f"{run['run']:<48} {run['steps']:>6} {run['eval_at_0']:>7.3f} {run['best_eval']:>10.3f} "
-              f"{run['last_eval']:>10.3f} {nfe:>9}")
+        print(
+            f"{run['run']:<48} {run['steps']:>6} {run['eval_at_0']:>7.3f} {run['best_eval']:>10.3f} "
+            f"{run['last_eval']:>10.3f} {nfe:>9}"
+        )
         line = ax1.plot(*zip(*evals), marker="o", label=path.stem)[0]
         steps = [r["step"] for r in train]
         mean = smooth([r["reward_mean"] for r in train])
         std = smooth([r["reward_std"] for r in train])
         ax2.plot(steps, mean, color=line.get_color(), label=path.stem)
-        ax2.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                         color=line.get_color(), alpha=0.15)
+        ax2.fill_between(
+            steps,
+            [m - s for m, s in zip(mean, std)],
+            [m + s for m, s in zip(mean, std)],
+            color=line.get_color(),
+            alpha=0.15,
+        )
         if nfes:
             ax3.plot(*zip(*nfes), marker="o", color=line.get_color(), label=path.stem)
     ax1.set(xlabel="GRPO step", ylabel="held-out solved rate (256 puzzles)")

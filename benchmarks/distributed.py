@@ -34,8 +34,14 @@ RUNS = (("1 process x 1 thread", 1, 1), ("1 process x 2 threads", 1, 2), ("2 pro
 
 def worker(rank: int, world: int, threads: int, port: int, args: argparse.Namespace, results) -> None:
     """One process of a run: train ``args.steps + 1`` steps, put per-phase times (rank 0) on ``results``."""
-    os.environ.update(OMP_NUM_THREADS=str(threads), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        OMP_NUM_THREADS=str(threads),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     import torch
 
     torch.set_num_threads(threads)
@@ -53,9 +59,18 @@ def worker(rank: int, world: int, threads: int, port: int, args: argparse.Namesp
             inside["seconds"] += time.perf_counter() - t0
             inside["calls"] += 1
 
-    cfg = GRPOConfig.from_flat(task="sudoku9", model="sudoku9-small", policy="bernoulli", output_dir="/tmp/unused",
-                               prompts_per_step=args.prompts, num_generations=args.generations, difficulty=[30],
-                               minibatch_size=args.minibatch_size, eval_size=2, seed=0)
+    cfg = GRPOConfig.from_flat(
+        task="sudoku9",
+        model="sudoku9-small",
+        policy="bernoulli",
+        output_dir="/tmp/unused",
+        prompts_per_step=args.prompts,
+        num_generations=args.generations,
+        difficulty=[30],
+        minibatch_size=args.minibatch_size,
+        eval_size=2,
+        seed=0,
+    )
     trainer = GRPOTrainer.from_config(cfg, progress=False)
     dist = trainer.dist
     Distributed._collective = timed
@@ -77,11 +92,20 @@ def worker(rank: int, world: int, threads: int, port: int, args: argparse.Namesp
         trainer.step += 1
         stored = int(dist.gather(torch.tensor([len(buf)])).sum())
         owns = dist.gather(torch.tensor([own], dtype=torch.float64))
-        rows.append({"rollout_s": t1 - t0, "update_s": t2 - t1, "rollouts": args.prompts * args.generations,
-                     "rollout_imbalance": float(owns.max() / owns.mean()),
-                     "stored_steps": stored, "backwards": args.iterations * -(-stored // args.minibatch_size),
-                     "collective_s": comm, "collective_calls": calls,
-                     "rollout_collective_s": roll_comm, "rollout_collective_calls": roll_calls})
+        rows.append(
+            {
+                "rollout_s": t1 - t0,
+                "update_s": t2 - t1,
+                "rollouts": args.prompts * args.generations,
+                "rollout_imbalance": float(owns.max() / owns.mean()),
+                "stored_steps": stored,
+                "backwards": args.iterations * -(-stored // args.minibatch_size),
+                "collective_s": comm,
+                "collective_calls": calls,
+                "rollout_collective_s": roll_comm,
+                "rollout_collective_calls": roll_calls,
+            }
+        )
     Distributed._collective = real_collective
     grad = torch.zeros(sum(p.numel() for p in trainer.policy.parameters()))
     latency = {"grad_allreduce_s": 0.0, "small_collective_s": 0.0}
@@ -119,15 +143,28 @@ def summarise(name: str, world: int, threads: int, raw: dict) -> dict:
     rollout_s, update_s = mean("rollout_s"), mean("update_s")
     transfer_s = mean("collective_calls") * raw["small_collective_s"] + mean("backwards") * raw["grad_allreduce_s"]
     comm_s = mean("collective_s") + mean("backwards") * raw["grad_allreduce_s"]
-    return {"run": name, "processes": world, "threads": threads, "rollout_s": rollout_s, "update_s": update_s,
-            "step_s": rollout_s + update_s, "rollouts_per_s": mean("rollouts") / rollout_s,
-            "stored_steps_per_s": mean("stored_steps") / update_s, "collective_s": mean("collective_s"),
-            "collective_calls": mean("collective_calls"), "backwards": mean("backwards"),
-            "grad_numel": raw["grad_numel"], "grad_allreduce_s": raw["grad_allreduce_s"],
-            "small_collective_s": raw["small_collective_s"], "rollout_imbalance": mean("rollout_imbalance"),
-            "communication_s": comm_s, "communication_share": comm_s / (rollout_s + update_s),
-            "transfer_s": transfer_s, "transfer_share": transfer_s / (rollout_s + update_s),
-            "load_average_before_after": raw["load_average"]}
+    return {
+        "run": name,
+        "processes": world,
+        "threads": threads,
+        "rollout_s": rollout_s,
+        "update_s": update_s,
+        "step_s": rollout_s + update_s,
+        "rollouts_per_s": mean("rollouts") / rollout_s,
+        "stored_steps_per_s": mean("stored_steps") / update_s,
+        "collective_s": mean("collective_s"),
+        "collective_calls": mean("collective_calls"),
+        "backwards": mean("backwards"),
+        "grad_numel": raw["grad_numel"],
+        "grad_allreduce_s": raw["grad_allreduce_s"],
+        "small_collective_s": raw["small_collective_s"],
+        "rollout_imbalance": mean("rollout_imbalance"),
+        "communication_s": comm_s,
+        "communication_share": comm_s / (rollout_s + update_s),
+        "transfer_s": transfer_s,
+        "transfer_share": transfer_s / (rollout_s + update_s),
+        "load_average_before_after": raw["load_average"],
+    }
 
 
 def main() -> None:
@@ -153,24 +190,40 @@ def main() -> None:
     two = rows[2]
     parallel = 1 - two["communication_share"]  # the sharded share of a two-process step (waiting counted serial)
     expected = {w: 1 / ((1 - parallel) + parallel / w) for w in (2, 4, 8)}
-    print(f"{'run':<24} {'rollout s':>9} {'update s':>9} {'rollouts/s':>10} {'steps/s':>9} {'speedup':>8} "
-          f"{'efficiency':>10} {'comm share':>10}")
+    print(
+        f"{'run':<24} {'rollout s':>9} {'update s':>9} {'rollouts/s':>10} {'steps/s':>9} {'speedup':>8} "
+        f"{'efficiency':>10} {'comm share':>10}"
+    )
     for r in rows:
-        print(f"{r['run']:<24} {r['rollout_s']:>9.3f} {r['update_s']:>9.3f} {r['rollouts_per_s']:>10.2f} "
-              f"{r['stored_steps_per_s']:>9.0f} {r['speedup']:>8.2f} {r['parallel_efficiency']:>10.2f} "
-              f"{r['communication_share']:>10.3f}")
-    print(f"one gradient all-reduce ({two['grad_numel']} floats, gloo): {1e3 * two['grad_allreduce_s']:.3f} ms, one small "
-          f"collective {1e3 * two['small_collective_s']:.3f} ms; time inside the other collectives "
-          f"{1e3 * two['collective_s']:.1f} ms per step ({two['collective_calls']:.0f} calls; transfer plus waiting for the "
-          f"slower process, rollout imbalance max/mean {two['rollout_imbalance']:.2f}); transfer alone "
-          f"{100 * two['transfer_share']:.2f}% of a step")
-    print("GPU figures cannot be measured on this machine (no GPUs). Amdahl estimate from the measured split, if "
-          "communication kept its CPU share: " + ", ".join(f"{w} GPUs {s:.2f}x" for w, s in expected.items()))
-    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/distributed.py", args))], "results": rows,
-                         "gpu": {"measured": False,
-                                 "reason": "this machine has no GPU; NCCL scaling cannot be measured here",
-                                 "parallel_share_measured": parallel,
-                                 "amdahl_speedup_if_communication_share_stays": expected}})
+        print(
+            f"{r['run']:<24} {r['rollout_s']:>9.3f} {r['update_s']:>9.3f} {r['rollouts_per_s']:>10.2f} "
+            f"{r['stored_steps_per_s']:>9.0f} {r['speedup']:>8.2f} {r['parallel_efficiency']:>10.2f} "
+            f"{r['communication_share']:>10.3f}"
+        )
+    print(
+        f"one gradient all-reduce ({two['grad_numel']} floats, gloo): {1e3 * two['grad_allreduce_s']:.3f} ms, one small "
+        f"collective {1e3 * two['small_collective_s']:.3f} ms; time inside the other collectives "
+        f"{1e3 * two['collective_s']:.1f} ms per step ({two['collective_calls']:.0f} calls; transfer plus waiting for the "
+        f"slower process, rollout imbalance max/mean {two['rollout_imbalance']:.2f}); transfer alone "
+        f"{100 * two['transfer_share']:.2f}% of a step"
+    )
+    print(
+        "GPU figures cannot be measured on this machine (no GPUs). Amdahl estimate from the measured split, if "
+        "communication kept its CPU share: " + ", ".join(f"{w} GPUs {s:.2f}x" for w, s in expected.items())
+    )
+    save_json(
+        args.out,
+        {
+            "provenance": [run_info(command_line("benchmarks/distributed.py", args))],
+            "results": rows,
+            "gpu": {
+                "measured": False,
+                "reason": "this machine has no GPU; NCCL scaling cannot be measured here",
+                "parallel_share_measured": parallel,
+                "amdahl_speedup_if_communication_share_stays": expected,
+            },
+        },
+    )
     print(f"wrote {args.out}")
 
 

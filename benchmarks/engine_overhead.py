@@ -14,7 +14,6 @@ import argparse
 import time
 
 import torch
-
 from common import run_info
 
 from unmask.core.checkpoint import save_json
@@ -24,8 +23,8 @@ from unmask.models import load_model
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy
-from unmask.training.grpo import GRPOConfig
 from unmask.tasks import get_task
+from unmask.training.grpo import GRPOConfig
 
 
 class TimedMDM(MaskedDiffusionModel):
@@ -34,7 +33,12 @@ class TimedMDM(MaskedDiffusionModel):
     def __init__(self, inner: MaskedDiffusionModel) -> None:
         super().__init__()
         self.inner = inner
-        self.mask_id, self.vocab_size, self.hidden_size, self.name = inner.mask_id, inner.vocab_size, inner.hidden_size, inner.name
+        self.mask_id, self.vocab_size, self.hidden_size, self.name = (
+            inner.mask_id,
+            inner.vocab_size,
+            inner.hidden_size,
+            inner.name,
+        )
         self.seconds = 0.0
 
     def forward(self, input_ids, attention_mask=None, output_hidden_states=False):
@@ -60,23 +64,47 @@ def main() -> None:
     rows = []
     print(f"{'policy':<34} {'puzzles/s':>10} {'engine s':>9} {'forward s':>10} {'overhead':>9}")
     upo = LearnedPolicy.for_model("upo", model, d_model=GRPOConfig().policy.d_model).eval()
-    print(f"UPO policy: {sum(p.numel() for p in upo.parameters()):,} parameters; MDM: "
-          f"{sum(p.numel() for p in model.parameters()):,}")
+    print(
+        f"UPO policy: {sum(p.numel() for p in upo.parameters()):,} parameters; MDM: "
+        f"{sum(p.numel() for p in model.parameters()):,}"
+    )
     for spec in args.policies.split(","):
         policy = upo if spec == "upo" else get_policy(spec)
         generate(model, enc.input_ids[:8], policy)  # warm-up
         model.seconds = 0.0
         start = time.perf_counter()
         for i in range(0, args.num, args.batch_size):
-            generate(model, enc.input_ids[i : i + args.batch_size], policy, SamplingConfig(),
-                     generator=torch.Generator().manual_seed(0))
+            generate(
+                model,
+                enc.input_ids[i : i + args.batch_size],
+                policy,
+                SamplingConfig(),
+                generator=torch.Generator().manual_seed(0),
+            )
         total = time.perf_counter() - start
-        row = {"policy": policy.name, "puzzles_per_s": args.num / total, "engine_s": total, "forward_s": model.seconds,
-               "overhead": (total - model.seconds) / model.seconds}
+        row = {
+            "policy": policy.name,
+            "puzzles_per_s": args.num / total,
+            "engine_s": total,
+            "forward_s": model.seconds,
+            "overhead": (total - model.seconds) / model.seconds,
+        }
         rows.append(row)
-        print(f"{row['policy']:<34} {row['puzzles_per_s']:>10.1f} {total:>9.2f} {model.seconds:>10.2f} {100 * row['overhead']:>8.1f}%")
-    save_json(args.out, {"provenance": [run_info("benchmarks/engine_overhead.py " + " ".join(
-                         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))], "results": rows})
+        print(
+            f"{row['policy']:<34} {row['puzzles_per_s']:>10.1f} {total:>9.2f} {model.seconds:>10.2f} {100 * row['overhead']:>8.1f}%"
+        )
+    save_json(
+        args.out,
+        {
+            "provenance": [
+                run_info(
+                    "benchmarks/engine_overhead.py "
+                    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+                )
+            ],
+            "results": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from common import run_info
 
 from unmask.api import frontier
@@ -53,10 +52,19 @@ def summary_rows(report, model: str, block_length: int | None) -> list[dict]:
             continue
         gains = [g["gain"] for g in row.get("vs_threshold", []) if g["gain"] is not None]
         trained_with = report.context["trained_with"].get(method)
-        rows.append({"model": model, "block_length": block_length, "method": method,
-                     "origin": "" if trained_with is None else ("native" if trained_with == model else f"transfer from {trained_with}"),
-                     "nfe_at_reference_accuracy": row["nfe_at_reference_accuracy"], "speedup": row["speedup"],
-                     "mean_gain_vs_threshold": float(np.mean(gains)) if gains else None})
+        rows.append(
+            {
+                "model": model,
+                "block_length": block_length,
+                "method": method,
+                "origin": ""
+                if trained_with is None
+                else ("native" if trained_with == model else f"transfer from {trained_with}"),
+                "nfe_at_reference_accuracy": row["nfe_at_reference_accuracy"],
+                "speedup": row["speedup"],
+                "mean_gain_vs_threshold": float(np.mean(gains)) if gains else None,
+            }
+        )
     return rows
 
 
@@ -87,12 +95,22 @@ def main() -> None:
         for block in args.block_lengths.split(","):
             block_length = None if block == "none" else int(block)
             report = frontier(
-                task=args.task, model=model, policies=args.policies, data=args.data, num=args.num, difficulty=args.difficulty,
-                limit=args.limit, seed=args.seed, block_length=block_length, batch_size=args.batch_size,
-                thresholds=numbers(float, args.thresholds), ks=numbers(int, args.ks),
+                task=args.task,
+                model=model,
+                policies=args.policies,
+                data=args.data,
+                num=args.num,
+                difficulty=args.difficulty,
+                limit=args.limit,
+                seed=args.seed,
+                block_length=block_length,
+                batch_size=args.batch_size,
+                thresholds=numbers(float, args.thresholds),
+                ks=numbers(int, args.ks),
                 alphas=numbers(float, args.alphas) if args.alphas else None,
                 policy_temperatures=numbers(float, args.policy_temperatures),
-                model_options=model_options, task_options=task_options,
+                model_options=model_options,
+                task_options=task_options,
             )
             print(f"\n== {args.task} · {model} · block length {block} ==\n{report.table}")
             plot = f"benchmarks/results/frontier_{args.name}_{model.replace('/', '_').replace(':', '_')}_{block}.png"
@@ -107,8 +125,18 @@ def main() -> None:
         label = f"{r['method']} {r['origin']}".strip()[-58:]
         print(f"{r['model']:<16} {str(r['block_length']):>5} {label:<58} {nfe:>9} {speed:>8} {gain:>11}")
     out = f"benchmarks/results/frontier_{args.name}.json"
-    save_json(out, {"provenance": [run_info("benchmarks/frontier.py " + " ".join(
-                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))], "summary": rows, "runs": runs})
+    save_json(
+        out,
+        {
+            "provenance": [
+                run_info(
+                    "benchmarks/frontier.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+                )
+            ],
+            "summary": rows,
+            "runs": runs,
+        },
+    )
     print(f"wrote {out}")
 
 

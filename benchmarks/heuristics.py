@@ -40,8 +40,8 @@ from pathlib import Path
 from common import add_task_option, command_line, start_results
 
 from unmask.api import resolve_policy
-from unmask.core.checkpoint import save_json
 from unmask.cli.main import task_options
+from unmask.core.checkpoint import save_json
 from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.tasks import get_task

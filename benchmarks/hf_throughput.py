@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import run_info
 
 from unmask.engine.config import SamplingConfig
@@ -48,7 +47,9 @@ WIDTH, LAYERS, HEADS = 128, 4, 4
 def builtin_model(task) -> MaskedTransformer:
     vocab, mask = task.vocab()
     torch.manual_seed(0)
-    return MaskedTransformer(TransformerConfig(vocab, mask, task.coordinates(), n_layer=LAYERS, n_head=HEADS, n_embd=WIDTH)).eval()
+    return MaskedTransformer(
+        TransformerConfig(vocab, mask, task.coordinates(), n_layer=LAYERS, n_head=HEADS, n_embd=WIDTH)
+    ).eval()
 
 
 def hf_model(directory: Path):
@@ -57,11 +58,24 @@ def hf_model(directory: Path):
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
     words = [str(d) for d in range(1, 10)] + ["[MASK]", "[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")),
-                                  mask_token="[MASK]", pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")),
+        mask_token="[MASK]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words), hidden_size=WIDTH, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                        intermediate_size=4 * WIDTH, max_position_embeddings=81, pad_token_id=words.index("[PAD]"))
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=WIDTH,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=4 * WIDTH,
+        max_position_embeddings=81,
+        pad_token_id=words.index("[PAD]"),
+    )
     BertForMaskedLM(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return load_model(f"hf:{directory}", device="cpu", dtype="float32")
@@ -87,8 +101,12 @@ def measure(mdm, network: torch.nn.Module, inputs: torch.Tensor, repeats: int) -
     e, f = statistics.median(engine), statistics.median(forward)
     overheads = [(a - b) / b for a, b in zip(engine, forward)]
     return {
-        "engine_s": e, "forward_s": f, "overhead": statistics.median(overheads), "overhead_runs": overheads,
-        "nfe": float(out.nfe.float().mean()), "tokens_per_s": int((inputs == mdm.mask_id).sum()) / e,
+        "engine_s": e,
+        "forward_s": f,
+        "overhead": statistics.median(overheads),
+        "overhead_runs": overheads,
+        "nfe": float(out.nfe.float().mean()),
+        "tokens_per_s": int((inputs == mdm.mask_id).sum()) / e,
     }
 
 
@@ -110,14 +128,30 @@ def main() -> None:
         for batch_size in args.batch_sizes:
             inputs = task.encode(task.generate(batch_size, seed=0, difficulty=args.clues), builtin).input_ids
             for name, (mdm, raw) in paths.items():
-                rows.append({"path": name, "batch_size": batch_size, "params": params[name], **measure(mdm, raw, inputs, args.repeats)})
-    print(f"{'path':<8} {'batch':>5} {'params':>8} {'NFE':>5} {'engine s':>9} {'forward s':>9} {'overhead':>9} {'tokens/s':>9}")
+                rows.append(
+                    {
+                        "path": name,
+                        "batch_size": batch_size,
+                        "params": params[name],
+                        **measure(mdm, raw, inputs, args.repeats),
+                    }
+                )
+    print(
+        f"{'path':<8} {'batch':>5} {'params':>8} {'NFE':>5} {'engine s':>9} {'forward s':>9} {'overhead':>9} {'tokens/s':>9}"
+    )
     for r in rows:
-        print(f"{r['path']:<8} {r['batch_size']:>5} {r['params']:>8} {r['nfe']:>5.0f} {r['engine_s']:>9.3f} {r['forward_s']:>9.3f} "
-              f"{100 * r['overhead']:>8.1f}% {r['tokens_per_s']:>9.0f}")
+        print(
+            f"{r['path']:<8} {r['batch_size']:>5} {r['params']:>8} {r['nfe']:>5.0f} {r['engine_s']:>9.3f} {r['forward_s']:>9.3f} "
+            f"{100 * r['overhead']:>8.1f}% {r['tokens_per_s']:>9.0f}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    meta = {"provenance": [run_info(" ".join(sys.argv))], "torch_threads": 1, "clues": args.clues, "policy": "confidence",
-            "steps": "one token per step"}
+    meta = {
+        "provenance": [run_info(" ".join(sys.argv))],
+        "torch_threads": 1,
+        "clues": args.clues,
+        "policy": "confidence",
+        "steps": "one token per step",
+    }
     Path(args.out).write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -29,11 +29,11 @@ from common import command_line, run_info
 
 from unmask.core.checkpoint import save_json
 from unmask.engine.loop import generate
+from unmask.engine.policy import Policy
 from unmask.engine.state import StepState
 from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies import get_policy
-from unmask.engine.policy import Policy
 from unmask.policies.base import ScorePolicy
 from unmask.tasks import get_task
 
@@ -85,10 +85,19 @@ def audit(task, model, examples, policies: dict[str, Policy]) -> list[dict]:
     for follow in policies:
         a = PickAudit(policies, follow, solution)
         generate(model, x, a)
-        rows.append({"follow": follow, "states": a.states, "solved_rate": float(a.alive.float().mean()),
-                     **{f"wrong_pick_{name}": a.wrong[name] / a.states for name in policies}})
-        print(f"following {follow}: {a.states} states before its first error, solved {rows[-1]['solved_rate']:.3f}; "
-              "wrong picks " + ", ".join(f"{n} {100 * a.wrong[n] / a.states:.2f}%" for n in policies), flush=True)
+        rows.append(
+            {
+                "follow": follow,
+                "states": a.states,
+                "solved_rate": float(a.alive.float().mean()),
+                **{f"wrong_pick_{name}": a.wrong[name] / a.states for name in policies},
+            }
+        )
+        print(
+            f"following {follow}: {a.states} states before its first error, solved {rows[-1]['solved_rate']:.3f}; "
+            "wrong picks " + ", ".join(f"{n} {100 * a.wrong[n] / a.states:.2f}%" for n in policies),
+            flush=True,
+        )
     return rows
 
 
@@ -114,16 +123,25 @@ def main() -> None:
         examples = task.generate(args.num, seed=2026, difficulty=clues)
         for name in args.models.split(","):
             model = load_model(name)
-            policies = [get_policy("confidence")] + [UnitRescoring(units.to(model.device), int(i))
-                                                     for i in args.iters.split(",")]
+            policies = [get_policy("confidence")] + [
+                UnitRescoring(units.to(model.device), int(i)) for i in args.iters.split(",")
+            ]
             results = evaluate(task, model, examples, policies, seed=0, progress=False)
             print(f"\n{name} · {clues} clues\n{format_table(results)}", flush=True)
             rows += [{"model": name, "clues": clues, **r.__dict__} for r in results]
             if args.audit:
-                audits += [{"model": name, "clues": clues, **row}
-                           for row in audit(task, model, examples, {p.name: p for p in (policies[0], policies[-1])})]
-            save_json(args.out, {"provenance": [run_info(command_line("benchmarks/joint_marginals.py", args))],
-                                 "results": rows, **({"audit": audits} if args.audit else {})})
+                audits += [
+                    {"model": name, "clues": clues, **row}
+                    for row in audit(task, model, examples, {p.name: p for p in (policies[0], policies[-1])})
+                ]
+            save_json(
+                args.out,
+                {
+                    "provenance": [run_info(command_line("benchmarks/joint_marginals.py", args))],
+                    "results": rows,
+                    **({"audit": audits} if args.audit else {}),
+                },
+            )
     print(f"\nwrote {args.out}")
 
 

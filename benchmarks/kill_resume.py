@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import pytest  # noqa: E402  (kill_harness simulates kills with pytest's monkeypatch)
 from common import command_line, run_info  # noqa: E402
-from kill_harness import (KINDS, Killed, compare_runs, kill_at, recover, run_with_kills,  # noqa: E402
-                          timed_reference, train)
+from kill_harness import KINDS, Killed, compare_runs, kill_at, recover, run_with_kills, timed_reference, train  # noqa: E402
 
 from unmask.core.checkpoint import save_json  # noqa: E402
 
@@ -89,15 +88,27 @@ def main() -> None:
         for kind in KINDS:
             trainer = {"mdm": "train-mdm", "policy": "train-policy"}[kind]
             rows.append({"trainer": trainer, "kill": "file boundary", **boundary_kills(kind, Path(tmp) / kind / "b")})
-            rows.append({"trainer": trainer, "kill": "random SIGKILL",
-                         **random_kills(kind, Path(tmp) / kind / "r", args.random_kills, args.chain, args.seed)})
+            rows.append(
+                {
+                    "trainer": trainer,
+                    "kill": "random SIGKILL",
+                    **random_kills(kind, Path(tmp) / kind / "r", args.random_kills, args.chain, args.seed),
+                }
+            )
     print(f"{'trainer':<13} {'kill':<15} {'survived/kills':>15} {'inside a save':>14}")
     for r in rows:
         print(f"{r['trainer']:<13} {r['kill']:<15} {r['survived']:>7}/{r['kills']:<7} {r['inside_save']:>14}")
     kills, survived = sum(r["kills"] for r in rows), sum(r["survived"] for r in rows)
     print(f"total: {survived}/{kills} kills survived bit-exactly")
-    save_json(args.out, {"provenance": [run_info(command_line("benchmarks/kill_resume.py", args))],
-                         "kills": kills, "survived": survived, "results": rows})
+    save_json(
+        args.out,
+        {
+            "provenance": [run_info(command_line("benchmarks/kill_resume.py", args))],
+            "kills": kills,
+            "survived": survived,
+            "results": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

@@ -81,22 +81,39 @@ from unmask.api import SHIPPED_POLICIES, resolve_policy
 from unmask.engine.cache import CACHES, CacheStrategy
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
+from unmask.engine.tokens import GumbelMaxTokens
 from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.tasks import get_task
-from unmask.engine.tokens import GumbelMaxTokens
 
 OUT = HERE / "results" / "kv_cache.json"
 MODES = ("none", "prefix", "dual")
 SPEED_POLICIES = ("confidence", "threshold:0.9", "bernoulli-arithmetic-carry")
-HEURISTICS = ("random", "confidence", "margin", "entropy", "left_to_right", "topk_softmax", "threshold:0.9", "factor:1",
-              "eb:0.1")
+HEURISTICS = (
+    "random",
+    "confidence",
+    "margin",
+    "entropy",
+    "left_to_right",
+    "topk_softmax",
+    "threshold:0.9",
+    "factor:1",
+    "eb:0.1",
+)
 ACCURACY = {  # task -> (model, task options, block length, learned policies shipped for the model)
     "arithmetic": ("arithmetic-carry", {"max_digits": 16, "propagate": 0.8}, 6, ("upo", "bernoulli")),
     "zebra": ("zebra", {}, 26, ("upo",)),
 }
-LLADA_MID = {"d_model": 512, "n_heads": 8, "n_kv_heads": 8, "n_layers": 8, "mlp_hidden_size": 1408,
-             "vocab_size": 8192, "embedding_size": 8192, "max_sequence_length": 512}
+LLADA_MID = {
+    "d_model": 512,
+    "n_heads": 8,
+    "n_kv_heads": 8,
+    "n_layers": 8,
+    "mlp_hidden_size": 1408,
+    "vocab_size": 8192,
+    "embedding_size": 8192,
+    "max_sequence_length": 512,
+}
 
 
 def llada_mid(head_scale: float):
@@ -120,12 +137,15 @@ def decode(model, x, gen_start, spec, sampling, cache: CacheStrategy | None = No
     policy = resolve_policy(str(shipped) if shipped.is_dir() else spec, model)
     cache = cache or CACHES[sampling.cache]()
     start = time.perf_counter()
-    out = generate(model, x, policy, sampling, gen_start=gen_start, generator=torch.Generator().manual_seed(0), cache=cache)
+    out = generate(
+        model, x, policy, sampling, gen_start=gen_start, generator=torch.Generator().manual_seed(0), cache=cache
+    )
     return out, time.perf_counter() - start, cache.nbytes()
 
 
-def speed_rows(name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None, refresh=None,
-               repeats=3):
+def speed_rows(
+    name, model, x, gen_start, block_length, steps, policies, reference=None, loops=None, refresh=None, repeats=3
+):
     """``refresh``: the cached modes' ``cache_refresh``; every row of the run records it (``none`` is its baseline).
     Each mode is decoded ``repeats`` times, the modes interleaved (none, prefix, dual, none, ...), so that a change
     of the machine's speed during the run reaches every mode alike; a row's time is the median of its decodes."""
@@ -134,9 +154,18 @@ def speed_rows(name, model, x, gen_start, block_length, steps, policies, referen
     exact = reference is not None  # Fast-dLLM's bit-exact setting (docs/cache.md, "Parity")
     for spec in policies:
         runs, timed = {}, {}
-        configs = {mode: SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
-                                        suppress_mask_token=not exact, confidence_float64=exact, refine_complete_block=exact,
-                                        cache_refresh=None if mode == "none" else refresh) for mode in MODES}
+        configs = {
+            mode: SamplingConfig(
+                steps=steps if spec == "confidence" else None,
+                block_length=block_length,
+                cache=mode,
+                suppress_mask_token=not exact,
+                confidence_float64=exact,
+                refine_complete_block=exact,
+                cache_refresh=None if mode == "none" else refresh,
+            )
+            for mode in MODES
+        }
         for _ in range(repeats):
             for mode in MODES:
                 out, seconds, cache_bytes = decode(model, x, gen_start, spec, configs[mode])
@@ -146,25 +175,42 @@ def speed_rows(name, model, x, gen_start, block_length, steps, policies, referen
                 timed.setdefault(mode, []).append(seconds)
         for mode in MODES:
             (out, cache_bytes), seconds = runs[mode], statistics.median(timed[mode])
-            row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "cache_refresh": refresh,
-                   "seconds": seconds, "seconds_each": timed[mode],
-                   "tokens_per_s": gen / seconds,
-                   "nfe": out.nfe.float().mean().item(), "positions": out.positions_run.float().mean().item(),
-                   "cache_mib": cache_bytes / 2**20,
-                   "tokens_equal_none": bool(torch.equal(out.sequences, runs["none"][0].sequences))}
+            row = {
+                "model": name,
+                "prompt_length": gen_start,
+                "policy": spec,
+                "cache": mode,
+                "cache_refresh": refresh,
+                "seconds": seconds,
+                "seconds_each": timed[mode],
+                "tokens_per_s": gen / seconds,
+                "nfe": out.nfe.float().mean().item(),
+                "positions": out.positions_run.float().mean().item(),
+                "cache_mib": cache_bytes / 2**20,
+                "tokens_equal_none": bool(torch.equal(out.sequences, runs["none"][0].sequences)),
+            }
             if reference is not None and mode != "none" and spec in ("confidence", "threshold:0.9") and refresh is None:
                 loop = loops.generate_with_prefix_cache if mode == "prefix" else loops.generate_with_dual_cache
                 threshold = None if spec == "confidence" else 0.9
-                want, want_nfe = loop(Guard(reference, 4 * x.shape[1]), x[:, :gen_start], steps=steps if threshold is None else x.shape[1] - gen_start,
-                                      gen_length=x.shape[1] - gen_start, block_length=block_length, temperature=0.0,
-                                      mask_id=model.mask_id, threshold=threshold)
+                want, want_nfe = loop(
+                    Guard(reference, 4 * x.shape[1]),
+                    x[:, :gen_start],
+                    steps=steps if threshold is None else x.shape[1] - gen_start,
+                    gen_length=x.shape[1] - gen_start,
+                    block_length=block_length,
+                    temperature=0.0,
+                    mask_id=model.mask_id,
+                    threshold=threshold,
+                )
                 row.update(fast_dllm_tokens_equal=bool(torch.equal(want, out.sequences)), fast_dllm_nfe=int(want_nfe))
             row["speedup"] = statistics.median(timed["none"]) / seconds
             rows.append(row)
-            print(f"{name:<13} {spec:<27} {mode:<7} {seconds:>8.2f}s {row['tokens_per_s']:>9.1f} tok/s "
-                  f"NFE {row['nfe']:>6.1f} positions {row['positions']:>8.0f} cache {row['cache_mib']:>7.2f} MiB "
-                  f"{'' if 'fast_dllm_tokens_equal' not in row else 'fast-dllm tokens ' + str(row['fast_dllm_tokens_equal'])}",
-                  flush=True)
+            print(
+                f"{name:<13} {spec:<27} {mode:<7} {seconds:>8.2f}s {row['tokens_per_s']:>9.1f} tok/s "
+                f"NFE {row['nfe']:>6.1f} positions {row['positions']:>8.0f} cache {row['cache_mib']:>7.2f} MiB "
+                f"{'' if 'fast_dllm_tokens_equal' not in row else 'fast-dllm tokens ' + str(row['fast_dllm_tokens_equal'])}",
+                flush=True,
+            )
     return rows
 
 
@@ -175,7 +221,7 @@ class Timers:
     def __init__(self, methods: dict[str, tuple[object, str]]) -> None:
         self.methods, self.seconds = methods, dict.fromkeys(methods, 0.0)
 
-    def __enter__(self) -> "Timers":
+    def __enter__(self) -> Timers:
         self.saved = {key: getattr(cls, name) for key, (cls, name) in self.methods.items()}
         for key, (cls, name) in self.methods.items():
             setattr(cls, name, self._timed(key, self.saved[key]))
@@ -188,6 +234,7 @@ class Timers:
                 return method(*args, **kwargs)
             finally:
                 self.seconds[key] += time.perf_counter() - start
+
         return timed
 
     def __exit__(self, *exc) -> None:
@@ -202,22 +249,45 @@ def profile_rows(name, model, x, gen_start, block_length, steps, spec) -> list[d
     first)."""
     rows = []
     for mode in MODES:
-        sampling = SamplingConfig(steps=steps if spec == "confidence" else None, block_length=block_length, cache=mode,
-                                  suppress_mask_token=False, confidence_float64=True, refine_complete_block=True)
+        sampling = SamplingConfig(
+            steps=steps if spec == "confidence" else None,
+            block_length=block_length,
+            cache=mode,
+            suppress_mask_token=False,
+            confidence_float64=True,
+            refine_complete_block=True,
+        )
         decode(model, x, gen_start, spec, sampling)
         cache = CACHES[mode]()
-        with Timers({"model": (type(model), "forward"), "cache": (cache, "forward"),
-                     "assemble": (cache, "assemble"), "prepare": (GumbelMaxTokens, "prepare")}) as timers:
+        with Timers(
+            {
+                "model": (type(model), "forward"),
+                "cache": (cache, "forward"),
+                "assemble": (cache, "assemble"),
+                "prepare": (GumbelMaxTokens, "prepare"),
+            }
+        ) as timers:
             out, seconds, _ = decode(model, x, gen_start, spec, sampling, cache)
         t = timers.seconds
-        row = {"model": name, "prompt_length": gen_start, "policy": spec, "cache": mode, "seconds": seconds,
-               "model_s": t["model"], "cache_bookkeeping_s": t["cache"] + t["assemble"] - t["model"],
-               "sampler_prepare_s": t["prepare"], "rest_s": seconds - t["cache"] - t["assemble"] - t["prepare"], "nfe": out.nfe.float().mean().item(),
-               "positions": out.positions_run.float().mean().item()}
+        row = {
+            "model": name,
+            "prompt_length": gen_start,
+            "policy": spec,
+            "cache": mode,
+            "seconds": seconds,
+            "model_s": t["model"],
+            "cache_bookkeeping_s": t["cache"] + t["assemble"] - t["model"],
+            "sampler_prepare_s": t["prepare"],
+            "rest_s": seconds - t["cache"] - t["assemble"] - t["prepare"],
+            "nfe": out.nfe.float().mean().item(),
+            "positions": out.positions_run.float().mean().item(),
+        }
         rows.append(row)
-        print(f"{name:<13} {spec:<27} {mode:<7} {seconds:>7.2f}s = model {row['model_s']:6.2f} + cache bookkeeping "
-              f"{row['cache_bookkeeping_s']:5.2f} + sampler prepare {row['sampler_prepare_s']:5.2f} + rest {row['rest_s']:5.2f}",
-              flush=True)
+        print(
+            f"{name:<13} {spec:<27} {mode:<7} {seconds:>7.2f}s = model {row['model_s']:6.2f} + cache bookkeeping "
+            f"{row['cache_bookkeeping_s']:5.2f} + sampler prepare {row['sampler_prepare_s']:5.2f} + rest {row['rest_s']:5.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -235,22 +305,47 @@ def accuracy_rows(n: int, tasks=tuple(ACCURACY), policies=None, modes=MODES, ref
             policy = resolve_policy(spec, model)
             solved = {}
             for mode in modes:
-                sampling = SamplingConfig(block_length=block_length, cache=mode,
-                                          cache_refresh=None if mode == "none" else refresh)
+                sampling = SamplingConfig(
+                    block_length=block_length, cache=mode, cache_refresh=None if mode == "none" else refresh
+                )
                 result, per = run_policy(task, model, examples, policy, sampling)
                 solved[mode] = per["solved"].astype(float)
-                row = {"task": task_name, "model": model_name, "block_length": block_length, "policy": policy.name,
-                       "cache": mode, "cache_refresh": refresh, "solved_rate": result.solved_rate, "cell_accuracy": result.cell_accuracy,
-                       "nfe": result.nfe, "positions": result.positions, "seconds": result.seconds, "n": result.n}
+                row = {
+                    "task": task_name,
+                    "model": model_name,
+                    "block_length": block_length,
+                    "policy": policy.name,
+                    "cache": mode,
+                    "cache_refresh": refresh,
+                    "solved_rate": result.solved_rate,
+                    "cell_accuracy": result.cell_accuracy,
+                    "nfe": result.nfe,
+                    "positions": result.positions,
+                    "seconds": result.seconds,
+                    "n": result.n,
+                }
                 if mode != "none" and "none" in solved:
                     delta = solved[mode] - solved["none"]
-                    row.update(solved_delta=float(delta.mean()), solved_delta_se=float(delta.std(ddof=1) / len(delta) ** 0.5),
-                               solved_only_none=int((delta < 0).sum()), solved_only_cache=int((delta > 0).sum()))
+                    row.update(
+                        solved_delta=float(delta.mean()),
+                        solved_delta_se=float(delta.std(ddof=1) / len(delta) ** 0.5),
+                        solved_only_none=int((delta < 0).sum()),
+                        solved_only_cache=int((delta > 0).sum()),
+                    )
                 rows.append(row)
-                paired = (f" paired {row['solved_delta']:+.4f} +- {row['solved_delta_se']:.4f} "
-                          f"({row['solved_only_none']} lost, {row['solved_only_cache']} gained)") if "solved_delta" in row else ""
-                print(f"{model_name:<17} {policy.name:<34} {mode:<7} refresh {refresh} solved {result.solved_rate:.3f} "
-                      f"cells {result.cell_accuracy:.4f} NFE {result.nfe:6.2f} positions {result.positions:7.1f}{paired}", flush=True)
+                paired = (
+                    (
+                        f" paired {row['solved_delta']:+.4f} +- {row['solved_delta_se']:.4f} "
+                        f"({row['solved_only_none']} lost, {row['solved_only_cache']} gained)"
+                    )
+                    if "solved_delta" in row
+                    else ""
+                )
+                print(
+                    f"{model_name:<17} {policy.name:<34} {mode:<7} refresh {refresh} solved {result.solved_rate:.3f} "
+                    f"cells {result.cell_accuracy:.4f} NFE {result.nfe:6.2f} positions {result.positions:7.1f}{paired}",
+                    flush=True,
+                )
     return rows
 
 
@@ -264,7 +359,11 @@ def plot(speed: list[dict], path: Path) -> None:
     panels = list(dict.fromkeys((r["model"], r.get("prompt_length", 0)) for r in speed))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, (name, prompt) in zip(axes[0], panels):
-        rows = [r for r in speed if r["model"] == name and r.get("prompt_length", 0) == prompt and r.get("cache_refresh") is None]
+        rows = [
+            r
+            for r in speed
+            if r["model"] == name and r.get("prompt_length", 0) == prompt and r.get("cache_refresh") is None
+        ]
         policies = list(dict.fromkeys(r["policy"] for r in rows))
         width = 0.27
         for i, mode in enumerate(MODES):
@@ -281,27 +380,56 @@ def plot(speed: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--head-scale", type=float, default=3.0, help="llada-mid: output head scale (confidence spread)")
+    parser.add_argument(
+        "--head-scale", type=float, default=3.0, help="llada-mid: output head scale (confidence spread)"
+    )
     parser.add_argument("--sudoku-batch", type=int, default=64, help="sudoku9-base: puzzles per batch")
     parser.add_argument("--accuracy-examples", type=int, default=256, help="examples per accuracy point")
     parser.add_argument("--skip-llada", action="store_true", help="leave out llada-mid (no ../shared/reference)")
-    parser.add_argument("--prompt-length", type=int, default=64, help="llada-mid: prompt tokens before the 256 generated")
+    parser.add_argument(
+        "--prompt-length", type=int, default=64, help="llada-mid: prompt tokens before the 256 generated"
+    )
     parser.add_argument("--policies", nargs="+", default=list(SPEED_POLICIES), help="policies of the speed runs")
     parser.add_argument("--llada-only", action="store_true", help="only the llada-mid speed runs")
     parser.add_argument("--accuracy-only", action="store_true", help="only the accuracy runs")
-    parser.add_argument("--speed-only", action="store_true", help="only the speed runs (with --skip-llada: sudoku9-base's)")
-    parser.add_argument("--accuracy-tasks", nargs="+", default=list(ACCURACY), choices=list(ACCURACY), help="tasks of the accuracy runs")
-    parser.add_argument("--accuracy-policies", nargs="+", default=None, help="policies of the accuracy runs (default: "
-                        "every heuristic and the task's shipped learned policies)")
-    parser.add_argument("--accuracy-modes", nargs="+", default=list(MODES), choices=MODES, help="cache modes of the accuracy "
-                        "runs (none first, for the paired comparison)")
-    parser.add_argument("--cache-refresh", type=float, default=None, help="cache_refresh of the prefix / dual runs "
-                        "(speed and accuracy; recorded in every row of the run, none's included); default: none")
-    parser.add_argument("--repeats", type=int, default=3, help="speed runs: decodes per mode (interleaved; the median "
-                        "is reported)")
-    parser.add_argument("--profile", action="store_true", help="only the llada-mid time split (model / cache / sampler / "
-                        "rest) of each mode, for the first --policies entry")
-    parser.add_argument("--append", action="store_true", help="add the rows (and this run's provenance) to the results file")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="only the speed runs (with --skip-llada: sudoku9-base's)"
+    )
+    parser.add_argument(
+        "--accuracy-tasks", nargs="+", default=list(ACCURACY), choices=list(ACCURACY), help="tasks of the accuracy runs"
+    )
+    parser.add_argument(
+        "--accuracy-policies",
+        nargs="+",
+        default=None,
+        help="policies of the accuracy runs (default: every heuristic and the task's shipped learned policies)",
+    )
+    parser.add_argument(
+        "--accuracy-modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        help="cache modes of the accuracy runs (none first, for the paired comparison)",
+    )
+    parser.add_argument(
+        "--cache-refresh",
+        type=float,
+        default=None,
+        help="cache_refresh of the prefix / dual runs "
+        "(speed and accuracy; recorded in every row of the run, none's included); default: none",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="speed runs: decodes per mode (interleaved; the median is reported)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only the llada-mid time split (model / cache / sampler / "
+        "rest) of each mode, for the first --policies entry",
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="add the rows (and this run's provenance) to the results file"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     speed, accuracy, profile = [], [], []
@@ -316,28 +444,59 @@ def main() -> None:
         P = args.prompt_length
         x = torch.randint(6, LLADA_MID["vocab_size"], (1, P + 256), generator=torch.Generator().manual_seed(0))
         x[:, P:] = mdm.mask_id
-        speed += speed_rows("llada-mid", mdm, x, P, 32, 64, args.policies, reference=ref, loops=fast_dllm_reference(),
-                            refresh=args.cache_refresh, repeats=args.repeats)
+        speed += speed_rows(
+            "llada-mid",
+            mdm,
+            x,
+            P,
+            32,
+            64,
+            args.policies,
+            reference=ref,
+            loops=fast_dllm_reference(),
+            refresh=args.cache_refresh,
+            repeats=args.repeats,
+        )
     if not (args.llada_only or args.accuracy_only or args.profile):
         sudoku = load_model("sudoku9-base", device="cpu")
         task = get_task("sudoku9")
         enc = task.encode(task.generate(args.sudoku_batch, seed=0), sudoku)
-        speed += speed_rows("sudoku9-base", sudoku, enc.input_ids, 0, 27, 27, args.policies, refresh=args.cache_refresh,
-                            repeats=args.repeats)
+        speed += speed_rows(
+            "sudoku9-base",
+            sudoku,
+            enc.input_ids,
+            0,
+            27,
+            27,
+            args.policies,
+            refresh=args.cache_refresh,
+            repeats=args.repeats,
+        )
     if not (args.llada_only or args.profile or args.speed_only):
-        accuracy = accuracy_rows(args.accuracy_examples, args.accuracy_tasks, args.accuracy_policies, args.accuracy_modes,
-                                 args.cache_refresh)
+        accuracy = accuracy_rows(
+            args.accuracy_examples, args.accuracy_tasks, args.accuracy_policies, args.accuracy_modes, args.cache_refresh
+        )
     previous = json.loads(OUT.read_text()) if args.append and OUT.is_file() else {}
-    for part, rows, key in (("speed", speed, ("model", "prompt_length", "policy", "cache", "cache_refresh")),
-                            ("accuracy", accuracy, ("task", "policy", "cache", "n", "cache_refresh")),
-                            ("profile", profile, ("model", "prompt_length", "policy", "cache"))):  # --append replaces a setting's rows
+    for part, rows, key in (
+        ("speed", speed, ("model", "prompt_length", "policy", "cache", "cache_refresh")),
+        ("accuracy", accuracy, ("task", "policy", "cache", "n", "cache_refresh")),
+        ("profile", profile, ("model", "prompt_length", "policy", "cache")),
+    ):  # --append replaces a setting's rows
         new = {tuple(r.get(k) for k in key) for r in rows}
         previous[part] = [r for r in previous.get(part, []) if tuple(r.get(k) for k in key) not in new]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "provenance": previous.get("provenance", []) + [run_info(command_line("benchmarks/kv_cache.py", args))],
-        "speed": previous.get("speed", []) + speed, "accuracy": previous.get("accuracy", []) + accuracy,
-        "profile": previous.get("profile", []) + profile}, indent=2) + "\n")
+    OUT.write_text(
+        json.dumps(
+            {
+                "provenance": previous.get("provenance", []) + [run_info(command_line("benchmarks/kv_cache.py", args))],
+                "speed": previous.get("speed", []) + speed,
+                "accuracy": previous.get("accuracy", []) + accuracy,
+                "profile": previous.get("profile", []) + profile,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     plot(json.loads(OUT.read_text())["speed"], OUT.with_suffix(".png"))
     print(f"wrote {OUT} and {OUT.with_suffix('.png')}")
 

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import command_line, run_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +46,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import lm_eval  # noqa: E402
 import lm_eval.evaluator  # noqa: E402
+import tiny_hf  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-import tiny_hf  # noqa: E402
 from unmask.api import evaluate  # noqa: E402
 from unmask.evaluation.evaluate import run_policy  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
@@ -67,8 +66,16 @@ def save_model(directory: Path) -> Path:
 
     tok = tiny_hf.tokenizer()
     torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=WIDTH, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                               intermediate_size=4 * WIDTH, max_position_embeddings=256)).save_pretrained(directory)
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=WIDTH,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=4 * WIDTH,
+            max_position_embeddings=256,
+        )
+    ).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
 
@@ -86,10 +93,20 @@ def write_data(directory: Path, model: str, args: argparse.Namespace) -> Path:
     examples = [MathExample(question=q, answer=v) for q, v in questions]
     stated: list[str | None] = []
     mdm = load_model(model, device="cpu")
-    run_policy(task, mdm, examples, get_policy("confidence"), batch_size=args.batch_size,
-               on_batch=lambda chunk, enc, out: stated.extend(extract_answer(c) for c in task.decode(chunk, out.sequences, mdm)))
-    lines = [json.dumps({"question": q, "answer": f"#### {s if i % 2 == 0 and s else v}"})
-             for i, ((q, v), s) in enumerate(zip(questions, stated))]
+    run_policy(
+        task,
+        mdm,
+        examples,
+        get_policy("confidence"),
+        batch_size=args.batch_size,
+        on_batch=lambda chunk, enc, out: stated.extend(
+            extract_answer(c) for c in task.decode(chunk, out.sequences, mdm)
+        ),
+    )
+    lines = [
+        json.dumps({"question": q, "answer": f"#### {s if i % 2 == 0 and s else v}"})
+        for i, ((q, v), s) in enumerate(zip(questions, stated))
+    ]
     path = directory / "tiny_math.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -115,9 +132,18 @@ class Timer:
 
 
 def run_unmask(model: str, data: Path, policy: str, args: argparse.Namespace) -> dict:
-    report = evaluate(task="gsm8k", model=model, policies=policy, data=str(data), steps=args.steps,
-                               block_length=args.block_length, batch_size=args.batch_size, progress=False,
-                               model_options={"device": "cpu"}, task_options={"gen_length": args.gen_length, "chat": False})
+    report = evaluate(
+        task="gsm8k",
+        model=model,
+        policies=policy,
+        data=str(data),
+        steps=args.steps,
+        block_length=args.block_length,
+        batch_size=args.batch_size,
+        progress=False,
+        model_options={"device": "cpu"},
+        task_options={"gen_length": args.gen_length, "chat": False},
+    )
     r = report.results[0]
     return {"solved": r.solved_rate, "seconds": r.seconds, "nfe": r.nfe, "n": r.n}
 
@@ -128,15 +154,23 @@ def run_harness(model: str, policy: str, args: argparse.Namespace, tasks: Path) 
     phase, generation = Timer(lm_eval.evaluator, "evaluate"), Timer(UnmaskLM, "generate_until")
     start = time.perf_counter()
     try:
-        out = lm_eval.simple_evaluate(model="unmask", model_args=model_args, tasks=["unmask_tiny_math"],
-                                      batch_size=args.batch_size,
-                                      task_manager=TaskManager(include_path=str(tasks), include_defaults=False))
+        out = lm_eval.simple_evaluate(
+            model="unmask",
+            model_args=model_args,
+            tasks=["unmask_tiny_math"],
+            batch_size=args.batch_size,
+            task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
+        )
     finally:
         phase.restore()
         generation.restore()
     total = time.perf_counter() - start
-    return {"solved": out["results"]["unmask_tiny_math"]["solved,none"], "evaluate_s": phase.seconds,
-            "generate_until_s": generation.seconds, "total_s": total}
+    return {
+        "solved": out["results"]["unmask_tiny_math"]["solved,none"],
+        "evaluate_s": phase.seconds,
+        "generate_until_s": generation.seconds,
+        "total_s": total,
+    }
 
 
 def main() -> None:
@@ -160,38 +194,63 @@ def main() -> None:
         data = write_data(tmp, model, args)
         for policy in args.policies.split(","):
             ours, harness = [], []
-            sides = {"unmask": lambda: ours.append(run_unmask(model, data, policy, args)),
-                     "lm-eval": lambda: harness.append(run_harness(model, policy, args, tmp))}
+            sides = {
+                "unmask": lambda: ours.append(run_unmask(model, data, policy, args)),
+                "lm-eval": lambda: harness.append(run_harness(model, policy, args, tmp)),
+            }
             for repeat in range(args.repeats):
-                for side in (("unmask", "lm-eval") if repeat % 2 == 0 else ("lm-eval", "unmask")):
+                for side in ("unmask", "lm-eval") if repeat % 2 == 0 else ("lm-eval", "unmask"):
                     sides[side]()
             unmask_s = min(r["seconds"] for r in ours)
             best = {k: min(r[k] for r in harness) for k in ("evaluate_s", "generate_until_s", "total_s")}
             n = ours[0]["n"]
-            rows.append({
-                "policy": policy, "n": n, "nfe": ours[0]["nfe"],
-                "unmask_solved": ours[0]["solved"], "lm_eval_solved": harness[0]["solved"],
-                "agree": all(r["solved"] == ours[0]["solved"] for r in ours + harness),
-                "unmask_examples_per_s": n / unmask_s, "lm_eval_examples_per_s": n / best["evaluate_s"],
-                "lm_eval_generate_until_examples_per_s": n / best["generate_until_s"],
-                "lm_eval_end_to_end_examples_per_s": n / best["total_s"],
-                "overhead": best["evaluate_s"] / unmask_s - 1,
-                "overhead_median_of_pairs": statistics.median(h["evaluate_s"] / u["seconds"] - 1 for h, u in zip(harness, ours)),
-                "harness_bookkeeping_s": statistics.median(h["evaluate_s"] - h["generate_until_s"] for h in harness),
-                "unmask_s": [r["seconds"] for r in ours], "lm_eval": harness,
-            })
-    print(f"{'policy':<14} {'n':>4} {'NFE':>6} {'solved (unmask / lm-eval)':>26} {'unmask ex/s':>12} {'lm-eval ex/s':>13} "
-          f"{'overhead':>9} {'end-to-end ex/s':>16}")
+            rows.append(
+                {
+                    "policy": policy,
+                    "n": n,
+                    "nfe": ours[0]["nfe"],
+                    "unmask_solved": ours[0]["solved"],
+                    "lm_eval_solved": harness[0]["solved"],
+                    "agree": all(r["solved"] == ours[0]["solved"] for r in ours + harness),
+                    "unmask_examples_per_s": n / unmask_s,
+                    "lm_eval_examples_per_s": n / best["evaluate_s"],
+                    "lm_eval_generate_until_examples_per_s": n / best["generate_until_s"],
+                    "lm_eval_end_to_end_examples_per_s": n / best["total_s"],
+                    "overhead": best["evaluate_s"] / unmask_s - 1,
+                    "overhead_median_of_pairs": statistics.median(
+                        h["evaluate_s"] / u["seconds"] - 1 for h, u in zip(harness, ours)
+                    ),
+                    "harness_bookkeeping_s": statistics.median(
+                        h["evaluate_s"] - h["generate_until_s"] for h in harness
+                    ),
+                    "unmask_s": [r["seconds"] for r in ours],
+                    "lm_eval": harness,
+                }
+            )
+    print(
+        f"{'policy':<14} {'n':>4} {'NFE':>6} {'solved (unmask / lm-eval)':>26} {'unmask ex/s':>12} {'lm-eval ex/s':>13} "
+        f"{'overhead':>9} {'end-to-end ex/s':>16}"
+    )
     for r in rows:
-        print(f"{r['policy']:<14} {r['n']:>4} {r['nfe']:>6.2f} {r['unmask_solved']:>12.4f} / {r['lm_eval_solved']:<11.4f} "
-              f"{r['unmask_examples_per_s']:>12.2f} {r['lm_eval_examples_per_s']:>13.2f} {100 * r['overhead']:>8.1f}% "
-              f"{r['lm_eval_end_to_end_examples_per_s']:>16.2f}")
+        print(
+            f"{r['policy']:<14} {r['n']:>4} {r['nfe']:>6.2f} {r['unmask_solved']:>12.4f} / {r['lm_eval_solved']:<11.4f} "
+            f"{r['unmask_examples_per_s']:>12.2f} {r['lm_eval_examples_per_s']:>13.2f} {100 * r['overhead']:>8.1f}% "
+            f"{r['lm_eval_end_to_end_examples_per_s']:>16.2f}"
+        )
     out = REPO / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"provenance": [run_info(command_line("benchmarks/lm_eval_overhead.py", args))], "torch_threads": 1,
-            "model": f"random BertForMaskedLM {LAYERS}x{WIDTH}, tests/tiny_hf.py tokenizer", "lm_eval": lm_eval.__version__,
-            "settings": {"batch_size": args.batch_size, "gen_length": args.gen_length, "steps": args.steps,
-                         "block_length": args.block_length}}
+    meta = {
+        "provenance": [run_info(command_line("benchmarks/lm_eval_overhead.py", args))],
+        "torch_threads": 1,
+        "model": f"random BertForMaskedLM {LAYERS}x{WIDTH}, tests/tiny_hf.py tokenizer",
+        "lm_eval": lm_eval.__version__,
+        "settings": {
+            "batch_size": args.batch_size,
+            "gen_length": args.gen_length,
+            "steps": args.steps,
+            "block_length": args.block_length,
+        },
+    }
     out.write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 

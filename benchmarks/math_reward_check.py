@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import run_info
 
 from unmask.tasks import get_task
@@ -43,7 +42,9 @@ def check(task_name: str, path: Path) -> dict:
     examples = task.load(str(path))
     rows = {}
     for variant in ("full", "worked", "full, math-verify only"):
-        completions = [FINAL_LINE[task_name].sub("", ex.solution) if variant == "worked" else ex.solution for ex in examples]
+        completions = [
+            FINAL_LINE[task_name].sub("", ex.solution) if variant == "worked" else ex.solution for ex in examples
+        ]
         start = time.perf_counter()
         if variant == "full, math-verify only":
             answers = [extract_answer(c) for c in completions]
@@ -52,10 +53,17 @@ def check(task_name: str, path: Path) -> dict:
             scores = task.score(examples, completions)
             answers, solved = scores.extra["answers"], scores.solved
         seconds = time.perf_counter() - start
-        misses = [{"index": i, "gold": ex.answer, "extracted": answers[i]} for i, (ex, ok) in enumerate(zip(examples, solved)) if not ok]
+        misses = [
+            {"index": i, "gold": ex.answer, "extracted": answers[i]}
+            for i, (ex, ok) in enumerate(zip(examples, solved))
+            if not ok
+        ]
         rows[variant] = {
-            "n": len(examples), "correct": int(solved.sum()), "accuracy": float(solved.mean()),
-            "seconds": round(seconds, 2), "misses": misses,
+            "n": len(examples),
+            "correct": int(solved.sum()),
+            "accuracy": float(solved.mean()),
+            "seconds": round(seconds, 2),
+            "misses": misses,
         }
     return rows
 
@@ -66,11 +74,16 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/math_reward_check.json")
     args = parser.parse_args()
     data = Path(args.data_dir)
-    results = {"gsm8k": check("gsm8k", data / "gsm8k_test.jsonl"), "math500": check("math500", data / "math500_test.jsonl")}
+    results = {
+        "gsm8k": check("gsm8k", data / "gsm8k_test.jsonl"),
+        "math500": check("math500", data / "math500_test.jsonl"),
+    }
     print(f"{'data set':<10} {'variant':<24} {'correct':>9} {'accuracy':>9} {'seconds':>8}")
     for name, variants in results.items():
         for variant, r in variants.items():
-            print(f"{name:<10} {variant:<24} {r['correct']:>4}/{r['n']:<4} {100 * r['accuracy']:>8.2f}% {r['seconds']:>8.2f}")
+            print(
+                f"{name:<10} {variant:<24} {r['correct']:>4}/{r['n']:<4} {100 * r['accuracy']:>8.2f}% {r['seconds']:>8.2f}"
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"provenance": [run_info(" ".join(sys.argv))], **results}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -70,8 +70,15 @@ def main() -> None:
     for spec in [s for s in args.policies.split(",") if s]:
         peaks = []
         for n in nums:
-            child = {"task": args.task, "model": args.model, "data": str(data), "num": n, "policy": spec,
-                     "steps": None if spec in VARIABLE else args.count_steps, "no_bucket": args.no_bucket}
+            child = {
+                "task": args.task,
+                "model": args.model,
+                "data": str(data),
+                "num": n,
+                "policy": spec,
+                "steps": None if spec in VARIABLE else args.count_steps,
+                "no_bucket": args.no_bucket,
+            }
             done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(child)], capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{spec} at {n} puzzles failed:\n{done.stderr[-2000:]}")
@@ -79,8 +86,12 @@ def main() -> None:
             rows.append({"policy": spec, "num": n, **measured})
             peaks.append(measured["peak_rss_mb"])
         growth = peaks[-1] / peaks[0] - 1
-        print(f"{spec:<16} " + " ".join(f"{p:>7.0f}MB" for p in peaks) + f" {100 * growth:>7.1f}% {'yes' if growth <= 0.1 else 'NO':>5}",
-              flush=True)
+        print(
+            f"{spec:<16} "
+            + " ".join(f"{p:>7.0f}MB" for p in peaks)
+            + f" {100 * growth:>7.1f}% {'yes' if growth <= 0.1 else 'NO':>5}",
+            flush=True,
+        )
         save_json(args.out, {"provenance": [run_info(command_line("benchmarks/memory.py", args))], "results": rows})
 
 

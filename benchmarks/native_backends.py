@@ -44,18 +44,39 @@ sys.path.insert(0, str(HERE))
 
 from common import command_line, run_info  # noqa: E402
 from reference_models import (  # noqa: E402
-    native_twin, reference_dream, reference_llada, tiny_dream_config, tiny_llada_config,
+    native_twin,
+    reference_dream,
+    reference_llada,
+    tiny_dream_config,
+    tiny_llada_config,
 )
 
 OUT = HERE / "results" / "native_backends.json"
 SIZES = {  # name -> (LLaDA overrides, Dream overrides, batch, length, forwards per timed sample)
     "tiny": ({}, {}, 4, 64, 20),
     "mid": (
-        {"d_model": 512, "n_heads": 8, "n_kv_heads": 8, "n_layers": 8, "mlp_hidden_size": 1408, "vocab_size": 8192,
-         "embedding_size": 8192, "max_sequence_length": 512},
-        {"hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 8,
-         "intermediate_size": 1408, "vocab_size": 8192, "max_position_embeddings": 512},
-        4, 256, 1,
+        {
+            "d_model": 512,
+            "n_heads": 8,
+            "n_kv_heads": 8,
+            "n_layers": 8,
+            "mlp_hidden_size": 1408,
+            "vocab_size": 8192,
+            "embedding_size": 8192,
+            "max_sequence_length": 512,
+        },
+        {
+            "hidden_size": 512,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 8,
+            "intermediate_size": 1408,
+            "vocab_size": 8192,
+            "max_position_embeddings": 512,
+        },
+        4,
+        256,
+        1,
     ),
 }
 FAMILIES = {"llada": (reference_llada, tiny_llada_config, 0), "dream": (reference_dream, tiny_dream_config, 1)}
@@ -112,12 +133,22 @@ def measure(family: str, size: str, repeats: int) -> dict:
             for _ in range(inner):
                 forward(model, x)
             times[impl].append((time.perf_counter() - start) / inner)
-    row = {"family": family, "size": size, "batch": list(x.shape), "params": sum(p.numel() for p in native.parameters()),
-           "max_logit_difference": gap}
+    row = {
+        "family": family,
+        "size": size,
+        "batch": list(x.shape),
+        "params": sum(p.numel() for p in native.parameters()),
+        "max_logit_difference": gap,
+    }
     for impl in times:
         row[f"{impl}_ms"] = 1000 * statistics.median(times[impl])
-        worker = subprocess.run([sys.executable, __file__, "--peak-memory", family, size, impl], capture_output=True,
-                                text=True, check=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+        worker = subprocess.run(
+            [sys.executable, __file__, "--peak-memory", family, size, impl],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        )
         row[f"{impl}_peak_mib"] = float(worker.stdout.strip().splitlines()[-1])
     row["time_ratio"] = row["native_ms"] / row["remote_ms"]
     row["memory_ratio"] = row["native_peak_mib"] / max(row["remote_peak_mib"], 1e-9)
@@ -138,18 +169,28 @@ def main() -> None:
     sizes, families = args.sizes.split(","), args.families.split(",")
     unknown = sorted(set(sizes) - set(SIZES)) + sorted(set(families) - set(FAMILIES))
     if unknown:
-        parser.error(f"unknown size or family {', '.join(unknown)}; sizes: {', '.join(SIZES)}; families: {', '.join(FAMILIES)}")
+        parser.error(
+            f"unknown size or family {', '.join(unknown)}; sizes: {', '.join(SIZES)}; families: {', '.join(FAMILIES)}"
+        )
     rows = [measure(f, s, args.repeats) for s in sizes for f in families]
-    print(f"{'family':6} {'size':5} {'params':>9} {'remote ms':>10} {'native ms':>10} {'ratio':>6} "
-          f"{'remote MiB':>10} {'native MiB':>10} {'ratio':>6} {'max |dlogit|':>12}")
+    print(
+        f"{'family':6} {'size':5} {'params':>9} {'remote ms':>10} {'native ms':>10} {'ratio':>6} "
+        f"{'remote MiB':>10} {'native MiB':>10} {'ratio':>6} {'max |dlogit|':>12}"
+    )
     for r in rows:
-        print(f"{r['family']:6} {r['size']:5} {r['params']:>9} {r['remote_ms']:>10.1f} {r['native_ms']:>10.1f} "
-              f"{r['time_ratio']:>6.2f} {r['remote_peak_mib']:>10.1f} {r['native_peak_mib']:>10.1f} "
-              f"{r['memory_ratio']:>6.2f} {r['max_logit_difference']:>12.2e}")
+        print(
+            f"{r['family']:6} {r['size']:5} {r['params']:>9} {r['remote_ms']:>10.1f} {r['native_ms']:>10.1f} "
+            f"{r['time_ratio']:>6.2f} {r['remote_peak_mib']:>10.1f} {r['native_peak_mib']:>10.1f} "
+            f"{r['memory_ratio']:>6.2f} {r['max_logit_difference']:>12.2e}"
+        )
     args.peak_memory = None
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"provenance": [run_info(command_line("benchmarks/native_backends.py", args))],
-                               "results": rows}, indent=2) + "\n")
+    OUT.write_text(
+        json.dumps(
+            {"provenance": [run_info(command_line("benchmarks/native_backends.py", args))], "results": rows}, indent=2
+        )
+        + "\n"
+    )
     print(f"wrote {OUT}")
 
 

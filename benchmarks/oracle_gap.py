@@ -23,8 +23,8 @@ from pathlib import Path
 from common import add_task_option, command_line, start_results
 
 from unmask.api import resolve_policy
-from unmask.core.checkpoint import save_json
 from unmask.cli.main import task_options
+from unmask.core.checkpoint import save_json
 from unmask.evaluation.evaluate import evaluate, format_table
 from unmask.models import load_model
 from unmask.policies.resolve import SHIPPED_POLICIES
@@ -58,10 +58,18 @@ def main() -> None:
     p.add_argument("--num", type=int, default=300)
     p.add_argument("--heuristics", default=ONE_PER_STEP, help="one-per-step heuristics (comma-separated specs)")
     p.add_argument("--parallel", default=PARALLEL, help="parallel heuristics (comma-separated specs)")
-    p.add_argument("--extra", action="append", default=[], metavar="LABEL=SPEC",
-                   help="a policy of the ablation (a checkpoint directory with options), repeatable")
-    p.add_argument("--only-extra", action="store_true",
-                   help="evaluate the --extra policies alone (with --append: rows beside an earlier run's)")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LABEL=SPEC",
+        help="a policy of the ablation (a checkpoint directory with options), repeatable",
+    )
+    p.add_argument(
+        "--only-extra",
+        action="store_true",
+        help="evaluate the --extra policies alone (with --append: rows beside an earlier run's)",
+    )
     p.add_argument("--out", default="benchmarks/results/oracle_gap.json")
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     add_task_option(p)
@@ -82,8 +90,10 @@ def main() -> None:
             policies = [resolve_policy(spec, model) for _, _, spec in table]
             results = evaluate(task, model, examples, policies, seed=0, progress=False)
             print(f"\n{model_name} · {args.task} · {data}\n{format_table(results)}", flush=True)
-            rows += [{"model": model_name, "task": args.task, "data": data, "group": group, "label": label,
-                      **r.__dict__} for (group, label, _), r in zip(table, results)]
+            rows += [
+                {"model": model_name, "task": args.task, "data": data, "group": group, "label": label, **r.__dict__}
+                for (group, label, _), r in zip(table, results)
+            ]
             save_json(out, {"provenance": provenance, "results": rows})  # saved after every block
     print(f"\nwrote {out}")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from common import add_task_option, command_line, run_info
 
 from unmask.api import prepare_run, resolve_policy
-from unmask.core.checkpoint import save_json
 from unmask.cli.main import task_options
+from unmask.core.checkpoint import save_json
 from unmask.evaluation.order import reveal_order
 
 OUT = Path(__file__).resolve().parent / "results" / "order" / "agreement.json"
@@ -36,23 +36,34 @@ def main() -> None:
     p.add_argument("--out", default=str(OUT))
     add_task_option(p)
     args = p.parse_args()
-    task, mdm, examples, context = prepare_run(args.task, args.model, None, args.num, args.difficulty, None,
-                                               args.seed, None, task_options(args.task_option))
+    task, mdm, examples, context = prepare_run(
+        args.task, args.model, None, args.num, args.difficulty, None, args.seed, None, task_options(args.task_option)
+    )
     base = reveal_order(task, mdm, examples, resolve_policy(args.baseline, mdm), seed=args.seed)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if args.append and out.exists() else {"provenance": [], "rows": []}
     command = command_line("benchmarks/order_agreement.py", args)
     rows = previous["rows"]
-    print(f"{'data':<44} {'policy':<16} {'identical':>9} {'same step':>9} {'same 1st':>9} "
-          f"{'solved':>7} {'baseline':>8} {'one only':>8}")
+    print(
+        f"{'data':<44} {'policy':<16} {'identical':>9} {'same step':>9} {'same 1st':>9} "
+        f"{'solved':>7} {'baseline':>8} {'one only':>8}"
+    )
     for spec in args.policies.split(","):
         other = reveal_order(task, mdm, examples, resolve_policy(spec, mdm), seed=args.seed)
-        row = {**context, "baseline": args.baseline, "policy": other.context["policy"], "solved": float(other.solved.mean()),
-               "baseline_solved": float(base.solved.mean()), **base.agreement(other)}
+        row = {
+            **context,
+            "baseline": args.baseline,
+            "policy": other.context["policy"],
+            "solved": float(other.solved.mean()),
+            "baseline_solved": float(base.solved.mean()),
+            **base.agreement(other),
+        }
         rows.append(row)
-        print(f"{row['data']:<44} {row['policy']:<16} {row['identical_order']:>9.3f} {row['same_step']:>9.3f} "
-              f"{row['same_first_step']:>9.3f} {row['solved']:>7.3f} {row['baseline_solved']:>8.3f} "
-              f"{row['solved_by_one_only']:>8.3f}")
+        print(
+            f"{row['data']:<44} {row['policy']:<16} {row['identical_order']:>9.3f} {row['same_step']:>9.3f} "
+            f"{row['same_first_step']:>9.3f} {row['solved']:>7.3f} {row['baseline_solved']:>8.3f} "
+            f"{row['solved_by_one_only']:>8.3f}"
+        )
     save_json(out, {"provenance": previous["provenance"] + [run_info(command)], "rows": rows})
     print(f"wrote {out}")
 

@@ -23,15 +23,14 @@ import argparse
 import time
 
 import torch
-
 from common import run_info
 
 from unmask.api import resolve_policy
 from unmask.core.checkpoint import save_json
 from unmask.engine.loop import generate
+from unmask.engine.policy import Policy
 from unmask.engine.state import StepState
 from unmask.models import load_model
-from unmask.engine.policy import Policy
 from unmask.policies.learned import LearnedPolicy
 from unmask.tasks import get_task
 
@@ -77,10 +76,18 @@ def measure(model_name: str, batch_size: int, forwards: int, spec: str = "") -> 
     mdm_params = sum(p.numel() for p in model.parameters())
     policy_params = sum(p.numel() for p in policy.inner.parameters())
     forward_ms, policy_ms = 1e3 * clock["seconds"] / clock["calls"], 1e3 * policy.seconds / policy.calls
-    return {"model": model_name, "policy": policy.name, "batch_size": batch_size, "mdm_parameters": mdm_params,
-            "policy_parameters": policy_params, "parameter_ratio": policy_params / mdm_params,
-            "forwards": clock["calls"], "forward_ms": forward_ms, "policy_step_ms": policy_ms,
-            "step_cost_ratio": policy_ms / forward_ms}
+    return {
+        "model": model_name,
+        "policy": policy.name,
+        "batch_size": batch_size,
+        "mdm_parameters": mdm_params,
+        "policy_parameters": policy_params,
+        "parameter_ratio": policy_params / mdm_params,
+        "forwards": clock["calls"],
+        "forward_ms": forward_ms,
+        "policy_step_ms": policy_ms,
+        "step_cost_ratio": policy_ms / forward_ms,
+    }
 
 
 def main() -> None:
@@ -94,16 +101,30 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    print(f"{'model':<15} {'batch':>5} {'MDM params':>11} {'policy':>8} {'ratio':>7} {'forward ms':>11} {'policy ms':>10} {'cost':>7}")
+    print(
+        f"{'model':<15} {'batch':>5} {'MDM params':>11} {'policy':>8} {'ratio':>7} {'forward ms':>11} {'policy ms':>10} {'cost':>7}"
+    )
     for name in args.models.split(","):
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             r = measure(name, batch_size, args.forwards, args.policy)
             rows.append(r)
-            print(f"{name:<15} {batch_size:>5} {r['mdm_parameters']:>11,} {r['policy_parameters']:>8,} "
-                  f"{100 * r['parameter_ratio']:>6.1f}% {r['forward_ms']:>11.3f} {r['policy_step_ms']:>10.3f} "
-                  f"{100 * r['step_cost_ratio']:>6.1f}%")
-    save_json(args.out, {"provenance": [run_info("benchmarks/policy_cost.py " + " ".join(
-                         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))], "results": rows})
+            print(
+                f"{name:<15} {batch_size:>5} {r['mdm_parameters']:>11,} {r['policy_parameters']:>8,} "
+                f"{100 * r['parameter_ratio']:>6.1f}% {r['forward_ms']:>11.3f} {r['policy_step_ms']:>10.3f} "
+                f"{100 * r['step_cost_ratio']:>6.1f}%"
+            )
+    save_json(
+        args.out,
+        {
+            "provenance": [
+                run_info(
+                    "benchmarks/policy_cost.py "
+                    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+                )
+            ],
+            "results": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

@@ -25,29 +25,48 @@ from unmask.core.config import reference_markdown
 from unmask.engine.config import SamplingConfig
 from unmask.evaluation.frontier import curve_aups
 from unmask.evaluation.metrics import aup
+from unmask.evaluation.run_config import EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.training.grpo import GRPOConfig
-from unmask.evaluation.run_config import EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig
 from unmask.training.mdm import MDMTrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-HEURISTICS_FILES = ("heuristics_small.json", "heuristics_base.json", "heuristics_sudoku4.json", "heuristics_zebra.json",
-                    "heuristics_arithmetic.json", "heuristics_arithmetic-carry.json")
+HEURISTICS_FILES = (
+    "heuristics_small.json",
+    "heuristics_base.json",
+    "heuristics_sudoku4.json",
+    "heuristics_zebra.json",
+    "heuristics_arithmetic.json",
+    "heuristics_arithmetic-carry.json",
+)
 CARD_BASELINES = ("random", "left_to_right", "confidence", "margin", "threshold:0.9")
 ONE_PER_STEP = ("random", "left_to_right", "confidence", "margin", "entropy", "topk_softmax:k=5:temperature=0.1")
 # the data each shipped policy is shown on in the README's headline table (the task's default or hardest setting)
-HEADLINE = (("upo-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
-            ("upo-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
-            ("bernoulli-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
-            ("bernoulli-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
-            ("upo-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
-            ("bernoulli-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
-            ("upo-sudoku4", "heuristics_sudoku4.json", "generated:clues=4"),
-            ("upo-zebra", "heuristics_zebra.json", "generated:extra_clues=None"))
-CONFIG_CLASSES = (GRPOConfig, EvalConfig, FrontierConfig, OrderConfig, RunConfig, SamplingConfig, ExamplesConfig, UPOConfig, ParallelConfig, PlackettLuceConfig,
-                  MDMTrainConfig)  # the reference tables of docs/configuration.md
+HEADLINE = (
+    ("upo-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
+    ("upo-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
+    ("bernoulli-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
+    ("bernoulli-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
+    ("upo-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
+    ("bernoulli-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
+    ("upo-sudoku4", "heuristics_sudoku4.json", "generated:clues=4"),
+    ("upo-zebra", "heuristics_zebra.json", "generated:extra_clues=None"),
+)
+CONFIG_CLASSES = (
+    GRPOConfig,
+    EvalConfig,
+    FrontierConfig,
+    OrderConfig,
+    RunConfig,
+    SamplingConfig,
+    ExamplesConfig,
+    UPOConfig,
+    ParallelConfig,
+    PlackettLuceConfig,
+    MDMTrainConfig,
+)  # the reference tables of docs/configuration.md
 MARKER = re.compile(r"(<!-- generated:([\w.-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
@@ -72,7 +91,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def source(name: str) -> str:
     """The provenance line under a table: the results file and the commands that wrote it."""
     cmds = list(dict.fromkeys(p["command"] for p in load(name).get("provenance", []) if p.get("command")))
-    return f"From `benchmarks/results/{name}`" + (", written by " + "; ".join(f"`{c}`" for c in cmds) if cmds else "") + "."
+    return (
+        f"From `benchmarks/results/{name}`"
+        + (", written by " + "; ".join(f"`{c}`" for c in cmds) if cmds else "")
+        + "."
+    )
 
 
 def with_aup(rows: list[dict]) -> list[dict]:
@@ -104,7 +127,9 @@ def heuristics_pivot(name: str) -> str:
     for m, d in keys:
         mine = {r["policy"]: r for r in rows if (r["model"], r["data"]) == (m, d)}
         full = max(r["nfe"] for r in mine.values())
-        out.append([m, d.split(":", 1)[-1], f"{full:.0f}"] + [cell(mine[p], full) if p in mine else "" for p in policies])
+        out.append(
+            [m, d.split(":", 1)[-1], f"{full:.0f}"] + [cell(mine[p], full) if p in mine else "" for p in policies]
+        )
     return table(["model", "data", "NFE (one per step)"] + [f"`{p}`" for p in policies], out) + "\n\n" + source(name)
 
 
@@ -114,10 +139,25 @@ def baselines() -> str:
     rows = with_aup(load("baselines.json")["results"])
     order = {key: i for i, key in enumerate(dict.fromkeys((r["model"], r["data"]) for r in rows))}
     rows = sorted(rows, key=lambda r: order[(r["model"], r["data"])])  # appended settings beside their task's rows
-    return table(["MDM", "data", "policy", "solved", "mean NFE", "tokens per forward", "AUP"],
-                 [[f"`{r['model']}`", r["data"].split(":", 1)[-1].replace("=None", "=default"), f"`{r['policy']}`",
-                   pct(r["solved_rate"]), f"{r['nfe']:.1f}", f"{r['tpf']:.2f}", f"{r['aup']:.1f}"] for r in rows]
-                 ) + "\n\n" + source("baselines.json")
+    return (
+        table(
+            ["MDM", "data", "policy", "solved", "mean NFE", "tokens per forward", "AUP"],
+            [
+                [
+                    f"`{r['model']}`",
+                    r["data"].split(":", 1)[-1].replace("=None", "=default"),
+                    f"`{r['policy']}`",
+                    pct(r["solved_rate"]),
+                    f"{r['nfe']:.1f}",
+                    f"{r['tpf']:.2f}",
+                    f"{r['aup']:.1f}",
+                ]
+                for r in rows
+            ],
+        )
+        + "\n\n"
+        + source("baselines.json")
+    )
 
 
 def best_heuristic(rows: list[dict]) -> dict:
@@ -132,16 +172,34 @@ def headline() -> str:
         rows = [r for r in with_aup(load(name)["results"]) if r["model"] == meta["mdm"] and r["data"] == data]
         mine = next(r for r in rows if r["policy"] == meta["policy"]["kind"])
         best, thr = best_heuristic(rows), next(r for r in rows if r["policy"] == "threshold:0.9")
-        out.append([f"`{pname}`", f"`{meta['mdm']}`", data.split(":", 1)[-1].replace("=None", "=default"),
-                    f"{pct(mine['solved_rate'])} ({mine['nfe']:.1f}, {mine['aup']:.1f})",
-                    f"`{best['policy']}` {pct(best['solved_rate'])} ({best['nfe']:.0f}, {best['aup']:.1f})",
-                    f"{pct(thr['solved_rate'])} ({thr['nfe']:.1f}, {thr['aup']:.1f})",
-                    signed(mine["solved_rate"] - best["solved_rate"])])
-    return table(["shipped policy", "MDM", "data", "solved (NFE, AUP)", "best one-per-step heuristic", "threshold:0.9",
-                  "points over best"], out) + ("\n\nSolved rate (mean NFE, AUP) on 500 fresh seeded examples, the same "
-                                               "for every policy; AUP: tokens per forward x solved % (d3LLM's Accuracy "
-                                               "Under Parallelism of one point, `unmask.evaluation.metrics`); source: "
-                                               "`benchmarks/results/heuristics_*.json`.")
+        out.append(
+            [
+                f"`{pname}`",
+                f"`{meta['mdm']}`",
+                data.split(":", 1)[-1].replace("=None", "=default"),
+                f"{pct(mine['solved_rate'])} ({mine['nfe']:.1f}, {mine['aup']:.1f})",
+                f"`{best['policy']}` {pct(best['solved_rate'])} ({best['nfe']:.0f}, {best['aup']:.1f})",
+                f"{pct(thr['solved_rate'])} ({thr['nfe']:.1f}, {thr['aup']:.1f})",
+                signed(mine["solved_rate"] - best["solved_rate"]),
+            ]
+        )
+    return table(
+        [
+            "shipped policy",
+            "MDM",
+            "data",
+            "solved (NFE, AUP)",
+            "best one-per-step heuristic",
+            "threshold:0.9",
+            "points over best",
+        ],
+        out,
+    ) + (
+        "\n\nSolved rate (mean NFE, AUP) on 500 fresh seeded examples, the same "
+        "for every policy; AUP: tokens per forward x solved % (d3LLM's Accuracy "
+        "Under Parallelism of one point, `unmask.evaluation.metrics`); source: "
+        "`benchmarks/results/heuristics_*.json`."
+    )
 
 
 def frontier_runs(name: str) -> list[dict]:
@@ -156,29 +214,50 @@ def frontier(name: str) -> str:
         rows = []
         for method, s in run["summary"].items():
             for p in s.get("vs_threshold", []):
-                rows.append([f"`{Path(method).name}`", f"{run['curves'][method]['knob']} = {p['value']:g}",
-                             f"{pct(p['solved_rate'])} ({p['nfe']:.1f})", pct(p["threshold_solved_rate"]),
-                             signed(p["gain"])])
+                rows.append(
+                    [
+                        f"`{Path(method).name}`",
+                        f"{run['curves'][method]['knob']} = {p['value']:g}",
+                        f"{pct(p['solved_rate'])} ({p['nfe']:.1f})",
+                        pct(p["threshold_solved_rate"]),
+                        signed(p["gain"]),
+                    ]
+                )
         ref = run["summary"]["reference"]
         # files written before frontiers recorded tokens per forward: one-per-step confidence's NFE is the positions
-        curves = {m: {"points": [{**p, "tpf": p.get("tpf", ref["nfe"] / p["nfe"])} for p in c["points"]]}
-                  for m, c in run["curves"].items()}
+        curves = {
+            m: {"points": [{**p, "tpf": p.get("tpf", ref["nfe"] / p["nfe"])} for p in c["points"]]}
+            for m, c in run["curves"].items()
+        }
         aups = ", ".join(f"`{Path(m).name}` {v:.1f}" for m, v in curve_aups(curves).items())
-        speed = ", ".join(f"`{Path(m).name}` {s['speedup']:.1f}×" for m, s in run["summary"].items()
-                          if m != "reference" and s.get("speedup"))
-        parts.append(f"`{run['model']}`, block length {run['block_length'] or 'none (full diffusion)'}, "
-                     f"`{run['data']}`; one-per-step confidence: {pct(ref['solved_rate'])} at {ref['nfe']:.0f} NFE; "
-                     f"fewer NFE at its accuracy (within one point): {speed or 'none'}; AUP of each curve: {aups}.\n\n"
-                     + table(["policy", "knob", "solved (NFE)", "threshold at that NFE", "points over threshold"], rows))
+        speed = ", ".join(
+            f"`{Path(m).name}` {s['speedup']:.1f}×"
+            for m, s in run["summary"].items()
+            if m != "reference" and s.get("speedup")
+        )
+        parts.append(
+            f"`{run['model']}`, block length {run['block_length'] or 'none (full diffusion)'}, "
+            f"`{run['data']}`; one-per-step confidence: {pct(ref['solved_rate'])} at {ref['nfe']:.0f} NFE; "
+            f"fewer NFE at its accuracy (within one point): {speed or 'none'}; AUP of each curve: {aups}.\n\n"
+            + table(["policy", "knob", "solved (NFE)", "threshold at that NFE", "points over threshold"], rows)
+        )
     return "\n\n".join(parts) + "\n\n" + source(name)
 
 
 def upo_grid() -> str:
     runs = load("upo_curves.json")["runs"]
-    return table(["run", "steps", "held-out at step 0", "best held-out", "last held-out"],
-                 [[f"`{r['run']}`", str(r["steps"]), pct(r["eval_at_0"]), pct(r["best_eval"]), pct(r["last_eval"])]
-                  for r in runs]) + "\n\n" + source("upo_curves.json") + (
-        " Held-out greedy solved rate on 256 examples; each run's command is in `benchmarks/results/upo/README.md`.")
+    return (
+        table(
+            ["run", "steps", "held-out at step 0", "best held-out", "last held-out"],
+            [
+                [f"`{r['run']}`", str(r["steps"]), pct(r["eval_at_0"]), pct(r["best_eval"]), pct(r["last_eval"])]
+                for r in runs
+            ],
+        )
+        + "\n\n"
+        + source("upo_curves.json")
+        + (" Held-out greedy solved rate on 256 examples; each run's command is in `benchmarks/results/upo/README.md`.")
+    )
 
 
 def heuristics_pivot_by(name: str, key: str) -> str:
@@ -201,11 +280,15 @@ def simple(name: str, columns: dict[str, Callable[[dict], str]]) -> str:
 def pass_at_n() -> str:
     report = load("pass_at_n_sudoku9-small_c28.json")
     ns = (1, 2, 4, 8, 16)
-    return table(["policy"] + [f"pass@{n}" for n in ns],
-                 [[f"`{p}`"] + [pct(v[n - 1]) for n in ns] for p, v in report["pass_at"].items()]) + (
+    return table(
+        ["policy"] + [f"pass@{n}" for n in ns],
+        [[f"`{p}`"] + [pct(v[n - 1]) for n in ns] for p, v in report["pass_at"].items()],
+    ) + (
         f"\n\n`{report['model']}`, `{report['data']}`; single-shot: "
-        + ", ".join(f"`{r['policy']}` {pct(r['solved_rate'])}" for r in report["results"]) + ". "
-        + source("pass_at_n_sudoku9-small_c28.json"))
+        + ", ".join(f"`{r['policy']}` {pct(r['solved_rate'])}" for r in report["results"])
+        + ". "
+        + source("pass_at_n_sudoku9-small_c28.json")
+    )
 
 
 def models_table() -> str:
@@ -214,8 +297,15 @@ def models_table() -> str:
     for name in builtin_models():
         meta = json.loads((BUILTIN_DIR / name / "config.json").read_text())
         m = meta["model"]
-        rows.append([f"`{name}`", f"`{m['task']}`", f"{meta['parameters']:,}", f"{m['n_layer']} × {m['n_embd']} × {m['n_head']}",
-                     f"`src/unmask/assets/models/{name}/README.md`"])
+        rows.append(
+            [
+                f"`{name}`",
+                f"`{m['task']}`",
+                f"{meta['parameters']:,}",
+                f"{m['n_layer']} × {m['n_embd']} × {m['n_head']}",
+                f"`src/unmask/assets/models/{name}/README.md`",
+            ]
+        )
     return table(["name", "task", "parameters", "layers × width × heads", "card"], rows)
 
 
@@ -227,14 +317,39 @@ def kv_cache_speed() -> str:
     for (model, prompt, policy, refresh), by_mode in runs.items():
         none, prefix, dual = (by_mode.get(m) for m in ("none", "prefix", "dual"))
         exact = [m for m in (prefix, dual) if m is not None and "fast_dllm_tokens_equal" in m]
-        rows.append([f"`{model}`", "–" if prompt is None else str(prompt), f"`{policy}`", "–" if refresh is None else f"{refresh:g}",
-                     f"{none['seconds']:.1f} s",
-                     f"{prefix['speedup']:.2f}×", f"{dual['speedup']:.2f}×",
-                     " / ".join(f"{none['positions'] / m['positions']:.2f}×" for m in (prefix, dual)),
-                     " / ".join(f"{m['nfe']:.1f}".removesuffix(".0") for m in (none, prefix, dual)),
-                     ("yes" if all(m["fast_dllm_tokens_equal"] for m in exact) else "no") if exact else "–"])
-    return table(["model", "prompt", "policy", "refresh", "no cache", "prefix", "dual", "fewer positions (prefix / dual)",
-                  "NFE (none / prefix / dual)", "Fast-dLLM's tokens"], rows) + "\n\n" + source("kv_cache.json")
+        rows.append(
+            [
+                f"`{model}`",
+                "–" if prompt is None else str(prompt),
+                f"`{policy}`",
+                "–" if refresh is None else f"{refresh:g}",
+                f"{none['seconds']:.1f} s",
+                f"{prefix['speedup']:.2f}×",
+                f"{dual['speedup']:.2f}×",
+                " / ".join(f"{none['positions'] / m['positions']:.2f}×" for m in (prefix, dual)),
+                " / ".join(f"{m['nfe']:.1f}".removesuffix(".0") for m in (none, prefix, dual)),
+                ("yes" if all(m["fast_dllm_tokens_equal"] for m in exact) else "no") if exact else "–",
+            ]
+        )
+    return (
+        table(
+            [
+                "model",
+                "prompt",
+                "policy",
+                "refresh",
+                "no cache",
+                "prefix",
+                "dual",
+                "fewer positions (prefix / dual)",
+                "NFE (none / prefix / dual)",
+                "Fast-dLLM's tokens",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + source("kv_cache.json")
+    )
 
 
 def kv_cache_accuracy() -> str:
@@ -245,12 +360,37 @@ def kv_cache_accuracy() -> str:
     for r in rows:
         if r["cache"] != "none":
             base, refresh = none[(r["task"], r["policy"], r.get("cache_refresh"))], r.get("cache_refresh")
-            out.append([f"`{r['task']}`", f"`{r['policy']}`", r["cache"], "–" if refresh is None else f"{refresh:g}",
-                        pct(base["solved_rate"]), pct(r["solved_rate"]),
-                        f"{signed(r['solved_delta'])} ± {100 * r['solved_delta_se']:.1f}",
-                        f"{r['solved_only_none']} / {r['solved_only_cache']}", pct(r["positions"] / base["positions"])])
-    return table(["task", "policy", "cache", "refresh", "solved, none", "solved, cache", "paired difference (points)",
-                  "lost / gained", "positions run, of none's"], out) + "\n\n" + source("kv_cache.json")
+            out.append(
+                [
+                    f"`{r['task']}`",
+                    f"`{r['policy']}`",
+                    r["cache"],
+                    "–" if refresh is None else f"{refresh:g}",
+                    pct(base["solved_rate"]),
+                    pct(r["solved_rate"]),
+                    f"{signed(r['solved_delta'])} ± {100 * r['solved_delta_se']:.1f}",
+                    f"{r['solved_only_none']} / {r['solved_only_cache']}",
+                    pct(r["positions"] / base["positions"]),
+                ]
+            )
+    return (
+        table(
+            [
+                "task",
+                "policy",
+                "cache",
+                "refresh",
+                "solved, none",
+                "solved, cache",
+                "paired difference (points)",
+                "lost / gained",
+                "positions run, of none's",
+            ],
+            out,
+        )
+        + "\n\n"
+        + source("kv_cache.json")
+    )
 
 
 def kv_cache_accuracy_all() -> str:
@@ -260,29 +400,84 @@ def kv_cache_accuracy_all() -> str:
     for r in load("kv_cache.json")["accuracy"]:
         if r["n"] < 1000 and r.get("cache_refresh") is None:
             runs.setdefault((r["task"], r["policy"], r["n"]), {})[r["cache"]] = r
-    rows = [[f"`{task}`", f"`{policy}`", str(n)] + [pct(m[c]["solved_rate"]) if c in m else "" for c in ("none", "prefix", "dual")]
-            + [" / ".join(pct(m[c]["positions"] / m["none"]["positions"]) for c in ("prefix", "dual") if c in m)]
-            for (task, policy, n), m in runs.items()]
-    return table(["task", "policy", "examples", "solved, none", "prefix", "dual", "positions run, of none's (prefix / dual)"],
-                 rows) + "\n\n" + source("kv_cache.json")
+    rows = [
+        [f"`{task}`", f"`{policy}`", str(n)]
+        + [pct(m[c]["solved_rate"]) if c in m else "" for c in ("none", "prefix", "dual")]
+        + [" / ".join(pct(m[c]["positions"] / m["none"]["positions"]) for c in ("prefix", "dual") if c in m)]
+        for (task, policy, n), m in runs.items()
+    ]
+    return (
+        table(
+            [
+                "task",
+                "policy",
+                "examples",
+                "solved, none",
+                "prefix",
+                "dual",
+                "positions run, of none's (prefix / dual)",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + source("kv_cache.json")
+    )
 
 
 def kv_cache_profile() -> str:
     """Where a decode's time goes in each cache mode (benchmarks/kv_cache.py --profile)."""
     rows = load("kv_cache.json")["profile"]
-    return table(["model", "prompt", "policy", "mode", "total", "model forward", "cache bookkeeping", "sampler `prepare`",
-                  "rest", "NFE", "positions run"],
-                 [[f"`{r['model']}`", str(r["prompt_length"]), f"`{r['policy']}`", r["cache"], f"{r['seconds']:.2f} s",
-                   f"{r['model_s']:.2f} s", f"{r['cache_bookkeeping_s']:.2f} s", f"{r['sampler_prepare_s']:.2f} s",
-                   f"{r['rest_s']:.2f} s", f"{r['nfe']:g}", f"{r['positions']:,.0f}"] for r in rows]) + "\n\n" + source("kv_cache.json")
+    return (
+        table(
+            [
+                "model",
+                "prompt",
+                "policy",
+                "mode",
+                "total",
+                "model forward",
+                "cache bookkeeping",
+                "sampler `prepare`",
+                "rest",
+                "NFE",
+                "positions run",
+            ],
+            [
+                [
+                    f"`{r['model']}`",
+                    str(r["prompt_length"]),
+                    f"`{r['policy']}`",
+                    r["cache"],
+                    f"{r['seconds']:.2f} s",
+                    f"{r['model_s']:.2f} s",
+                    f"{r['cache_bookkeeping_s']:.2f} s",
+                    f"{r['sampler_prepare_s']:.2f} s",
+                    f"{r['rest_s']:.2f} s",
+                    f"{r['nfe']:g}",
+                    f"{r['positions']:,.0f}",
+                ]
+                for r in rows
+            ],
+        )
+        + "\n\n"
+        + source("kv_cache.json")
+    )
 
 
 def distributed() -> str:
     """Throughput of one training step with one and two processes (benchmarks/distributed.py)."""
-    return simple("distributed.json", {
-        "run": lambda r: r["run"], "rollout": lambda r: f"{r['rollout_s']:.2f} s", "update": lambda r: f"{r['update_s']:.2f} s",
-        "speed-up": lambda r: f"{r['speedup']:.2f}×", "parallel efficiency": lambda r: f"{r['parallel_efficiency']:.2f}",
-        "communication share": lambda r: pct(r["communication_share"]), "transfer share": lambda r: pct(r["transfer_share"])})
+    return simple(
+        "distributed.json",
+        {
+            "run": lambda r: r["run"],
+            "rollout": lambda r: f"{r['rollout_s']:.2f} s",
+            "update": lambda r: f"{r['update_s']:.2f} s",
+            "speed-up": lambda r: f"{r['speedup']:.2f}×",
+            "parallel efficiency": lambda r: f"{r['parallel_efficiency']:.2f}",
+            "communication share": lambda r: pct(r["communication_share"]),
+            "transfer share": lambda r: pct(r["transfer_share"]),
+        },
+    )
 
 
 def rerun() -> str:
@@ -293,12 +488,33 @@ def rerun() -> str:
         mine = [r for r in rows if r["file"] == name]
         det = [r for r in mine if not r["stochastic"]]
         sto = [r for r in mine if r["stochastic"]]
-        moved = ", ".join(f"`{r['policy']}` ({r['data'].removeprefix('generated:')}) {pct(r['solved_before'])} → "
-                          f"{pct(r['solved_after'])}" for r in sto if not r["equal"])
-        out.append([f"`{name}`", f"{sum(r['equal'] for r in det)} / {len(det)}", f"{sum(r['equal'] for r in sto)} / {len(sto)}",
-                    moved or "none"])
-    return table(["results file (before)", "deterministic rows equal", "stochastic rows equal", "stochastic rows that moved"],
-                 out) + "\n\n" + source("rerun/compare.json")
+        moved = ", ".join(
+            f"`{r['policy']}` ({r['data'].removeprefix('generated:')}) {pct(r['solved_before'])} → "
+            f"{pct(r['solved_after'])}"
+            for r in sto
+            if not r["equal"]
+        )
+        out.append(
+            [
+                f"`{name}`",
+                f"{sum(r['equal'] for r in det)} / {len(det)}",
+                f"{sum(r['equal'] for r in sto)} / {len(sto)}",
+                moved or "none",
+            ]
+        )
+    return (
+        table(
+            [
+                "results file (before)",
+                "deterministic rows equal",
+                "stochastic rows equal",
+                "stochastic rows that moved",
+            ],
+            out,
+        )
+        + "\n\n"
+        + source("rerun/compare.json")
+    )
 
 
 def oracle_gap() -> str:
@@ -313,42 +529,107 @@ def oracle_gap() -> str:
         top = next(r for r in mine if r["label"] == "oracle")
         gap = top["solved_rate"] - best["solved_rate"]
         for r in mine:
-            closed = "" if r["group"] not in ("shipped", "ablation") or gap <= 0 else pct((r["solved_rate"] - best["solved_rate"]) / gap)
-            out.append([f"{key[0]} · `{key[1]}`", key[2].split(":", 1)[-1], r["group"], f"`{r['label']}`",
-                        pct(r["solved_rate"]), f"{r['nfe']:.1f}", f"{r['aup']:.1f}", closed])
-    return table(["task · MDM", "data", "group", "policy", "solved", "NFE", "AUP", "gap closed"], out) + "\n\n" + source(name)
+            closed = (
+                ""
+                if r["group"] not in ("shipped", "ablation") or gap <= 0
+                else pct((r["solved_rate"] - best["solved_rate"]) / gap)
+            )
+            out.append(
+                [
+                    f"{key[0]} · `{key[1]}`",
+                    key[2].split(":", 1)[-1],
+                    r["group"],
+                    f"`{r['label']}`",
+                    pct(r["solved_rate"]),
+                    f"{r['nfe']:.1f}",
+                    f"{r['aup']:.1f}",
+                    closed,
+                ]
+            )
+    return (
+        table(["task · MDM", "data", "group", "policy", "solved", "NFE", "AUP", "gap closed"], out)
+        + "\n\n"
+        + source(name)
+    )
 
 
 def planner_cost() -> str:
     """The policy step against one MDM forward, the shipped ``upo`` with and without the planner (policy_cost.py)."""
     out = []
-    for label, name in (("shipped `upo`", "upo/policy_cost_shipped.json"), ("`upo` + planner", "upo/policy_cost_planner.json")):
+    for label, name in (
+        ("shipped `upo`", "upo/policy_cost_shipped.json"),
+        ("`upo` + planner", "upo/policy_cost_planner.json"),
+    ):
         for r in load(name)["results"]:
-            out.append([label, f"`{r['model']}`", str(r["batch_size"]), f"{r['policy_parameters']:,}", pct(r["step_cost_ratio"])])
-    return table(["policy", "MDM", "batch", "policy parameters", "policy step / MDM forward"], out) + \
-        "\n\nFrom `benchmarks/results/upo/policy_cost_shipped.json` and `policy_cost_planner.json` (commands in " \
+            out.append(
+                [
+                    label,
+                    f"`{r['model']}`",
+                    str(r["batch_size"]),
+                    f"{r['policy_parameters']:,}",
+                    pct(r["step_cost_ratio"]),
+                ]
+            )
+    return (
+        table(["policy", "MDM", "batch", "policy parameters", "policy step / MDM forward"], out)
+        + "\n\nFrom `benchmarks/results/upo/policy_cost_shipped.json` and `policy_cost_planner.json` (commands in "
         "`benchmarks/policy_cost.py`), one thread, run minutes apart."
+    )
 
 
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
-    out = {"headline": headline(), "oracle-gap": oracle_gap(), "models": models_table(), "baselines": baselines(), "upo-grid": upo_grid(), "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"), "pass-at-n": pass_at_n(),
-           "kv-cache-speed": kv_cache_speed(), "rerun": rerun(), "kv-cache-accuracy": kv_cache_accuracy(), "kv-cache-profile": kv_cache_profile(), "kv-cache-accuracy-all": kv_cache_accuracy_all(), "distributed": distributed(),
-           "engine-overhead": simple("engine_overhead.json", {
-               "policy": lambda r: f"`{r['policy']}`", "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
-               "engine overhead (share of forward time)": lambda r: pct(r["overhead"])}),
-           "policy-cost": simple("parallel/policy_cost_coupling.json", {
-               "MDM": lambda r: f"`{r['model']}`", "batch": lambda r: str(r["batch_size"]),
-               "policy parameters": lambda r: f"{r['policy_parameters']:,}",
-               "policy step / MDM forward": lambda r: pct(r["step_cost_ratio"])}),
-           "planner-cost": planner_cost(),
-           "algorithm2-memory": simple("algorithm2_memory.json", {
-               "update": lambda r: r["variant"], "peak memory over the model": lambda r: f"{r['peak_mb_over_model']:,.0f} MB",
-               "rollout": lambda r: f"{r['rollout_s']:.1f} s", "update pass": lambda r: f"{r['update_s']:.1f} s"})}
+    out = {
+        "headline": headline(),
+        "oracle-gap": oracle_gap(),
+        "models": models_table(),
+        "baselines": baselines(),
+        "upo-grid": upo_grid(),
+        "joint-marginals": heuristics_pivot_by("upo/joint_marginals.json", "clues"),
+        "pass-at-n": pass_at_n(),
+        "kv-cache-speed": kv_cache_speed(),
+        "rerun": rerun(),
+        "kv-cache-accuracy": kv_cache_accuracy(),
+        "kv-cache-profile": kv_cache_profile(),
+        "kv-cache-accuracy-all": kv_cache_accuracy_all(),
+        "distributed": distributed(),
+        "engine-overhead": simple(
+            "engine_overhead.json",
+            {
+                "policy": lambda r: f"`{r['policy']}`",
+                "puzzles/s": lambda r: f"{r['puzzles_per_s']:.1f}",
+                "engine overhead (share of forward time)": lambda r: pct(r["overhead"]),
+            },
+        ),
+        "policy-cost": simple(
+            "parallel/policy_cost_coupling.json",
+            {
+                "MDM": lambda r: f"`{r['model']}`",
+                "batch": lambda r: str(r["batch_size"]),
+                "policy parameters": lambda r: f"{r['policy_parameters']:,}",
+                "policy step / MDM forward": lambda r: pct(r["step_cost_ratio"]),
+            },
+        ),
+        "planner-cost": planner_cost(),
+        "algorithm2-memory": simple(
+            "algorithm2_memory.json",
+            {
+                "update": lambda r: r["variant"],
+                "peak memory over the model": lambda r: f"{r['peak_mb_over_model']:,.0f} MB",
+                "rollout": lambda r: f"{r['rollout_s']:.1f} s",
+                "update pass": lambda r: f"{r['update_s']:.1f} s",
+            },
+        ),
+    }
     for name in HEURISTICS_FILES + ("heuristics_arithmetic-600steps.json",):
         out[name.removesuffix(".json").replace("_", "-")] = heuristics_pivot(name)
-    for name in ("frontier_sudoku9-coupling.json", "frontier_arithmetic-carry.json", "frontier_sudoku9.json",
-                 "frontier_arithmetic-blocks.json", "frontier_arithmetic-transfer.json"):
+    for name in (
+        "frontier_sudoku9-coupling.json",
+        "frontier_arithmetic-carry.json",
+        "frontier_sudoku9.json",
+        "frontier_arithmetic-blocks.json",
+        "frontier_arithmetic-transfer.json",
+    ):
         out[name.removesuffix(".json").replace("_", "-")] = frontier(name)
     out.update({f"config-{cls.__name__}": reference_markdown(cls) for cls in CONFIG_CLASSES})  # docs/configuration.md
     return out
@@ -370,8 +651,11 @@ def results_table(rows: list[dict], name: str) -> list[str]:
         "",
         "| data | policy | solved | cell accuracy | mean NFE | AUP | n |",
         "|---|---|---|---|---|---|---|",
-        *(f"| {r['data']} | {r['policy']} | {pct(r['solved_rate'])} | {pct(r['cell_accuracy'])} | {r['nfe']:.1f} | {r['aup']:.1f} "
-          f"| {r['n']} |" for r in with_aup(rows)),
+        *(
+            f"| {r['data']} | {r['policy']} | {pct(r['solved_rate'])} | {pct(r['cell_accuracy'])} | {r['nfe']:.1f} | {r['aup']:.1f} "
+            f"| {r['n']} |"
+            for r in with_aup(rows)
+        ),
     ]
 
 
@@ -384,7 +668,8 @@ def policy_card(name: str, meta: dict, rows: list[dict], source_name: str) -> st
         f"`{pol['kind']}` unmasking policy trained with GRPO (`unmask train-policy`) against the frozen built-in MDM "
         f"`{meta['mdm']}` on `{meta['task']}`; `--policies {pol['kind']}` with `--model {meta['mdm']}` loads it.",
         "",
-        "| | |", "|---|---|",
+        "| | |",
+        "|---|---|",
         f"| checkpoint | step {meta['step']} of the run: the best held-out {'reward' if 'eval_reward' in meta else 'solved rate'} ({held}) |",
         f"| settings | {', '.join(f'{k}={v}' for k, v in pol.items() if not k.startswith('mdm_'))} |",
         "",
@@ -410,7 +695,8 @@ def model_card(name: str, meta: dict, rows: list[dict], source_name: str) -> str
         f"Built-in masked diffusion model for `{m['task']}`: a bidirectional transformer with factorised "
         f"position embeddings ({len(m['coordinates'])} coordinate tables over {len(m['coordinates'][0])} positions), trained with the masked-diffusion objective by `unmask train-mdm`.",
         "",
-        "| | |", "|---|---|",
+        "| | |",
+        "|---|---|",
         f"| parameters | {meta['parameters']:,} |",
         f"| layers × width × heads | {m['n_layer']} × {m['n_embd']} × {m['n_head']} |",
         f"| vocabulary | {m['vocab_size']} tokens, mask id {m['mask_id']} (the `{m['task']}` task's layout) |",
@@ -444,18 +730,22 @@ def cards() -> dict[Path, str]:
                 mine = [r for r in rows if r["policy"] == pmeta["policy"]["kind"] and pmeta["mdm"] == model]
                 if mine:
                     datasets = {r["data"] for r in mine}
-                    shown = sorted((r for r in rows if r["data"] in datasets and (r in mine or r["policy"] in CARD_BASELINES)),
-                                   key=lambda r: order[r["data"]])
+                    shown = sorted(
+                        (r for r in rows if r["data"] in datasets and (r in mine or r["policy"] in CARD_BASELINES)),
+                        key=lambda r: order[r["data"]],
+                    )
                     out[SHIPPED_POLICIES / pname / "README.md"] = policy_card(pname, pmeta, shown, name)
     return out
 
 
 def fill(path: Path, text: str, generated: dict[str, str]) -> str:
     """``text`` with every generated region replaced by its block; an unknown NAME is a ValueError."""
+
     def sub(m: re.Match) -> str:
         if m.group(2) not in generated:
             raise ValueError(f"{path}: unknown generated region {m.group(2)!r}; valid: {', '.join(sorted(generated))}")
         return m.group(1) + generated[m.group(2)] + "\n" + m.group(4)
+
     return MARKER.sub(sub, text)
 
 

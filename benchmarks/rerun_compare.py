@@ -42,11 +42,20 @@ def compare(before: Path, after: Path, models: dict) -> list[dict]:
         o = old.get(key(r))
         if o is None:
             continue
-        rows.append({"file": before.name, "model": r["model"], "data": r["data"],
-                     "policy": r["policy"], "stochastic": stochastic(r["policy"], r["model"], models),
-                     "solved_before": o["solved_rate"], "solved_after": r["solved_rate"],
-                     "nfe_before": o["nfe"], "nfe_after": r["nfe"],
-                     "equal": o["solved_rate"] == r["solved_rate"] and o["nfe"] == r["nfe"]})
+        rows.append(
+            {
+                "file": before.name,
+                "model": r["model"],
+                "data": r["data"],
+                "policy": r["policy"],
+                "stochastic": stochastic(r["policy"], r["model"], models),
+                "solved_before": o["solved_rate"],
+                "solved_after": r["solved_rate"],
+                "nfe_before": o["nfe"],
+                "nfe_after": r["nfe"],
+                "equal": o["solved_rate"] == r["solved_rate"] and o["nfe"] == r["nfe"],
+            }
+        )
     return rows
 
 
@@ -61,18 +70,25 @@ def main() -> None:
         if not sep:
             p.error(f"{pair!r}: give BEFORE=AFTER")
         rows += compare(Path(before), Path(after), models)
-    print(f"{'file':<34} {'data':<28} {'policy':<44} {'solved before':>13} {'after':>7} {'NFE before':>10} "
-          f"{'after':>7}  equal")
+    print(
+        f"{'file':<34} {'data':<28} {'policy':<44} {'solved before':>13} {'after':>7} {'NFE before':>10} "
+        f"{'after':>7}  equal"
+    )
     for r in rows:
-        print(f"{r['file']:<34} {r['data']:<28} {r['policy'] + (' *' if r['stochastic'] else ''):<44} "
-              f"{r['solved_before']:>13.3f} {r['solved_after']:>7.3f} {r['nfe_before']:>10.2f} {r['nfe_after']:>7.2f}"
-              f"  {'yes' if r['equal'] else 'NO'}")
+        print(
+            f"{r['file']:<34} {r['data']:<28} {r['policy'] + (' *' if r['stochastic'] else ''):<44} "
+            f"{r['solved_before']:>13.3f} {r['solved_after']:>7.3f} {r['nfe_before']:>10.2f} {r['nfe_after']:>7.2f}"
+            f"  {'yes' if r['equal'] else 'NO'}"
+        )
     deterministic = [r for r in rows if not r["stochastic"]]
-    print(f"deterministic rows equal: {sum(r['equal'] for r in deterministic)} / {len(deterministic)}; "
-          f"stochastic (*) rows equal: {sum(r['equal'] for r in rows if r['stochastic'])} / "
-          f"{len(rows) - len(deterministic)}")
-    save_json(args.out, {"provenance": [run_info(" ".join(["benchmarks/rerun_compare.py", *sys.argv[1:]]))],
-                         "results": rows})
+    print(
+        f"deterministic rows equal: {sum(r['equal'] for r in deterministic)} / {len(deterministic)}; "
+        f"stochastic (*) rows equal: {sum(r['equal'] for r in rows if r['stochastic'])} / "
+        f"{len(rows) - len(deterministic)}"
+    )
+    save_json(
+        args.out, {"provenance": [run_info(" ".join(["benchmarks/rerun_compare.py", *sys.argv[1:]]))], "results": rows}
+    )
     print(f"wrote {args.out}")
 
 

@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from llada_reference import REFERENCE, load_reference
 
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
 from unmask.policies import get_policy
-
-from llada_reference import REFERENCE, load_reference
 
 VOCAB, MASK, PAD, EOS, EOT = 24, 23, 0, 1, 2
 
@@ -44,7 +43,9 @@ class OracleNet(torch.nn.Module):
     predicts token i + ``shift``. ``mask_bias`` is added to the mask token's logit (very negative: the network
     never predicts [MASK], so upstream's loops always end); ``sharpness`` scales the logits."""
 
-    def __init__(self, seed: int = 0, d: int = 16, shift: int = 0, mask_bias: float = 0.0, sharpness: float = 3.0) -> None:
+    def __init__(
+        self, seed: int = 0, d: int = 16, shift: int = 0, mask_bias: float = 0.0, sharpness: float = 3.0
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.emb = torch.nn.Parameter(torch.randn(VOCAB, d, generator=g))
@@ -103,14 +104,19 @@ def fast_dllm_reference() -> types.ModuleType:
     stub.LLaDAModelLM = object  # imported by the script for its main(); unused by generate()
     package = types.ModuleType("model")
     package.modeling_llada = stub
-    return load_reference("_conformance_fast_dllm_generate", REFERENCE / "fast_dllm" / "llada" / "generate.py",
-                 {"model": package, "model.modeling_llada": stub})
+    return load_reference(
+        "_conformance_fast_dllm_generate",
+        REFERENCE / "fast_dllm" / "llada" / "generate.py",
+        {"model": package, "model.modeling_llada": stub},
+    )
 
 
 def dream_reference() -> types.ModuleType:
     """Dream's generation code; one compatibility patch for the pinned transformers 5: GenerationConfig.update()
     now calls ``validate(user_set_attributes=...)``, which Dream's no-op ``validate(is_init)`` does not take."""
-    module = load_reference("_conformance_dream_generation", REFERENCE / "fast_dllm" / "dream" / "model" / "generation_utils.py")
+    module = load_reference(
+        "_conformance_dream_generation", REFERENCE / "fast_dllm" / "dream" / "model" / "generation_utils.py"
+    )
     module.DreamGenerationConfig.validate = lambda self, *args, **kwargs: None
     return module
 
@@ -151,7 +157,7 @@ def prompts(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(lengths)
     ids = torch.full((batch, width), PAD, dtype=torch.long)
     for i, n in enumerate(lengths):
-        ids[i, width - n:] = torch.randint(3, MASK, (n,), generator=g)
+        ids[i, width - n :] = torch.randint(3, MASK, (n,), generator=g)
     return ids, (ids != PAD).long()
 
 
@@ -172,9 +178,13 @@ class Case:
     @property
     def name(self) -> str:
         extra = "".join(f"-{k}={v}" for k, v in self.options.items())
-        return (f"{self.reference}-G{self.gen_length}-s{self.steps}-b{self.block_length}-T{self.temperature:g}-B{self.batch}"
-                f"-{self.strategy}" + (f"-cfg{self.cfg_scale:g}" if self.cfg_scale else "")
-                + (f"-algtemp{self.alg_temp:g}" if self.alg_temp else "") + extra)
+        return (
+            f"{self.reference}-G{self.gen_length}-s{self.steps}-b{self.block_length}-T{self.temperature:g}-B{self.batch}"
+            f"-{self.strategy}"
+            + (f"-cfg{self.cfg_scale:g}" if self.cfg_scale else "")
+            + (f"-algtemp{self.alg_temp:g}" if self.alg_temp else "")
+            + extra
+        )
 
 
 LLADA_POLICY = {"low_confidence": "confidence", "random": "random"}
@@ -194,7 +204,10 @@ def grid(reference: str) -> list[Case]:
             for block, rule in itertools.product((G, 8), ("threshold:0.5", "factor:1.5")):
                 cases.append(Case("fast_dllm", G, steps, block, T, B, rule))
         else:
-            for alg, alg_temp in [("origin", None), *itertools.product(("maskgit_plus", "topk_margin", "entropy"), (None, 0.5))]:
+            for alg, alg_temp in [
+                ("origin", None),
+                *itertools.product(("maskgit_plus", "topk_margin", "entropy"), (None, 0.5)),
+            ]:
                 cases.append(Case("dream", G, steps, G, T, B, alg, alg_temp=alg_temp))
     if reference == "llada":
         for T, options in itertools.product((0.0, 0.7), ({"logits_eos_inf": True}, {"confidence_eos_eot_inf": True})):
@@ -220,9 +233,23 @@ def run_reference(case: Case, net: OracleNet, ids: torch.Tensor, attn: torch.Ten
     if case.reference == "llada":
         module = llada_reference()
         eos = dict(case.options)
-        x = _with_ids(module, eos, lambda: module.generate(
-            net, ids, attn, steps=case.steps, gen_length=G, block_length=case.block_length, temperature=case.temperature,
-            cfg_scale=case.cfg_scale, remasking=case.strategy, mask_id=MASK, **eos))
+        x = _with_ids(
+            module,
+            eos,
+            lambda: module.generate(
+                net,
+                ids,
+                attn,
+                steps=case.steps,
+                gen_length=G,
+                block_length=case.block_length,
+                temperature=case.temperature,
+                cfg_scale=case.cfg_scale,
+                remasking=case.strategy,
+                mask_id=MASK,
+                **eos,
+            ),
+        )
         return x, [net.calls * (2 if case.cfg_scale else 1)] * len(ids)
     if case.reference == "fast_dllm":
         module = fast_dllm_reference()
@@ -232,17 +259,34 @@ def run_reference(case: Case, net: OracleNet, ids: torch.Tensor, attn: torch.Ten
             torch.manual_seed(case.seed + r)
             prompt = ids[r : r + 1]
             if rule == "threshold":
-                x, nfe = module.generate(net, prompt, steps=case.steps, gen_length=G, block_length=case.block_length,
-                                         temperature=case.temperature, remasking="low_confidence", mask_id=MASK,
-                                         threshold=float(value))
+                x, nfe = module.generate(
+                    net,
+                    prompt,
+                    steps=case.steps,
+                    gen_length=G,
+                    block_length=case.block_length,
+                    temperature=case.temperature,
+                    remasking="low_confidence",
+                    mask_id=MASK,
+                    threshold=float(value),
+                )
             else:
                 original = module.get_transfer_index
                 module.get_transfer_index = lambda logits, t, rem, mi, x, n, thr: get_transfer_index_dynamic(
-                    module, logits, t, rem, mi, x, None, float(value))
+                    module, logits, t, rem, mi, x, None, float(value)
+                )
                 try:
-                    x, nfe = module.generate(net, prompt, steps=case.steps, gen_length=G, block_length=case.block_length,
-                                             temperature=case.temperature, remasking="low_confidence", mask_id=MASK,
-                                             threshold=0.0)
+                    x, nfe = module.generate(
+                        net,
+                        prompt,
+                        steps=case.steps,
+                        gen_length=G,
+                        block_length=case.block_length,
+                        temperature=case.temperature,
+                        remasking="low_confidence",
+                        mask_id=MASK,
+                        threshold=0.0,
+                    )
                 finally:
                     module.get_transfer_index = original
             rows.append(x[0])
@@ -251,9 +295,19 @@ def run_reference(case: Case, net: OracleNet, ids: torch.Tensor, attn: torch.Ten
     module = dream_reference()
     dream = _dream_model(module, net)
     config = module.DreamGenerationConfig(
-        temperature=case.temperature, top_p=case.options.get("top_p"), top_k=case.options.get("top_k"),
-        max_new_tokens=G, steps=case.steps, eps=1e-3, alg=case.strategy, alg_temp=case.alg_temp,
-        mask_token_id=MASK, pad_token_id=PAD, bos_token_id=3, eos_token_id=EOS)
+        temperature=case.temperature,
+        top_p=case.options.get("top_p"),
+        top_k=case.options.get("top_k"),
+        max_new_tokens=G,
+        steps=case.steps,
+        eps=1e-3,
+        alg=case.strategy,
+        alg_temp=case.alg_temp,
+        mask_token_id=MASK,
+        pad_token_id=PAD,
+        bos_token_id=3,
+        eos_token_id=EOS,
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         x = dream.diffusion_generate(ids, generation_config=config, attention_mask=attn)
     return x, [net.calls] * len(ids)
@@ -278,7 +332,9 @@ def _dream_model(module, net: OracleNet):
         def __init__(self) -> None:
             self.net, self.device = net, torch.device("cpu")
             self.config = types.SimpleNamespace(max_position_embeddings=128)
-            self.generation_config = module.DreamGenerationConfig(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS)
+            self.generation_config = module.DreamGenerationConfig(
+                mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS
+            )
 
         def __call__(self, x, attention_mask=None, tok_idx=None):
             return self.net(x, attention_mask, tok_idx)
@@ -294,17 +350,35 @@ def run_unmask(case: Case, net: OracleNet, ids: torch.Tensor, attn: torch.Tensor
     am = torch.cat([attn, torch.ones(len(ids), G, dtype=torch.long)], 1)
     if case.reference == "llada":
         policy = get_policy(LLADA_POLICY[case.strategy])
-        config = SamplingConfig(steps=case.steps, block_length=case.block_length, temperature=case.temperature,
-                                cfg_scale=case.cfg_scale, sampler="llada", suppress_mask_token=False, **case.options)
+        config = SamplingConfig(
+            steps=case.steps,
+            block_length=case.block_length,
+            temperature=case.temperature,
+            cfg_scale=case.cfg_scale,
+            sampler="llada",
+            suppress_mask_token=False,
+            **case.options,
+        )
     elif case.reference == "fast_dllm":
         policy = get_policy(case.strategy)
-        config = SamplingConfig(steps=case.steps, block_length=case.block_length, temperature=case.temperature,
-                                sampler="llada", suppress_mask_token=False)
+        config = SamplingConfig(
+            steps=case.steps,
+            block_length=case.block_length,
+            temperature=case.temperature,
+            sampler="llada",
+            suppress_mask_token=False,
+        )
     else:
         spec = DREAM_POLICY[case.strategy] + (f":alg_temp={case.alg_temp}" if case.alg_temp else "")
         policy = get_policy(spec)
-        config = SamplingConfig(steps=case.steps, temperature=case.temperature, sampler="dream", eps=1e-3,
-                                suppress_mask_token=False, **case.options)
+        config = SamplingConfig(
+            steps=case.steps,
+            temperature=case.temperature,
+            sampler="dream",
+            eps=1e-3,
+            suppress_mask_token=False,
+            **case.options,
+        )
     if case.reference == "fast_dllm":  # rows decoded together; each row's draws aligned with its own upstream run
         outs = []
         for r in range(len(ids)):
@@ -323,7 +397,10 @@ def check(case: Case) -> tuple[bool, str]:
     ref_x, ref_nfe = run_reference(case, net, ids, attn)
     x, nfe = run_unmask(case, net, ids, attn)
     same = torch.equal(ref_x, x) and ref_nfe == nfe
-    return same, "" if same else f"nfe {nfe} vs upstream {ref_nfe}; tokens differ at {(ref_x != x).nonzero().tolist()[:6]}"
+    return (
+        same,
+        "" if same else f"nfe {nfe} vs upstream {ref_nfe}; tokens differ at {(ref_x != x).nonzero().tolist()[:6]}",
+    )
 
 
 def batched_fast_dllm_matches(case: Case) -> tuple[bool, str]:
@@ -335,7 +412,9 @@ def batched_fast_dllm_matches(case: Case) -> tuple[bool, str]:
     G = case.gen_length
     x = torch.cat([ids, torch.full((len(ids), G), MASK, dtype=torch.long)], 1)
     am = torch.cat([attn, torch.ones(len(ids), G, dtype=torch.long)], 1)
-    config = SamplingConfig(steps=case.steps, block_length=case.block_length, sampler="llada", suppress_mask_token=False)
+    config = SamplingConfig(
+        steps=case.steps, block_length=case.block_length, sampler="llada", suppress_mask_token=False
+    )
     out = generate(OracleMDM(net), x, get_policy(case.strategy), config, am, gen_start=ids.shape[1])
     same = torch.equal(out.sequences, ref_x) and out.nfe.tolist() == ref_nfe
     return same, "" if same else f"nfe {out.nfe.tolist()} vs upstream {ref_nfe}"

@@ -22,9 +22,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -37,18 +37,44 @@ KINDS = ("mdm", "policy")
 def mdm_config(out: Path, **settings):
     from unmask.training.mdm import MDMTrainConfig
 
-    return MDMTrainConfig(**{"task": "sudoku4", "output_dir": str(out), "n_layer": 1, "n_head": 2, "n_embd": 16,
-                             "max_steps": 4, "batch_size": 8, "save_steps": 2, "logging_steps": 1, "warmup_steps": 2,
-                             **settings})
+    return MDMTrainConfig(
+        **{
+            "task": "sudoku4",
+            "output_dir": str(out),
+            "n_layer": 1,
+            "n_head": 2,
+            "n_embd": 16,
+            "max_steps": 4,
+            "batch_size": 8,
+            "save_steps": 2,
+            "logging_steps": 1,
+            "warmup_steps": 2,
+            **settings,
+        }
+    )
 
 
 def policy_config(out: Path, **settings):
     from unmask.training.grpo import GRPOConfig
 
-    return GRPOConfig.from_flat({"task": "sudoku4", "model": "sudoku4", "output_dir": str(out), "policy": "bernoulli",
-                                 "max_steps": 2, "prompts_per_step": 2, "num_generations": 3, "eval_steps": 1,
-                                 "eval_size": 2, "difficulty": [6], "d_model": 8, "minibatch_size": 64,
-                                 "learning_rate": 1e-2, **settings})
+    return GRPOConfig.from_flat(
+        {
+            "task": "sudoku4",
+            "model": "sudoku4",
+            "output_dir": str(out),
+            "policy": "bernoulli",
+            "max_steps": 2,
+            "prompts_per_step": 2,
+            "num_generations": 3,
+            "eval_steps": 1,
+            "eval_size": 2,
+            "difficulty": [6],
+            "d_model": 8,
+            "minibatch_size": 64,
+            "learning_rate": 1e-2,
+            **settings,
+        }
+    )
 
 
 def train(kind: str, out: Path, resume: bool, **settings) -> None:
@@ -126,7 +152,9 @@ def _context() -> multiprocessing.context.BaseContext:
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "unmask.training.grpo", "unmask.training.mdm", "kill_harness"])
+        _CONTEXT.set_forkserver_preload(
+            ["torch", "torch._dynamo", "unmask.training.grpo", "unmask.training.mdm", "kill_harness"]
+        )
     return _CONTEXT
 
 
@@ -137,8 +165,9 @@ def _child(kind: str, out: str, resume: bool, settings: dict) -> None:
     train(kind, Path(out), resume, **settings)
 
 
-def run_child(kind: str, out: Path, resume: bool, kill_after: float | None = None, settings: dict | None = None
-              ) -> bool:
+def run_child(
+    kind: str, out: Path, resume: bool, kill_after: float | None = None, settings: dict | None = None
+) -> bool:
     """Run one training process; SIGKILL it after ``kill_after`` seconds. True when it was killed."""
     p = _context().Process(target=_child, args=(kind, str(out), resume, settings or {}))
     p.start()
@@ -161,8 +190,9 @@ def timed_reference(kind: str, out: Path, settings: dict | None = None) -> float
     return time.monotonic() - t0
 
 
-def run_with_kills(kind: str, out: Path, kills: int, duration: float, rng: random.Random,
-                   settings: dict | None = None) -> dict[str, int]:
+def run_with_kills(
+    kind: str, out: Path, kills: int, duration: float, rng: random.Random, settings: dict | None = None
+) -> dict[str, int]:
     """Kill the run at ``kills`` random instants (each in [0, duration) after a process starts), recovering after
     each, then let it finish. Counts the kills and those that landed inside a checkpoint save."""
     done = inside = 0

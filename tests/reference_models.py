@@ -28,8 +28,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from unmask.models.tiny import (EOS, MASK, PAD, randomize_, save_safetensors, tiny_dream_config,  # noqa: F401
-                                tiny_llada_config)
+from unmask.models.tiny import EOS, MASK, PAD, randomize_, save_safetensors, tiny_dream_config, tiny_llada_config  # noqa: F401
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fast_dllm"
 LLADA_DIR = REFERENCE / "llada" / "model"
@@ -42,7 +41,9 @@ def _import_package(name: str, folder: Path) -> ModuleType:
     pytest.importorskip("einops")
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -59,7 +60,9 @@ def import_llada() -> ModuleType:
         modeling = sys.modules["_reference_llada.modeling_llada"]
 
         def sdpa(q, k, v, mask=None, attn_mask=None, dropout_p=0.0, is_causal=False):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+            )
 
         modeling.scaled_dot_product_attention = sdpa
         CONFIG_MAPPING._extra_content.pop("llada", None)
@@ -75,7 +78,10 @@ def import_dream() -> ModuleType:
 
         def default_rope(config, device=None, **kwargs):
             dim = config.hidden_size // config.num_attention_heads
-            inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim))
+            inv_freq = 1.0 / (
+                config.rope_theta
+                ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim)
+            )
             return inv_freq, 1.0
 
         modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
@@ -110,8 +116,9 @@ def native_twin(reference: torch.nn.Module, raw: dict):
     return backend.from_state_dict(backend.config_from_dict(raw), reference.state_dict())
 
 
-def save_official(reference: torch.nn.Module, raw: dict, directory: Path, shards: int = 3, tokenizer=None,
-                  with_code: bool = False) -> Path:
+def save_official(
+    reference: torch.nn.Module, raw: dict, directory: Path, shards: int = 3, tokenizer=None, with_code: bool = False
+) -> Path:
     """Write ``reference``'s weights in the hub layout: ``config.json``, ``model-0000i-of-0000n.safetensors``
     shards with ``model.safetensors.index.json`` (upstream parameter names), the tokenizer (default: the tiny
     word-level one with a chat template; a mask token only for Dream, as upstream) and, with ``with_code``,

@@ -20,8 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import render_docs  # noqa: E402
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md")),
-         *sorted((REPO / "src" / "unmask" / "assets").glob("*/*/README.md"))]
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("**/*.md")),
+    *sorted((REPO / "src" / "unmask" / "assets").glob("*/*/README.md")),
+]
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
 
@@ -34,7 +37,7 @@ def commands(path: Path) -> list[tuple[str, list[str]]]:
             for i, w in enumerate(words):  # `.venv/bin/unmask demo` and `... && .venv/bin/unmask demo` count too
                 if Path(w).name == "unmask" and (i == 0 or words[i - 1] == "&&"):
                     end = words.index("&&", i) if "&&" in words[i:] else len(words)
-                    out.append((line.strip(), [w for w in words[i + 1:end] if w != "..."]))  # "...": flags left out
+                    out.append((line.strip(), [w for w in words[i + 1 : end] if w != "..."]))  # "...": flags left out
     return out
 
 
@@ -47,8 +50,11 @@ def test_pages_have_commands():
 
 
 def test_generated_regions_and_cards_are_current():
-    stale = [str(p.relative_to(REPO)) for p, text in render_docs.outputs().items()
-             if not p.is_file() or p.read_text() != text]
+    stale = [
+        str(p.relative_to(REPO))
+        for p, text in render_docs.outputs().items()
+        if not p.is_file() or p.read_text() != text
+    ]
     assert not stale, f"hand-edited or stale: {stale}; run .venv/bin/python benchmarks/render_docs.py"
 
 
@@ -74,7 +80,8 @@ def test_documented_command_parses(path, line, argv, capsys):
 def cheap(argv: list[str]) -> bool:
     """An eval / show-order command on a built-in model and generated examples (no run directory, file or hub)."""
     return argv[0] in ("eval", "show-order") and not any(
-        part in w for w in argv for part in ("runs/", "hf:", "../", "path/"))
+        part in w for w in argv for part in ("runs/", "hf:", "../", "path/")
+    )
 
 
 def shrunk(argv: list[str], tmp: Path) -> list[str]:
@@ -103,15 +110,21 @@ def test_cheap_documented_command_runs(path, line, argv, tmp_path):
 def test_docs_site_builds_strictly(tmp_path):
     if importlib.util.find_spec("mkdocs") is None:
         pytest.skip('mkdocs is not installed (pip install -e ".[docs]")')
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=REPO, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
 RESULT_FILES = sorted(p for p in (REPO / "benchmarks" / "results").glob("**/*.json") if "checkpoints" not in p.parts)
 
 
-@pytest.mark.parametrize("path", RESULT_FILES, ids=[str(p.relative_to(REPO / "benchmarks" / "results")) for p in RESULT_FILES])
+@pytest.mark.parametrize(
+    "path", RESULT_FILES, ids=[str(p.relative_to(REPO / "benchmarks" / "results")) for p in RESULT_FILES]
+)
 def test_results_record_their_provenance(path):
     """Each results JSON says what wrote it (``benchmarks/common.py run_info``): command, commit, date, machine;
     entries backfilled from git log say so."""

@@ -16,15 +16,27 @@ import torch
 from unmask.models.tiny import CHAT_TEMPLATE, SPECIALS, WORDS, tokenizer  # noqa: F401  (the tests' names)
 
 
-def save_bert(directory: Path, mask: bool = True, chat: bool = False, vocab_size: int | None = None, seed: int = 0,
-              max_positions: int = 128) -> Path:
+def save_bert(
+    directory: Path,
+    mask: bool = True,
+    chat: bool = False,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    max_positions: int = 128,
+) -> Path:
     """A 1-layer BertForMaskedLM (hidden 16) and its tokenizer, as safetensors."""
     from transformers import BertConfig, BertForMaskedLM
 
     tok = tokenizer(mask=mask, chat=chat)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size or len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=max_positions)
+    config = BertConfig(
+        vocab_size=vocab_size or len(tok),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=max_positions,
+    )
     BertForMaskedLM(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return Path(directory)
@@ -36,28 +48,37 @@ def save_llama(directory: Path, seed: int = 0) -> Path:
 
     tok = tokenizer(chat=True)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return Path(directory)
 
 
-REMOTE_CONFIG = '''from transformers import BertConfig
+REMOTE_CONFIG = """from transformers import BertConfig
 
 
 class TinyLLaDAConfig(BertConfig):
     model_type = "llada"
-'''
-REMOTE_MODEL = '''from transformers import BertForMaskedLM
+"""
+REMOTE_MODEL = """from transformers import BertForMaskedLM
 
 from .configuration_tinyllada import TinyLLaDAConfig
 
 
 class TinyLLaDAModelLM(BertForMaskedLM):
     config_class = TinyLLaDAConfig
-'''
+"""
 
 
 def save_remote_llada(directory: Path) -> Path:
@@ -67,7 +88,14 @@ def save_remote_llada(directory: Path) -> Path:
     (directory / "configuration_tinyllada.py").write_text(REMOTE_CONFIG)
     (directory / "modeling_tinyllada.py").write_text(REMOTE_MODEL)
     config = json.loads((directory / "config.json").read_text())
-    config.update(model_type="llada", mask_token_id=WORDS.index("[MASK]"), architectures=["TinyLLaDAModelLM"],
-                  auto_map={"AutoConfig": "configuration_tinyllada.TinyLLaDAConfig", "AutoModel": "modeling_tinyllada.TinyLLaDAModelLM"})
+    config.update(
+        model_type="llada",
+        mask_token_id=WORDS.index("[MASK]"),
+        architectures=["TinyLLaDAModelLM"],
+        auto_map={
+            "AutoConfig": "configuration_tinyllada.TinyLLaDAConfig",
+            "AutoModel": "modeling_tinyllada.TinyLLaDAModelLM",
+        },
+    )
     (directory / "config.json").write_text(json.dumps(config))
     return directory

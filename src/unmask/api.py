@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -14,20 +13,24 @@ from unmask.core.distributed import current
 from unmask.evaluation.evaluate import EvalResult, format_table, pass_at_n, plot_frontier, results_json
 from unmask.evaluation.evaluate import evaluate as evaluate_on
 from unmask.evaluation.frontier import (
-    POLICY_TEMPERATURES,
-    THRESHOLDS,
-    TOKENS_PER_STEP,
     format_frontier,
     plot_curves,
     run_sweeps,
     standard_sweeps,
     summarize,
 )
-from unmask.models import MaskedDiffusionModel, load_model
 from unmask.evaluation.order import RevealOrder, reveal_order
+from unmask.evaluation.run_config import (
+    EvalConfig,
+    ExamplesConfig,
+    FrontierConfig,
+    OrderConfig,
+    RunConfig,
+    load_data,
+    resolve_task,
+)
+from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies.resolve import SHIPPED_POLICIES, resolve_policies, resolve_policy
-from unmask.evaluation.run_config import (EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig, load_data,
-                                          resolve_task)
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
@@ -66,8 +69,11 @@ def prepare_run(run: RunConfig, examples: ExamplesConfig) -> tuple[Task, MaskedD
         items = load_data(task_obj, run.data)
     else:
         k = len(run.difficulties)
-        items = [ex for i, c in enumerate(run.difficulties)
-                 for ex in task_obj.generate(num // k + (i < num % k), seed=seed, difficulty=c)]
+        items = [
+            ex
+            for i, c in enumerate(run.difficulties)
+            for ex in task_obj.generate(num // k + (i < num % k), seed=seed, difficulty=c)
+        ]
     items = items[: examples.limit] if examples.limit else items
     shown = ",".join(map(str, run.difficulty)) if run.difficulty else None
     generated = f"generated:num={num}:{task_obj.difficulty_name}={shown}:seed={seed}"
@@ -96,12 +102,22 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True, **settings
     task_obj, mdm, examples, context = prepare_run(run, config.examples)
     pols = resolve_policies(config.policies, mdm, config.alpha)
     batch_size = config.examples.batch_size
-    results = evaluate_on(task_obj, mdm, examples, pols, sampling, batch_size=batch_size, seed=run.seed,
-                          progress=progress and current().main)
+    results = evaluate_on(
+        task_obj,
+        mdm,
+        examples,
+        pols,
+        sampling,
+        batch_size=batch_size,
+        seed=run.seed,
+        progress=progress and current().main,
+    )
     if config.pass_at:
-        context["pass_at"] = {p.name: pass_at_n(task_obj, mdm, examples, p, config.pass_at, sampling, batch_size,
-                                                run.seed)
-                              for p in pols if p.capabilities.stochastic or sampling.temperature > 0}
+        context["pass_at"] = {
+            p.name: pass_at_n(task_obj, mdm, examples, p, config.pass_at, sampling, batch_size, run.seed)
+            for p in pols
+            if p.capabilities.stochastic or sampling.temperature > 0
+        }
     return EvalReport(results, context)
 
 
@@ -116,12 +132,17 @@ class FrontierReport:
         text = format_frontier(self.curves)
         ref = self.summary.get("reference")
         if ref:
-            text += (f"\nfewest mean NFE within 1 point of one-per-step confidence "
-                     f"(solved {ref['solved_rate']:.3f}, NFE {ref['nfe']:.1f}):")
+            text += (
+                f"\nfewest mean NFE within 1 point of one-per-step confidence "
+                f"(solved {ref['solved_rate']:.3f}, NFE {ref['nfe']:.1f}):"
+            )
             for method, row in self.summary.items():
                 if method != "reference":
-                    text += f"\n  {method:<32} " + (f"NFE {row['nfe_at_reference_accuracy']:.2f} ({row['speedup']:.2f}x)"
-                                                     if row["speedup"] else "not reached")
+                    text += f"\n  {method:<32} " + (
+                        f"NFE {row['nfe_at_reference_accuracy']:.2f} ({row['speedup']:.2f}x)"
+                        if row["speedup"]
+                        else "not reached"
+                    )
         return text
 
     def to_json(self) -> dict:
@@ -141,12 +162,26 @@ def frontier(config: FrontierConfig | None = None, progress: bool = True, **sett
     specs = [s for s in config.policies.split(",") if s.strip()]
     learned = {spec: resolve_policy(spec, mdm) for spec in specs}
     batch_size = config.examples.batch_size
-    sweeps = standard_sweeps(task_obj, mdm, examples, sampling, learned, config.thresholds, config.ks, config.alphas,
-                             config.policy_temperatures, batch_size)
+    sweeps = standard_sweeps(
+        task_obj,
+        mdm,
+        examples,
+        sampling,
+        learned,
+        config.thresholds,
+        config.ks,
+        config.alphas,
+        config.policy_temperatures,
+        batch_size,
+    )
     curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, run.seed, progress and current().main)
     trained_with = {spec: getattr(getattr(pol, "config", None), "mdm_name", None) for spec, pol in learned.items()}
-    context.update(block_length=sampling.block_length, temperature=sampling.temperature, seed=run.seed,
-                   trained_with={spec: name for spec, name in trained_with.items() if name})
+    context.update(
+        block_length=sampling.block_length,
+        temperature=sampling.temperature,
+        seed=run.seed,
+        trained_with={spec: name for spec, name in trained_with.items() if name},
+    )
     return FrontierReport(curves, summarize(curves), context)
 
 
@@ -157,15 +192,18 @@ def show_order(config: OrderConfig | None = None, **settings) -> RevealOrder:
     config = build_config(OrderConfig, config, settings)
     run, sampling = config.run, config.run.sampling
     task_obj, mdm, examples, context = prepare_run(run, config.examples)
-    result = reveal_order(task_obj, mdm, examples, resolve_policy(config.policy, mdm), sampling,
-                          config.examples.batch_size, run.seed)
-    result.context.update(context, steps=sampling.steps, block_length=sampling.block_length,
-                          temperature=sampling.temperature)
+    result = reveal_order(
+        task_obj, mdm, examples, resolve_policy(config.policy, mdm), sampling, config.examples.batch_size, run.seed
+    )
+    result.context.update(
+        context, steps=sampling.steps, block_length=sampling.block_length, temperature=sampling.temperature
+    )
     return result
 
 
-def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = True,
-                 max_minutes: float | None = None) -> Path:
+def train_policy(
+    config: GRPOConfig, resume: bool = False, progress: bool = True, max_minutes: float | None = None
+) -> Path:
     """``unmask train-policy``: the whole pipeline of a learned unmasking policy: the coupling pre-training step
     where the policy has a coupling (:func:`unmask.training.pretrain.pretrain_step`; skipped with ``init_policy``),
     imitation of the oracle where ``imitation_rounds`` > 0 (:mod:`unmask.training.imitation`), then GRPO (UPO
@@ -191,7 +229,7 @@ def train_policy(config: "GRPOConfig", resume: bool = False, progress: bool = Tr
     return trainer.train(resume=False, max_minutes=max_minutes, initial=initial)
 
 
-def pretrain_coupling(config: "GRPOConfig", progress: bool = True) -> Path:
+def pretrain_coupling(config: GRPOConfig, progress: bool = True) -> Path:
     """``unmask pretrain-coupling``: the coupling pre-training step of a ``train-policy`` run on its own; writes the
     pre-trained policy to ``config.output_dir`` (a policy checkpoint, ``init_policy`` of the GRPO run) with the
     NLL of each epoch (``coupling_nll``)."""
@@ -242,14 +280,23 @@ def demo(config: DemoConfig | None = None, **settings) -> dict[str, EvalReport]:
     if train_steps > 0:
         print(f"training UPO on 4x4 sudoku from random order for {train_steps} GRPO steps ...")
         shutil.rmtree(out / "upo-sudoku4", ignore_errors=True)  # each demo trains afresh (a run refuses an old one)
-        train_policy(GRPOConfig.from_dict({**recipe, **_DEMO_TRAINING, "max_steps": train_steps,
-                                           "output_dir": str(out / "upo-sudoku4")}))
+        train_policy(
+            GRPOConfig.from_dict(
+                {**recipe, **_DEMO_TRAINING, "max_steps": train_steps, "output_dir": str(out / "upo-sudoku4")}
+            )
+        )
         policies_4x4.append(str(out / "upo-sudoku4" / "best"))
     reports = {
-        "sudoku4": evaluate(task="sudoku4", policies=",".join(policies_4x4), num=num,
-                            difficulty=recipe["run"]["difficulty"], seed=1),
-        "sudoku9": evaluate(task="sudoku9", policies=",".join([*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", "oracle:parallel=1"]),
-                            num=num, difficulty=[difficulty], seed=1),
+        "sudoku4": evaluate(
+            task="sudoku4", policies=",".join(policies_4x4), num=num, difficulty=recipe["run"]["difficulty"], seed=1
+        ),
+        "sudoku9": evaluate(
+            task="sudoku9",
+            policies=",".join([*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", "oracle:parallel=1"]),
+            num=num,
+            difficulty=[difficulty],
+            seed=1,
+        ),
     }
     for task, report in reports.items():
         print(f"\n{task}, {report.context['data']}:\n{report.table}")

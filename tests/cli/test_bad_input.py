@@ -11,8 +11,22 @@ from unmask.cli.main import main
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "unmask" / "assets"
 TINY_MDM = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "4", "--warmup-steps", "1"]
-TINY_GRPO = ["--task", "sudoku4", "--max-steps", "1", "--prompts-per-step", "2", "--num-generations", "2",
-             "--eval-size", "2", "--clues", "6", "--d-model", "16"]
+TINY_GRPO = [
+    "--task",
+    "sudoku4",
+    "--max-steps",
+    "1",
+    "--prompts-per-step",
+    "2",
+    "--num-generations",
+    "2",
+    "--eval-size",
+    "2",
+    "--clues",
+    "6",
+    "--d-model",
+    "16",
+]
 
 
 def one_error(capsys, argv: list[str]) -> str:
@@ -24,42 +38,54 @@ def one_error(capsys, argv: list[str]) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("argv,message", [
-    # raw tracebacks before (issue 18 item 4)
-    (["train-policy", "--eval-steps", "0"], "eval_steps (--eval-steps) must be an integer >= 1, got 0"),
-    (["train-policy", "--minibatch-size", "0"], "minibatch_size (--minibatch-size) must be an integer >= 1, got 0"),
-    (["train-mdm", "--save-steps", "0"], "save_steps (--save-steps) must be an integer >= 1, got 0"),
-    (["train-mdm", "--logging-steps", "0"], "logging_steps (--logging-steps) must be an integer >= 1, got 0"),
-    (["train-policy", "--base-temperature", "0"], "base_temperature (--base-temperature) must be a number > 0 or none"),
-    (["train-policy", "--d-model", "30"], "d_model (--d-model) 30 must be divisible by n_head (--n-head) 4"),
-    (["train-mdm", "--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
-    (["train-mdm", "--n-embd", "-16"], "n_embd (--n-embd) must be an integer >= 1, got -16"),
-    (["train-mdm", "--task", "gsm8k"], "task (--task) must be one of arithmetic, sudoku4, sudoku9, zebra, got 'gsm8k'"),
-    # silent results before (item 5)
-    (["eval", "--limit", "-1"], "limit (--limit) must be an integer >= 1 or none, got -1"),
-    (["eval", "--limit", "0"], "limit (--limit) must be an integer >= 1 or none, got 0"),
-    (["eval", "--task", "sudoku4", "--num", "2", "--pass-at", "0"], "pass_at (--pass-at) must be an integer >= 1"),
-    (["train-policy", "--epsilon", "-0.2"], "epsilon (--epsilon) must be a number > 0, got -0.2"),
-    (["train-policy", "--max-steps", "-1"], "max_steps (--max-steps) must be an integer >= 0, got -1"),
-    (["train-policy", "--eval-size", "0"], "eval_size (--eval-size) must be an integer >= 1, got 0"),
-    (["train-policy", "--num-generations", "1"], "num_generations (--num-generations) 1 with the group baseline"),
-    # unclear messages before (item 6)
-    (["eval", "--num", "0"], "num (--num) must be an integer >= 1, got 0"),
-    (["eval", "--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
-    (["eval", "--task", "sudoku4", "--num", "2", "--policies", "threshold:abc"], "threshold"),
-    (["eval", "--temperature", "nan"], "temperature (--temperature) must be a finite number, got nan"),
-    (["eval", "--steps", "abc"], "steps (--steps) must be an integer >= 1 or none, got 'abc'"),
-    (["eval", "--clues", "x"], "difficulty (--difficulty) must be a list of integers >= 0, got 'x'"),
-    (["train-policy", "--alpha-range", "3,1", "--policy", "bernoulli"], "alpha_range (--alpha-range) must be LO,HI"),
-    (["train-policy", "--policy", "bernoulli", "--stop-logit", "1"], "is a setting of --policy plackett-luce"),
-    (["train-policy", "--policy", "maskgit"], "policy (--policy) must be one of upo, bernoulli, plackett-luce"),
-    (["eval", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
-    (["demo", "--train-steps", "-1"], "train_steps (--train-steps) must be an integer >= 0"),
-    (["demo", "--num", "0"], "num (--num) must be an integer >= 1, got 0"),
-    (["pretrain-coupling", "--task", "sudoku4"], "give --output-dir DIR: where the pre-trained policy goes"),
-    (["pretrain-coupling", *TINY_GRPO, "--output-dir", "pre"], "no coupling to pre-train: set --coupling-rounds"),
-    (["train-policy", *TINY_GRPO, "--init-policy", "missing"], "no policy checkpoint at missing"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        # raw tracebacks before (issue 18 item 4)
+        (["train-policy", "--eval-steps", "0"], "eval_steps (--eval-steps) must be an integer >= 1, got 0"),
+        (["train-policy", "--minibatch-size", "0"], "minibatch_size (--minibatch-size) must be an integer >= 1, got 0"),
+        (["train-mdm", "--save-steps", "0"], "save_steps (--save-steps) must be an integer >= 1, got 0"),
+        (["train-mdm", "--logging-steps", "0"], "logging_steps (--logging-steps) must be an integer >= 1, got 0"),
+        (
+            ["train-policy", "--base-temperature", "0"],
+            "base_temperature (--base-temperature) must be a number > 0 or none",
+        ),
+        (["train-policy", "--d-model", "30"], "d_model (--d-model) 30 must be divisible by n_head (--n-head) 4"),
+        (["train-mdm", "--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
+        (["train-mdm", "--n-embd", "-16"], "n_embd (--n-embd) must be an integer >= 1, got -16"),
+        (
+            ["train-mdm", "--task", "gsm8k"],
+            "task (--task) must be one of arithmetic, sudoku4, sudoku9, zebra, got 'gsm8k'",
+        ),
+        # silent results before (item 5)
+        (["eval", "--limit", "-1"], "limit (--limit) must be an integer >= 1 or none, got -1"),
+        (["eval", "--limit", "0"], "limit (--limit) must be an integer >= 1 or none, got 0"),
+        (["eval", "--task", "sudoku4", "--num", "2", "--pass-at", "0"], "pass_at (--pass-at) must be an integer >= 1"),
+        (["train-policy", "--epsilon", "-0.2"], "epsilon (--epsilon) must be a number > 0, got -0.2"),
+        (["train-policy", "--max-steps", "-1"], "max_steps (--max-steps) must be an integer >= 0, got -1"),
+        (["train-policy", "--eval-size", "0"], "eval_size (--eval-size) must be an integer >= 1, got 0"),
+        (["train-policy", "--num-generations", "1"], "num_generations (--num-generations) 1 with the group baseline"),
+        # unclear messages before (item 6)
+        (["eval", "--num", "0"], "num (--num) must be an integer >= 1, got 0"),
+        (["eval", "--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
+        (["eval", "--task", "sudoku4", "--num", "2", "--policies", "threshold:abc"], "threshold"),
+        (["eval", "--temperature", "nan"], "temperature (--temperature) must be a finite number, got nan"),
+        (["eval", "--steps", "abc"], "steps (--steps) must be an integer >= 1 or none, got 'abc'"),
+        (["eval", "--clues", "x"], "difficulty (--difficulty) must be a list of integers >= 0, got 'x'"),
+        (
+            ["train-policy", "--alpha-range", "3,1", "--policy", "bernoulli"],
+            "alpha_range (--alpha-range) must be LO,HI",
+        ),
+        (["train-policy", "--policy", "bernoulli", "--stop-logit", "1"], "is a setting of --policy plackett-luce"),
+        (["train-policy", "--policy", "maskgit"], "policy (--policy) must be one of upo, bernoulli, plackett-luce"),
+        (["eval", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["demo", "--train-steps", "-1"], "train_steps (--train-steps) must be an integer >= 0"),
+        (["demo", "--num", "0"], "num (--num) must be an integer >= 1, got 0"),
+        (["pretrain-coupling", "--task", "sudoku4"], "give --output-dir DIR: where the pre-trained policy goes"),
+        (["pretrain-coupling", *TINY_GRPO, "--output-dir", "pre"], "no coupling to pre-train: set --coupling-rounds"),
+        (["train-policy", *TINY_GRPO, "--init-policy", "missing"], "no policy checkpoint at missing"),
+    ],
+)
 def test_bad_flag_is_one_clear_line(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)  # nothing may be written, wherever it would go
     assert message in one_error(capsys, argv)
@@ -80,7 +106,8 @@ def test_python_api_gives_the_cli_message():
 
 def test_data_that_is_a_directory_or_binary_is_named(capsys, tmp_path):
     assert "is a directory; give a sudoku4 data file" in one_error(
-        capsys, ["eval", "--task", "sudoku4", "--data", str(tmp_path)])
+        capsys, ["eval", "--task", "sudoku4", "--data", str(tmp_path)]
+    )
     binary = tmp_path / "puzzles.csv"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00" * 8)
     line = one_error(capsys, ["eval", "--task", "sudoku4", "--data", str(binary)])
@@ -90,17 +117,21 @@ def test_data_that_is_a_directory_or_binary_is_named(capsys, tmp_path):
 @pytest.mark.parametrize("flag", ["--json", "--plot"])
 def test_unwritable_report_paths_fail_before_decoding_and_name_the_path(capsys, tmp_path, flag):
     assert f"{flag} {tmp_path} is a directory" in one_error(
-        capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", "confidence", flag, str(tmp_path)])
+        capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", "confidence", flag, str(tmp_path)]
+    )
     missing = tmp_path / "no" / "r.json"
     assert f"{flag} {missing}: the directory {missing.parent} does not exist" in one_error(
-        capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", "confidence", flag, str(missing)])
+        capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", "confidence", flag, str(missing)]
+    )
 
 
 @pytest.mark.parametrize("command", [["train-mdm", *TINY_MDM], ["train-policy", *TINY_GRPO]], ids=["mdm", "policy"])
 def test_output_dir_that_is_a_file_fails_before_training(capsys, tmp_path, command):
     file = tmp_path / "taken"
     file.write_text("x")
-    assert f"--output-dir {file} is a file; give a directory" in one_error(capsys, [*command, "--output-dir", str(file)])
+    assert f"--output-dir {file} is a file; give a directory" in one_error(
+        capsys, [*command, "--output-dir", str(file)]
+    )
     under = file / "run"
     assert f"--output-dir {under}: {file} is a file" in one_error(capsys, [*command, "--output-dir", str(under)])
 
@@ -108,8 +139,20 @@ def test_output_dir_that_is_a_file_fails_before_training(capsys, tmp_path, comma
 def test_gsm8k_training_from_a_file_asks_for_held_out_data(capsys, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"question": "1 + 1?", "answer": "1 + 1 = 2\n#### 2"}) + "\n")
-    line = one_error(capsys, ["train-policy", "--task", "gsm8k", "--model", "sudoku4", "--data", str(data),
-                              "--output-dir", str(tmp_path / "run")])
+    line = one_error(
+        capsys,
+        [
+            "train-policy",
+            "--task",
+            "gsm8k",
+            "--model",
+            "sudoku4",
+            "--data",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert "give the held-out prompts with --eval-data FILE" in line
 
 
@@ -119,11 +162,17 @@ def copy_policy(tmp_path, name: str = "upo-sudoku4") -> Path:
     return path
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda p: p.update(colour="blue"), "unknown key 'colour' for UPOConfig; valid keys: coupling_rounds, coupling_length, planner"),
-    (lambda p: p.update(d_model="32"), "d_model (--d-model) must be an integer >= 1, got '32'"),
-    (lambda p: p.pop("kind"), "unknown policy kind None"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda p: p.update(colour="blue"),
+            "unknown key 'colour' for UPOConfig; valid keys: coupling_rounds, coupling_length, planner",
+        ),
+        (lambda p: p.update(d_model="32"), "d_model (--d-model) must be an integer >= 1, got '32'"),
+        (lambda p: p.pop("kind"), "unknown policy kind None"),
+    ],
+)
 def test_policy_checkpoint_with_bad_config_is_named(capsys, tmp_path, change, message):
     path = copy_policy(tmp_path)
     meta = json.loads((path / "config.json").read_text())
@@ -133,11 +182,14 @@ def test_policy_checkpoint_with_bad_config_is_named(capsys, tmp_path, change, me
     assert message in line
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda m: m.update(colour="blue"), "unknown fields in transformer config: ['colour']"),
-    (lambda m: m.pop("vocab_size"), "missing fields in transformer config: ['vocab_size']"),
-    (lambda m: m.update(n_embd="64"), "transformer config field n_embd has the invalid value '64'"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: m.update(colour="blue"), "unknown fields in transformer config: ['colour']"),
+        (lambda m: m.pop("vocab_size"), "missing fields in transformer config: ['vocab_size']"),
+        (lambda m: m.update(n_embd="64"), "transformer config field n_embd has the invalid value '64'"),
+    ],
+)
 def test_model_checkpoint_with_bad_config_is_named(capsys, tmp_path, change, message):
     path = tmp_path / "mdm"
     shutil.copytree(ASSETS / "models" / "sudoku4", path)
@@ -185,10 +237,13 @@ def test_a_policy_used_with_another_mdm_of_the_same_shape_warns_and_shipped_name
     assert policy.name == "bernoulli-sudoku9-small"
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda m: m.update(policy=["upo"]), "the 'policy' section must be a mapping of settings"),
-    (lambda m: m["policy"].pop("feature_size"), "the 'policy' section has no feature_size"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: m.update(policy=["upo"]), "the 'policy' section must be a mapping of settings"),
+        (lambda m: m["policy"].pop("feature_size"), "the 'policy' section has no feature_size"),
+    ],
+)
 def test_policy_checkpoint_with_a_broken_section_is_named(capsys, tmp_path, change, message):
     path = copy_policy(tmp_path)
     meta = json.loads((path / "config.json").read_text())
@@ -208,7 +263,9 @@ def test_corrupt_weight_bytes_of_a_saved_policy_are_refused(capsys, tmp_path):
     data[-4:] = bytes(4)  # the last float: still a loadable file
     weights.write_bytes(bytes(data))
     line = one_error(capsys, ["eval", "--task", "sudoku4", "--num", "2", "--policies", str(saved)])
-    assert f"policy checkpoint {saved} is mixed or corrupt: model.safetensors is not the file its manifest lists" in line
+    assert (
+        f"policy checkpoint {saved} is mixed or corrupt: model.safetensors is not the file its manifest lists" in line
+    )
 
 
 def test_a_cut_safetensors_shard_of_an_hf_model_is_a_user_error(capsys, tmp_path):
@@ -217,8 +274,20 @@ def test_a_cut_safetensors_shard_of_an_hf_model_is_a_user_error(capsys, tmp_path
     weights = tmp_path / "llada" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     capsys.readouterr()
-    line = one_error(capsys, ["eval", "--task", "gsm8k", "--model", f"hf:{tmp_path / 'llada'}", "--data",
-                              str(tmp_path / "none.jsonl"), "--policies", "confidence"])
+    line = one_error(
+        capsys,
+        [
+            "eval",
+            "--task",
+            "gsm8k",
+            "--model",
+            f"hf:{tmp_path / 'llada'}",
+            "--data",
+            str(tmp_path / "none.jsonl"),
+            "--policies",
+            "confidence",
+        ],
+    )
     assert f"{weights} is not a complete safetensors file" in line and "download it again" in line
 
 
@@ -233,15 +302,20 @@ def test_errors_of_an_atomic_write_name_the_users_file_not_the_temporary_one(tmp
 
 def test_metrics_csv_that_cannot_be_written_is_named(capsys, tmp_path):
     (tmp_path / "run" / "metrics.csv").mkdir(parents=True)
-    line = one_error(capsys, ["train-mdm", *TINY_MDM, "--task", "sudoku4", "--max-steps", "1", "--output-dir",
-                              str(tmp_path / "run")])
+    line = one_error(
+        capsys, ["train-mdm", *TINY_MDM, "--task", "sudoku4", "--max-steps", "1", "--output-dir", str(tmp_path / "run")]
+    )
     assert str(tmp_path / "run" / "metrics.csv") in line and ".tmp" not in line
 
 
 def test_more_steps_than_generated_positions_warns(capsys):
     with pytest.warns(UserWarning, match="steps 20 is more than the 12 masked positions to generate"):
-        assert main(["eval", "--task", "sudoku4", "--num", "2", "--clues", "4", "--steps", "20",
-                     "--policies", "confidence"]) == 0
+        assert (
+            main(
+                ["eval", "--task", "sudoku4", "--num", "2", "--clues", "4", "--steps", "20", "--policies", "confidence"]
+            )
+            == 0
+        )
 
 
 @pytest.mark.parametrize("policies", ["confidence,,margin", "confidence,"])
@@ -315,5 +389,7 @@ def test_a_policy_spec_that_is_not_a_string_is_refused(spec):
 def test_unmask_generate_refuses_a_length_below_1_before_loading_anything(length):
     import unmask
 
-    with pytest.raises(ValueError, match=f"{next(iter(length))} must be an integer >= 1 .*got {next(iter(length.values()))}"):
+    with pytest.raises(
+        ValueError, match=f"{next(iter(length))} must be an integer >= 1 .*got {next(iter(length.values()))}"
+    ):
         unmask.generate(None, prompts=["1 + 2"], **length)

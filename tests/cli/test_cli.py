@@ -7,8 +7,23 @@ from unmask.cli.main import main
 
 def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    rc = main(["eval", "--task", "sudoku4", "--num", "12", "--clues", "6", "--policies", "random,confidence,threshold:0.9",
-               "--json", str(out), "--plot", str(png)])
+    rc = main(
+        [
+            "eval",
+            "--task",
+            "sudoku4",
+            "--num",
+            "12",
+            "--clues",
+            "6",
+            "--policies",
+            "random,confidence,threshold:0.9",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "confidence" in text and "threshold:0.9" in text
@@ -26,15 +41,24 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     "argv,message",
     [
         (["eval", "--task", "sudoku4", "--policies", "maxconf"], "unknown policy 'maxconf'"),
-        (["eval", "--task", "sudoku5"], "task (--task) must be one of arithmetic, gsm8k, math500, sudoku4, sudoku9, zebra, got 'sudoku5'"),
+        (
+            ["eval", "--task", "sudoku5"],
+            "task (--task) must be one of arithmetic, gsm8k, math500, sudoku4, sudoku9, zebra, got 'sudoku5'",
+        ),
         (["eval", "--task", "sudoku4", "--model", "nope"], "unknown model 'nope'"),
         (["eval", "--task", "sudoku4", "--data", "/nonexistent.csv"], "does not exist"),
         (["eval", "--task", "sudoku4", "--model", "sudoku9-small", "--num", "2"], "does not read sudoku4 grids"),
         (["eval", "--task", "sudoku4", "--policies", "bernoulli", "--num", "2"], "no shipped bernoulli policy"),
         (["eval", "--task", "arithmetic", "--task-option", "bogus=4", "--num", "2"], "does not take the options bogus"),
         (["eval", "--task", "arithmetic", "--task-option", "max_digits", "--num", "2"], "takes KEY=VALUE"),
-        (["eval", "--task", "arithmetic", "--task-option", "max_digits=4", "--num", "2"], "does not read this arithmetic"),
-        (["eval", "--task", "arithmetic", "--task-option", "propagate=2", "--num", "2"], "propagate is a probability in [0, 1]"),
+        (
+            ["eval", "--task", "arithmetic", "--task-option", "max_digits=4", "--num", "2"],
+            "does not read this arithmetic",
+        ),
+        (
+            ["eval", "--task", "arithmetic", "--task-option", "propagate=2", "--num", "2"],
+            "propagate is a probability in [0, 1]",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, message, capsys):
@@ -46,31 +70,105 @@ def test_bad_input_is_one_clear_line(argv, message, capsys):
 def test_train_mdm_takes_task_options_and_eval_reuses_them(tmp_path, capsys):
     mdm = tmp_path / "mul"
     options = ["--task-option", "op=mul", "--task-option", "multiplier_digits=1", "--task-option", "max_digits=3"]
-    assert main(["train-mdm", "--task", "arithmetic", *options, "--output-dir", str(mdm), "--n-layer", "1",
-                 "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--warmup-steps", "1", "--max-steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "train-mdm",
+                "--task",
+                "arithmetic",
+                *options,
+                "--output-dir",
+                str(mdm),
+                "--n-layer",
+                "1",
+                "--n-head",
+                "2",
+                "--n-embd",
+                "16",
+                "--batch-size",
+                "8",
+                "--warmup-steps",
+                "1",
+                "--max-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert json.loads((mdm / "last" / "config.json").read_text())["train"]["task_options"] == {
-        "op": "mul", "multiplier_digits": 1, "max_digits": 3}
+        "op": "mul",
+        "multiplier_digits": 1,
+        "max_digits": 3,
+    }
     assert main(["eval", "--task", "arithmetic", *options, "--model", str(mdm), "--num", "4"]) == 0
     capsys.readouterr()
     assert main(["eval", "--task", "arithmetic", "--model", str(mdm), "--num", "4"]) == 0  # the options it recorded
-    assert main(["eval", "--task", "arithmetic", "--task-option", "multiplier_digits=2", "--model", str(mdm),
-                 "--num", "4"]) == 2
+    assert (
+        main(
+            ["eval", "--task", "arithmetic", "--task-option", "multiplier_digits=2", "--model", str(mdm), "--num", "4"]
+        )
+        == 2
+    )
     assert "train.task_options" in capsys.readouterr().err  # the error says where the layout it reads is recorded
 
 
 def test_train_mdm_and_policy_from_the_command_line(tmp_path, capsys):
     mdm = tmp_path / "mdm"
-    common = ["--task", "sudoku4", "--output-dir", str(mdm), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-              "--batch-size", "8", "--warmup-steps", "1"]
+    common = [
+        "--task",
+        "sudoku4",
+        "--output-dir",
+        str(mdm),
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "1",
+    ]
     assert main(["train-mdm", *common, "--max-steps", "2"]) == 0
     assert main(["train-mdm", *common, "--max-steps", "2", "--seed", "1", "--resume"]) == 2  # settings differ: refused
     assert "settings differ" in capsys.readouterr().err
     pol = tmp_path / "pol"
-    assert main(["train-policy", "--task", "sudoku4", "--model", str(mdm), "--output-dir", str(pol), "--max-steps", "1",
-                 "--prompts-per-step", "2", "--num-generations", "2", "--eval-size", "4", "--clues", "6",
-                 "--d-model", "16", "--base-temperature", "none"]) == 0
+    assert (
+        main(
+            [
+                "train-policy",
+                "--task",
+                "sudoku4",
+                "--model",
+                str(mdm),
+                "--output-dir",
+                str(pol),
+                "--max-steps",
+                "1",
+                "--prompts-per-step",
+                "2",
+                "--num-generations",
+                "2",
+                "--eval-size",
+                "4",
+                "--clues",
+                "6",
+                "--d-model",
+                "16",
+                "--base-temperature",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert (pol / "best" / "model.safetensors").is_file() and (pol / "last" / "optimizer.safetensors").is_file()
-    assert main(["eval", "--task", "sudoku4", "--model", str(mdm), "--num", "4", "--policies", f"confidence,{pol / 'best'}"]) == 0
+    assert (
+        main(
+            ["eval", "--task", "sudoku4", "--model", str(mdm), "--num", "4", "--policies", f"confidence,{pol / 'best'}"]
+        )
+        == 0
+    )
     assert "upo:pol/best" in capsys.readouterr().out
 
 
@@ -108,8 +206,9 @@ def test_eval_writes_its_resolved_config_and_reads_it_back(tmp_path, capsys):
     assert [r["nfe"] for r in a["results"]] == [r["nfe"] for r in b["results"]]
 
 
-@pytest.mark.parametrize("command", ["eval", "frontier", "show-order", "train-policy", "pretrain-coupling", "train-mdm",
-                                     "demo", "make-tiny"])
+@pytest.mark.parametrize(
+    "command", ["eval", "frontier", "show-order", "train-policy", "pretrain-coupling", "train-mdm", "demo", "make-tiny"]
+)
 def test_every_command_takes_a_recipe_and_shows_at_most_about_30_flags(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])

@@ -42,7 +42,12 @@ def test_a_save_writes_every_file_with_a_manifest_and_keeps_the_previous_resumab
     save_run(tmp_path, 1, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "last.prev"]  # no staging directory left
     assert sorted(p.name for p in (tmp_path / "last").iterdir()) == [
-        "config.json", MANIFEST, "model.safetensors", "optimizer.safetensors", "trainer_state.json"]
+        "config.json",
+        MANIFEST,
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ]
     assert verify_checkpoint(tmp_path / "last")["step"] == 2
     assert verify_checkpoint(tmp_path / "last.prev")["step"] == 1
     save_checkpoint(tmp_path / "best", module(0), {})  # a plain checkpoint keeps no predecessor
@@ -80,11 +85,14 @@ def test_saving_refuses_to_replace_a_directory_with_other_files(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("mix", "mixed or corrupt: model.safetensors"),
-    ("remove", "partial: optimizer.safetensors is missing"),
-    ("manifest", "has no manifest.json"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("mix", "mixed or corrupt: model.safetensors"),
+        ("remove", "partial: optimizer.safetensors is missing"),
+        ("manifest", "has no manifest.json"),
+    ],
+)
 def test_resume_refuses_a_mixed_or_partial_checkpoint_and_falls_back_to_the_previous(tmp_path, damage, message):
     first = save_run(tmp_path, 0, 1)
     save_run(tmp_path, 1, 2)
@@ -95,7 +103,9 @@ def test_resume_refuses_a_mixed_or_partial_checkpoint_and_falls_back_to_the_prev
         (last / ("optimizer.safetensors" if damage == "remove" else MANIFEST)).unlink()
     with pytest.raises(ValueError, match=message):
         verify_checkpoint(last)
-    with pytest.warns(UserWarning, match=f"{message}.*resuming from the previous complete checkpoint .*last.prev .step 1"):
+    with pytest.warns(
+        UserWarning, match=f"{message}.*resuming from the previous complete checkpoint .*last.prev .step 1"
+    ):
         chosen = resumable_checkpoint(tmp_path)
     assert chosen == tmp_path / "last.prev"
     m = module(5)
@@ -108,8 +118,11 @@ def test_resume_without_any_complete_checkpoint_is_one_clear_error(tmp_path):
         resumable_checkpoint(tmp_path)
     save_run(tmp_path, 0, 1)
     (tmp_path / "last" / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"no complete checkpoint in .*mixed or corrupt: config.json.*last.prev is "
-                                         r"missing\); start over without --resume"):
+    with pytest.raises(
+        ValueError,
+        match=r"no complete checkpoint in .*mixed or corrupt: config.json.*last.prev is "
+        r"missing\); start over without --resume",
+    ):
         resumable_checkpoint(tmp_path)
     save_checkpoint(tmp_path / "plain", module(0), {})  # weights only: not resumable
     with pytest.raises(ValueError, match="not a resumable checkpoint: it has no optimizer.safetensors"):
@@ -121,8 +134,9 @@ def test_a_fresh_run_refuses_a_directory_that_holds_a_run(tmp_path):
     (tmp_path / "metrics.csv").write_text("step\n0\n")
     check_new_run(tmp_path)  # killed before its first checkpoint: nothing to resume, start again
     save_run(tmp_path, 0, 1)
-    with pytest.raises(ValueError, match="already holds a training run .*pass --resume to continue it, or choose "
-                                         "another --output-dir"):
+    with pytest.raises(
+        ValueError, match="already holds a training run .*pass --resume to continue it, or choose another --output-dir"
+    ):
         check_new_run(tmp_path)
 
 

@@ -12,9 +12,9 @@ import pytest
 from unmask.cli.main import build_parser, main
 from unmask.core.config import Config, ConfigError, add_config_arguments, flat_fields, load_recipe, option
 from unmask.engine.config import SamplingConfig
+from unmask.evaluation.run_config import RunConfig
 from unmask.policies.learned import load_policy
 from unmask.training.grpo import GRPOConfig
-from unmask.evaluation.run_config import RunConfig
 from unmask.training.mdm import MDMTrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,21 +35,24 @@ class Toy(Config):
     cap: int | None = option(None, "an optional bound", low=1)
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({"count": 0}, r"count \(--count\) must be an integer >= 1, got 0"),
-    ({"count": 2.5}, r"count \(--count\) must be an integer >= 1, got 2.5"),
-    ({"count": True}, r"count \(--count\) must be an integer >= 1, got True"),
-    ({"rate": 1.0}, r"rate \(--rate\) must be a number in \[0, 1\), got 1.0"),
-    ({"rate": float("nan")}, r"rate \(--rate\) must be a finite number, got nan"),
-    ({"rate": float("inf")}, r"rate \(--rate\) must be a finite number, got inf"),
-    ({"rate": "0.5"}, r"rate \(--rate\) must be a number in \[0, 1\), got '0.5'"),
-    ({"mode": "c"}, r"mode \(--mode\) must be one of a, b, got 'c'"),
-    ({"sizes": [1, -1]}, r"sizes \(--sizes\) must be a list of integers >= 0, got \[1, -1\]"),
-    ({"sizes": "1,2"}, r"sizes \(--sizes\) must be a list of integers >= 0, got '1,2'"),
-    ({"span": [3.0, 1.0]}, r"span \(--span\) must be LO,HI with LO < HI, got 3,1"),
-    ({"span": [1.0]}, r"span \(--span\) must be LO,HI: 2 numbers >= 0 or none, got \[1.0\]"),
-    ({"cap": 0}, r"cap \(--cap\) must be an integer >= 1 or none, got 0"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"count": 0}, r"count \(--count\) must be an integer >= 1, got 0"),
+        ({"count": 2.5}, r"count \(--count\) must be an integer >= 1, got 2.5"),
+        ({"count": True}, r"count \(--count\) must be an integer >= 1, got True"),
+        ({"rate": 1.0}, r"rate \(--rate\) must be a number in \[0, 1\), got 1.0"),
+        ({"rate": float("nan")}, r"rate \(--rate\) must be a finite number, got nan"),
+        ({"rate": float("inf")}, r"rate \(--rate\) must be a finite number, got inf"),
+        ({"rate": "0.5"}, r"rate \(--rate\) must be a number in \[0, 1\), got '0.5'"),
+        ({"mode": "c"}, r"mode \(--mode\) must be one of a, b, got 'c'"),
+        ({"sizes": [1, -1]}, r"sizes \(--sizes\) must be a list of integers >= 0, got \[1, -1\]"),
+        ({"sizes": "1,2"}, r"sizes \(--sizes\) must be a list of integers >= 0, got '1,2'"),
+        ({"span": [3.0, 1.0]}, r"span \(--span\) must be LO,HI with LO < HI, got 3,1"),
+        ({"span": [1.0]}, r"span \(--span\) must be LO,HI: 2 numbers >= 0 or none, got \[1.0\]"),
+        ({"cap": 0}, r"cap \(--cap\) must be an integer >= 1 or none, got 0"),
+    ],
+)
 def test_every_field_is_checked_when_the_config_is_built(kw, message):
     with pytest.raises(ConfigError, match=message):
         Toy(**kw)
@@ -74,8 +77,15 @@ def test_flags_carry_help_choices_and_parse_lists_ranges_and_none():
 
 
 def test_grpo_config_nests_run_and_policy_by_kind():
-    cfg = GRPOConfig.from_flat(policy="plackett-luce", pl_count="schedule", steps=4, max_steps=3, difficulty=[5, 6],
-                               policy_temperature=0.5, alpha=0.5)
+    cfg = GRPOConfig.from_flat(
+        policy="plackett-luce",
+        pl_count="schedule",
+        steps=4,
+        max_steps=3,
+        difficulty=[5, 6],
+        policy_temperature=0.5,
+        alpha=0.5,
+    )
     assert cfg.max_steps == 3 and cfg.run.sampling.steps == 4 and cfg.run.difficulty == [5, 6]
     assert cfg.policy_kind == "plackett-luce" and cfg.policy.count == "schedule" and cfg.policy.temperature == 0.5
     assert cfg.alpha == 0.5 and "alpha" not in cfg.to_dict()["policy"]  # one alpha: the trainer's (the policy's
@@ -83,8 +93,11 @@ def test_grpo_config_nests_run_and_policy_by_kind():
     stored = cfg.to_dict()
     assert stored["policy"]["kind"] == "plackett-luce" and "mdm_name" not in stored["policy"]  # derived: not stored
     assert GRPOConfig.from_dict(json.loads(json.dumps(stored))) == cfg
-    with pytest.raises(ConfigError, match=r"stop_logit \(--stop-logit\) is a setting of --policy plackett-luce, not of "
-                                          r"--policy bernoulli; bernoulli takes: coupling_rounds, planner, pair_channels"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stop_logit \(--stop-logit\) is a setting of --policy plackett-luce, not of "
+        r"--policy bernoulli; bernoulli takes: coupling_rounds, planner, pair_channels",
+    ):
         GRPOConfig.from_flat(policy="bernoulli", stop_logit=1.0)
 
 
@@ -114,8 +127,11 @@ def test_every_shipped_checkpoint_config_loads(path):
             assert getattr(policy.config, key) == value, key
     else:
         cfg = MDMTrainConfig.from_dict(meta["train"], source=str(path))
-        assert (cfg.n_layer, cfg.n_embd, cfg.n_head) == (meta["model"]["n_layer"], meta["model"]["n_embd"],
-                                                         meta["model"]["n_head"])
+        assert (cfg.n_layer, cfg.n_embd, cfg.n_head) == (
+            meta["model"]["n_layer"],
+            meta["model"]["n_embd"],
+            meta["model"]["n_head"],
+        )
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.parent.name)
@@ -137,15 +153,18 @@ def write(tmp_path, text: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("max_step: 3\n", "recipe.yaml: unknown key 'max_step'; valid keys: output_dir, max_steps"),
-    ("max_steps: three\n", r"recipe.yaml: max_steps \(--max-steps\) must be an integer >= 0, got 'three'"),
-    ("epsilon: -0.2\n", r"recipe.yaml: epsilon \(--epsilon\) must be a number > 0, got -0.2"),
-    ("policy: maskgit\n", "recipe.yaml: policy must be one of upo, bernoulli, plackett-luce, got 'maskgit'"),
-    ("difficulty: 24,28\n", r"recipe.yaml: difficulty \(--difficulty\) must be a list of integers >= 0"),
-    ("- max_steps\n", "recipe.yaml: a recipe is a mapping of option names to values"),
-    ("max_steps: [\n", "recipe.yaml: not a readable YAML file"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("max_step: 3\n", "recipe.yaml: unknown key 'max_step'; valid keys: output_dir, max_steps"),
+        ("max_steps: three\n", r"recipe.yaml: max_steps \(--max-steps\) must be an integer >= 0, got 'three'"),
+        ("epsilon: -0.2\n", r"recipe.yaml: epsilon \(--epsilon\) must be a number > 0, got -0.2"),
+        ("policy: maskgit\n", "recipe.yaml: policy must be one of upo, bernoulli, plackett-luce, got 'maskgit'"),
+        ("difficulty: 24,28\n", r"recipe.yaml: difficulty \(--difficulty\) must be a list of integers >= 0"),
+        ("- max_steps\n", "recipe.yaml: a recipe is a mapping of option names to values"),
+        ("max_steps: [\n", "recipe.yaml: not a readable YAML file"),
+    ],
+)
 def test_a_bad_recipe_is_one_error_naming_the_file_the_key_and_the_valid_values(tmp_path, capsys, text, message):
     assert main(["train-policy", "--config", write(tmp_path, text), "--output-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
@@ -154,8 +173,11 @@ def test_a_bad_recipe_is_one_error_naming_the_file_the_key_and_the_valid_values(
 
 
 def test_flags_override_the_recipe_and_the_run_stores_what_was_used(tmp_path, capsys):
-    recipe = write(tmp_path, "task: sudoku4\nn_layer: 1\nn_head: 2\nn_embd: 16\nbatch_size: 4\nwarmup_steps: 1\n"
-                             "max_steps: 5\nlearning_rate: 0.01\ntask_options: {}\n")
+    recipe = write(
+        tmp_path,
+        "task: sudoku4\nn_layer: 1\nn_head: 2\nn_embd: 16\nbatch_size: 4\nwarmup_steps: 1\n"
+        "max_steps: 5\nlearning_rate: 0.01\ntask_options: {}\n",
+    )
     out = tmp_path / "mdm"
     assert main(["train-mdm", "--config", recipe, "--max-steps", "1", "--output-dir", str(out)]) == 0
     stored = json.loads(next(out.rglob("config.json")).read_text())["train"]

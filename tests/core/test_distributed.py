@@ -16,9 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmask.core.checkpoint import (LAST, MANIFEST, PREVIOUS, WEIGHTS, load_json, load_tensors, resumable_checkpoint,
-                               save_checkpoint)
 from unmask.cli.main import main as cli
+from unmask.core.checkpoint import (
+    LAST,
+    MANIFEST,
+    PREVIOUS,
+    WEIGHTS,
+    load_json,
+    load_tensors,
+    resumable_checkpoint,
+    save_checkpoint,
+)
 from unmask.core.distributed import Distributed
 
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
@@ -29,10 +37,22 @@ def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     processes ran."""
     pytest.importorskip("accelerate")
     port = str(29400 + os.getpid() % 500)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "unmask", "--", *args]
-    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        port,
+        "-m",
+        "unmask",
+        "--",
+        *args,
+    ]
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "unmask: 2 processes (gloo, CPU)" in done.stderr
     return done
@@ -59,8 +79,11 @@ def test_shards_hold_every_item_once_in_order(n, world):
 
 
 def test_prompts_that_do_not_split_evenly_are_refused():
-    with pytest.raises(ValueError, match=r"--prompts-per-step 6 does not split evenly over 4 processes.*use "
-                                         r"--prompts-per-step 4 or 8, or launch 1, 2, 3, 6 processes"):
+    with pytest.raises(
+        ValueError,
+        match=r"--prompts-per-step 6 does not split evenly over 4 processes.*use "
+        r"--prompts-per-step 4 or 8, or launch 1, 2, 3, 6 processes",
+    ):
         Distributed(1, 4).shard_groups(list(range(6)))
     assert list(Distributed(1, 3).shard_groups(list(range(6)))) == [2, 3]
 
@@ -78,8 +101,23 @@ def test_one_process_is_the_identity():
 def test_eval_on_two_processes_writes_the_one_process_json(tmp_path, mdm_dir):
     """Deterministic and stochastic policies, sampled tokens, 7 examples over 2 processes (4 + 3), and a batch
     size that differs from the shards: the JSON is the one-process JSON but for wall times."""
-    args = ["eval", "--task", "sudoku4", "--model", mdm_dir, "--num", "7", "--difficulty", "6", "--temperature", "1.0",
-            "--policies", "confidence,random,topk_softmax,threshold:0.5", "--pass-at", "2"]
+    args = [
+        "eval",
+        "--task",
+        "sudoku4",
+        "--model",
+        mdm_dir,
+        "--num",
+        "7",
+        "--difficulty",
+        "6",
+        "--temperature",
+        "1.0",
+        "--policies",
+        "confidence,random,topk_softmax,threshold:0.5",
+        "--pass-at",
+        "2",
+    ]
     assert cli([*args, "--json", str(tmp_path / "one.json")]) == 0
     launch([*args, "--batch-size", "3", "--json", str(tmp_path / "two.json")], tmp_path)
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
@@ -91,10 +129,37 @@ def test_eval_on_two_processes_writes_the_one_process_json(tmp_path, mdm_dir):
     assert one == two
 
 
-TRAIN = ["train-policy", "--task", "sudoku4", "--policy", "bernoulli", "--base-threshold", "none", "--temperature", "1.0",
-         "--reward-form", "none", "--max-steps", "3", "--prompts-per-step", "4", "--num-generations", "4",
-         "--eval-steps", "1", "--eval-size", "5", "--difficulty", "5", "--d-model", "16", "--minibatch-size", "24",
-         "--learning-rate", "1e-2"]
+TRAIN = [
+    "train-policy",
+    "--task",
+    "sudoku4",
+    "--policy",
+    "bernoulli",
+    "--base-threshold",
+    "none",
+    "--temperature",
+    "1.0",
+    "--reward-form",
+    "none",
+    "--max-steps",
+    "3",
+    "--prompts-per-step",
+    "4",
+    "--num-generations",
+    "4",
+    "--eval-steps",
+    "1",
+    "--eval-size",
+    "5",
+    "--difficulty",
+    "5",
+    "--d-model",
+    "16",
+    "--minibatch-size",
+    "24",
+    "--learning-rate",
+    "1e-2",
+]
 
 
 @pytest.mark.slow
@@ -125,8 +190,14 @@ def test_train_policy_on_two_processes_continues_a_one_process_run_exactly(tmp_p
 
 
 def _failing_rank(rank: int, port: int, settings: dict) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
@@ -147,9 +218,22 @@ def _failing_rank(rank: int, port: int, settings: dict) -> None:
 def test_a_failing_rank_stops_the_other_with_a_message_and_a_whole_checkpoint(tmp_path, mdm_dir, capfd):
     """Rank 1 vanishes in step 3; rank 0 stops at its next collective. Minibatches of 2 stored steps also leave
     ranks with none of a minibatch's steps in steps 1 and 2 (they join the all-reduce at weight 0)."""
-    settings = dict(task="sudoku4", model=mdm_dir, output_dir=str(tmp_path / "run"), policy="bernoulli", max_steps=4,
-                    prompts_per_step=2, num_generations=2, eval_steps=1, eval_size=2, difficulty=[5], d_model=16,
-                    minibatch_size=2, base_threshold=None, temperature=1.0)
+    settings = dict(
+        task="sudoku4",
+        model=mdm_dir,
+        output_dir=str(tmp_path / "run"),
+        policy="bernoulli",
+        max_steps=4,
+        prompts_per_step=2,
+        num_generations=2,
+        eval_steps=1,
+        eval_size=2,
+        difficulty=[5],
+        d_model=16,
+        minibatch_size=2,
+        base_threshold=None,
+        temperature=1.0,
+    )
     port = 29900 + os.getpid() % 90
     spawn = multiprocessing.get_context("spawn")
     ranks = [spawn.Process(target=_failing_rank, args=(r, port, settings)) for r in (0, 1)]
@@ -169,12 +253,32 @@ def test_accelerate_launch_on_the_cpu_is_refused_not_run_as_one_process(tmp_path
     """accelerate 1.x's CPU launch starts one process without WORLD_SIZE: one error naming torchrun."""
     if ACCELERATE is None:
         pytest.skip("accelerate is not installed (pip install -e '.[distributed]')")
-    cmd = [ACCELERATE, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "unmask", "eval", "--task", "sudoku4", "--num", "2"]
+    cmd = [
+        ACCELERATE,
+        "launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "unmask",
+        "eval",
+        "--task",
+        "sudoku4",
+        "--num",
+        "2",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0  # (accelerate adds its own traceback of the exit status)
-    assert "unmask eval: error: asked for several processes through accelerate launch, but this process was started " \
-           "alone" in done.stderr
+    assert (
+        "unmask eval: error: asked for several processes through accelerate launch, but this process was started "
+        "alone" in done.stderr
+    )
     assert "torchrun --nproc_per_node N -m unmask -- COMMAND" in done.stderr
 
 

@@ -14,8 +14,8 @@ hub = pytest.importorskip("huggingface_hub")
 from huggingface_hub import constants  # noqa: E402
 
 from unmask.api import evaluate, resolve_policy  # noqa: E402
-from unmask.core.checkpoint import CONFIG, load_json  # noqa: E402
 from unmask.cli.main import main  # noqa: E402
+from unmask.core.checkpoint import CONFIG, load_json  # noqa: E402
 from unmask.core.hub import CARD  # noqa: E402
 from unmask.models import MaskedTransformer, load_model  # noqa: E402
 from unmask.policies.learned import LearnedPolicy, load_policy  # noqa: E402
@@ -57,8 +57,14 @@ def test_mdm_round_trip_keeps_weights_recipe_and_writes_a_card(tmp_path):
     assert same_weights(model, again) and again.name == "arithmetic-carry"
     assert load_json(out / CONFIG)["train"]["task_options"] == {"max_digits": 16, "propagate": 0.8}
     card = (out / CARD).read_text()
-    for text in ("library_name: unmask", "masked-diffusion-model", "`arithmetic`", "max_digits=16, propagate=0.8",
-                 "## Training recipe", "unmask eval --task arithmetic --model hf://OWNER/NAME"):
+    for text in (
+        "library_name: unmask",
+        "masked-diffusion-model",
+        "`arithmetic`",
+        "max_digits=16, propagate=0.8",
+        "## Training recipe",
+        "unmask eval --task arithmetic --model hf://OWNER/NAME",
+    ):
         assert text in card
 
 
@@ -84,8 +90,15 @@ def test_hf_specs_resolve_through_the_offline_cache(tmp_path, cache):
         assert resolve_policy(spec, mdm).name.startswith("upo:hf://someone/carry-upo")
     assert resolve_policy("hf://someone/carry-upo:mode=sample", mdm).mode == "sample"
     assert LearnedPolicy.from_pretrained("someone/carry-upo", revision="v1").kind == "upo"
-    report = evaluate(task="arithmetic", model="hf://someone/carry-mdm", policies="hf://someone/carry-upo",
-                               num=4, difficulty=[16], progress=False, model_options={"device": "cpu"})
+    report = evaluate(
+        task="arithmetic",
+        model="hf://someone/carry-mdm",
+        policies="hf://someone/carry-upo",
+        num=4,
+        difficulty=[16],
+        progress=False,
+        model_options={"device": "cpu"},
+    )
     assert report.results[0].n == 4  # the hub MDM's own task options (max_digits=16) were used
 
 
@@ -93,8 +106,21 @@ def test_an_uncached_spec_without_a_hub_is_one_line(cache, capsys):
     mdm = load_model("arithmetic-carry", device="cpu")
     with pytest.raises(ValueError, match=r"cannot load someone/absent@main: the Hugging Face Hub is not reachable"):
         resolve_policy("hf://someone/absent", mdm)
-    code = main(["eval", "--task", "arithmetic", "--model", "arithmetic-carry", "--policies", "hf://someone/absent",
-                 "--num", "2", "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--task",
+            "arithmetic",
+            "--model",
+            "arithmetic-carry",
+            "--policies",
+            "hf://someone/absent",
+            "--num",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "not in the local cache" in err
     with pytest.raises(ValueError, match="must be OWNER/NAME"):

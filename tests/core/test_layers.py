@@ -10,8 +10,18 @@ import unmask
 
 PACKAGE = Path(unmask.__file__).parent
 LAYERS = ["core", "models", "tasks", "engine", "policies", "evaluation", "training", "integrations", "api", "cli"]
-RANK = {"core": 0, "models": 1, "tasks": 2, "engine": 2, "policies": 3, "evaluation": 4, "training": 5,
-        "integrations": 6, "api": 7, "cli": 8}
+RANK = {
+    "core": 0,
+    "models": 1,
+    "tasks": 2,
+    "engine": 2,
+    "policies": 3,
+    "evaluation": 4,
+    "training": 5,
+    "integrations": 6,
+    "api": 7,
+    "cli": 8,
+}
 
 
 def layer_of(module: str) -> str | None:
@@ -33,8 +43,11 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_every_module_belongs_to_a_layer():
-    strays = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.glob("*.py")
-              if p.stem not in ("__init__", "__main__") and p.stem not in RANK]
+    strays = [
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.glob("*.py")
+        if p.stem not in ("__init__", "__main__") and p.stem not in RANK
+    ]
     assert not strays, f"modules outside the layers: {strays}"
     folders = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
     assert set(folders) <= set(RANK), folders

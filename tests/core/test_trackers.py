@@ -61,7 +61,9 @@ def test_wandb_offline_run_resumes_the_same_run(tmp_path, monkeypatch):
 
 def test_a_missing_tracker_names_its_pip_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
-    with pytest.raises(ValueError, match=r"--report-to wandb needs the optional dependency wandb: pip install 'unmask\[wandb\]'"):
+    with pytest.raises(
+        ValueError, match=r"--report-to wandb needs the optional dependency wandb: pip install 'unmask\[wandb\]'"
+    ):
         MetricsLogger(tmp_path, report_to="wandb")
 
 
@@ -69,10 +71,52 @@ def test_a_missing_tracker_names_its_pip_install(tmp_path, monkeypatch):
 def test_train_mdm_reports_to_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
-    code = main(["train-mdm", "--task", "sudoku4", "--max-steps", "2", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-                 "--batch-size", "4", "--logging-steps", "1", "--report-to", "tensorboard", "--output-dir", str(out)])
+    code = main(
+        [
+            "train-mdm",
+            "--task",
+            "sudoku4",
+            "--max-steps",
+            "2",
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--batch-size",
+            "4",
+            "--logging-steps",
+            "1",
+            "--report-to",
+            "tensorboard",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     assert list((out / "tb").glob("events.out.tfevents.*"))
-    code = main(["train-mdm", "--task", "sudoku4", "--max-steps", "2", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-                 "--batch-size", "4", "--logging-steps", "1", "--report-to", "tb", "--output-dir", str(tmp_path / "x")])
+    code = main(
+        [
+            "train-mdm",
+            "--task",
+            "sudoku4",
+            "--max-steps",
+            "2",
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--batch-size",
+            "4",
+            "--logging-steps",
+            "1",
+            "--report-to",
+            "tb",
+            "--output-dir",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2

@@ -7,10 +7,10 @@ import torch
 
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
+from unmask.engine.streams import ExampleStreams
 from unmask.evaluation.evaluate import run_policy
 from unmask.policies import get_policy
 from unmask.policies.learned import LearnedPolicy
-from unmask.engine.streams import ExampleStreams
 from unmask.tasks import get_task
 
 
@@ -26,9 +26,18 @@ def _learned(kind, model):
     return policy.eval()
 
 
-STOCHASTIC = [("random", {}), ("topk_softmax", {}), ("origin", {"steps": 6}), ("confidence:alg_temp=0.2", {}),
-              ("confidence", {"temperature": 1.0}), ("threshold:0.6", {"temperature": 0.8}),
-              ("eb:0.5", {"temperature": 0.8}), ("upo", {}), ("bernoulli", {}), ("plackett-luce", {})]
+STOCHASTIC = [
+    ("random", {}),
+    ("topk_softmax", {}),
+    ("origin", {"steps": 6}),
+    ("confidence:alg_temp=0.2", {}),
+    ("confidence", {"temperature": 1.0}),
+    ("threshold:0.6", {"temperature": 0.8}),
+    ("eb:0.5", {"temperature": 0.8}),
+    ("upo", {}),
+    ("bernoulli", {}),
+    ("plackett-luce", {}),
+]
 
 
 @pytest.mark.slow
@@ -42,8 +51,16 @@ def test_results_do_not_depend_on_batch_size(tiny_sudoku4_model, spec, sampling)
     runs = []
     for batch_size in (64, 16, 7):
         sequences = []
-        _, per = run_policy(task, tiny_sudoku4_model, examples, policy, config, batch_size=batch_size, seed=3,
-                            on_batch=lambda chunk, enc, out: sequences.append(out.sequences))
+        _, per = run_policy(
+            task,
+            tiny_sudoku4_model,
+            examples,
+            policy,
+            config,
+            batch_size=batch_size,
+            seed=3,
+            on_batch=lambda chunk, enc, out: sequences.append(out.sequences),
+        )
         runs.append((torch.cat(sequences), per["nfe"].tolist()))
     for sequences, nfe in runs[1:]:
         assert torch.equal(sequences, runs[0][0]) and nfe == runs[0][1]
@@ -56,8 +73,13 @@ def test_batch_order_does_not_matter(tiny_sudoku4_model):
     ids = list(range(100, 112))
     out = generate(tiny_sudoku4_model, enc.input_ids, policy, config, generator=ExampleStreams(7, ids))
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
-    shuffled = generate(tiny_sudoku4_model, enc.input_ids[perm], policy, config,
-                        generator=ExampleStreams(7, [ids[i] for i in perm.tolist()]))
+    shuffled = generate(
+        tiny_sudoku4_model,
+        enc.input_ids[perm],
+        policy,
+        config,
+        generator=ExampleStreams(7, [ids[i] for i in perm.tolist()]),
+    )
     assert torch.equal(shuffled.sequences, out.sequences[perm]) and torch.equal(shuffled.nfe, out.nfe[perm])
 
 
@@ -78,8 +100,9 @@ def test_a_steps_draws_shared_out_over_forwards_are_the_steps_draws(streams):
     from unmask.engine.streams import SharedStream
 
     def make():
-        return (SharedStream(torch.Generator().manual_seed(3)) if streams == "shared"
-                else ExampleStreams(3, [0, 1, 2])).bind(torch.arange(3), 2, 10, torch.device("cpu"))
+        return (
+            SharedStream(torch.Generator().manual_seed(3)) if streams == "shared" else ExampleStreams(3, [0, 1, 2])
+        ).bind(torch.arange(3), 2, 10, torch.device("cpu"))
 
     whole = make()
     want = [whole.uniform(5, dtype=torch.float64), whole.normal(5)]

@@ -1,10 +1,10 @@
 """unmask reproduces the upstream samplers exactly: LLaDA generate(), Fast-dLLM threshold / factor decoding and
 Dream diffusion_generate(), same tokens and same forwards per row (grid and oracles: conformance_cases.py)."""
 
+import conformance_cases as cc
 import pytest
 import torch
 
-import conformance_cases as cc
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
 from unmask.policies import get_policy
@@ -46,8 +46,11 @@ def test_fast_dllm_threshold_and_factor(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [c for c in FAST if c.batch == 3 and c.temperature == 0],
-                         ids=_ids([c for c in FAST if c.batch == 3 and c.temperature == 0]))
+@pytest.mark.parametrize(
+    "case",
+    [c for c in FAST if c.batch == 3 and c.temperature == 0],
+    ids=_ids([c for c in FAST if c.batch == 3 and c.temperature == 0]),
+)
 def test_fast_dllm_rows_decoded_together_match_their_own_runs(case):
     same, detail = cc.batched_fast_dllm_matches(case)
     assert same, f"{case.name}: {detail}"
@@ -86,9 +89,13 @@ def test_default_suppresses_the_mask_token_and_matches_when_the_model_never_pred
     am = torch.cat([attn, torch.ones(3, 16, dtype=torch.long)], 1)
     quiet = cc.OracleNet(mask_bias=-1e4)
     ref, _ = cc.run_reference(case, quiet, ids, attn)
-    out = generate(cc.OracleMDM(quiet), x, get_policy("confidence"), SamplingConfig(steps=8, block_length=8), am, ids.shape[1])
+    out = generate(
+        cc.OracleMDM(quiet), x, get_policy("confidence"), SamplingConfig(steps=8, block_length=8), am, ids.shape[1]
+    )
     assert torch.equal(out.sequences, ref)
     loud = cc.OracleNet(mask_bias=3.0)
     ref, _ = cc.run_reference(case, loud, ids, attn)
-    out = generate(cc.OracleMDM(loud), x, get_policy("confidence"), SamplingConfig(steps=8, block_length=8), am, ids.shape[1])
+    out = generate(
+        cc.OracleMDM(loud), x, get_policy("confidence"), SamplingConfig(steps=8, block_length=8), am, ids.shape[1]
+    )
     assert (ref == cc.MASK).any() and not (out.sequences == cc.MASK).any()

@@ -70,7 +70,9 @@ def test_llada_step_schedule_and_blocks():
     model = PositionalMDM()
     L, gen_start = 12, 4
     x = torch.stack([masked_row(L, range(4, 12)), masked_row(L, range(4, 12))])
-    out = generate(model, x, get_policy("confidence"), SamplingConfig(steps=4, block_length=4), gen_start=gen_start, record=True)
+    out = generate(
+        model, x, get_policy("confidence"), SamplingConfig(steps=4, block_length=4), gen_start=gen_start, record=True
+    )
     assert out.nfe.tolist() == [4, 4]
     # LLaDA get_num_transfer_tokens: 4 masks over 2 steps per block -> 2 + 2
     assert [int(r.reveal[0].sum()) for r in out.trajectory] == [2, 2, 2, 2]
@@ -108,7 +110,10 @@ def test_temperature_sampling_is_seeded(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(8, seed=1, difficulty=5), tiny_sudoku4_model).input_ids
     cfg = SamplingConfig(temperature=1.0)
-    runs = [generate(tiny_sudoku4_model, x, get_policy("random"), cfg, generator=torch.Generator().manual_seed(s)).sequences for s in (0, 0, 1)]
+    runs = [
+        generate(tiny_sudoku4_model, x, get_policy("random"), cfg, generator=torch.Generator().manual_seed(s)).sequences
+        for s in (0, 0, 1)
+    ]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
 
@@ -134,11 +139,21 @@ def test_bad_shapes_are_rejected():
         SamplingConfig(steps=0)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("temperature", float("inf"), "finite"), ("temperature", float("nan"), "finite"), ("temperature", -1.0, ">= 0"),
-    ("cfg_scale", -0.5, ">= 0"), ("cfg_scale", float("inf"), "finite"), ("top_p", 0.0, "top_p"), ("top_p", 1.5, "top_p"),
-    ("top_k", 0, "top_k"), ("eps", 0.0, "eps"), ("eps", float("nan"), "finite"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("temperature", float("inf"), "finite"),
+        ("temperature", float("nan"), "finite"),
+        ("temperature", -1.0, ">= 0"),
+        ("cfg_scale", -0.5, ">= 0"),
+        ("cfg_scale", float("inf"), "finite"),
+        ("top_p", 0.0, "top_p"),
+        ("top_p", 1.5, "top_p"),
+        ("top_k", 0, "top_k"),
+        ("eps", 0.0, "eps"),
+        ("eps", float("nan"), "finite"),
+    ],
+)
 def test_sampling_config_refuses_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**{field: value})

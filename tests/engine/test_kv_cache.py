@@ -17,7 +17,9 @@ def text_model(n_layer: int = 2, length: int = 24, seed: int = 0) -> MaskedTrans
     """An untrained built-in MDM over a text-like layout (one coordinate: the position), its head scaled so that
     confidences spread over (0, 1) as a trained model's do."""
     torch.manual_seed(seed)
-    config = TransformerConfig(vocab_size=12, mask_id=11, coordinates=[list(range(length))], n_layer=n_layer, n_head=2, n_embd=32)
+    config = TransformerConfig(
+        vocab_size=12, mask_id=11, coordinates=[list(range(length))], n_layer=n_layer, n_head=2, n_embd=32
+    )
     model = MaskedTransformer(config).eval()
     with torch.no_grad():
         model.head.weight.mul_(30)
@@ -100,13 +102,24 @@ def check_parity(fast_dllm, ref, mdm, seed, gen_length, block_length, spec, mode
     Fast-dLLM's forwards, unmask's forwards, blocks its first step completed)."""
     threshold = None if spec == "confidence" else float(spec.split(":")[1])
     steps = gen_length // 2 if threshold is None else gen_length
-    loop = {"none": fast_dllm.generate, "prefix": fast_dllm.generate_with_prefix_cache,
-            "dual": fast_dllm.generate_with_dual_cache}[mode]
+    loop = {
+        "none": fast_dllm.generate,
+        "prefix": fast_dllm.generate_with_prefix_cache,
+        "dual": fast_dllm.generate_with_dual_cache,
+    }[mode]
     from reference_models import MASK
 
     prompt = torch.randint(6, 64, (1, 7), generator=torch.Generator().manual_seed(seed))
-    want, want_nfe = loop(Guard(ref), prompt, steps=steps, gen_length=gen_length, block_length=block_length,
-                          temperature=0.0, mask_id=MASK, threshold=threshold)
+    want, want_nfe = loop(
+        Guard(ref),
+        prompt,
+        steps=steps,
+        gen_length=gen_length,
+        block_length=block_length,
+        temperature=0.0,
+        mask_id=MASK,
+        threshold=threshold,
+    )
     x = torch.cat([prompt, torch.full((1, gen_length), MASK)], 1)
     sampling = SamplingConfig(steps=steps, block_length=block_length, cache=mode, **(options or EXACT))
     out = generate(mdm, x, get_policy(spec), sampling, gen_start=prompt.shape[1])
@@ -133,10 +146,22 @@ def test_fast_dllm_cached_loops_grid(tmp_path, fast_dllm):
         for gen_length, block_length in ((32, 8), (32, 16), (16, 4)):
             for spec in ("confidence", "threshold:0.3", "threshold:0.1"):
                 for mode in MODES:
-                    equal, want_nfe, nfe, _ = check_parity(fast_dllm, ref, mdm, seed, gen_length, block_length, spec, mode)
+                    equal, want_nfe, nfe, _ = check_parity(
+                        fast_dllm, ref, mdm, seed, gen_length, block_length, spec, mode
+                    )
                     assert equal and nfe == want_nfe, (seed, gen_length, block_length, spec, mode)
-                    equal, want_nfe, nfe, wasted = check_parity(fast_dllm, ref, mdm, seed, gen_length, block_length, spec,
-                                                                mode, suppress_mask_token=False, confidence_float64=True)
+                    equal, want_nfe, nfe, wasted = check_parity(
+                        fast_dllm,
+                        ref,
+                        mdm,
+                        seed,
+                        gen_length,
+                        block_length,
+                        spec,
+                        mode,
+                        suppress_mask_token=False,
+                        confidence_float64=True,
+                    )
                     assert equal and nfe + wasted == want_nfe
                     skipped += wasted
     assert skipped > 0  # the grid has blocks whose first step completes them (threshold:0.1)
@@ -169,10 +194,17 @@ def test_uncached_engine_matches_fast_dllm_uncached_loop(tmp_path, fast_dllm):
 
     ref, mdm = native_pair(tmp_path, "llada")
     prompt = torch.randint(6, 64, (1, 7), generator=torch.Generator().manual_seed(3))
-    want, want_nfe = fast_dllm.generate(Guard(ref), prompt, steps=32, gen_length=32, block_length=8, temperature=0.0,
-                                        mask_id=MASK, threshold=0.3)
+    want, want_nfe = fast_dllm.generate(
+        Guard(ref), prompt, steps=32, gen_length=32, block_length=8, temperature=0.0, mask_id=MASK, threshold=0.3
+    )
     x = torch.cat([prompt, torch.full((1, 32), MASK)], 1)
-    out = generate(mdm, x, get_policy("threshold:0.3"), SamplingConfig(steps=32, block_length=8, suppress_mask_token=False), gen_start=7)
+    out = generate(
+        mdm,
+        x,
+        get_policy("threshold:0.3"),
+        SamplingConfig(steps=32, block_length=8, suppress_mask_token=False),
+        gen_start=7,
+    )
     assert torch.equal(out.sequences, want) and int(out.nfe[0]) == want_nfe
     assert int(out.positions_run[0]) == want_nfe * x.shape[1]
 
@@ -222,8 +254,17 @@ def test_one_layer_model_cache_is_exact_for_heuristics(mode):
     model = text_model(n_layer=1)
     x = prompts(model, 5, 8)
     for spec in ("confidence", "margin", "entropy", "threshold:0.7", "left_to_right", "random"):
-        runs = [generate(model, x, get_policy(spec), SamplingConfig(block_length=4, cache=c), gen_start=8,
-                         generator=torch.Generator().manual_seed(0)) for c in ("none", mode)]
+        runs = [
+            generate(
+                model,
+                x,
+                get_policy(spec),
+                SamplingConfig(block_length=4, cache=c),
+                gen_start=8,
+                generator=torch.Generator().manual_seed(0),
+            )
+            for c in ("none", mode)
+        ]
         assert torch.equal(runs[0].sequences, runs[1].sequences), spec
         assert torch.equal(runs[0].nfe, runs[1].nfe)
         assert (runs[1].positions_run < runs[0].positions_run).all()
@@ -246,8 +287,13 @@ def test_positions_run_counts_the_windows():
     x = prompts(model, 2, gen_start)
     L, steps = x.shape[1], 8  # 4 blocks, 2 steps each
     for mode in MODES:
-        out = generate(model, x, get_policy("confidence"), SamplingConfig(steps=steps, block_length=block_length, cache=mode),
-                       gen_start=gen_start)
+        out = generate(
+            model,
+            x,
+            get_policy("confidence"),
+            SamplingConfig(steps=steps, block_length=block_length, cache=mode),
+            gen_start=gen_start,
+        )
         starts = [gen_start + j * block_length for j in range(4)]
         later = [block_length if mode == "dual" else L - s for s in starts]
         assert out.nfe.tolist() == [steps] * 2
@@ -261,13 +307,18 @@ def test_refine_complete_block_adds_fast_dllms_empty_forward():
     x = prompts(model, 2, gen_start)
     L, blocks = x.shape[1], (x.shape[1] - gen_start) // block_length
     for mode in ("none", *MODES):
-        configs = [SamplingConfig(block_length=block_length, cache=mode, refine_complete_block=r) for r in (False, True)]
+        configs = [
+            SamplingConfig(block_length=block_length, cache=mode, refine_complete_block=r) for r in (False, True)
+        ]
         runs = [generate(model, x, get_policy("threshold:1e-9"), c, gen_start=gen_start) for c in configs]
         assert torch.equal(runs[0].sequences, runs[1].sequences) and torch.equal(runs[0].steps, runs[1].steps)
         assert runs[0].nfe.tolist() == [blocks] * 2
         extra = 0 if mode == "none" else blocks
-        windows = 0 if mode == "none" else sum(block_length if mode == "dual" else L - gen_start - j * block_length
-                                               for j in range(blocks))
+        windows = (
+            0
+            if mode == "none"
+            else sum(block_length if mode == "dual" else L - gen_start - j * block_length for j in range(blocks))
+        )
         assert (runs[1].nfe - runs[0].nfe).tolist() == [extra] * 2
         assert (runs[1].positions_run - runs[0].positions_run).tolist() == [windows] * 2
 
@@ -279,7 +330,9 @@ def test_no_leak_across_rows_or_calls(mode, monkeypatch):
     import unmask.engine.loop
 
     sizes, bucket = [], unmask.engine.loop.bucket
-    monkeypatch.setattr(unmask.engine.loop, "bucket", lambda b, batch_size: sizes.append((b, bucket(b, batch_size))) or sizes[-1][1])
+    monkeypatch.setattr(
+        unmask.engine.loop, "bucket", lambda b, batch_size: sizes.append((b, bucket(b, batch_size))) or sizes[-1][1]
+    )
     model = text_model()
     x = prompts(model, 8, 8, seed=5)
     sampling = SamplingConfig(block_length=4, cache=mode)
@@ -309,7 +362,7 @@ def test_left_padding_is_honoured_under_the_cache(tmp_path, family):
     for i, r in enumerate(rows):
         x[i, max(lengths) - len(r) : max(lengths)] = r
         mask[i, max(lengths) - len(r) :] = 1
-    x[:, max(lengths):] = model.mask_id
+    x[:, max(lengths) :] = model.mask_id
     options = [{"sampler": "llada", "steps": 12, "block_length": 4}, {"steps": 12}]
     for mode in MODES:
         for extra in options:
@@ -318,7 +371,7 @@ def test_left_padding_is_honoured_under_the_cache(tmp_path, family):
             for i, r in enumerate(rows):
                 alone = torch.cat([r, torch.full((gen,), model.mask_id)])[None]
                 out = generate(model, alone, get_policy("confidence"), sampling, gen_start=len(r))
-                assert torch.equal(out.sequences[0, len(r):], batch.sequences[i, max(lengths):]), (mode, extra)
+                assert torch.equal(out.sequences[0, len(r) :], batch.sequences[i, max(lengths) :]), (mode, extra)
 
 
 class Recorder(Policy):
@@ -331,8 +384,15 @@ class Recorder(Policy):
         self.seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def act(self, state, record=False):
-        self.seen.append((state.hidden.clone(), state.probs.clone(), state.candidates.clone(), state.tokens.clone(),
-                          state.confidence.clone()))
+        self.seen.append(
+            (
+                state.hidden.clone(),
+                state.probs.clone(),
+                state.candidates.clone(),
+                state.tokens.clone(),
+                state.confidence.clone(),
+            )
+        )
         score = state.confidence.masked_fill(~state.candidates, -1.0)
         return torch.nn.functional.one_hot(score.argmax(1), score.shape[1]).bool(), {}
 
@@ -345,8 +405,14 @@ def test_positions_outside_the_window_show_the_blocks_first_step(temperature):
     model, gen_start = text_model(), 8
     x = prompts(model, 1, gen_start)
     policy = Recorder()
-    generate(model, x, policy, SamplingConfig(steps=16, block_length=4, cache="dual", temperature=temperature),
-             gen_start=gen_start, generator=torch.Generator().manual_seed(0))
+    generate(
+        model,
+        x,
+        policy,
+        SamplingConfig(steps=16, block_length=4, cache="dual", temperature=temperature),
+        gen_start=gen_start,
+        generator=torch.Generator().manual_seed(0),
+    )
     for block in range(4):
         first, later = policy.seen[4 * block], policy.seen[4 * block + 1 : 4 * block + 4]
         inside = torch.zeros(16, dtype=torch.bool)
@@ -389,14 +455,26 @@ def test_the_sampler_runs_on_each_forwards_window_only(mode, monkeypatch):
         return schedule, spies[-1]
 
     monkeypatch.setattr(SamplingConfig, "build", build)
-    generate(model, x, get_policy("confidence"), SamplingConfig(steps=8, block_length=block_length, cache=mode),
-             gen_start=gen_start)
-    windows = [16 if step % 2 == 0 else (block_length if mode == "dual" else 16 - block_length * (step // 2))
-               for step in range(8)]
+    generate(
+        model,
+        x,
+        get_policy("confidence"),
+        SamplingConfig(steps=8, block_length=block_length, cache=mode),
+        gen_start=gen_start,
+    )
+    windows = [
+        16 if step % 2 == 0 else (block_length if mode == "dual" else 16 - block_length * (step // 2))
+        for step in range(8)
+    ]
     assert spies[0].shapes == [(1, w) for w in windows]
     batch = prompts(model, 4, gen_start, seed=2)
-    generate(model, batch, get_policy("threshold:0.7"), SamplingConfig(block_length=block_length, cache=mode),
-             gen_start=gen_start)
+    generate(
+        model,
+        batch,
+        get_policy("threshold:0.7"),
+        SamplingConfig(block_length=block_length, cache=mode),
+        gen_start=gen_start,
+    )
     sizes = [rows for rows, _ in spies[1].shapes]
     assert max(sizes) == 4 and min(sizes) < 4  # rows in different blocks: one sampler call per forward
 
@@ -412,8 +490,14 @@ def test_shipped_learned_policies_decode_under_the_cache():
     for spec in ("upo", "bernoulli"):
         policy = resolve_policy(spec, model)
         for mode in MODES:
-            out = generate(model, enc.input_ids, policy, SamplingConfig(block_length=4, cache=mode), gen_start=enc.gen_start,
-                           generator=torch.Generator().manual_seed(0))
+            out = generate(
+                model,
+                enc.input_ids,
+                policy,
+                SamplingConfig(block_length=4, cache=mode),
+                gen_start=enc.gen_start,
+                generator=torch.Generator().manual_seed(0),
+            )
             assert (out.sequences != model.mask_id).all()
             assert (out.positions_run < out.nfe * enc.input_ids.shape[1]).all()
 
@@ -455,7 +539,9 @@ def test_a_cached_step_writes_only_its_window_into_the_kept_keys(rows):
     changed = x.clone()
     changed[:, 12:14] = 3  # two positions of block 1 revealed
     group = every if rows is None else rows
-    cache.forward(changed[group], None, group, torch.full((len(group),), 1), torch.zeros(len(group), dtype=torch.bool), False)
+    cache.forward(
+        changed[group], None, group, torch.full((len(group),), 1), torch.zeros(len(group), dtype=torch.bool), False
+    )
     for layer, k in cache.store.keys.items():
         outside = torch.ones(x.shape[1], dtype=torch.bool)
         outside[12:16] = False
@@ -463,7 +549,6 @@ def test_a_cached_step_writes_only_its_window_into_the_kept_keys(rows):
         untouched = [r for r in range(3) if r not in group.tolist()]
         assert torch.equal(k[untouched], kept[layer][untouched])
         assert not torch.equal(k[group][:, :, ~outside], kept[layer][group][:, :, ~outside])  # fresh in the window
-
 
 
 REFRESH_POLICIES = ("confidence", "threshold:0.7", "eb:0.1", "factor:1", "random")
@@ -479,9 +564,16 @@ def test_cache_refresh_zero_refreshes_every_step_and_gives_the_uncached_tokens(m
     differs = []
     for spec in REFRESH_POLICIES:
         none, cached, refreshed = [
-            generate(model, x, get_policy(spec), SamplingConfig(block_length=4, **options), gen_start=8,
-                     generator=torch.Generator().manual_seed(0))
-            for options in ({"cache": "none"}, {"cache": mode}, {"cache": mode, "cache_refresh": 0.0})]
+            generate(
+                model,
+                x,
+                get_policy(spec),
+                SamplingConfig(block_length=4, **options),
+                gen_start=8,
+                generator=torch.Generator().manual_seed(0),
+            )
+            for options in ({"cache": "none"}, {"cache": mode}, {"cache": mode, "cache_refresh": 0.0})
+        ]
         assert torch.equal(none.sequences, refreshed.sequences), spec
         assert torch.equal(none.nfe, refreshed.nfe) and torch.equal(none.steps, refreshed.steps)
         assert torch.equal(refreshed.positions_run, refreshed.nfe * x.shape[1])
@@ -515,6 +607,7 @@ def test_cache_refresh_runs_full_after_steps_that_reveal_the_share(mode):
     L = x.shape[1]
     refreshes = 0
     for spec in ("threshold:0.7", "eb:0.1"):
+
         def run(share):
             sampling = SamplingConfig(block_length=block_length, cache=mode, cache_refresh=share)
             return generate(model, x, get_policy(spec), sampling, gen_start=gen_start)
@@ -523,8 +616,9 @@ def test_cache_refresh_runs_full_after_steps_that_reveal_the_share(mode):
         assert torch.equal(high.sequences, base.sequences) and torch.equal(high.positions_run, base.positions_run)
         for r in range(len(x)):
             steps = full_steps(out.order[r], block_length, 0.5)
-            window = [L if full else block_length if mode == "dual" else L - gen_start - b * block_length
-                      for full, b in steps]
+            window = [
+                L if full else block_length if mode == "dual" else L - gen_start - b * block_length for full, b in steps
+            ]
             assert int(out.nfe[r]) == len(steps) and int(out.positions_run[r]) == sum(window), (spec, r)
             refreshes += sum(full for full, _ in steps) - len({b for _, b in steps})
     assert refreshes > 0
@@ -576,11 +670,22 @@ def test_a_strategy_the_config_or_the_model_does_not_serve_is_one_clear_error(tm
     model = text_model()
     x = prompts(model, 1, 8)
     with pytest.raises(ValueError, match=r"serves cache mode 'prefix', but the sampling config says cache='dual'"):
-        generate(model, x, get_policy("confidence"), SamplingConfig(block_length=4, cache="dual"), gen_start=8,
-                 cache=PrefixCache())
+        generate(
+            model,
+            x,
+            get_policy("confidence"),
+            SamplingConfig(block_length=4, cache="dual"),
+            gen_start=8,
+            cache=PrefixCache(),
+        )
     import tiny_hf
 
     bert = load_model(f"hf:{tiny_hf.save_bert(tmp_path / 'bert')}", device="cpu")
     with pytest.raises(ValueError, match=r"cannot serve cache mode 'prefix'.*modes it can use: none$"):
-        generate(bert, torch.full((1, 6), bert.mask_id), get_policy("confidence"), SamplingConfig(cache="prefix"),
-                 cache=PrefixCache())
+        generate(
+            bert,
+            torch.full((1, 6), bert.mask_id),
+            get_policy("confidence"),
+            SamplingConfig(cache="prefix"),
+            cache=PrefixCache(),
+        )

@@ -37,8 +37,17 @@ def test_k_tokens_per_step_through_the_steps_schedule():
 
 def test_frontier_sweeps_every_method_on_the_same_examples(policies):
     cond, fixed = policies
-    report = frontier(task="sudoku4", num=12, difficulty=[5], policies=f"{cond},{fixed},random", thresholds=[0.5, 0.9],
-                      ks=[1, 2], alphas=[0.0, 2.0], policy_temperatures=[0.5, 1.0], progress=False)
+    report = frontier(
+        task="sudoku4",
+        num=12,
+        difficulty=[5],
+        policies=f"{cond},{fixed},random",
+        thresholds=[0.5, 0.9],
+        ks=[1, 2],
+        alphas=[0.0, 2.0],
+        policy_temperatures=[0.5, 1.0],
+        progress=False,
+    )
     curves = report.curves
     assert list(curves) == ["confidence", "threshold", str(cond), str(fixed), "random"]
     assert curves["confidence"]["knob"] == "k" and [p["value"] for p in curves["confidence"]["points"]] == [1, 2]
@@ -72,26 +81,61 @@ def test_summary_speedup_and_threshold_gain_at_equal_nfe():
 def test_cli_frontier_and_alpha_at_eval_time(policies, tmp_path, capsys):
     cond, _ = policies
     out, png = tmp_path / "f.json", tmp_path / "f.png"
-    assert main(["frontier", "--task", "sudoku4", "--num", "8", "--clues", "6", "--ks", "1,4", "--thresholds", "0.9",
-                 "--policies", str(cond), "--alphas", "0,1", "--json", str(out), "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                "frontier",
+                "--task",
+                "sudoku4",
+                "--num",
+                "8",
+                "--clues",
+                "6",
+                "--ks",
+                "1,4",
+                "--thresholds",
+                "0.9",
+                "--policies",
+                str(cond),
+                "--alphas",
+                "0,1",
+                "--json",
+                str(out),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert set(data["curves"]) == {"confidence", "threshold", str(cond)} and data["model"] == "sudoku4"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["eval", "--task", "sudoku4", "--num", "4", "--policies", f"{cond},{cond}:alpha=2", "--alpha", "0.5"]) == 0
+    assert (
+        main(["eval", "--task", "sudoku4", "--num", "4", "--policies", f"{cond},{cond}:alpha=2", "--alpha", "0.5"]) == 0
+    )
     text = capsys.readouterr().out
     assert "bernoulli:cond:alpha=0.5" in text and "bernoulli:cond:alpha=2" in text
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["eval", "--policies", "confidence", "--alpha", "0.5"], "applies to alpha-conditioned learned policies"),
-    (["eval", "--policies", "bernoulli"], "train one with `unmask train-policy --policy bernoulli --model sudoku4`"),
-    (["eval", "--policies", "{cond}:alpha=3"], "outside the range the policy was trained for [0, 2]"),
-    (["eval", "--policies", "{fixed}:temperature=0"], "tau_pi must be > 0"),
-    (["eval", "--policies", "{fixed}:sigma=1"], "unknown option 'sigma=1'; bernoulli policies take"),
-    (["frontier", "--ks", "0"], "ks (--ks) must be a list of integers >= 1, got [0]"),
-    (["frontier", "--thresholds", "1.5"], "thresholds (--thresholds) must be a list of numbers in (0, 1], got [1.5]"),
-    (["train-policy", "--policy", "bernoulli", "--alpha", "-1"], "alpha (--alpha) must be a number >= 0, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval", "--policies", "confidence", "--alpha", "0.5"], "applies to alpha-conditioned learned policies"),
+        (
+            ["eval", "--policies", "bernoulli"],
+            "train one with `unmask train-policy --policy bernoulli --model sudoku4`",
+        ),
+        (["eval", "--policies", "{cond}:alpha=3"], "outside the range the policy was trained for [0, 2]"),
+        (["eval", "--policies", "{fixed}:temperature=0"], "tau_pi must be > 0"),
+        (["eval", "--policies", "{fixed}:sigma=1"], "unknown option 'sigma=1'; bernoulli policies take"),
+        (["frontier", "--ks", "0"], "ks (--ks) must be a list of integers >= 1, got [0]"),
+        (
+            ["frontier", "--thresholds", "1.5"],
+            "thresholds (--thresholds) must be a list of numbers in (0, 1], got [1.5]",
+        ),
+        (["train-policy", "--policy", "bernoulli", "--alpha", "-1"], "alpha (--alpha) must be a number >= 0, got -1.0"),
+    ],
+)
 def test_bad_input_is_one_clear_line(policies, argv, message, capsys):
     cond, fixed = policies
     argv = [a.format(cond=cond, fixed=fixed) for a in argv]

@@ -18,7 +18,8 @@ def test_the_area_weights_each_accuracy_by_how_far_it_falls_below_the_best():
     # 1 x 80 + (3 - 1) x (78 W(78) + 80 W(80)) / 2 = 80 + 72.364 + 80
     assert aup([3.0, 1.0], [78.0, 80.0]) == pytest.approx(232.3640, abs=1e-4)
     assert aup([1.0, 3.0], [78.0, 80.0], y_max=100.0) == pytest.approx(
-        78 + (78 * math.exp(-3 * 0.22) + 80 * math.exp(-3 * 0.2)))
+        78 + (78 * math.exp(-3 * 0.22) + 80 * math.exp(-3 * 0.2))
+    )
 
 
 def test_points_more_than_five_below_the_first_are_left_out():
@@ -27,12 +28,15 @@ def test_points_more_than_five_below_the_first_are_left_out():
     assert aup([1.0, 2.0], [90.0, 85.0]) > 90.0  # 85 = 90 - 5 stays
 
 
-@pytest.mark.parametrize("rho, y, message", [
-    ([], [], "at least one"),
-    ([1.0, 2.0], [50.0], "as many parallelism values"),
-    ([0.0], [50.0], "must be > 0"),
-    ([1.0], [150.0], r"percentages in \[0, 100\]"),
-])
+@pytest.mark.parametrize(
+    "rho, y, message",
+    [
+        ([], [], "at least one"),
+        ([1.0, 2.0], [50.0], "as many parallelism values"),
+        ([0.0], [50.0], "must be > 0"),
+        ([1.0], [150.0], r"percentages in \[0, 100\]"),
+    ],
+)
 def test_bad_points_are_explained(rho, y, message):
     with pytest.raises(ValueError, match=message):
         aup(rho, y)

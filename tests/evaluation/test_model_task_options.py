@@ -23,10 +23,13 @@ def test_given_options_win_over_recorded_ones():
     assert model == "arithmetic" and task.max_digits == 8
 
 
-@pytest.mark.parametrize("command", [
-    ["eval", "--policies", "confidence,threshold:0.9"],
-    pytest.param(["show-order", "--policy", "confidence", "--out", "{tmp}/order.png"], marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "--policies", "confidence,threshold:0.9"],
+        pytest.param(["show-order", "--policy", "confidence", "--out", "{tmp}/order.png"], marks=pytest.mark.slow),
+    ],
+)
 def test_eval_and_show_order_work_out_of_the_box(command, tmp_path, capsys):
     args = [a.format(tmp=tmp_path) for a in command]
     code = main([*args, "--task", "arithmetic", "--model", "arithmetic-carry", "--num", "8", "--device", "cpu"])
@@ -36,8 +39,23 @@ def test_eval_and_show_order_work_out_of_the_box(command, tmp_path, capsys):
 
 
 def test_options_the_model_was_not_trained_with_are_refused():
-    code = main(["eval", "--task", "arithmetic", "--model", "arithmetic-carry", "--task-option", "max_digits=8",
-                 "--num", "2", "--policies", "confidence", "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--task",
+            "arithmetic",
+            "--model",
+            "arithmetic-carry",
+            "--task-option",
+            "max_digits=8",
+            "--num",
+            "2",
+            "--policies",
+            "confidence",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2
 
 

@@ -6,8 +6,8 @@ import torch
 
 from unmask.cli.main import main
 from unmask.engine.config import SamplingConfig
-from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.evaluation.order import plot_order, reveal_order
+from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.policies import get_policy
 from unmask.tasks import get_task
 
@@ -33,7 +33,9 @@ def test_left_to_right_reveals_answer_positions_in_increasing_order(arithmetic):
     assert result.shape == (1, task.answer_width)
 
 
-@pytest.mark.parametrize("spec,steps", [("confidence", None), ("random", None), ("threshold:0.5", None), ("confidence", 2)])
+@pytest.mark.parametrize(
+    "spec,steps", [("confidence", None), ("random", None), ("threshold:0.5", None), ("confidence", 2)]
+)
 def test_every_generated_position_gets_one_step_within_the_row_nfe(arithmetic, spec, steps):
     task, model, examples = arithmetic
     result = reveal_order(task, model, examples, get_policy(spec), SamplingConfig(steps=steps))
@@ -66,8 +68,26 @@ def test_given_cells_have_no_step_and_grids_keep_their_shape(tiny_sudoku4_model,
 
 def test_cli_writes_heatmap_and_json(tmp_path, capsys):
     png, out = tmp_path / "order.png", tmp_path / "order.json"
-    assert main(["show-order", "--task", "arithmetic", "--policy", "confidence", "--num", "6", "--difficulty", "2",
-                 "--out", str(png), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "show-order",
+                "--task",
+                "arithmetic",
+                "--policy",
+                "confidence",
+                "--num",
+                "6",
+                "--difficulty",
+                "2",
+                "--out",
+                str(png),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert png.read_bytes()[:8] == PNG
     data = json.loads(out.read_text())
     assert data["policy"] == "confidence" and data["task"] == "arithmetic" and len(data["examples"]) == 6

@@ -7,15 +7,16 @@ import torch
 
 pytest.importorskip("transformers")
 
-from llada_reference import llada_module  # noqa: E402
 import tiny_hf  # noqa: E402
+from llada_reference import llada_module  # noqa: E402
+
 import unmask  # noqa: E402
 from unmask.engine.config import SamplingConfig  # noqa: E402
 from unmask.engine.loop import generate as engine_generate  # noqa: E402
+from unmask.engine.streams import ExampleStreams  # noqa: E402
+from unmask.integrations.upstream import SamplerOutput, policy_spec  # noqa: E402
 from unmask.models import load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
-from unmask.integrations.upstream import SamplerOutput, policy_spec  # noqa: E402
-from unmask.engine.streams import ExampleStreams  # noqa: E402
 from unmask.tasks.math import decode_completions, encode_prompts  # noqa: E402
 
 PROMPTS = ["what is 1 + 2 ?", "what is the answer to 9 - 7 ?"]
@@ -30,13 +31,30 @@ def bert(tmp_path_factory):
 def test_llada_names_give_llada_generate_tokens(bert):
     llada_generate = llada_module("generate").generate
     prompt = torch.tensor([bert.tokenizer(PROMPTS[0])["input_ids"]])
-    expected = llada_generate(bert.model, prompt, steps=4, gen_length=8, block_length=4, temperature=0.0,
-                              remasking="low_confidence", mask_id=bert.mask_id)
-    out = unmask.generate(bert, None, prompt, steps=4, gen_length=8, block_length=4, temperature=0.0,
-                          remasking="low_confidence", return_order=True)
+    expected = llada_generate(
+        bert.model,
+        prompt,
+        steps=4,
+        gen_length=8,
+        block_length=4,
+        temperature=0.0,
+        remasking="low_confidence",
+        mask_id=bert.mask_id,
+    )
+    out = unmask.generate(
+        bert,
+        None,
+        prompt,
+        steps=4,
+        gen_length=8,
+        block_length=4,
+        temperature=0.0,
+        remasking="low_confidence",
+        return_order=True,
+    )
     assert isinstance(out, SamplerOutput)
     assert torch.equal(out.sequences, expected)
-    generated = expected[0, prompt.shape[1]:].tolist()
+    generated = expected[0, prompt.shape[1] :].tolist()
     end = next((i for i, t in enumerate(generated) if t in bert.stop_ids), len(generated))
     assert out.texts == [bert.tokenizer.decode(generated[:end], skip_special_tokens=True).strip()]  # text up to EOS
     assert out.order.shape == (1, 8) and out.nfe.tolist() == [4]
@@ -47,8 +65,15 @@ def test_dream_names_choose_the_dream_loop_and_its_alg(bert):
     ids = [bert.tokenizer(p)["input_ids"] for p in PROMPTS]
     enc = encode_prompts(ids, bert, 6)
     config = SamplingConfig(steps=3, temperature=0.5, top_p=0.9, sampler="dream")
-    out = engine_generate(bert, enc.input_ids, get_policy("entropy"), config, enc.attention_mask, enc.gen_start,
-                          ExampleStreams(0, range(2)))
+    out = engine_generate(
+        bert,
+        enc.input_ids,
+        get_policy("entropy"),
+        config,
+        enc.attention_mask,
+        enc.gen_start,
+        ExampleStreams(0, range(2)),
+    )
 
     assert texts == decode_completions(out.sequences, bert, 6)
 
@@ -57,16 +82,24 @@ def test_a_transformers_model_and_tensor_prompts_give_the_same_text(bert):
     texts = unmask.generate(bert, None, PROMPTS, gen_length=6)
     assert texts == unmask.generate(bert.model, bert.tokenizer, PROMPTS, gen_length=6)
     batch = bert.tokenizer(PROMPTS, padding=True, return_tensors="pt", padding_side="left")
-    assert texts == unmask.generate(bert, None, batch["input_ids"], attention_mask=batch["attention_mask"], gen_length=6)
+    assert texts == unmask.generate(
+        bert, None, batch["input_ids"], attention_mask=batch["attention_mask"], gen_length=6
+    )
     assert texts == unmask.generate(bert, None, PROMPTS, gen_length=6, batch_size=1)  # per-example streams
 
 
-@pytest.mark.parametrize(("args", "spec"), [
-    ((None, "low_confidence", None, None), "confidence"), ((None, "random", None, None), "random"),
-    ((None, None, "topk_margin", None), "margin"), ((None, None, "maskgit_plus", 0.5), "confidence:alg_temp=0.5"),
-    ((None, None, "origin", None), "origin"), (("threshold:0.9", None, None, None), "threshold:0.9"),
-    ((None, None, None, None), "confidence"),
-])
+@pytest.mark.parametrize(
+    ("args", "spec"),
+    [
+        ((None, "low_confidence", None, None), "confidence"),
+        ((None, "random", None, None), "random"),
+        ((None, None, "topk_margin", None), "margin"),
+        ((None, None, "maskgit_plus", 0.5), "confidence:alg_temp=0.5"),
+        ((None, None, "origin", None), "origin"),
+        (("threshold:0.9", None, None, None), "threshold:0.9"),
+        ((None, None, None, None), "confidence"),
+    ],
+)
 def test_remasking_and_alg_name_policies(args, spec):
     assert policy_spec(*args) == spec
 

@@ -14,11 +14,11 @@ pytest.importorskip("transformers")
 
 import lm_eval  # noqa: E402
 import lm_eval.evaluator  # noqa: E402
+import tiny_hf  # noqa: E402
+from llada_reference import llada_module  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from llada_reference import llada_module  # noqa: E402
-import tiny_hf  # noqa: E402
 from unmask.api import evaluate  # noqa: E402
 from unmask.core.extras import require  # noqa: E402
 from unmask.integrations.lm_eval import UnmaskLM  # noqa: E402
@@ -44,18 +44,32 @@ def model_args(path: Path, **extra) -> str:
 
 
 def run_harness(bert: Path, task: str, **extra) -> dict:
-    return lm_eval.simple_evaluate(model="unmask", model_args=model_args(bert, **extra), tasks=[task], batch_size=4,
-                                   task_manager=TaskManager(include_path=str(DATA), include_defaults=False),
-                                   log_samples=True)
+    return lm_eval.simple_evaluate(
+        model="unmask",
+        model_args=model_args(bert, **extra),
+        tasks=[task],
+        batch_size=4,
+        task_manager=TaskManager(include_path=str(DATA), include_defaults=False),
+        log_samples=True,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["confidence", "threshold:0.5", "random"])
 def test_lm_eval_and_unmask_eval_agree(bert, policy):
     harness = run_harness(bert, "unmask_tiny_math", policy=policy)
-    ours = evaluate(task="gsm8k", model=f"hf:{bert}", policies=policy, data=str(DATA / "tiny_math.jsonl"),
-                             steps=SETTINGS["steps"], block_length=SETTINGS["block_length"], batch_size=4, progress=False,
-                             model_options={"device": "cpu"}, task_options={"gen_length": SETTINGS["gen_length"], "chat": False})
+    ours = evaluate(
+        task="gsm8k",
+        model=f"hf:{bert}",
+        policies=policy,
+        data=str(DATA / "tiny_math.jsonl"),
+        steps=SETTINGS["steps"],
+        block_length=SETTINGS["block_length"],
+        batch_size=4,
+        progress=False,
+        model_options={"device": "cpu"},
+        task_options={"gen_length": SETTINGS["gen_length"], "chat": False},
+    )
     solved = harness["results"]["unmask_tiny_math"]["solved,none"]
     assert 0 < solved < 1  # the tiny model answers some questions right: the agreement is not 0 == 0
     assert solved == ours.results[0].solved_rate
@@ -77,12 +91,19 @@ def test_loglikelihood_is_llada_get_log_likelihood(bert):
     for cfg_scale in (0.0, 2.0):
         lm = UnmaskLM(model=f"hf:{bert}", device="cpu", mc_num=8, mc_batch_size=4, cfg_scale=cfg_scale, seed=7)
         context, continuation = "what is 1 + 2 ?", " the answer is 3 ."
-        (ll, _), = lm.loglikelihood([Instance("loglikelihood", {}, (context, continuation), 0)], disable_tqdm=True)
+        ((ll, _),) = lm.loglikelihood([Instance("loglikelihood", {}, (context, continuation), 0)], disable_tqdm=True)
         prompt, answer = lm.encode_pair(context, continuation)
         assert len(answer) == 5
         torch.manual_seed(7)
-        expected = get_log_likelihood(lm.mdm, torch.tensor(prompt), torch.tensor(answer), mc_num=8, batch_size=4,
-                                      cfg_scale=cfg_scale, mask_id=lm.mdm.mask_id)
+        expected = get_log_likelihood(
+            lm.mdm,
+            torch.tensor(prompt),
+            torch.tensor(answer),
+            mc_num=8,
+            batch_size=4,
+            cfg_scale=cfg_scale,
+            mask_id=lm.mdm.mask_id,
+        )
         assert ll == expected
 
 
@@ -90,7 +111,9 @@ def test_is_greedy_follows_the_confidence_decode(bert):
     lm = UnmaskLM(model=f"hf:{bert}", device="cpu", mc_num=2, mc_batch_size=2)
     prompt, _ = lm.encode_pair("what is 1 + 2 ?", " 3")
     greedy = lm.tokenizer.decode(lm.greedy_answer(prompt, 3))
-    requests = [Instance("loglikelihood", {}, ("what is 1 + 2 ?", " " + text), i) for i, text in enumerate([greedy, "# # #"])]
+    requests = [
+        Instance("loglikelihood", {}, ("what is 1 + 2 ?", " " + text), i) for i, text in enumerate([greedy, "# # #"])
+    ]
     flags = [g for _, g in lm.loglikelihood(requests, disable_tqdm=True)]
     assert flags == [True, greedy == "# # #"]
 
@@ -108,7 +131,9 @@ def test_left_padding_and_stops(bert):
 
 
 def test_bad_model_args_name_the_valid_keys(bert):
-    with pytest.raises(ValueError, match=r"unknown --model_args key\(s\) polcy .*valid keys: model, policy, gen_length"):
+    with pytest.raises(
+        ValueError, match=r"unknown --model_args key\(s\) polcy .*valid keys: model, policy, gen_length"
+    ):
         UnmaskLM.create_from_arg_string(f"model=hf:{bert},polcy=confidence")
     with pytest.raises(ValueError, match="needs model=hf:NAME_OR_PATH"):
         UnmaskLM.create_from_arg_string("policy=confidence")
@@ -149,8 +174,24 @@ def test_unmask_lm_eval_runs_the_harness_command_line(bert, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     args = model_args(bert).replace(",device=cpu", "")
     assert "device" not in args
-    code = main(["lm-eval", "run", "--model", "unmask", "--model_args", args, "--tasks", "unmask_tiny_math",
-                 "--include_path", str(DATA), "--batch_size", "4", "--output_path", str(tmp_path)])
+    code = main(
+        [
+            "lm-eval",
+            "run",
+            "--model",
+            "unmask",
+            "--model_args",
+            args,
+            "--tasks",
+            "unmask_tiny_math",
+            "--include_path",
+            str(DATA),
+            "--batch_size",
+            "4",
+            "--output_path",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     assert list(tmp_path.rglob("results_*.json"))
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from tiny_hf import WORDS, save_bert, save_llama, save_remote_llada, tokenizer
+
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
 from unmask.models import load_model
@@ -39,7 +39,9 @@ def left_pad(prompts: list[list[int]], gen_length: int) -> tuple[torch.Tensor, t
     return ids, attention, P
 
 
-def reference_generate(raw, prompt: list[int], gen_length: int, block_length: int, steps: int, shift: bool) -> torch.Tensor:
+def reference_generate(
+    raw, prompt: list[int], gen_length: int, block_length: int, steps: int, shift: bool
+) -> torch.Tensor:
     """LLaDA ``generate()`` semantics written out for one unpadded prompt: blocks left to right, each block's
     masks spread evenly over its steps (earlier steps take the remainder), max-confidence positions revealed."""
     x = torch.tensor([prompt + [MASK] * gen_length])
@@ -117,7 +119,9 @@ def test_left_padding_leaves_real_positions_unchanged(bert_dir, style):
 def test_confidence_decoding_matches_a_reference_loop(bert_dir, style):
     mdm = load_cpu(f"hf:{bert_dir}", style=style)
     ids, attention, P = left_pad(PROMPTS, 8)
-    out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=4, sampler="llada"), attention, P)
+    out = generate(
+        mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=4, sampler="llada"), attention, P
+    )
     for row, prompt in enumerate(PROMPTS):
         want = reference_generate(mdm.model, prompt, gen_length=8, block_length=4, steps=4, shift=style == "dream")
         assert torch.equal(out.sequences[row, P:], want)
@@ -128,7 +132,9 @@ def test_confidence_decoding_matches_reference_on_a_causal_stand_in(llama_dir):
     mdm = load_cpu(f"hf:{llama_dir}", style="dream")
     prompts = [[2, 8, 9, 10, 3], [2, 11, 12, 13, 3]]
     ids, attention, P = left_pad(prompts, 6)
-    out = generate(mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=3, sampler="llada"), attention, P)
+    out = generate(
+        mdm, ids, get_policy("confidence"), SamplingConfig(steps=4, block_length=3, sampler="llada"), attention, P
+    )
     for row, prompt in enumerate(prompts):
         assert torch.equal(out.sequences[row, P:], reference_generate(mdm.model, prompt, 6, 3, 4, shift=True))
 
@@ -165,7 +171,9 @@ def test_remote_code_model_needs_the_opt_in(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
     path = save_remote_llada(tmp_path / "llada")
-    with pytest.raises(ValueError, match="native LLaDA backend implements the LLaMA-style"):  # default: native, no remote code
+    with pytest.raises(
+        ValueError, match="native LLaDA backend implements the LLaMA-style"
+    ):  # default: native, no remote code
         load_cpu(f"hf:{path}", trust_remote_code=True)
     with pytest.raises(ValueError, match="--trust-remote-code"):
         load_cpu(f"hf:{path}", native=False)

@@ -47,8 +47,14 @@ def test_a_tiny_checkpoint_runs_the_models_page_example_with_256_tokens(tiny_dir
     task = get_task("gsm8k", gen_length=256)
     examples = task.load(shared_data / "gsm8k_test.jsonl")[:2]
     batch = task.encode(examples, model)
-    out = generate(model, batch.input_ids, get_policy("confidence"), SamplingConfig(steps=32, block_length=32 if family == "llada" else None),
-                   batch.attention_mask, batch.gen_start)
+    out = generate(
+        model,
+        batch.input_ids,
+        get_policy("confidence"),
+        SamplingConfig(steps=32, block_length=32 if family == "llada" else None),
+        batch.attention_mask,
+        batch.gen_start,
+    )
     assert out.sequences.shape[1] == batch.input_ids.shape[1] and (out.sequences != model.mask_id).all()
     assert task.score(examples, task.decode(examples, out.sequences, model)).solved.shape == (2,)
 
@@ -56,9 +62,8 @@ def test_a_tiny_checkpoint_runs_the_models_page_example_with_256_tokens(tiny_dir
 def test_the_tiny_llada_is_the_upstream_model(tiny_dir):
     """With the reference code present (skipped otherwise), LLaDA's own LLaDAModelLM loads the weights strictly
     and gives the native backend's logits."""
-    from safetensors.torch import load_file
-
     from reference_models import reference_llada
+    from safetensors.torch import load_file
 
     reference = reference_llada(json.loads((tiny_dir / "llada" / "config.json").read_text()), seed=1)
     reference.load_state_dict(load_file(str(tiny_dir / "llada" / "model.safetensors")), strict=True)

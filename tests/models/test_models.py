@@ -9,8 +9,18 @@ from unmask.training.mdm import MDMTrainConfig, train_mdm
 
 
 def small_cfg(tmp_path, steps):
-    return MDMTrainConfig(task="sudoku4", output_dir=str(tmp_path / "mdm"), n_layer=1, n_head=2, n_embd=16,
-                          max_steps=steps, batch_size=8, save_steps=3, logging_steps=1, warmup_steps=2)
+    return MDMTrainConfig(
+        task="sudoku4",
+        output_dir=str(tmp_path / "mdm"),
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        max_steps=steps,
+        batch_size=8,
+        save_steps=3,
+        logging_steps=1,
+        warmup_steps=2,
+    )
 
 
 def test_train_save_load_roundtrip(tmp_path):

@@ -10,10 +10,18 @@ import torch
 pytest.importorskip("transformers")
 
 from reference_models import (  # noqa: E402
-    MASK, PAD, import_dream, native_twin, reference_dream, reference_llada, save_official, tiny_dream_config,
+    MASK,
+    PAD,
+    import_dream,
+    native_twin,
+    reference_dream,
+    reference_llada,
+    save_official,
+    tiny_dream_config,
     tiny_llada_config,
 )
 from tiny_hf import save_bert, tokenizer  # noqa: E402
+
 from unmask.models import load_model  # noqa: E402
 from unmask.models.hf import native_backend, self_check_remote  # noqa: E402
 
@@ -82,7 +90,8 @@ def test_dream_padding_mask_equals_the_reference():
 def test_official_sharded_checkpoint_round_trips(checkpoints, family, capfd):
     ref, raw, path = checkpoints[family]
     assert len(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]) == len(
-        [k for k in ref.state_dict() if not k.endswith("inv_freq")])
+        [k for k in ref.state_dict() if not k.endswith("inv_freq")]
+    )
     capfd.readouterr()
     mdm = load_cpu(path)
     assert "to instantiate a model of type" not in capfd.readouterr().err  # transformers' misleading config warning
@@ -111,14 +120,18 @@ def test_a_real_tokens_logits_do_not_depend_on_left_padding(checkpoints, family)
     for pad in (1, 5):
         padded = torch.cat([torch.full((1, pad), PAD), x], 1)
         attention = torch.cat([torch.zeros(1, pad, dtype=torch.long), torch.ones_like(x)], 1)
-        batch = mdm(torch.cat([padded, torch.cat([x, torch.full((1, pad), MASK)], 1)]),
-                    torch.cat([attention, torch.ones_like(attention)])).logits
+        batch = mdm(
+            torch.cat([padded, torch.cat([x, torch.full((1, pad), MASK)], 1)]),
+            torch.cat([attention, torch.ones_like(attention)]),
+        ).logits
         skip = 1 if family == "dream" else 0  # Dream's first real position reads the (padded) one before it
         torch.testing.assert_close(batch[0, pad + skip :], alone[0, skip:], **EXACT)
     with torch.no_grad():  # and the unpadded row is the reference's (LLaDA's code ignores padding, issue #90)
         want = ref(input_ids=x).logits[..., : len(mdm.tokenizer)]
     got = alone[..., : len(mdm.tokenizer)]
-    torch.testing.assert_close(got[:, 1:] if family == "dream" else got, want[:, :-1] if family == "dream" else want, **EXACT)
+    torch.testing.assert_close(
+        got[:, 1:] if family == "dream" else got, want[:, :-1] if family == "dream" else want, **EXACT
+    )
 
 
 def test_cached_forwards_equal_the_reference_caches():
@@ -144,8 +157,13 @@ def test_cached_forwards_equal_the_reference_caches():
         want = ref(input_ids=x[:, lo:hi], past_key_values=past, use_cache=True, replace_position=block).logits
         full = DynamicCache(config=native.config)
         native(input_ids=x, cache=full, use_cache=True)
-        outside = [(torch.cat([l.keys[..., :lo, :], l.keys[..., hi:, :]], -2),
-                    torch.cat([l.values[..., :lo, :], l.values[..., hi:, :]], -2)) for l in full.layers]
+        outside = [
+            (
+                torch.cat([l.keys[..., :lo, :], l.keys[..., hi:, :]], -2),
+                torch.cat([l.values[..., :lo, :], l.values[..., hi:, :]], -2),
+            )
+            for l in full.layers
+        ]
         dual = DynamicCache(ddp_cache_data=outside, config=native.config)
         got = native(input_ids=x[:, lo:hi], position_ids=torch.arange(lo, hi)[None], cache=dual, use_cache=True).logits
         torch.testing.assert_close(got, want, **EXACT)
@@ -157,7 +175,11 @@ def test_cached_forwards_equal_the_reference_caches():
 def test_bfloat16_native_weights(checkpoints, family):
     mdm = load_cpu(checkpoints[family][2], dtype="bfloat16")
     out = mdm(tokens(1, 6), output_hidden_states=True)
-    assert mdm.model.dtype == torch.bfloat16 and out.logits.dtype == torch.bfloat16 and torch.isfinite(out.hidden_states).all()
+    assert (
+        mdm.model.dtype == torch.bfloat16
+        and out.logits.dtype == torch.bfloat16
+        and torch.isfinite(out.hidden_states).all()
+    )
 
 
 @pytest.fixture
@@ -205,7 +227,9 @@ def test_remote_self_check_rederives_rope_and_catches_wrong_code(monkeypatch):
     self_check_remote(ref, raw, native_backend("Dream"), "hf:dream")
     torch.testing.assert_close(ref(input_ids=x).logits, want, **EXACT)
     modeling = import_dream().modeling_dream
-    monkeypatch.setattr(modeling, "apply_rotary_pos_emb", lambda q, k, cos, sin, **kw: (q, k))  # code that computes wrong
+    monkeypatch.setattr(
+        modeling, "apply_rotary_pos_emb", lambda q, k, cos, sin, **kw: (q, k)
+    )  # code that computes wrong
     with pytest.raises(ValueError, match="different logits than the native Dream backend"):
         self_check_remote(ref, raw, native_backend("Dream"), "hf:dream")
 
@@ -230,11 +254,16 @@ def test_checkpoint_tensors_that_do_not_fit_name_the_fix(checkpoints, tmp_path):
     extra = copy("extra", lambda t: t.update({"model.transformer.blocks.0.q_norm.weight": torch.ones(32)}))
     with pytest.raises(ValueError, match="1 parameters the LLaDA architecture does not have .*q_norm"):
         load_cpu(extra)
-    with pytest.raises(ValueError, match="wrong shapes: .*blocks.0.ff_proj.weight is \\(48, 32\\), config.json implies \\(40, 32\\)"):
+    with pytest.raises(
+        ValueError, match="wrong shapes: .*blocks.0.ff_proj.weight is \\(48, 32\\), config.json implies \\(40, 32\\)"
+    ):
         load_cpu(copy("shape", config={**raw, "mlp_hidden_size": 40}))
     gone = copy("shard")
     (gone / "model-00002-of-00003.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="1 of the 3 shards listed in model.safetensors.index.json are missing \\(model-00002-of-00003.safetensors\\); download"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="1 of the 3 shards listed in model.safetensors.index.json are missing \\(model-00002-of-00003.safetensors\\); download",
+    ):
         load_cpu(gone)
     with pytest.raises(ValueError, match="block_type='sequential'.*--remote-code --trust-remote-code"):
         load_cpu(copy("variant", config={**raw, "block_type": "sequential"}))
@@ -244,7 +273,9 @@ def test_bad_options_name_the_fix(checkpoints, tmp_path):
     path = checkpoints["dream"][2]
     bigger = tmp_path / "bigger-tokenizer"
     tokenizer(extra_words=50).save_pretrained(bigger)
-    with pytest.raises(ValueError, match="tokenizer has 82 tokens but the model predicts only 64.*tokenizer/model mismatch"):
+    with pytest.raises(
+        ValueError, match="tokenizer has 82 tokens but the model predicts only 64.*tokenizer/model mismatch"
+    ):
         load_cpu(path, tokenizer=str(bigger))
     with pytest.raises(ValueError, match="no native backend for model_type 'bert'"):
         load_cpu(save_bert(tmp_path / "bert"), native=True)
@@ -260,7 +291,9 @@ def test_a_tokenizer_that_needs_its_code_falls_back_to_the_family_tokenizer(chec
     ref, raw, _ = checkpoints["dream"]
     path = save_official(ref, raw, tmp_path / "dream-tokenizer-code", shards=1)
     config = json.loads((path / "tokenizer_config.json").read_text())
-    config.update(tokenizer_class="DreamTokenizer", auto_map={"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]})
+    config.update(
+        tokenizer_class="DreamTokenizer", auto_map={"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]}
+    )
     (path / "tokenizer_config.json").write_text(json.dumps(config))
     mdm = load_cpu(path)
     assert type(mdm.tokenizer).__name__ == "Qwen2Tokenizer" and mdm.mask_id == MASK
@@ -274,6 +307,10 @@ def test_cli_flags_map_to_load_options():
     parser = argparse.ArgumentParser()
     cli._add_hf(parser)
     args = parser.parse_args(["--remote-code", "--trust-remote-code", "--device-map", "auto", "--load-in-4bit"])
-    assert cli.hf_options(args)["model_options"] == {"native": False, "trust_remote_code": True, "device_map": "auto",
-                                                     "load_in_4bit": True}
+    assert cli.hf_options(args)["model_options"] == {
+        "native": False,
+        "trust_remote_code": True,
+        "device_map": "auto",
+        "load_in_4bit": True,
+    }
     assert cli.hf_options(parser.parse_args([]))["model_options"] == {}

@@ -7,10 +7,10 @@ import torch
 
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
-from unmask.policies import get_policy
-from unmask.policies.baselines import dilated_levels
 from unmask.engine.state import RowMemory, StepState
 from unmask.engine.streams import ExampleStreams
+from unmask.policies import get_policy
+from unmask.policies.baselines import dilated_levels
 from unmask.tasks import get_task
 
 
@@ -20,9 +20,17 @@ def step(probs, candidates=None, num_transfer=1, rows=None, memory=None):
     b, L, _ = probs.shape
     cand = torch.ones(b, L, dtype=torch.bool) if candidates is None else torch.tensor(candidates)
     conf, tokens = probs.max(-1)
-    return StepState(probs=probs, tokens=tokens, confidence=conf * cand, candidates=cand, masked=cand,
-                     num_transfer=torch.full((b,), num_transfer), total=cand.sum(1),
-                     rows=None if rows is None else torch.tensor(rows), memory=memory)
+    return StepState(
+        probs=probs,
+        tokens=tokens,
+        confidence=conf * cand,
+        candidates=cand,
+        masked=cand,
+        num_transfer=torch.full((b,), num_transfer),
+        total=cand.sum(1),
+        rows=None if rows is None else torch.tensor(rows),
+        memory=memory,
+    )
 
 
 def revealed(policy, state):
@@ -97,8 +105,9 @@ def test_pc_sampler_position_weight_favours_early_positions():
     # exp(-lambd i): with lambd=1, position 0 (0.7) beats position 1 (0.9 / e = 0.33)
     assert revealed(get_policy("pc_sampler:lambd=1"), step(CONF)) == [[0]]
     # the weight counts from the row's first candidate (a factor common to the row), far from the region's start
-    assert revealed(get_policy("pc_sampler:lambd=1"), step([[[0.5, 0.5]] * 800 + CONF[0]],
-                                                            candidates=[[False] * 800 + [True] * 4])) == [[800]]
+    assert revealed(
+        get_policy("pc_sampler:lambd=1"), step([[[0.5, 0.5]] * 800 + CONF[0]], candidates=[[False] * 800 + [True] * 4])
+    ) == [[800]]
     later = step(CONF, candidates=[[False, False, True, True]])
     assert revealed(get_policy("pc_sampler:lambd=0.25"), later) == [[2]]
 
@@ -136,23 +145,32 @@ def test_dus_nfe_is_the_number_of_groups(tiny_sudoku4_model):
     task, model = get_task("sudoku4"), tiny_sudoku4_model
     examples = task.generate(3, seed=1, difficulty=4)
     enc = task.encode(examples, model)
-    out = generate(model, enc.input_ids, get_policy("dus"), SamplingConfig(), gen_start=enc.gen_start,
-                   generator=ExampleStreams(0, range(3)))
-    masked = enc.input_ids[:, enc.gen_start:] == model.mask_id
+    out = generate(
+        model,
+        enc.input_ids,
+        get_policy("dus"),
+        SamplingConfig(),
+        gen_start=enc.gen_start,
+        generator=ExampleStreams(0, range(3)),
+    )
+    masked = enc.input_ids[:, enc.gen_start :] == model.mask_id
     levels = torch.tensor(dilated_levels(masked.shape[1]))
     assert out.nfe.tolist() == [len(set(levels[m].tolist())) for m in masked]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("klass:history_length=0", "history_length must be an integer >= 1"),
-    ("klass:conf_threshold=1.5", "conf_threshold must be a finite number >= 0 and <= 1"),
-    ("klass:kl_threshold=0", "kl_threshold must be a finite number > 0"),
-    ("pc_sampler:alpha=0", "alpha must be a finite number > 0"),
-    ("pc_sampler:lambd=-1", "lambd must be a finite number >= 0"),
-    ("pc_sampler:background=/nonexistent.json", "PC-Sampler's P_baseline.json"),
-    ("dus:base=0", "base must be an integer >= 1"),
-    ("dus:block_length=2.5", "block_length must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("klass:history_length=0", "history_length must be an integer >= 1"),
+        ("klass:conf_threshold=1.5", "conf_threshold must be a finite number >= 0 and <= 1"),
+        ("klass:kl_threshold=0", "kl_threshold must be a finite number > 0"),
+        ("pc_sampler:alpha=0", "alpha must be a finite number > 0"),
+        ("pc_sampler:lambd=-1", "lambd must be a finite number >= 0"),
+        ("pc_sampler:background=/nonexistent.json", "PC-Sampler's P_baseline.json"),
+        ("dus:base=0", "base must be an integer >= 1"),
+        ("dus:block_length=2.5", "block_length must be an integer >= 1"),
+    ],
+)
 def test_bad_arguments_are_explained(spec, message):
     with pytest.raises(ValueError, match=message):
         get_policy(spec)

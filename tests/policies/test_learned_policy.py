@@ -22,7 +22,9 @@ def test_plackett_luce_is_a_distribution():
         )
         assert total == pytest.approx(1.0, abs=1e-6)
     single = plackett_luce_log_prob(scores, allowed, torch.tensor([[2]]))
-    assert single.item() == pytest.approx(math.log(math.exp(2) / (math.exp(0.3) + math.exp(-1) + math.exp(2))), abs=1e-6)
+    assert single.item() == pytest.approx(
+        math.log(math.exp(2) / (math.exp(0.3) + math.exp(-1) + math.exp(2))), abs=1e-6
+    )
 
 
 def test_untrained_upo_decodes_like_max_confidence(tiny_sudoku4_model):
@@ -54,8 +56,9 @@ def test_recorded_log_prob_matches_recomputation(tiny_sudoku4_model):
     policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
     torch.nn.init.normal_(policy.scorer.mlp[-1].weight, std=0.5)
     policy = policy.with_options(mode="sample")
-    out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(steps=4), record=True,
-                   generator=torch.Generator().manual_seed(1))
+    out = generate(
+        tiny_sudoku4_model, x, policy, SamplingConfig(steps=4), record=True, generator=torch.Generator().manual_seed(1)
+    )
     for rec in out.trajectory:
         obs = {k: v for k, v in rec.data.items() if k not in ("action", "old_log_prob")}
         assert torch.allclose(policy.log_prob(obs, rec.data["action"]), rec.data["old_log_prob"], atol=1e-5)
@@ -81,7 +84,9 @@ def test_save_load_and_model_mismatch(tmp_path, tiny_sudoku4_model):
 def test_coupling_observation_sees_each_position_distribution_or_written_token(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
-    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=1, coupling_length=16)
+    policy = LearnedPolicy.for_model(
+        "upo", tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=1, coupling_length=16
+    )
     out = generate(tiny_sudoku4_model, x, policy, record=True)
     for rec in out.trajectory[:3]:
         obs = rec.data["token_probs"]
@@ -99,7 +104,9 @@ def test_coupling_policy_scores_refined_marginals(tiny_sudoku4_model, tmp_path):
     two masked cells that want the same digit lowers both their scores, and a checkpoint restores it."""
     task = get_task("sudoku4")
     x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
-    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=3, coupling_length=16)
+    policy = LearnedPolicy.for_model(
+        "upo", tiny_sudoku4_model, d_model=16, n_head=2, coupling_rounds=3, coupling_length=16
+    )
     rec = generate(tiny_sudoku4_model, x, policy, record=True).trajectory[0]
     obs = rec.data
     assert {"token_probs", "masked", "tokens"} <= obs.keys()
@@ -153,8 +160,10 @@ def test_checkpoints_of_the_earlier_layout_load(tmp_path, tiny_sudoku4_model):
                 p.add_(torch.randn_like(p))
         policy.save(tmp_path / kind)
         weights = tmp_path / kind / "model.safetensors"
-        old = {k.replace("scorer.", "" if kind == "upo" else "net.").replace("action.", ""): v
-               for k, v in load_file(weights).items()}
+        old = {
+            k.replace("scorer.", "" if kind == "upo" else "net.").replace("action.", ""): v
+            for k, v in load_file(weights).items()
+        }
         assert any(k.startswith("stop_head.") for k in old) == (kind == "plackett-luce")
         save_file(old, weights)
         (tmp_path / kind / "manifest.json").unlink()
@@ -169,8 +178,9 @@ def test_a_zero_count_step_reveals_the_most_confident_candidate(tiny_sudoku4_mod
     x = task.encode(task.generate(4, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
     masks = (x == tiny_sudoku4_model.mask_id).sum(1)
     policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
-    out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(sampler="dream", steps=4 * int(masks.max())),
-                   record=True)
+    out = generate(
+        tiny_sudoku4_model, x, policy, SamplingConfig(sampler="dream", steps=4 * int(masks.max())), record=True
+    )
     assert (out.sequences != tiny_sudoku4_model.mask_id).all() and (out.nfe <= masks).all()
     zero = [rec for rec in out.trajectory if (rec.data["action"] < 0).all(1).any()]
     assert zero and all(rec.reveal.sum(1).min() == 1 for rec in zero)
@@ -179,5 +189,7 @@ def test_a_zero_count_step_reveals_the_most_confident_candidate(tiny_sudoku4_mod
 def test_per_row_policy_inputs_are_checked(tiny_sudoku4_model):
     task = get_task("sudoku4")
     x = task.encode(task.generate(3, seed=3, difficulty=6), tiny_sudoku4_model).input_ids
-    with pytest.raises(ValueError, match=r"policy input 'alpha' must be a tensor with one entry per row, shape \(3, ...\)"):
+    with pytest.raises(
+        ValueError, match=r"policy input 'alpha' must be a tensor with one entry per row, shape \(3, ...\)"
+    ):
         generate(tiny_sudoku4_model, x, get_policy("confidence"), inputs={"alpha": torch.zeros(2)})

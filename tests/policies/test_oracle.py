@@ -8,11 +8,11 @@ import torch
 
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
+from unmask.engine.state import StepState
 from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies import get_policy
 from unmask.policies.oracle import gt_margin
-from unmask.engine.state import StepState
 from unmask.tasks import get_task
 
 
@@ -21,8 +21,16 @@ def state(target=None, k=1):
     probs = torch.tensor([[[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.05, 0.05, 0.9], [0.0, 0.0, 1.0]]])
     candidates = torch.tensor([[True, True, True, False]])
     inputs = {} if target is None else {"target": torch.tensor([target])}
-    return StepState(probs=probs, candidates=candidates, masked=candidates, num_transfer=torch.tensor([k]),
-                     total=torch.tensor([3]), tokens=probs.argmax(-1), confidence=probs.amax(-1), inputs=inputs)
+    return StepState(
+        probs=probs,
+        candidates=candidates,
+        masked=candidates,
+        num_transfer=torch.tensor([k]),
+        total=torch.tensor([3]),
+        tokens=probs.argmax(-1),
+        confidence=probs.amax(-1),
+        inputs=inputs,
+    )
 
 
 def test_the_oracle_reveals_the_surest_gold_position_and_the_parallel_one_all_gold_positions():
@@ -73,9 +81,15 @@ def test_generate_takes_the_gold_tokens_as_a_per_row_input():
     examples = task.generate(4, seed=0, difficulty=6)
     enc = task.encode(examples, model)
     target = task.targets(examples, model)
-    out = generate(model, enc.input_ids, get_policy("oracle:parallel=1"), SamplingConfig(), gen_start=enc.gen_start,
-                   inputs={"target": target})
-    assert torch.equal(out.sequences[:, enc.gen_start:], target)
+    out = generate(
+        model,
+        enc.input_ids,
+        get_policy("oracle:parallel=1"),
+        SamplingConfig(),
+        gen_start=enc.gen_start,
+        inputs={"target": target},
+    )
+    assert torch.equal(out.sequences[:, enc.gen_start :], target)
     with pytest.raises(ValueError, match=r"one entry per row, shape \(4, ...\)"):
         generate(model, enc.input_ids, get_policy("oracle"), SamplingConfig(), inputs={"target": target[:2]})
 
@@ -87,7 +101,7 @@ def test_zebra_and_arithmetic_give_their_gold_tokens():
         examples = task.generate(3, seed=0, difficulty=difficulty)
         enc = task.encode(examples, model)
         target = task.targets(examples, model)
-        assert target.shape == enc.input_ids[:, enc.gen_start:].shape
+        assert target.shape == enc.input_ids[:, enc.gen_start :].shape
         solved = enc.input_ids.clone()
-        solved[:, enc.gen_start:] = target
+        solved[:, enc.gen_start :] = target
         assert task.score(examples, task.decode(examples, solved, model)).solved.all()

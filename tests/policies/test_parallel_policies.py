@@ -9,8 +9,8 @@ from unmask.engine.loop import generate
 from unmask.engine.state import StepState
 from unmask.models import MaskedTransformer, TransformerConfig
 from unmask.policies import get_policy
-from unmask.policies.distributions import bernoulli_log_prob, stop_log_prob
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig
+from unmask.policies.distributions import bernoulli_log_prob, stop_log_prob
 from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.tasks import get_task
 
@@ -44,23 +44,36 @@ def test_bernoulli_log_probs_sum_to_one_over_every_subset_including_the_empty_on
 def test_stop_plackett_luce_log_probs_sum_to_one_over_nonempty_ordered_subsets():
     scores = torch.tensor([[0.4, -1.3, 9.0, 2.2, -0.5]])  # last column: STOP utility
     orders = [o for r in range(1, 4) for o in itertools.permutations([0, 1, 3], r)]
-    total = sum(stop_log_prob(scores, ALLOWED, torch.tensor([list(o) + [-1] * (3 - len(o))])).exp().item() for o in orders)
+    total = sum(
+        stop_log_prob(scores, ALLOWED, torch.tensor([list(o) + [-1] * (3 - len(o))])).exp().item() for o in orders
+    )
     assert total == pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: LearnedPolicy.for_model("bernoulli", m, d_model=16, temperature=0.7),
-    lambda m: LearnedPolicy.for_model("bernoulli", m, d_model=16, alpha_range=[0.0, 4.0], base_threshold=None),
-    lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, stop_logit=None),
-    lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, stop_logit=1.5, temperature=2.0),
-    lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, count="schedule"),
-], ids=["bernoulli", "bernoulli-alpha", "pl-learned-stop", "pl-fixed-stop", "pl-schedule"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: LearnedPolicy.for_model("bernoulli", m, d_model=16, temperature=0.7),
+        lambda m: LearnedPolicy.for_model("bernoulli", m, d_model=16, alpha_range=[0.0, 4.0], base_threshold=None),
+        lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, stop_logit=None),
+        lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, stop_logit=1.5, temperature=2.0),
+        lambda m: LearnedPolicy.for_model("plackett-luce", m, d_model=16, count="schedule"),
+    ],
+    ids=["bernoulli", "bernoulli-alpha", "pl-learned-stop", "pl-fixed-stop", "pl-schedule"],
+)
 def test_recorded_log_probs_match_recomputation(tiny_sudoku4_model, make):
     policy = perturb(make(tiny_sudoku4_model))
     alpha = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 0.5])  # per-row inputs; read by the conditioned policy only
     x = puzzles(tiny_sudoku4_model)
-    out = generate(tiny_sudoku4_model, x, policy, SamplingConfig(steps=4), record=True,
-                   generator=torch.Generator().manual_seed(1), inputs={"alpha": alpha})
+    out = generate(
+        tiny_sudoku4_model,
+        x,
+        policy,
+        SamplingConfig(steps=4),
+        record=True,
+        generator=torch.Generator().manual_seed(1),
+        inputs={"alpha": alpha},
+    )
     assert (out.nfe <= (x == tiny_sudoku4_model.mask_id).sum(1)).all()
     for rec in out.trajectory:
         obs = {k: v for k, v in rec.data.items() if k not in ("action", "old_log_prob")}
@@ -103,8 +116,9 @@ def test_untrained_greedy_policy_is_the_threshold_rule(tiny_sudoku4_model, kind)
 @pytest.mark.parametrize("kind", ["bernoulli", "plackett-luce"])
 def test_untrained_alpha_conditioned_policy_is_a_family_of_threshold_rules(tiny_sudoku4_model, kind):
     """--base-threshold-hi: the warm start's threshold moves logit-linearly from 0.6 at alpha LO to 0.2 at HI."""
-    policy = LearnedPolicy.for_model(kind, tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6,
-                                     base_threshold_hi=0.2)
+    policy = LearnedPolicy.for_model(
+        kind, tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0], base_threshold=0.6, base_threshold_hi=0.2
+    )
     policy = policy.with_options(mode="greedy")
     x = puzzles(tiny_sudoku4_model, n=12, clues=4)
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
@@ -131,15 +145,21 @@ def test_one_policy_runs_on_other_mdms_and_lengths(tmp_path, tiny_sudoku4_model)
         assert loaded.kind == kind and loaded.config.mdm_name == "sudoku9" and loaded.mode == "sample"
         loaded.check_model(tiny_sudoku4_model)
         loaded = loaded.with_options(alpha="0.5")
-        out = generate(tiny_sudoku4_model, puzzles(tiny_sudoku4_model), loaded, generator=torch.Generator().manual_seed(0))
+        out = generate(
+            tiny_sudoku4_model, puzzles(tiny_sudoku4_model), loaded, generator=torch.Generator().manual_seed(0)
+        )
         assert (out.sequences != tiny_sudoku4_model.mask_id).all()
 
 
 def test_alpha_is_an_input(tiny_sudoku4_model):
     policy = perturb(LearnedPolicy.for_model("bernoulli", tiny_sudoku4_model, d_model=16, alpha_range=[0.0, 4.0]))
     n, length = 3, 16
-    obs = {"confidence": torch.rand(n, length), "masked": torch.ones(n, length, dtype=torch.bool),
-           "allowed": torch.ones(n, length, dtype=torch.bool), "time": torch.full((n,), 0.5)}
+    obs = {
+        "confidence": torch.rand(n, length),
+        "masked": torch.ones(n, length, dtype=torch.bool),
+        "allowed": torch.ones(n, length, dtype=torch.bool),
+        "time": torch.full((n,), 0.5),
+    }
     low = policy.scores({**obs, "alpha": torch.zeros(n)})
     high = policy.scores({**obs, "alpha": torch.full((n,), 4.0)})
     assert not torch.allclose(low, high)
@@ -167,9 +187,15 @@ def test_bad_settings_and_inputs_are_explained(tiny_sudoku4_model):
     with pytest.raises(ValueError, match=r"outside the range the policy was trained for \[0, 2\]"):
         ranged.with_options(alpha="3")
     n, length = 2, 16
-    state = StepState(probs=torch.rand(n, length, 5), tokens=torch.zeros(n, length, dtype=torch.long),
-                      confidence=torch.randn(n, length) * 5, candidates=torch.ones(n, length, dtype=torch.bool),
-                      masked=torch.ones(n, length, dtype=torch.bool), num_transfer=torch.ones(n, dtype=torch.long),
-                      total=torch.full((n,), length), rows=torch.arange(n))
+    state = StepState(
+        probs=torch.rand(n, length, 5),
+        tokens=torch.zeros(n, length, dtype=torch.long),
+        confidence=torch.randn(n, length) * 5,
+        candidates=torch.ones(n, length, dtype=torch.bool),
+        masked=torch.ones(n, length, dtype=torch.bool),
+        num_transfer=torch.ones(n, dtype=torch.long),
+        total=torch.full((n,), length),
+        rows=torch.arange(n),
+    )
     with pytest.raises(ValueError, match=r"reads MDM confidences \(probabilities in \[0, 1\]\)"):
         fixed.act(state)

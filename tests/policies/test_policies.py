@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from unmask.policies import get_policy
 from unmask.engine.state import StepState
 from unmask.engine.streams import SharedStream
+from unmask.policies import get_policy
 
 
 def make_state(confidence, candidates=None, num_transfer=1, probs=None, seed=0, transfer_probability=None):
@@ -15,8 +15,15 @@ def make_state(confidence, candidates=None, num_transfer=1, probs=None, seed=0, 
     draws = SharedStream(torch.Generator().manual_seed(seed)).bind(torch.arange(b), 0, L, torch.device("cpu"))
     p = None if transfer_probability is None else torch.full((b,), transfer_probability)
     return StepState(
-        probs=probs, tokens=torch.zeros(b, L, dtype=torch.long), confidence=conf, candidates=cand, masked=cand,
-        num_transfer=torch.full((b,), num_transfer), total=cand.sum(1), draws=draws, transfer_probability=p,
+        probs=probs,
+        tokens=torch.zeros(b, L, dtype=torch.long),
+        confidence=conf,
+        candidates=cand,
+        masked=cand,
+        num_transfer=torch.full((b,), num_transfer),
+        total=cand.sum(1),
+        draws=draws,
+        transfer_probability=p,
     )
 
 
@@ -69,16 +76,19 @@ def test_specs_are_parsed_and_bad_specs_explained():
         get_policy("threshold:tau=0.5")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("topk_softmax:temperature=nan", "temperature must be a finite number > 0"),
-    ("topk_softmax:temperature=inf", "temperature must be a finite number > 0"),
-    ("topk_softmax:k=2.5", "k must be an integer >= 1"),
-    ("topk_softmax:k=0", "k must be an integer >= 1"),
-    ("factor:0", "factor must be a finite number > 0"),
-    ("eb:-1", "gamma must be a finite number >= 0"),
-    ("eb:nan", "gamma must be a finite number >= 0"),
-    ("confidence:alg_temp=-1", "alg_temp must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("topk_softmax:temperature=nan", "temperature must be a finite number > 0"),
+        ("topk_softmax:temperature=inf", "temperature must be a finite number > 0"),
+        ("topk_softmax:k=2.5", "k must be an integer >= 1"),
+        ("topk_softmax:k=0", "k must be an integer >= 1"),
+        ("factor:0", "factor must be a finite number > 0"),
+        ("eb:-1", "gamma must be a finite number >= 0"),
+        ("eb:nan", "gamma must be a finite number >= 0"),
+        ("confidence:alg_temp=-1", "alg_temp must be a finite number >= 0"),
+    ],
+)
 def test_bad_policy_arguments_get_one_clear_error(spec, message):
     with pytest.raises(ValueError, match=message):
         get_policy(spec)
@@ -110,6 +120,11 @@ def test_origin_reveals_each_position_with_the_transfer_probability():
 
 
 def test_alg_temp_draws_in_proportion_to_the_tempered_scores():
-    seen = [tuple(picked("confidence:alg_temp=0.05", make_state([[0.1, 0.9, 0.85, 0.2]], seed=s))[0]) for s in range(40)]
+    seen = [
+        tuple(picked("confidence:alg_temp=0.05", make_state([[0.1, 0.9, 0.85, 0.2]], seed=s))[0]) for s in range(40)
+    ]
     assert set(seen) == {(1,), (2,)}
-    assert get_policy("confidence:alg_temp=0.5").capabilities.stochastic and not get_policy("confidence").capabilities.stochastic
+    assert (
+        get_policy("confidence:alg_temp=0.5").capabilities.stochastic
+        and not get_policy("confidence").capabilities.stochastic
+    )

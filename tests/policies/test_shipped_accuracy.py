@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +84,16 @@ def meta(claim: Claim) -> dict:
 def best_heuristic(claim: Claim) -> str:
     """The best one-per-step heuristic on this MDM and difficulty in the committed 500-example results."""
     data = f"generated:{get_task(meta(claim)['task']).difficulty_name}={claim.difficulty}"
-    rows = [r for r in json.loads((RESULTS / claim.results).read_text())["results"]
-            if r["model"] == meta(claim)["mdm"] and r["data"] == data and r["policy"] in ONE_PER_STEP]
+    rows = [
+        r
+        for r in json.loads((RESULTS / claim.results).read_text())["results"]
+        if r["model"] == meta(claim)["mdm"] and r["data"] == data and r["policy"] in ONE_PER_STEP
+    ]
     assert rows, f"{claim.results} has no heuristics rows for {meta(claim)['mdm']} at {data}"
     return max(rows, key=lambda r: r["solved_rate"])["policy"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def decode(mdm: str, task_name: str, difficulty: int | None, n: int, spec: str) -> tuple[np.ndarray, float]:
     """Per-example solved flags and mean NFE of one policy on the claim's seeded examples (cached: the heuristics
     serve both policies shipped for one MDM)."""
@@ -127,7 +130,9 @@ def test_shipped_policy_against_its_best_heuristic(claim):
         assert nfe <= claim.max_nfe_ratio * heuristic_nfe, summary
     if claim.learned_from_random:
         b, c, _, _ = paired(claim, "random")
-        assert sign_test_p(b, c) < claim.alpha, f"{claim.policy} vs random on {claim.n}: policy-only {b}, random-only {c}"
+        assert sign_test_p(b, c) < claim.alpha, (
+            f"{claim.policy} vs random on {claim.n}: policy-only {b}, random-only {c}"
+        )
 
 
 def test_sign_test_values():

@@ -42,8 +42,18 @@ def test_tokenizer_round_trip_and_vocab():
     assert task.detokenize([1, mask_id]) == "1?"
 
 
-@pytest.mark.parametrize("text,value", [("_1112", 1112), ("10000", 10000), ("____0", 0), ("01112", None),
-                                        ("1_112", None), ("_____", None), ("_11?2", None)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("_1112", 1112),
+        ("10000", 10000),
+        ("____0", 0),
+        ("01112", None),
+        ("1_112", None),
+        ("_____", None),
+        ("_11?2", None),
+    ],
+)
 def test_answers_parse_only_as_pads_then_a_number_without_leading_zeros(text, value):
     assert parse_answer(text) == value
 
@@ -140,7 +150,9 @@ def test_propagate_makes_carry_chains_long_and_leaves_the_default_stream_alone()
     always = [_longest_propagate_run(e, 8) for e in get_task("arithmetic", propagate=1.0).generate(50)]
     assert min(always) >= 7 and 8 in always  # all pairs but a top one that would need a leading zero
     # propagate=None draws nothing extra: the shipped model's data and training stream are unchanged
-    assert [str(e) for e in plain.generate(20, seed=5)] == [str(e) for e in get_task("arithmetic", propagate=None).generate(20, seed=5)]
+    assert [str(e) for e in plain.generate(20, seed=5)] == [
+        str(e) for e in get_task("arithmetic", propagate=None).generate(20, seed=5)
+    ]
     targets, _ = chained.sample_targets(256, torch.Generator().manual_seed(0))
     for row in targets.tolist():
         a, rest = chained.detokenize(row).replace("_", "").split("+")
@@ -148,8 +160,9 @@ def test_propagate_makes_carry_chains_long_and_leaves_the_default_stream_alone()
         assert int(a) + int(b) == int(answer) and len(a) == len(str(int(a)))  # no leading zero appears
 
 
-@pytest.mark.parametrize("options", [{"propagate": 1.5}, {"propagate": -0.1}, {"propagate": "often"},
-                                     {"op": "mul", "propagate": 0.5}])
+@pytest.mark.parametrize(
+    "options", [{"propagate": 1.5}, {"propagate": -0.1}, {"propagate": "often"}, {"op": "mul", "propagate": 0.5}]
+)
 def test_propagate_out_of_range_or_without_additions_is_refused(options):
     with pytest.raises(ValueError, match="propagate is a probability in \\[0, 1\\] for additions"):
         get_task("arithmetic", **options)

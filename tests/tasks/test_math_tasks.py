@@ -10,15 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-
 from tiny_hf import WORDS, save_bert
+
 from unmask.cli.main import main
 from unmask.engine.loop import GenerationOutput
 from unmask.models import load_model
-from unmask.tasks import MathExample, get_task
-from unmask.tasks import math_reward
-from unmask.training.rewards import trajectory_logprob
+from unmask.tasks import MathExample, get_task, math_reward
 from unmask.tasks.math_reward import extract_answer, is_equivalent, relative_logprob_bonus
+from unmask.training.rewards import trajectory_logprob
 
 pytest.importorskip("math_verify")
 pytest.importorskip("transformers")
@@ -81,32 +80,40 @@ def test_hub_dataset_names_go_through_datasets(monkeypatch):
     assert calls == [("HuggingFaceH4/MATH-500", None, "test")]
     assert examples == [MathExample("What is 1/2 + 1/2?", "1", "It is \\boxed{1}.")]
     gsm8k_rows = [{"question": "q", "answer": "#### 7"}]
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda name, config, split: gsm8k_rows))
+    monkeypatch.setitem(
+        sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda name, config, split: gsm8k_rows)
+    )
     assert get_task("gsm8k").load("openai/gsm8k:main@train")[0].answer == "7"
 
 
-@pytest.mark.parametrize("text, answer", [
-    ("so the total is \\boxed{\\frac{1}{2}} and done", "\\frac{1}{2}"),
-    ("first \\boxed{3}, then \\boxed{\\{1, 2\\} \\cup {3}}", "\\{1, 2\\} \\cup {3}"),
-    ("Janet sells 9 eggs.\n#### 1,600", "1600"),
-    ("The answer is: $42$.", "42"),
-    ("She pays $3 + $4 = $7.", "7"),
-    ("costs 1,234.50 dollars", "1234.50"),
-    ("no digits at all", None),
-])
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("so the total is \\boxed{\\frac{1}{2}} and done", "\\frac{1}{2}"),
+        ("first \\boxed{3}, then \\boxed{\\{1, 2\\} \\cup {3}}", "\\{1, 2\\} \\cup {3}"),
+        ("Janet sells 9 eggs.\n#### 1,600", "1600"),
+        ("The answer is: $42$.", "42"),
+        ("She pays $3 + $4 = $7.", "7"),
+        ("costs 1,234.50 dollars", "1234.50"),
+        ("no digits at all", None),
+    ],
+)
 def test_answer_extraction(text, answer):
     assert extract_answer(text) == answer
 
 
-@pytest.mark.parametrize("gold, answer, equal", [
-    ("18", "18.00", True),
-    ("\\frac{1}{2}", "0.5", True),
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi/2)", True),
-    ("p - q", "-q + p", True),
-    ("18", "19", False),
-    ("18", None, False),
-    ("18", "", False),
-])
+@pytest.mark.parametrize(
+    "gold, answer, equal",
+    [
+        ("18", "18.00", True),
+        ("\\frac{1}{2}", "0.5", True),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi/2)", True),
+        ("p - q", "-q + p", True),
+        ("18", "19", False),
+        ("18", None, False),
+        ("18", "", False),
+    ],
+)
 def test_math_verify_equivalence(gold, answer, equal):
     assert is_equivalent(gold, answer) is equal
 
@@ -147,7 +154,9 @@ def test_upo_reward_adds_the_relative_logprob_bonus():
 
 def test_trajectory_logprob_sums_revealed_tokens_only():
     conf = torch.tensor([[0.5, float("nan"), 0.25], [1.0, 1.0, float("nan")]])
-    out = GenerationOutput(sequences=torch.zeros(2, 3), nfe=torch.ones(2), order=torch.zeros(2, 3), reveal_confidence=conf)
+    out = GenerationOutput(
+        sequences=torch.zeros(2, 3), nfe=torch.ones(2), order=torch.zeros(2, 3), reveal_confidence=conf
+    )
     torch.testing.assert_close(trajectory_logprob(out), torch.tensor([np.log(0.5 * 0.25), 0.0], dtype=torch.float64))
 
 
@@ -156,8 +165,15 @@ def test_encode_left_pads_prompts_and_appends_gen_length_masks(chat_model):
     examples = [MathExample("1 + 2 ?", "3"), MathExample("the answer is 12 + 30 - 4 ?", "38")]
     batch = task.encode(examples, chat_model)
     tok = chat_model.tokenizer
-    prompts = [tok(tok.apply_chat_template([{"role": "user", "content": f"what is {ex.question}"}], add_generation_prompt=True,
-                                           tokenize=False), add_special_tokens=False)["input_ids"] for ex in examples]
+    prompts = [
+        tok(
+            tok.apply_chat_template(
+                [{"role": "user", "content": f"what is {ex.question}"}], add_generation_prompt=True, tokenize=False
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
+        for ex in examples
+    ]
     P = max(map(len, prompts))
     assert batch.gen_start == P and batch.input_ids.shape == (2, P + 6)
     assert (batch.input_ids[:, P:] == MASK).all() and batch.attention_mask[:, P:].all()
@@ -166,15 +182,21 @@ def test_encode_left_pads_prompts_and_appends_gen_length_masks(chat_model):
     assert batch.attention_mask[0].tolist() == [0] * (P - short) + [1] * (short + 6)
     assert (batch.input_ids[0, : P - short] == chat_model.pad_id).all()
     assert prompts[0][-1] == tok.convert_tokens_to_ids("<assistant>")
-    plain = get_task("gsm8k", gen_length=6, chat=False, template="what is {question}", response_prefix="").encode(examples, chat_model)
+    plain = get_task("gsm8k", gen_length=6, chat=False, template="what is {question}", response_prefix="").encode(
+        examples, chat_model
+    )
     assert tok.convert_tokens_to_ids("<user>") not in plain.input_ids.tolist()[0]
 
 
 def test_decode_stops_at_eos_and_drops_special_tokens(chat_model):
     task = get_task("gsm8k", gen_length=6)
     digit = WORDS.index
-    rows = torch.tensor([[2, 3, digit("4"), digit("2"), MASK, EOS, digit("7"), digit("7")],
-                         [2, 3, digit("#"), digit("#"), digit("1"), digit("[SEP]"), digit("9"), digit("9")]])
+    rows = torch.tensor(
+        [
+            [2, 3, digit("4"), digit("2"), MASK, EOS, digit("7"), digit("7")],
+            [2, 3, digit("#"), digit("#"), digit("1"), digit("[SEP]"), digit("9"), digit("9")],
+        ]
+    )
     assert task.decode([None, None], rows, chat_model) == ["4 2", "# # 1 9 9"]  # [SEP] is special, not the EOS
 
 
@@ -199,14 +221,38 @@ def test_task_options_and_model_kind_are_checked(tiny_sudoku4_model):
 
 def test_cli_eval_runs_a_hf_model_on_gsm8k(tmp_path, capsys):
     model_dir = save_bert(tmp_path / "bert", chat=True)
-    data = write_jsonl(tmp_path / "gsm8k.jsonl", [
-        {"question": "what is 1 + 2 ?", "answer": "1 + 2 = 3\n#### 3"},
-        {"question": "what is 2 + 2 ?", "answer": "#### 4"},
-        {"question": "what is 3 + 2 ?", "answer": "#### 5"},
-    ])
+    data = write_jsonl(
+        tmp_path / "gsm8k.jsonl",
+        [
+            {"question": "what is 1 + 2 ?", "answer": "1 + 2 = 3\n#### 3"},
+            {"question": "what is 2 + 2 ?", "answer": "#### 4"},
+            {"question": "what is 3 + 2 ?", "answer": "#### 5"},
+        ],
+    )
     out = tmp_path / "results.json"
-    rc = main(["eval", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--data", data, "--limit", "2", "--gen-length", "8",
-               "--block-length", "4", "--steps", "4", "--policies", "confidence,random", "--json", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            f"hf:{model_dir}",
+            "--task",
+            "gsm8k",
+            "--data",
+            data,
+            "--limit",
+            "2",
+            "--gen-length",
+            "8",
+            "--block-length",
+            "4",
+            "--steps",
+            "4",
+            "--policies",
+            "confidence,random",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     results = json.loads(out.read_text())
     assert [r["policy"] for r in results["results"]] == ["confidence", "random"]
@@ -220,20 +266,70 @@ def test_cli_eval_runs_a_hf_model_on_gsm8k(tmp_path, capsys):
 def test_cli_train_policy_runs_upo_on_a_hf_model_with_the_upo_reward(tmp_path, capsys):
     """The GPU recipe's train-policy form, end to end on a tiny masked LM: data file, HF flags, blocks, UPO reward."""
     model_dir = save_bert(tmp_path / "bert", chat=True)
-    data = write_jsonl(tmp_path / "train.jsonl", [
-        {"question": f"what is {a} + 2 ?", "answer": f"#### {a + 2}"} for a in range(4)
-    ])
+    data = write_jsonl(
+        tmp_path / "train.jsonl", [{"question": f"what is {a} + 2 ?", "answer": f"#### {a + 2}"} for a in range(4)]
+    )
     out = tmp_path / "upo"
-    rc = main(["train-policy", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--reward", "upo", "--data", data,
-               "--eval-data", data, "--eval-size", "2", "--gen-length", "8", "--block-length", "4", "--steps", "8",
-               "--reference", "topk", "--num-generations", "2", "--prompts-per-step", "2", "--max-steps", "2",
-               "--d-model", "16", "--output-dir", str(out)])
+    rc = main(
+        [
+            "train-policy",
+            "--model",
+            f"hf:{model_dir}",
+            "--task",
+            "gsm8k",
+            "--reward",
+            "upo",
+            "--data",
+            data,
+            "--eval-data",
+            data,
+            "--eval-size",
+            "2",
+            "--gen-length",
+            "8",
+            "--block-length",
+            "4",
+            "--steps",
+            "8",
+            "--reference",
+            "topk",
+            "--num-generations",
+            "2",
+            "--prompts-per-step",
+            "2",
+            "--max-steps",
+            "2",
+            "--d-model",
+            "16",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     saved = json.loads((out / "last" / "config.json").read_text())
     assert saved["train"]["run"]["task_options"] == {"gen_length": 8, "reward": "upo"}
     assert saved["policy"]["top_k"] == 5 and saved["mdm"] == f"hf:{model_dir}"
-    rc = main(["eval", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--data", data, "--limit", "2", "--gen-length", "8",
-               "--block-length", "4", "--steps", "8", "--policies", f"confidence,{out / 'best'}"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            f"hf:{model_dir}",
+            "--task",
+            "gsm8k",
+            "--data",
+            data,
+            "--limit",
+            "2",
+            "--gen-length",
+            "8",
+            "--block-length",
+            "4",
+            "--steps",
+            "8",
+            "--policies",
+            f"confidence,{out / 'best'}",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
 
 
@@ -242,21 +338,74 @@ def test_cli_trains_a_bernoulli_policy_on_a_hf_model_and_plots_its_frontier(tmp_
     """The parallel GPU recipe's form on a tiny masked LM: alpha-conditioned Bernoulli on gsm8k, full diffusion,
     then `unmask frontier` with the learned policy beside threshold and k per step."""
     model_dir = save_bert(tmp_path / "bert", chat=True)
-    data = write_jsonl(tmp_path / "train.jsonl", [
-        {"question": f"what is {a} + 2 ?", "answer": f"#### {a + 2}"} for a in range(4)
-    ])
+    data = write_jsonl(
+        tmp_path / "train.jsonl", [{"question": f"what is {a} + 2 ?", "answer": f"#### {a + 2}"} for a in range(4)]
+    )
     out = tmp_path / "bern"
-    rc = main(["train-policy", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--policy", "bernoulli",
-               "--alpha-range", "0,2", "--base-threshold-hi", "0.7", "--data", data, "--eval-data", data,
-               "--eval-size", "2", "--gen-length", "8", "--num-generations", "2", "--prompts-per-step", "2",
-               "--max-steps", "2", "--d-model", "16", "--output-dir", str(out)])
+    rc = main(
+        [
+            "train-policy",
+            "--model",
+            f"hf:{model_dir}",
+            "--task",
+            "gsm8k",
+            "--policy",
+            "bernoulli",
+            "--alpha-range",
+            "0,2",
+            "--base-threshold-hi",
+            "0.7",
+            "--data",
+            data,
+            "--eval-data",
+            data,
+            "--eval-size",
+            "2",
+            "--gen-length",
+            "8",
+            "--num-generations",
+            "2",
+            "--prompts-per-step",
+            "2",
+            "--max-steps",
+            "2",
+            "--d-model",
+            "16",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     saved = json.loads((out / "best" / "config.json").read_text())
     assert saved["policy"]["alpha_range"] == [0.0, 2.0] and saved["mdm"] == f"hf:{model_dir}"
     report = tmp_path / "frontier.json"
-    rc = main(["frontier", "--model", f"hf:{model_dir}", "--task", "gsm8k", "--data", data, "--limit", "2",
-               "--gen-length", "8", "--policies", str(out / "best"), "--alphas", "0,2", "--thresholds", "0.5,0.9",
-               "--ks", "1,8", "--json", str(report), "--plot", str(tmp_path / "frontier.png")])
+    rc = main(
+        [
+            "frontier",
+            "--model",
+            f"hf:{model_dir}",
+            "--task",
+            "gsm8k",
+            "--data",
+            data,
+            "--limit",
+            "2",
+            "--gen-length",
+            "8",
+            "--policies",
+            str(out / "best"),
+            "--alphas",
+            "0,2",
+            "--thresholds",
+            "0.5,0.9",
+            "--ks",
+            "1,8",
+            "--json",
+            str(report),
+            "--plot",
+            str(tmp_path / "frontier.png"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     curves = json.loads(report.read_text())["curves"]
     learned = curves[str(out / "best")]

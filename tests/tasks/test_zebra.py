@@ -5,10 +5,15 @@ import random
 import pytest
 import torch
 
-from unmask.tasks import get_task
-from unmask.tasks import zebra
+from unmask.tasks import get_task, zebra
 from unmask.tasks.zebra_solver import (
-    Clue, generate_puzzle, random_clue, random_solution, relabelled, solve, violations,
+    Clue,
+    generate_puzzle,
+    random_clue,
+    random_solution,
+    relabelled,
+    solve,
+    violations,
 )
 
 # 3 houses; attribute 0 = colour (red 0, green 1, blue 2), attribute 1 = pet (dog 0, cat 1, fish 2)
@@ -26,13 +31,20 @@ HAND_CLUES = [
 
 def test_clue_semantics_on_a_hand_grid():
     holds = {
-        Clue("same_house", RED, CAT): True, Clue("same_house", RED, DOG): False,
-        Clue("not_same_house", RED, DOG): True, Clue("not_same_house", GREEN, FISH): False,
+        Clue("same_house", RED, CAT): True,
+        Clue("same_house", RED, DOG): False,
+        Clue("not_same_house", RED, DOG): True,
+        Clue("not_same_house", GREEN, FISH): False,
         Clue("left_of", RED, FISH): True,  # left_of means anywhere to the left, not only adjacent
-        Clue("left_of", DOG, CAT): False, Clue("left_of", DOG, BLUE): False,
-        Clue("next_to", FISH, DOG): True, Clue("next_to", DOG, FISH): True, Clue("next_to", RED, GREEN): False,
-        Clue("at_house", GREEN, house=2): True, Clue("at_house", GREEN, house=1): False,
-        Clue("not_at_house", CAT, house=1): True, Clue("not_at_house", CAT, house=0): False,
+        Clue("left_of", DOG, CAT): False,
+        Clue("left_of", DOG, BLUE): False,
+        Clue("next_to", FISH, DOG): True,
+        Clue("next_to", DOG, FISH): True,
+        Clue("next_to", RED, GREEN): False,
+        Clue("at_house", GREEN, house=2): True,
+        Clue("at_house", GREEN, house=1): False,
+        Clue("not_at_house", CAT, house=1): True,
+        Clue("not_at_house", CAT, house=0): False,
     }
     assert {c: c.holds(HAND_SOLUTION) for c in holds} == holds
 
@@ -47,8 +59,12 @@ def test_solver_proves_uniqueness_ambiguity_and_contradiction():
 
 def test_solver_counts_match_brute_force():
     rng = random.Random(0)
-    placements = [[list(a), list(b), list(c)] for a in itertools.permutations(range(3))
-                  for b in itertools.permutations(range(3)) for c in itertools.permutations(range(3))]
+    placements = [
+        [list(a), list(b), list(c)]
+        for a in itertools.permutations(range(3))
+        for b in itertools.permutations(range(3))
+        for c in itertools.permutations(range(3))
+    ]
     for _ in range(60):
         truth = random_solution(3, 3, rng)
         clues = [random_clue(truth, rng) for _ in range(rng.randint(1, 5))]
@@ -113,8 +129,13 @@ def test_jsonl_roundtrip_and_solution_optional(tmp_path):
 
 
 HAND_ROW = {
-    "houses": 3, "attributes": 2, "solution": HAND_SOLUTION,
-    "clues": [{"kind": c.kind, "a": list(c.a), **({"house": c.house} if c.b is None else {"b": list(c.b)})} for c in HAND_CLUES],
+    "houses": 3,
+    "attributes": 2,
+    "solution": HAND_SOLUTION,
+    "clues": [
+        {"kind": c.kind, "a": list(c.a), **({"house": c.house} if c.b is None else {"b": list(c.b)})}
+        for c in HAND_CLUES
+    ],
 }
 
 
@@ -128,7 +149,10 @@ HAND_ROW = {
         (lambda r: {**r, "clues": [{"kind": "same_house", "a": [0, 3], "b": [1, 1]}]}, "clue 0: .*outside"),
         (lambda r: {**r, "clues": [{"kind": "at_house", "a": [0, 0], "house": 5}]}, "house must be"),
         (lambda r: {**r, "solution": SWAPPED}, "solution is wrong.*clue 4"),
-        (lambda r: {**r, "clues": r["clues"] + [{"kind": "next_to", "a": [1, 0], "b": [0, 2]}]}, "clues 1 and 5 relate"),
+        (
+            lambda r: {**r, "clues": r["clues"] + [{"kind": "next_to", "a": [1, 0], "b": [0, 2]}]},
+            "clues 1 and 5 relate",
+        ),
         (lambda r: {**{k: v for k, v in r.items() if k != "solution"}, "clues": r["clues"][:-1]}, "several solution"),
     ],
 )
@@ -155,7 +179,10 @@ def test_clue_regions_put_each_clue_at_its_items():
     assert sets == [0b001] + [0b111] * 5  # red is in house 0
     red, green, blue, dog, cat, fish = range(6)  # item ids: attribute * houses + value
     assert relations == {
-        (blue, dog): "same_house", (green, blue): "right_of", (dog, cat): "next_to", (red, fish): "not_same_house",
+        (blue, dog): "same_house",
+        (green, blue): "right_of",
+        (dog, cat): "next_to",
+        (red, fish): "not_same_house",
     }
 
 
@@ -192,8 +219,13 @@ def test_training_stream_fills_links_and_answer(monkeypatch):
     P, pairs = task.prompt_length, len(task.pairs)
     assert targets.shape == learnable.shape == (16, task.length)
     assert not learnable[:, :P].any() and learnable.any(1).all()
-    check = {"same_house": lambda x, y: x == y, "not_same_house": lambda x, y: x != y, "left_of": lambda x, y: x < y,
-             "right_of": lambda x, y: x > y, "next_to": lambda x, y: abs(x - y) == 1}
+    check = {
+        "same_house": lambda x, y: x == y,
+        "not_same_house": lambda x, y: x != y,
+        "left_of": lambda x, y: x < y,
+        "right_of": lambda x, y: x > y,
+        "next_to": lambda x, y: abs(x - y) == 1,
+    }
     for row, learn in zip(targets.tolist(), learnable.tolist()):
         links, house = row[P : P + pairs], row[P + pairs :]
         assert all(sorted(house[3 * a : 3 * a + 3]) == [0, 1, 2] for a in range(3))
@@ -202,7 +234,9 @@ def test_training_stream_fills_links_and_answer(monkeypatch):
         assert all(s == 1 << h for s, h, l in zip(sets, house, learn[P + pairs :]) if not l)  # given: at_house
         assert all(check[rel](house[x], house[y]) for (x, y), rel in relations.items())
         for (x, y), link, l in zip(task.pairs, links, learn[P : P + pairs]):  # a related pair's link: both houses
-            assert (link, l) == ((task.link0 + 3 * house[x] + house[y], True) if (x, y) in relations else (task.no_relation, False))
+            assert (link, l) == (
+                (task.link0 + 3 * house[x] + house[y], True) if (x, y) in relations else (task.no_relation, False)
+            )
     assert len({tuple(t) for t in targets.tolist()}) == 16
 
 

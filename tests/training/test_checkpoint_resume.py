@@ -6,10 +6,10 @@ import shlex
 
 import pytest
 import torch
-
-import unmask.training.pretrain as pretrain
-import unmask.training.mdm as tm
 from kill_harness import compare_runs, metrics_rows, policy_config
+
+import unmask.training.mdm as tm
+import unmask.training.pretrain as pretrain
 from unmask.api import train_policy
 from unmask.cli.main import main
 from unmask.core.tracking import MetricsLogger
@@ -28,8 +28,11 @@ def one_thread():
 
 
 @pytest.mark.slow
-def test_resume_from_the_step_0_checkpoint_does_not_run_step_0_again(tmp_path, stop_after_save, monkeypatch, one_thread):
+def test_resume_from_the_step_0_checkpoint_does_not_run_step_0_again(
+    tmp_path, stop_after_save, monkeypatch, one_thread
+):
     """With a coupling, step 0 pre-trains it: doing that again on resume made the run inexact (issue 18 item 3)."""
+
     def run(resume: bool = False):
         return train_policy(policy_config(tmp_path / "run", max_steps=1, **COUPLING), resume=resume, progress=False)
 
@@ -51,8 +54,24 @@ def test_a_fresh_run_refuses_an_existing_run_directory(tmp_path, one_thread):
         GRPOTrainer.from_config(policy_config(tmp_path, max_steps=0), progress=False).train()
 
 
-MDM = ["--task", "sudoku4", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",
-       "--warmup-steps", "1", "--save-steps", "2", "--logging-steps", "1"]
+MDM = [
+    "--task",
+    "sudoku4",
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "16",
+    "--batch-size",
+    "8",
+    "--warmup-steps",
+    "1",
+    "--save-steps",
+    "2",
+    "--logging-steps",
+    "1",
+]
 
 
 def test_train_mdm_with_zero_steps_saves_the_initial_model(tmp_path, capsys, one_thread):
@@ -101,8 +120,12 @@ def test_sigint_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_
 def test_resume_drops_metrics_rows_after_the_checkpoint_and_a_cut_last_row(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,loss,seconds\n1,0.5,1.0\n2,0.4,2.0\n3,0.3,3.0\n4,0.")
     MetricsLogger(tmp_path, resume_step=4).close()
-    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,loss,seconds", "1,0.5,1.0", "2,0.4,2.0",
-                                                                  "3,0.3,3.0"]
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "step,loss,seconds",
+        "1,0.5,1.0",
+        "2,0.4,2.0",
+        "3,0.3,3.0",
+    ]
     MetricsLogger(tmp_path, resume_step=2).close()
     assert (tmp_path / "metrics.csv").read_text().splitlines()[-1] == "2,0.4,2.0"
 
@@ -120,7 +143,9 @@ def test_a_moved_run_resumes_by_a_relative_path_and_extends_its_max_steps(tmp_pa
     assert metrics_rows(tmp_path / "run") == metrics_rows(tmp_path / "ref")
 
 
-def test_resume_refuses_a_max_steps_below_the_checkpoint_and_warns_of_a_stretched_schedule(tmp_path, capsys, one_thread):
+def test_resume_refuses_a_max_steps_below_the_checkpoint_and_warns_of_a_stretched_schedule(
+    tmp_path, capsys, one_thread
+):
     argv = ["train-mdm", *MDM, "--max-steps", "2", "--output-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     assert main([*argv[:-4], "--max-steps", "1", "--output-dir", str(tmp_path / "run"), "--resume"]) == 2

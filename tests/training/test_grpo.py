@@ -6,22 +6,47 @@ import torch
 from unmask.api import pretrain_coupling, train_policy
 from unmask.policies.learned import load_policy
 from unmask.training.grpo import GRPOConfig, GRPOTrainer, greedy_baseline_advantages, group_advantages
+from unmask.training.mdm import MDMTrainConfig, train_mdm
 from unmask.training.pretrain import pretrain_step
 from unmask.training.reference import Reference
-from unmask.training.mdm import MDMTrainConfig, train_mdm
 
 
 @pytest.fixture(scope="module")
 def mdm_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("mdm") / "sudoku4-tiny"
-    train_mdm(MDMTrainConfig(task="sudoku4", output_dir=str(out), n_layer=2, n_head=2, n_embd=32, max_steps=80,
-                             batch_size=32, warmup_steps=2, save_steps=80, logging_steps=40), progress=False)
+    train_mdm(
+        MDMTrainConfig(
+            task="sudoku4",
+            output_dir=str(out),
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            max_steps=80,
+            batch_size=32,
+            warmup_steps=2,
+            save_steps=80,
+            logging_steps=40,
+        ),
+        progress=False,
+    )
     return str(out)
 
 
 def cfg(mdm_dir, out, **kw):
-    base = dict(task="sudoku4", model=mdm_dir, output_dir=str(out), max_steps=2, prompts_per_step=3, num_generations=4,
-                eval_steps=1, eval_size=8, difficulty=[5], d_model=16, minibatch_size=16, learning_rate=1e-3)
+    base = dict(
+        task="sudoku4",
+        model=mdm_dir,
+        output_dir=str(out),
+        max_steps=2,
+        prompts_per_step=3,
+        num_generations=4,
+        eval_steps=1,
+        eval_size=8,
+        difficulty=[5],
+        d_model=16,
+        minibatch_size=16,
+        learning_rate=1e-3,
+    )
     return GRPOConfig.from_flat({**base, **kw})
 
 
@@ -44,8 +69,11 @@ def test_unscaled_advantages_keep_small_reward_differences_small():
 def test_unknown_advantage_scale_or_policy_setting_is_refused(mdm_dir, tmp_path):
     with pytest.raises(ValueError, match=r"advantage_scale \(--advantage-scale\) must be one of std, none"):
         GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, advantage_scale="mad"), progress=False)
-    with pytest.raises(ValueError, match=r"base_temperature \(--base-temperature\) is a setting of --policy upo, "
-                                         r"not of --policy bernoulli"):
+    with pytest.raises(
+        ValueError,
+        match=r"base_temperature \(--base-temperature\) is a setting of --policy upo, "
+        r"not of --policy bernoulli",
+    ):
         GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, base_temperature=0.1, policy="bernoulli"), progress=False)
 
 
@@ -58,7 +86,9 @@ def test_greedy_baseline_rewards_only_samples_that_beat_greedy():
 
 
 def test_greedy_baseline_decodes_each_prompt_once_more(mdm_dir, tmp_path):
-    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, baseline="greedy", difficulty=[4], base_temperature=None), progress=False)
+    trainer = GRPOTrainer.from_config(
+        cfg(mdm_dir, tmp_path, baseline="greedy", difficulty=[4], base_temperature=None), progress=False
+    )
     calls = []
     trainer.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     buf, stats = trainer.rollout(trainer.prompts(0))
@@ -70,8 +100,19 @@ def test_greedy_baseline_decodes_each_prompt_once_more(mdm_dir, tmp_path):
 
 @pytest.mark.parametrize("reference", ["confidence", "softmax", "topk", "none"])
 def test_update_never_calls_the_mdm_and_favours_positive_advantage(mdm_dir, tmp_path, reference):
-    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, reference=reference, beta=0.0, num_iterations=4, base_temperature=None,
-                              difficulty=[4], num_generations=6), progress=False)
+    trainer = GRPOTrainer.from_config(
+        cfg(
+            mdm_dir,
+            tmp_path,
+            reference=reference,
+            beta=0.0,
+            num_iterations=4,
+            base_temperature=None,
+            difficulty=[4],
+            num_generations=6,
+        ),
+        progress=False,
+    )
     buf, stats = trainer.rollout(trainer.prompts(0))
     assert len(buf) > 0 and stats["nfe"] > 0
     calls = []
@@ -131,7 +172,9 @@ def test_resume_refuses_changed_settings(mdm_dir, tmp_path):
 
 
 def test_non_finite_loss_is_skipped_and_counted(mdm_dir, tmp_path):
-    trainer = GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, max_steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False)
+    trainer = GRPOTrainer.from_config(
+        cfg(mdm_dir, tmp_path, max_steps=1), reward_fn=lambda c, e, **kw: [math.nan] * len(c), progress=False
+    )
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     with pytest.warns(UserWarning, match="non-finite loss"):
         trainer.train()
@@ -169,12 +212,17 @@ def test_pretrain_command_then_init_policy_is_one_train_policy_run(mdm_dir, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [(run / "metrics.csv").read_text().splitlines() for run in (one, two)]
     assert [r.split(",")[:-1] for r in rows[0]] == [r.split(",")[:-1] for r in rows[1]]  # all but the seconds
-    pretrained, fresh = load_policy(pre), GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "f", **COUPLING), progress=False).policy
+    pretrained, fresh = (
+        load_policy(pre),
+        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "f", **COUPLING), progress=False).policy,
+    )
     assert len(pretrained.record["coupling_nll"]) == COUPLING["coupling_epochs"]
     for k, v in fresh.state_dict().items():
         assert torch.equal(pretrained.state_dict()[k], v) != k.startswith("coupling."), k
     with pytest.raises(ValueError, match=r"other settings than this run's upo policy \(d_model: 16 there, 8 here"):
-        GRPOTrainer.from_config(cfg(mdm_dir, tmp_path / "x", init_policy=str(pre), **{**COUPLING, "d_model": 8}), progress=False)
+        GRPOTrainer.from_config(
+            cfg(mdm_dir, tmp_path / "x", init_policy=str(pre), **{**COUPLING, "d_model": 8}), progress=False
+        )
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         pretrain_coupling(cfg(mdm_dir, tmp_path / "pre", **COUPLING), progress=False)
     with pytest.raises(ValueError, match="no coupling to pre-train"):
@@ -214,7 +262,9 @@ def test_coupling_on_a_task_without_targets_fails_before_any_rollout(mdm_dir, tm
     with pytest.raises(ValueError, match="no per-position target tokens.*--coupling-prompts 0"):
         train_policy(cfg(mdm_dir, tmp_path, **COUPLING), progress=False)
     assert not rollouts
-    assert not GRPOTrainer.from_config(cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False).needs_pretraining
+    assert not GRPOTrainer.from_config(
+        cfg(mdm_dir, tmp_path, **{**COUPLING, "coupling_prompts": 0}), progress=False
+    ).needs_pretraining
 
 
 def test_the_trainer_takes_its_objects_and_from_config_builds_the_same(mdm_dir, tmp_path):
@@ -255,8 +305,14 @@ def test_both_kl_estimators_are_logged_under_their_names():
             return torch.zeros(len(self.logp))
 
     old, new = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-1.2, -1.5, -0.5])
-    buf = RolloutBuffer(obs={"x": torch.zeros(3, 1)}, action=torch.zeros(3, 1, dtype=torch.long), old_log_prob=old,
-                        traj=torch.tensor([0, 0, 1]), advantage=torch.tensor([1.0, -1.0]), length=torch.tensor([2, 1]))
+    buf = RolloutBuffer(
+        obs={"x": torch.zeros(3, 1)},
+        action=torch.zeros(3, 1, dtype=torch.long),
+        old_log_prob=old,
+        traj=torch.tensor([0, 0, 1]),
+        advantage=torch.tensor([1.0, -1.0]),
+        length=torch.tensor([2, 1]),
+    )
     _, stats = upo_loss(Fixed(new), buf, torch.arange(3), Reference("none"), 0.2, None, 2)
     r = (new - old).exp()
     assert stats["kl_k1"] == pytest.approx(float((old - new).mean()))

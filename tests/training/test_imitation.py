@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kill_harness import policy_config
+
 from unmask.api import train_policy
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.policies.planner import Planner
-from unmask.training import imitation
 from unmask.tasks import get_task
+from unmask.training import imitation
 
 
 def test_the_imitation_loss_is_the_weighted_likelihood_of_the_oracle_labels_over_allowed_positions():
@@ -63,8 +63,17 @@ def test_a_policy_with_a_planner_starts_as_the_same_policy_without_one():
 
 
 def run(out, resume=False, **settings):
-    config = policy_config(out, planner=True, pair_channels=2, planner_d_model=8, imitation_rounds=2,
-                           imitation_prompts=3, imitation_epochs=1, eval_size=4, **settings)
+    config = policy_config(
+        out,
+        planner=True,
+        pair_channels=2,
+        planner_d_model=8,
+        imitation_rounds=2,
+        imitation_prompts=3,
+        imitation_epochs=1,
+        eval_size=4,
+        **settings,
+    )
     return train_policy(config, resume=resume, progress=False)
 
 
@@ -99,8 +108,9 @@ def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resu
     for name in ("best", "last"):
         for f in ("model.safetensors",):
             assert (tmp_path / "run" / imitation.PHASE / name / f).read_bytes() == (ref / name / f).read_bytes()
-    assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == \
-        (tmp_path / "ref" / "last" / "model.safetensors").read_bytes()
+    assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == (
+        tmp_path / "ref" / "last" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_imitation_on_a_task_without_targets_is_one_clear_error(tmp_path):
@@ -113,14 +123,27 @@ def test_a_run_may_start_from_a_policy_without_a_planner_and_add_one(tmp_path):
     plain = load_policy(tmp_path / "plain" / "best")
     from unmask.training.grpo import GRPOTrainer
 
-    trainer = GRPOTrainer.from_config(policy_config(tmp_path / "planned", max_steps=0, planner=True, pair_channels=2,
-                                        planner_d_model=8, init_policy=str(tmp_path / "plain" / "best")), progress=False)
+    trainer = GRPOTrainer.from_config(
+        policy_config(
+            tmp_path / "planned",
+            max_steps=0,
+            planner=True,
+            pair_channels=2,
+            planner_d_model=8,
+            init_policy=str(tmp_path / "plain" / "best"),
+        ),
+        progress=False,
+    )
     assert trainer.policy.planner is not None
     ours = trainer.policy.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in plain.state_dict().items())
     with pytest.raises(ValueError, match="d_model: 8 there, 16 here"):
-        GRPOTrainer.from_config(policy_config(tmp_path / "other", max_steps=0, planner=True, d_model=16,
-                                  init_policy=str(tmp_path / "plain" / "best")), progress=False)
+        GRPOTrainer.from_config(
+            policy_config(
+                tmp_path / "other", max_steps=0, planner=True, d_model=16, init_policy=str(tmp_path / "plain" / "best")
+            ),
+            progress=False,
+        )
 
 
 def test_the_ablation_recipes_are_valid_train_policy_configs():

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-
 from kill_harness import KINDS, Killed, compare_runs, kill_at, recover, run_with_kills, timed_reference, train
 
 

@@ -31,7 +31,9 @@ BETA = {"confidence": 0.3, "softmax": 0.2, "topk": 0.7}
 def policy() -> LearnedPolicy:
     """A small g_phi whose residual is not zero, so g_phi differs from every reference."""
     torch.manual_seed(0)
-    p = LearnedPolicy(UPOConfig(feature_size=D, d_model=8, n_head=2, prob_features=2, mlp_hidden=8, base_temperature=0.5))
+    p = LearnedPolicy(
+        UPOConfig(feature_size=D, d_model=8, n_head=2, prob_features=2, mlp_hidden=8, base_temperature=0.5)
+    )
     torch.nn.init.normal_(p.scorer.mlp[-1].weight, std=0.5)
     return p
 
@@ -52,13 +54,23 @@ def buffer(kind: str, old_shift: float = 0.2) -> RolloutBuffer:
         ids = allowed[i].nonzero().flatten()
         pick = ids[torch.randperm(len(ids), generator=g)[: 1 + i % 2]]
         action[i, : len(pick)] = pick
-    obs = {"hidden": torch.randn(n, L, D, generator=g), "top_probs": torch.rand(n, L, 2, generator=g),
-           "confidence": confidence, "allowed": allowed}
+    obs = {
+        "hidden": torch.randn(n, L, D, generator=g),
+        "top_probs": torch.rand(n, L, 2, generator=g),
+        "confidence": confidence,
+        "allowed": allowed,
+    }
     with torch.no_grad():
         logp = policy().log_prob(obs, action)
     old = logp + old_shift * (2 * torch.rand(n, generator=g) - 1)
-    return RolloutBuffer(obs=obs, action=action, old_log_prob=old, traj=torch.tensor([0, 0, 0, 1, 1]),
-                         advantage=torch.tensor([0.8, -0.8]), length=torch.tensor([3.0, 2.0]))
+    return RolloutBuffer(
+        obs=obs,
+        action=action,
+        old_log_prob=old,
+        traj=torch.tensor([0, 0, 0, 1, 1]),
+        advantage=torch.tensor([0.8, -0.8]),
+        length=torch.tensor([3.0, 2.0]),
+    )
 
 
 def draws_log_prob(scores: list[float], allowed: list[bool], order: list[int]) -> float:
@@ -128,7 +140,9 @@ def test_trajectory_kl_surrogate_matches_eq_24(kind):
     with torch.no_grad():
         h = hand(kind, buf, p.scores(buf.obs))
         kappa = hand_kappa(buf, h)
-        assert trajectory_kappa(p, buf, Reference(kind, beta=BETA[kind]), chunk=2).tolist() == pytest.approx(kappa, rel=1e-5)
+        assert trajectory_kappa(p, buf, Reference(kind, beta=BETA[kind]), chunk=2).tolist() == pytest.approx(
+            kappa, rel=1e-5
+        )
         value, stats = regulariser(kind, p, buf)
     expected = BETA[kind] * sum(kappa[int(buf.traj[i])] * h["logp"][i] for i in range(len(buf))) / 2
     assert value.item() == pytest.approx(expected, rel=1e-5)

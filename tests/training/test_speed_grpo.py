@@ -9,11 +9,11 @@ from unmask.engine.loop import generate
 from unmask.policies import get_policy
 from unmask.policies.distributions import order_to_mask
 from unmask.policies.learned import LearnedPolicy, load_policy
+from unmask.tasks import get_task
+from unmask.tasks.base import Scores
 from unmask.training.grpo import GRPOConfig, GRPOTrainer, group_advantages
 from unmask.training.rewards import speed_reward
 from unmask.training.steering import ExpertSteering, mixture_log_prob
-from unmask.tasks import get_task
-from unmask.tasks.base import Scores
 
 
 @pytest.fixture
@@ -25,8 +25,21 @@ def mdm_dir(tmp_path, tiny_sudoku4_model):
 
 
 def cfg(model, out, **kw):
-    base = dict(task="sudoku4", model=model, output_dir=str(out), policy="bernoulli", max_steps=2, prompts_per_step=3,
-                num_generations=4, eval_steps=1, eval_size=6, difficulty=[5], d_model=16, minibatch_size=64, learning_rate=1e-2)
+    base = dict(
+        task="sudoku4",
+        model=model,
+        output_dir=str(out),
+        policy="bernoulli",
+        max_steps=2,
+        prompts_per_step=3,
+        num_generations=4,
+        eval_steps=1,
+        eval_size=6,
+        difficulty=[5],
+        d_model=16,
+        minibatch_size=64,
+        learning_rate=1e-2,
+    )
     return GRPOConfig.from_flat({**base, **kw})
 
 
@@ -48,13 +61,21 @@ def test_only_the_additive_reward_pays_fast_wrong_answers():
     assert group_advantages(speed_reward(wrong, nfe, length, 1.0), 4).abs().max() == 0
 
 
-@pytest.mark.parametrize("kw", [{}, {"policy": "plackett-luce", "stop_logit": None},
-                                {"policy": "plackett-luce", "pl_count": "schedule", "steps": 4}],
-                         ids=["bernoulli", "pl-stop", "pl-schedule"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"policy": "plackett-luce", "stop_logit": None},
+        {"policy": "plackett-luce", "pl_count": "schedule", "steps": 4},
+    ],
+    ids=["bernoulli", "pl-stop", "pl-schedule"],
+)
 def test_update_trains_parallel_policies_without_the_mdm(tmp_path, kw):
     """Plain initialisation (random reveals) with the shipped 4x4 MDM: answers and rewards vary."""
-    trainer = GRPOTrainer.from_config(cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty=[4], base_threshold=None,
-                              **kw), progress=False)
+    trainer = GRPOTrainer.from_config(
+        cfg("sudoku4", tmp_path, reward_form="none", num_iterations=4, difficulty=[4], base_threshold=None, **kw),
+        progress=False,
+    )
     buf, stats = trainer.rollout(trainer.prompts(0))
     advantage = buf.advantage[buf.traj]
     assert (advantage > 0).any() and (advantage < 0).any()
@@ -91,7 +112,9 @@ def test_expert_steps_are_recorded_as_policy_actions_with_mixture_log_probs(tiny
     actor = ExpertSteering(policy, [get_policy("threshold:0.9")], expert_of, num_generations=3)
     out = generate(tiny_sudoku4_model, x, actor, record=True, generator=torch.Generator().manual_seed(0))
     alone = generate(tiny_sudoku4_model, x[expert_of >= 0], get_policy("threshold:0.9"))
-    assert torch.equal(out.sequences[expert_of >= 0], alone.sequences) and torch.equal(out.nfe[expert_of >= 0], alone.nfe)
+    assert torch.equal(out.sequences[expert_of >= 0], alone.sequences) and torch.equal(
+        out.nfe[expert_of >= 0], alone.nfe
+    )
     for rec in out.trajectory:
         steered = expert_of[rec.rows] >= 0
         action = rec.data["action"]
@@ -127,22 +150,37 @@ def test_alpha_conditioned_steered_training_resumes_exactly(mdm_dir, tmp_path, s
     assert (tmp_path / "b" / "metrics.csv").read_text().splitlines()[0].count("eval_reward") == 1
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({"policy": "mask-predict"}, r"policy \(--policy\) must be one of upo, bernoulli, plackett-luce, got 'mask-predict'"),
-    ({"reference": "confidence"}, "use --reference none"),
-    ({"reward_form": "sum"}, r"reward_form \(--reward-form\) must be one of auto, multiplicative, additive, none"),
-    ({"alpha": -1.0}, r"alpha \(--alpha\) must be a number >= 0"),
-    ({"policy_temperature": 0.0}, r"temperature \(--policy-temperature\) must be a number > 0"),
-    ({"alpha_range": [2]}, r"alpha_range \(--alpha-range\) must be LO,HI: 2 numbers >= 0"),
-    ({"alpha_range": "a,b"}, r"alpha_range \(--alpha-range\) must be LO,HI"),
-    ({"alpha_range": [0, 0.5]}, "lies outside the alpha range"),
-    ({"policy": "upo", "alpha_range": [0, 1]}, "is a setting of --policy bernoulli / plackett-luce, not of --policy upo"),
-    ({"policy": "upo", "base_threshold_hi": 0.8}, "is a setting of --policy bernoulli / plackett-luce, not of --policy upo"),
-    ({"base_threshold_hi": 0.8}, "needs an alpha range"),
-    ({"expert_steering": ["threshold:1.5"]}, "threshold must"),
-    ({"policy": "plackett-luce", "pl_count": "schedule", "expert_steering": ["threshold:0.9"]}, "variable-count policy"),
-    ({"baseline": "greedy", "expert_steering": ["threshold:0.9"]}, "does not combine with expert steering"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (
+            {"policy": "mask-predict"},
+            r"policy \(--policy\) must be one of upo, bernoulli, plackett-luce, got 'mask-predict'",
+        ),
+        ({"reference": "confidence"}, "use --reference none"),
+        ({"reward_form": "sum"}, r"reward_form \(--reward-form\) must be one of auto, multiplicative, additive, none"),
+        ({"alpha": -1.0}, r"alpha \(--alpha\) must be a number >= 0"),
+        ({"policy_temperature": 0.0}, r"temperature \(--policy-temperature\) must be a number > 0"),
+        ({"alpha_range": [2]}, r"alpha_range \(--alpha-range\) must be LO,HI: 2 numbers >= 0"),
+        ({"alpha_range": "a,b"}, r"alpha_range \(--alpha-range\) must be LO,HI"),
+        ({"alpha_range": [0, 0.5]}, "lies outside the alpha range"),
+        (
+            {"policy": "upo", "alpha_range": [0, 1]},
+            "is a setting of --policy bernoulli / plackett-luce, not of --policy upo",
+        ),
+        (
+            {"policy": "upo", "base_threshold_hi": 0.8},
+            "is a setting of --policy bernoulli / plackett-luce, not of --policy upo",
+        ),
+        ({"base_threshold_hi": 0.8}, "needs an alpha range"),
+        ({"expert_steering": ["threshold:1.5"]}, "threshold must"),
+        (
+            {"policy": "plackett-luce", "pl_count": "schedule", "expert_steering": ["threshold:0.9"]},
+            "variable-count policy",
+        ),
+        ({"baseline": "greedy", "expert_steering": ["threshold:0.9"]}, "does not combine with expert steering"),
+    ],
+)
 def test_bad_settings_are_explained(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         GRPOTrainer.from_config(cfg("sudoku4", tmp_path, **kw), progress=False)
@@ -152,10 +190,46 @@ def test_train_policy_command_line_trains_an_alpha_conditioned_policy(tmp_path, 
     from unmask.cli.main import main
 
     out = tmp_path / "bern"
-    assert main(["train-policy", "--task", "sudoku4", "--policy", "bernoulli", "--alpha-range", "0,2", "--alpha", "1",
-                 "--base-threshold-hi", "0.6", "--expert-steering", "threshold:0.9", "--output-dir", str(out), "--max-steps", "1", "--prompts-per-step", "2",
-                 "--num-generations", "2", "--eval-size", "4", "--clues", "6", "--d-model", "16"]) == 0
+    assert (
+        main(
+            [
+                "train-policy",
+                "--task",
+                "sudoku4",
+                "--policy",
+                "bernoulli",
+                "--alpha-range",
+                "0,2",
+                "--alpha",
+                "1",
+                "--base-threshold-hi",
+                "0.6",
+                "--expert-steering",
+                "threshold:0.9",
+                "--output-dir",
+                str(out),
+                "--max-steps",
+                "1",
+                "--prompts-per-step",
+                "2",
+                "--num-generations",
+                "2",
+                "--eval-size",
+                "4",
+                "--clues",
+                "6",
+                "--d-model",
+                "16",
+            ]
+        )
+        == 0
+    )
     saved = load_policy(out / "best")
-    assert saved.kind == "bernoulli" and saved.config.alpha_range == [0.0, 2.0] and saved.config.base_threshold_hi == 0.6
-    assert main(["eval", "--task", "sudoku4", "--num", "4", "--policies", f"threshold:0.9,{out / 'best'}", "--alpha", "2"]) == 0
+    assert (
+        saved.kind == "bernoulli" and saved.config.alpha_range == [0.0, 2.0] and saved.config.base_threshold_hi == 0.6
+    )
+    assert (
+        main(["eval", "--task", "sudoku4", "--num", "4", "--policies", f"threshold:0.9,{out / 'best'}", "--alpha", "2"])
+        == 0
+    )
     assert "bernoulli:bern/best:alpha=2" in capsys.readouterr().out

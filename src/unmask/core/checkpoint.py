@@ -21,9 +21,10 @@ import shlex
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -149,8 +150,9 @@ def checkpoint_files(module: torch.nn.Module, config: dict, training: TrainingSt
     files = {WEIGHTS: tensor_bytes(module.state_dict()), CONFIG: json_bytes(config)}
     if training is not None:
         opt_tensors, opt_meta = optimizer_tensors(training.optimizer)
-        files[OPTIMIZER] = tensor_bytes({**{f"opt.{k}": v for k, v in opt_tensors.items()},
-                                         **{f"rng.{k}": v for k, v in training.rng.items()}})
+        files[OPTIMIZER] = tensor_bytes(
+            {**{f"opt.{k}": v for k, v in opt_tensors.items()}, **{f"rng.{k}": v for k, v in training.rng.items()}}
+        )
         files[TRAINER_STATE] = json_bytes({**training.counters, "optimizer": opt_meta})
     return files
 
@@ -171,8 +173,10 @@ def _check_replaceable(directory: Path) -> None:
     if directory.is_dir():
         foreign = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES)
         if foreign:
-            raise ValueError(f"cannot save a checkpoint to {directory}: it holds {', '.join(foreign[:5])}, which a "
-                             "checkpoint does not; saving replaces the whole directory, so choose a new or empty one")
+            raise ValueError(
+                f"cannot save a checkpoint to {directory}: it holds {', '.join(foreign[:5])}, which a "
+                "checkpoint does not; saving replaces the whole directory, so choose a new or empty one"
+            )
 
 
 def remove_stale_staging(directory: Path) -> None:
@@ -182,8 +186,9 @@ def remove_stale_staging(directory: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def save_checkpoint(directory: str | Path, module: torch.nn.Module, config: dict,
-                    training: TrainingState | None = None) -> None:
+def save_checkpoint(
+    directory: str | Path, module: torch.nn.Module, config: dict, training: TrainingState | None = None
+) -> None:
     """Write ``module``'s weights, ``config`` and (resumable checkpoints) the ``training`` state as the
     checkpoint ``directory``, atomically as a whole: every file and the manifest go into a staging
     directory beside it, which then replaces ``directory`` by rename. A resumable save keeps the checkpoint
@@ -194,9 +199,12 @@ def save_checkpoint(directory: str | Path, module: torch.nn.Module, config: dict
     directory.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(directory)
     files = checkpoint_files(module, config, training)
-    manifest = {"step": None if training is None else training.counters.get("step"),
-                "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                          for name, data in files.items()}}
+    manifest = {
+        "step": None if training is None else training.counters.get("step"),
+        "files": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in files.items()
+        },
+    }
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     previous = directory.with_name(directory.name + PREVIOUS)
     try:
@@ -259,11 +267,16 @@ def resumable_checkpoint(run_dir: str | Path) -> Path:
             problems.append(str(e))
             continue
         if candidate == previous:
-            warnings.warn(f"--resume: {problems[0]}; resuming from the previous complete checkpoint {previous} "
-                          f"(step {manifest['step']})", stacklevel=2)
+            warnings.warn(
+                f"--resume: {problems[0]}; resuming from the previous complete checkpoint {previous} "
+                f"(step {manifest['step']})",
+                stacklevel=2,
+            )
         return candidate
-    raise ValueError(f"--resume: no complete checkpoint in {run_dir} ({'; '.join(problems)}); "
-                     f"start over without --resume in a new --output-dir (or delete {run_dir})")
+    raise ValueError(
+        f"--resume: no complete checkpoint in {run_dir} ({'; '.join(problems)}); "
+        f"start over without --resume in a new --output-dir (or delete {run_dir})"
+    )
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
@@ -275,8 +288,10 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 def check_new_run(run_dir: str | Path) -> None:
     """A run started without ``--resume`` must not replace an earlier run's checkpoints."""
     if has_checkpoint(run_dir):
-        raise ValueError(f"{run_dir} already holds a training run (a checkpoint in {Path(run_dir) / LAST}); pass "
-                         "--resume to continue it, or choose another --output-dir (delete the directory to start over)")
+        raise ValueError(
+            f"{run_dir} already holds a training run (a checkpoint in {Path(run_dir) / LAST}); pass "
+            "--resume to continue it, or choose another --output-dir (delete the directory to start over)"
+        )
 
 
 def interrupted_message(command: list[str], run_dir: str | Path) -> str:
@@ -298,13 +313,20 @@ def check_resume_settings(checkpoint: Path, given: dict, schedule_uses_max_steps
     ``schedule_uses_max_steps``: the learning rate of the steps still to come depends on ``max_steps`` (a cosine
     schedule), so changing it warns."""
     step = load_json(checkpoint / TRAINER_STATE)["step"]
-    saved, given = ({k: v for k, v in d.items() if k not in NOT_RESULTS} for d in (load_json(checkpoint / CONFIG)["train"], given))
+    saved, given = (
+        {k: v for k, v in d.items() if k not in NOT_RESULTS} for d in (load_json(checkpoint / CONFIG)["train"], given)
+    )
     if given["max_steps"] < step:
-        raise ValueError(f"--resume: the checkpoint is at step {step}, past --max-steps {given['max_steps']}; "
-                         f"give --max-steps {step} or more to continue it")
+        raise ValueError(
+            f"--resume: the checkpoint is at step {step}, past --max-steps {given['max_steps']}; "
+            f"give --max-steps {step} or more to continue it"
+        )
     if given["max_steps"] != saved.get("max_steps") and schedule_uses_max_steps:
-        warnings.warn(f"--resume: --max-steps {saved.get('max_steps')} -> {given['max_steps']} changes the learning "
-                      f"rate schedule from step {step} on (it runs over --max-steps)", stacklevel=2)
+        warnings.warn(
+            f"--resume: --max-steps {saved.get('max_steps')} -> {given['max_steps']} changes the learning "
+            f"rate schedule from step {step} on (it runs over --max-steps)",
+            stacklevel=2,
+        )
     saved = {**saved, "max_steps": given["max_steps"]}
     if saved != given:
         diff = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
@@ -326,7 +348,8 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
             details.append(f"unexpected {unexpected[:5]}")
         if wrong:
             details.append(
-                "shape mismatch " + ", ".join(f"{k}: {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:5])
+                "shape mismatch "
+                + ", ".join(f"{k}: {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:5])
             )
         raise ValueError(
             f"weights in {source} do not match their config.json ({'; '.join(details)}); "
@@ -335,8 +358,9 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
     module.load_state_dict(tensors)
 
 
-def load_training_checkpoint(directory: str | Path, module: torch.nn.Module,
-                             optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def load_training_checkpoint(
+    directory: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Load a resumable checkpoint (see :func:`resumable_checkpoint`) into ``module`` and ``optimizer`` in
     place; return (rng tensors, counters)."""
     directory = Path(directory)

@@ -34,10 +34,22 @@ class ConfigError(ValueError):
     """A config value out of its type, range or choices (one line; names the option and its valid values)."""
 
 
-def option(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
-           choices: typing.Iterable | None = None, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False, length: int | None = None, flag: str | None = None,
-           aliases: typing.Sequence[str] = (), kinds: dict[str, type] | None = None, derived: bool = False) -> Any:
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = MISSING,
+    choices: typing.Iterable | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    length: int | None = None,
+    flag: str | None = None,
+    aliases: typing.Sequence[str] = (),
+    kinds: dict[str, type] | None = None,
+    derived: bool = False,
+) -> Any:
     """A dataclass field with its help text and checks.
 
     ``choices``: the valid values; ``low`` / ``high``: inclusive bounds (``*_open``: exclusive), applied to
@@ -46,9 +58,19 @@ def option(default: Any = MISSING, help: str = "", *, default_factory: Any = MIS
     ``derived``: filled by the code that uses the config, not a setting."""
     if default is not MISSING and isinstance(default, (list, dict)):
         default_factory, default = (lambda value=default: copy.deepcopy(value)), MISSING
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high,
-                "low_open": low_open, "high_open": high_open, "length": length, "flag": flag,
-                "aliases": tuple(aliases), "kinds": kinds, "derived": derived}
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "length": length,
+        "flag": flag,
+        "aliases": tuple(aliases),
+        "kinds": kinds,
+        "derived": derived,
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -154,8 +176,9 @@ def check_value(f: Field, spec: Spec, value: Any) -> Any:
         return value
     if spec.base is Config:
         if not any(type(value) is c for c in spec.kinds.values()):
-            raise ConfigError(f"{label(f)} must be a {' or '.join(c.__name__ for c in spec.kinds.values())}, "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"{label(f)} must be a {' or '.join(c.__name__ for c in spec.kinds.values())}, got {value!r}"
+            )
         return value
     return _scalar(f, spec, spec.base, value, value)
 
@@ -177,8 +200,12 @@ def _scalar(f: Field, spec: Spec, base: type, value: Any, shown: Any) -> Any:
                 raise ConfigError(f"{label(f)} must be a finite number, got {value}")
         m = f.metadata
         lo, hi = m.get("low"), m.get("high")
-        if lo is not None and (value < lo or (m.get("low_open") and value == lo)) or \
-                hi is not None and (value > hi or (m.get("high_open") and value == hi)):
+        if (
+            lo is not None
+            and (value < lo or (m.get("low_open") and value == lo))
+            or hi is not None
+            and (value > hi or (m.get("high_open") and value == hi))
+        ):
             raise bad
     elif not isinstance(value, base):
         raise bad
@@ -223,7 +250,7 @@ class Config:
         return out
 
     @classmethod
-    def from_dict(cls, data: typing.Mapping, source: str = "") -> "Config":
+    def from_dict(cls, data: typing.Mapping, source: str = "") -> Config:
         """Build from :meth:`to_dict`'s nested form (a stored config); errors name ``source`` (a file) when given."""
         prefix = f"{source}: " if source else ""
         if not isinstance(data, typing.Mapping):
@@ -252,15 +279,16 @@ class Config:
             raise ConfigError(f"{prefix}{e}" if source and not str(e).startswith(prefix) else str(e)) from None
 
     @classmethod
-    def from_flat(cls, values: typing.Mapping | None = None, source: str = "", **kwargs: Any) -> "Config":
+    def from_flat(cls, values: typing.Mapping | None = None, source: str = "", **kwargs: Any) -> Config:
         """Build from flat ``name: value`` pairs (recipe keys and flags, see :func:`flat_fields`); a union field's
         key takes the kind name. Keys of another kind than the chosen one are errors naming the right kind."""
         values = {**(values or {}), **kwargs}
         table = flat_fields(cls)
         unknown = sorted(set(values) - set(table))
         if unknown:
-            raise ConfigError(f"{source + ': ' if source else ''}unknown key {unknown[0]!r}; valid keys: "
-                              + ", ".join(table))
+            raise ConfigError(
+                f"{source + ': ' if source else ''}unknown key {unknown[0]!r}; valid keys: " + ", ".join(table)
+            )
         return cls.from_dict(_nest(values, table), source)
 
     def flat(self) -> dict:
@@ -324,8 +352,13 @@ def _collect(cls: type, path: tuple[str, ...], kind: str | None, out: dict[str, 
         if kind is None:
             out[key] = Leaf(path + (f.name,), f, spec)
         else:
-            out[key] = Leaf(path + (f.name,), f, spec, (prev.kinds if prev else ()) + (kind,),
-                            {**(prev.defaults if prev else {}), kind: default})
+            out[key] = Leaf(
+                path + (f.name,),
+                f,
+                spec,
+                (prev.kinds if prev else ()) + (kind,),
+                {**(prev.defaults if prev else {}), kind: default},
+            )
 
 
 def _nest(values: dict, table: dict[str, Leaf]) -> dict:
@@ -354,8 +387,10 @@ def _nest(values: dict, table: dict[str, Leaf]) -> dict:
             leaf = table[key]
             if leaf.kinds is not None and leaf.path[:-1] == selector.path and kind not in leaf.kinds:
                 valid = [k for k, other in table.items() if other.kinds and kind in other.kinds]
-                raise ConfigError(f"{label(leaf.field)} is a setting of {flag_of(f)} {' / '.join(leaf.kinds)}, "
-                                  f"not of {flag_of(f)} {kind}; {kind} takes: {', '.join(valid)}")
+                raise ConfigError(
+                    f"{label(leaf.field)} is a setting of {flag_of(f)} {' / '.join(leaf.kinds)}, "
+                    f"not of {flag_of(f)} {kind}; {kind} takes: {', '.join(valid)}"
+                )
     return nested
 
 
@@ -384,8 +419,12 @@ def common_keys(cls: type) -> set[str] | None:
     return keys if found else None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
-                         skip: typing.Collection[str] = (), show_all: bool = True) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    skip: typing.Collection[str] = (),
+    show_all: bool = True,
+) -> None:
     """One flag per settable field of ``cls`` (nested configs included), with its help text, valid values and
     default, in one argument group per config section. Flags default to absent, so only what the user typed
     reaches :meth:`Config.from_flat` (over a recipe's values and the field defaults). Unless ``show_all``, the
@@ -403,8 +442,11 @@ def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
                 groups[section] = parser.add_argument_group(_section_title(cls, section))
             target = groups[section]
         hidden = shown is not None and name not in shown
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
-                                  "help": argparse.SUPPRESS if hidden else _help(leaf)}
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": argparse.SUPPRESS if hidden else _help(leaf),
+        }
         if spec.base is bool and not spec.optional:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -498,7 +540,9 @@ def load_recipe(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} " + ("is a directory, not a YAML file" if path.is_dir() else "does not exist"))
+        raise FileNotFoundError(
+            f"recipe {path} " + ("is a directory, not a YAML file" if path.is_dir() else "does not exist")
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -542,14 +586,19 @@ def reference_markdown(cls: type) -> str:
             kinds = spec.kinds
             if len(kinds) > 1:
                 text = ", ".join(f"`{k}` ([{c.__name__}](#{c.__name__.lower()}))" for k, c in kinds.items())
-                rows.append(f"| `{flag_of(f)}` / `{key_of(f)}` | {text} | `{kind_of(default, kinds)}` | {help_text}: "
-                            "the kind's settings are flags too |")
+                rows.append(
+                    f"| `{flag_of(f)}` / `{key_of(f)}` | {text} | `{kind_of(default, kinds)}` | {help_text}: "
+                    "the kind's settings are flags too |"
+                )
             else:
                 name = next(iter(kinds.values())).__name__
                 rows.append(f"| `{f.name}` (section) | [{name}](#{name.lower()}) | | {help_text} |")
             continue
-        where = "(derived: set by the code that uses the config)" if f.metadata.get("derived") else \
-            ("(a mapping; in recipes)" if spec.base is dict else f"`{flag_of(f)}` / `{key_of(f)}`")
+        where = (
+            "(derived: set by the code that uses the config)"
+            if f.metadata.get("derived")
+            else ("(a mapping; in recipes)" if spec.base is dict else f"`{flag_of(f)}` / `{key_of(f)}`")
+        )
         values = "a mapping" if spec.base is dict else describe(f, spec)
         rows.append(f"| {where} | {values} | `{_show(default)}` | {help_text} |")
     return f"`{cls.__module__}.{cls.__name__}`: {doc}\n\n" + "\n".join(rows)

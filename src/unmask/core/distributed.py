@@ -23,8 +23,9 @@ import datetime
 import os
 import pickle
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -50,9 +51,11 @@ def check_single_launch() -> None:
     accelerate = "ACCELERATE_MIXED_PRECISION" in os.environ and "MASTER_PORT" in os.environ  # --num_processes > 1
     if mpi > 1 or accelerate:
         asked = f"{mpi} processes through mpirun" if mpi > 1 else "several processes through accelerate launch"
-        raise ValueError(f"asked for {asked}, but this process was started alone (no WORLD_SIZE; accelerate launch "
-                         "starts one process on the CPU): launch CPU processes with `torchrun --nproc_per_node N -m "
-                         "unmask -- COMMAND ...`, or run without a launcher for one process")
+        raise ValueError(
+            f"asked for {asked}, but this process was started alone (no WORLD_SIZE; accelerate launch "
+            "starts one process on the CPU): launch CPU processes with `torchrun --nproc_per_node N -m "
+            "unmask -- COMMAND ...`, or run without a launcher for one process"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,10 @@ class Distributed:
     def shard(self, items: Sequence[T], what: str = "examples") -> Sequence[T]:
         """This rank's contiguous share of ``items`` (evaluation examples); uneven shares are fine."""
         if len(items) < self.world_size:
-            raise ValueError(f"{len(items)} {what} cannot be shared by {self.world_size} processes (each needs at "
-                             f"least one): give at least {self.world_size} or launch fewer processes")
+            raise ValueError(
+                f"{len(items)} {what} cannot be shared by {self.world_size} processes (each needs at "
+                f"least one): give at least {self.world_size} or launch fewer processes"
+            )
         lo, hi = self.bounds(len(items))
         return items[lo:hi]
 
@@ -99,7 +104,8 @@ class Distributed:
                 f"{what} {n} does not split evenly over {self.world_size} processes (a prompt's group of rollouts "
                 f"stays on one process, and every process must hold as many): use {what} "
                 f"{' or '.join(str(v) for v in dict.fromkeys([lower, upper]) if v > 0)}, or launch "
-                f"{', '.join(map(str, fits))} processes")
+                f"{', '.join(map(str, fits))} processes"
+            )
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a tensor drawn for all ranks (e.g. one alpha per prompt of the whole step)."""
@@ -128,22 +134,32 @@ class Distributed:
         total = self._all_reduce(torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64))
         return {k: float(v) if k in summed else float(v) / self.world_size for k, v in zip(keys, total.tolist())}
 
-    def weighted(self, rows: list[tuple[int, dict[str, float]]], summed: Sequence[str] = (),
-                 same: Sequence[str] = ()) -> list[dict[str, float]]:
+    def weighted(
+        self, rows: list[tuple[int, dict[str, float]]], summed: Sequence[str] = (), same: Sequence[str] = ()
+    ) -> list[dict[str, float]]:
         """Per-minibatch statistics over ranks: ``rows`` holds (local items, local means) per minibatch, in the
         same order on every rank; each mean becomes the mean over all ranks' items, keys in ``summed`` are
         added, keys in ``same`` (equal on every rank, e.g. the all-reduced gradient norm) are kept."""
         if self.world_size == 1 or not rows:
             return [stats for _, stats in rows]
         keys = list(rows[0][1])
-        local = torch.tensor([[n] + [stats[k] if k in summed or k in same else stats[k] * n if n else 0.0 for k in keys]
-                              for n, stats in rows], dtype=torch.float64)
+        local = torch.tensor(
+            [
+                [n] + [stats[k] if k in summed or k in same else stats[k] * n if n else 0.0 for k in keys]
+                for n, stats in rows
+            ],
+            dtype=torch.float64,
+        )
         total = self._all_reduce(local)
         out = []
         for row in total.tolist():
             n, values = row[0], row[1:]
-            out.append({k: v if k in summed else v / self.world_size if k in same else v / max(n, 1)
-                        for k, v in zip(keys, values)})
+            out.append(
+                {
+                    k: v if k in summed else v / self.world_size if k in same else v / max(n, 1)
+                    for k, v in zip(keys, values)
+                }
+            )
         return out
 
     def all_finite(self, value: torch.Tensor) -> bool:
@@ -217,10 +233,12 @@ class Distributed:
         except (RuntimeError, pickle.UnpicklingError) as e:
             if isinstance(e, RankFailure):
                 raise
-            raise RankFailure(f"process {self.rank} of {self.world_size}: another process of this run stopped "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); stopping too. Its "
-                              "own error is printed above by the launcher; checkpoints are only written whole by "
-                              "rank 0, so --resume continues from the last complete one") from e
+            raise RankFailure(
+                f"process {self.rank} of {self.world_size}: another process of this run stopped "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); stopping too. Its "
+                "own error is printed above by the launcher; checkpoints are only written whole by "
+                "rank 0, so --resume continues from the last complete one"
+            ) from e
 
 
 def _sum_hook(group, bucket):  # no annotations: DDP checks them against the unresolved strings
@@ -266,16 +284,23 @@ def current(timeout_minutes: float = 30.0) -> Distributed:
     try:
         from accelerate import PartialState
     except ImportError:
-        raise ValueError("launched as several processes, which needs accelerate: pip install 'unmask[distributed]'") from None
+        raise ValueError(
+            "launched as several processes, which needs accelerate: pip install 'unmask[distributed]'"
+        ) from None
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu, backend="gloo" if cpu else "nccl",
-                         timeout=datetime.timedelta(minutes=timeout_minutes))
+    state = PartialState(
+        cpu=cpu, backend="gloo" if cpu else "nccl", timeout=datetime.timedelta(minutes=timeout_minutes)
+    )
     atexit.register(_leave)
     device = str(state.device) if state.device.type == "cuda" else "cpu"
     if device != "cpu":
         torch.cuda.set_device(state.device)
     _CURRENT = Distributed(rank=state.process_index, world_size=state.num_processes, device=device)
     if _CURRENT.main:
-        print(f"unmask: {_CURRENT.world_size} processes ({torch.distributed.get_backend()}, "
-              f"{'CPU' if device == 'cpu' else 'one GPU each'})", file=sys.stderr, flush=True)
+        print(
+            f"unmask: {_CURRENT.world_size} processes ({torch.distributed.get_backend()}, "
+            f"{'CPU' if device == 'cpu' else 'one GPU each'})",
+            file=sys.stderr,
+            flush=True,
+        )
     return _CURRENT

@@ -12,4 +12,6 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ValueError(f"{feature} needs the optional dependency {e.name or module}: pip install 'unmask[{extra}]'") from None
+        raise ValueError(
+            f"{feature} needs the optional dependency {e.name or module}: pip install 'unmask[{extra}]'"
+        ) from None

@@ -55,8 +55,13 @@ class HubMixin:
         return directory
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
-                        token: str | None = None) -> Any:
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | None = None,
+    ) -> Any:
         """Load from a local directory or the hub repository ``OWNER/NAME`` (at ``revision``)."""
         path = Path(name_or_path)
         if not (path / CONFIG).is_file():
@@ -64,12 +69,21 @@ class HubMixin:
         meta = load_json(path / CONFIG)
         if cls.checkpoint_section not in meta:
             held = next((name for section, name in cls.checkpoint_kinds.items() if section in meta), None)
-            raise ValueError(f"{name_or_path} holds a {held}, not a {cls.__name__}" if held else
-                             f"{path / CONFIG} is neither an MDM nor a policy checkpoint (no 'model' / 'policy' section)")
+            raise ValueError(
+                f"{name_or_path} holds a {held}, not a {cls.__name__}"
+                if held
+                else f"{path / CONFIG} is neither an MDM nor a policy checkpoint (no 'model' / 'policy' section)"
+            )
         return cls.load_checkpoint(path)
 
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
-                    revision: str | None = None, commit_message: str = "Upload with unmask") -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload with unmask",
+    ) -> str:
         """Create ``repo_id`` if needed and upload this checkpoint and its card; returns the commit URL."""
         hub = require("huggingface_hub", "hub", "push_to_hub")
         check_repo_id(repo_id)
@@ -77,7 +91,9 @@ class HubMixin:
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
-            return str(api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message))
+            return str(
+                api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message)
+            )
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -87,15 +103,16 @@ def check_repo_id(repo_id: str) -> None:
 
 def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     """``hf://OWNER/NAME[@REV][:options]`` as (repo id, revision or None, options)."""
-    body = spec.strip()[len(HF_SCHEME):]
+    body = spec.strip()[len(HF_SCHEME) :]
     repo, _, options = body.partition(":")
     repo, _, revision = repo.partition("@")
     check_repo_id(repo)
     return repo, revision or None, options
 
 
-def snapshot(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
-             token: str | None = None) -> Path:
+def snapshot(
+    repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None, token: str | None = None
+) -> Path:
     """The local directory of ``repo_id`` at ``revision``: huggingface_hub's cached snapshot, downloaded first
     when the hub is reachable and ``HF_HUB_OFFLINE`` is not set."""
     hub = require("huggingface_hub", "hub", f"loading {repo_id} from the Hugging Face Hub")
@@ -108,8 +125,10 @@ def snapshot(repo_id: str, revision: str | None = None, cache_dir: str | Path | 
         return Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token))
     except LocalEntryNotFoundError:
         cache = cache_dir or constants.HF_HUB_CACHE
-        raise ValueError(f"cannot load {where}: the Hugging Face Hub is not reachable (or HF_HUB_OFFLINE is set) and "
-                         f"it is not in the local cache {cache}; connect once, or copy the snapshot there") from None
+        raise ValueError(
+            f"cannot load {where}: the Hugging Face Hub is not reachable (or HF_HUB_OFFLINE is set) and "
+            f"it is not in the local cache {cache}; connect once, or copy the snapshot there"
+        ) from None
     except HfHubHTTPError as e:
         raise ValueError(f"cannot load {where} from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
 
@@ -139,18 +158,38 @@ def model_card(config: dict[str, Any]) -> str:
         base, kind = [], "masked-diffusion-model"
         use = f"unmask eval --task {task} --model hf://OWNER/NAME"
     metrics = {k: v for k, v in config.items() if k.startswith("eval_") or k in ("step", "parameters")}
-    rows = [("base MDM", f"`{mdm}`"), ("task", f"`{task}`"),
-            ("task options", ", ".join(f"{k}={v}" for k, v in sorted(task_options.items())) or "defaults")]
-    lines = ["---", "library_name: unmask", f"tags: [unmask, masked-diffusion, {kind}]", *base, "---", "",
-             f"# {title}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
+    rows = [
+        ("base MDM", f"`{mdm}`"),
+        ("task", f"`{task}`"),
+        ("task options", ", ".join(f"{k}={v}" for k, v in sorted(task_options.items())) or "defaults"),
+    ]
+    lines = [
+        "---",
+        "library_name: unmask",
+        f"tags: [unmask, masked-diffusion, {kind}]",
+        *base,
+        "---",
+        "",
+        f"# {title}",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+    ]
     if metrics:
-        lines += ["## Metrics", "", "| metric | value |", "|---|---|",
-                  *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())], ""]
+        lines += [
+            "## Metrics",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())],
+            "",
+        ]
     if train:
         lines += ["## Training recipe", "", "```json", json.dumps(train, indent=2, sort_keys=True), "```", ""]
     lines += ["## Use", "", "```bash", "pip install 'unmask[hub]'", use, "```", ""]
     return "\n".join(lines)
 
 
-__all__ = ["CARD", "HF_SCHEME", "HubMixin", "model_card", "parse_hf_spec",
-           "resolve_hf_spec", "snapshot"]
+__all__ = ["CARD", "HF_SCHEME", "HubMixin", "model_card", "parse_hf_spec", "resolve_hf_spec", "snapshot"]

@@ -19,9 +19,10 @@ import csv
 import os
 import sys
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from tqdm import tqdm
 from tqdm.auto import tqdm as terminal_tqdm
@@ -127,8 +128,14 @@ class WandbTracker:
         id_file = directory / "wandb-run-id"
         run_id = id_file.read_text().strip() if resume and id_file.is_file() else uuid.uuid4().hex[:8]
         (directory / "wandb").mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "unmask"), name=run_name, id=run_id,
-                              resume="allow", dir=str(directory), config=config or {})
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "unmask"),
+            name=run_name,
+            id=run_id,
+            resume="allow",
+            dir=str(directory),
+            config=config or {},
+        )
         atomic_write(id_file, lambda tmp: Path(tmp).write_text(run_id))
 
     def log(self, row: dict[str, Any], step: int) -> None:
@@ -144,8 +151,14 @@ TRACKERS = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}
 class MetricsLogger:
     """Appends rows of scalars to ``<dir>/metrics.csv`` and sends them to the ``report_to`` trackers."""
 
-    def __init__(self, directory: str | Path, resume_step: int | None = None, report_to: str | Sequence[str] | None = "none",
-                 run_name: str | None = None, config: dict | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        resume_step: int | None = None,
+        report_to: str | Sequence[str] | None = "none",
+        run_name: str | None = None,
+        config: dict | None = None,
+    ) -> None:
         """``resume_step``: continue an existing log, dropping rows logged after that step; ``run_name`` and
         ``config`` (the run's settings) go to the trackers. Under several processes only rank 0 writes; the
         others' loggers do nothing."""
@@ -167,7 +180,9 @@ class MetricsLogger:
             self._rewrite(rows[:1] + kept)
         elif self.path.exists():
             self.path.unlink()
-        self.trackers = [TRACKERS[n](directory, run_name or directory.name, config, resume_step is not None) for n in names]
+        self.trackers = [
+            TRACKERS[n](directory, run_name or directory.name, config, resume_step is not None) for n in names
+        ]
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -187,6 +202,7 @@ class MetricsLogger:
 
     def _rewrite(self, rows: list[list[str]]) -> None:
         """Replace the file atomically: a kill leaves the old or the new file, never a cut one."""
+
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(rows)

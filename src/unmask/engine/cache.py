@@ -62,14 +62,19 @@ class Window:
     hidden: torch.Tensor | None  # (g, hi - lo, D)
     full: bool
 
-    def below(self, b: int) -> "Window":
+    def below(self, b: int) -> Window:
         """The window of its rows below ``b`` only (they come first, rows being ascending; views, no copy)."""
         n = int((self.rows < b).sum())
         if n == len(self.rows):
             return self
-        return Window(self.rows[:n], self.lo, self.hi, self.logits[:n], None if self.hidden is None else self.hidden[:n],
-                      self.full)
-
+        return Window(
+            self.rows[:n],
+            self.lo,
+            self.hi,
+            self.logits[:n],
+            None if self.hidden is None else self.hidden[:n],
+            self.full,
+        )
 
 
 class CacheStrategy:
@@ -104,8 +109,9 @@ class CacheStrategy:
         its keys/values (a block's first step, or a refresh): (their windows, positions run per row (b,))."""
         raise NotImplementedError
 
-    def assemble(self, rows: torch.Tensor, windows: list[Window],
-                 values: list[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
+    def assemble(
+        self, rows: torch.Tensor, windows: list[Window], values: list[dict[str, torch.Tensor | None]]
+    ) -> dict[str, torch.Tensor | None]:
         """Per-position values over the whole generation region (b, Lg, ...) for the active rows ``rows`` (b,), from
         each window's ``values`` (name -> (g, hi - lo, ...), or None)."""
         raise NotImplementedError
@@ -172,8 +178,10 @@ class FastDLLMCache(CacheStrategy):
             run = 0 if record else max(start - self.shift, 0)
             window = KVWindow(self.store, self._rows(rows[idx]), run, end, L, record)
             out = self.model(
-                input_ids[idx, run:end], None if attention_mask is None else attention_mask[idx],
-                output_hidden_states=output_hidden_states, cache=window,
+                input_ids[idx, run:end],
+                None if attention_mask is None else attention_mask[idx],
+                output_hidden_states=output_hidden_states,
+                cache=window,
             )
             positions[idx] = end - run
             drop = (g if record else start) - run  # positions before the generation region / before the block
@@ -253,8 +261,10 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
     if cache is None:
         cache = CACHES[mode]()
     elif cache.mode != mode:
-        raise ValueError(f"the cache strategy given ({type(cache).__name__}) serves cache mode {cache.mode!r}, but the "
-                         f"sampling config says cache={mode!r}; give SamplingConfig(cache={cache.mode!r})")
+        raise ValueError(
+            f"the cache strategy given ({type(cache).__name__}) serves cache mode {cache.mode!r}, but the "
+            f"sampling config says cache={mode!r}; give SamplingConfig(cache={cache.mode!r})"
+        )
     if mode not in model.cache_modes:
         raise ValueError(
             f"{model.name} cannot serve cache mode {mode!r}: it runs no partial forward against kept keys/values "

@@ -10,8 +10,8 @@ the block cache strategy (:data:`unmask.engine.cache.CACHES`).
 
 from __future__ import annotations
 
-from typing import ClassVar
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from unmask.core.config import Config, option
 from unmask.engine.cache import CACHES
@@ -30,53 +30,99 @@ class SamplingConfig(Config):
 
     COMMON: ClassVar[tuple[str, ...]] = ("steps", "block_length", "temperature", "cache")  # shown by --help
 
-    steps: int | None = option(None, "total decoding steps (LLaDA steps / Dream steps); none: one token per step "
-                               "(NFE = masks; LLaDA sampler only)", low=1)
-    block_length: int | None = option(None, "semi-autoregressive block length (LLaDA block_length); none: full "
-                                      "diffusion (a single block)", low=1)
-    temperature: float = option(0.0, "token sampling temperature (LLaDA add_gumbel_noise, Dream temperature); "
-                                "0 = argmax", low=0.0)
-    cache: str = option("none", "block key/value cache (Fast-dLLM): prefix keeps the keys/values before the current "
-                        "block, dual also those after it, from the block's first step; see docs/cache.md",
-                        choices=tuple(CACHES))
-    refine_complete_block: bool = option(False, "with --cache prefix|dual: when a block's first (full) step reveals "
-                                         "the whole block, run one more cached forward that reveals nothing, as "
-                                         "Fast-dLLM's cached loops do (bit-exact forward counts; +1 NFE per such "
-                                         "block); off: go on to the next block")
-    cache_refresh: float | None = option(None, "with --cache prefix|dual: after a step that reveals at least this share "
-                                         "of the current block's masked positions (per row), that row's next step runs "
-                                         "the full sequence and refreshes its kept keys/values, as a block's first step "
-                                         "does (beyond Fast-dLLM; 0: every step, the tokens of --cache none); none: at "
-                                         "block starts only (Fast-dLLM)", low=0.0, high=1.0)
-    confidence_float64: bool = option(False, "softmax the confidences in float64, as Fast-dLLM's get_transfer_index "
-                                      "(bit-exact Fast-dLLM tokens); off: in the logits' dtype, as LLaDA generate(), "
-                                      "where confidences within float32's resolution of 1 (~6e-8) tie and the "
-                                      "leftmost wins")
-    sampler: str = option("auto", "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
-                          "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), auto: dream "
-                          "for Dream models (logits shifted by one), else llada", choices=SAMPLERS)
-    cfg_scale: float = option(0.0, "classifier-free guidance scale (LLaDA cfg_scale): logits = u + (s + 1)(c - u) "
-                              "with u from the prompt masked; each step then costs 2 NFE", low=0.0)
+    steps: int | None = option(
+        None,
+        "total decoding steps (LLaDA steps / Dream steps); none: one token per step (NFE = masks; LLaDA sampler only)",
+        low=1,
+    )
+    block_length: int | None = option(
+        None, "semi-autoregressive block length (LLaDA block_length); none: full diffusion (a single block)", low=1
+    )
+    temperature: float = option(
+        0.0, "token sampling temperature (LLaDA add_gumbel_noise, Dream temperature); 0 = argmax", low=0.0
+    )
+    cache: str = option(
+        "none",
+        "block key/value cache (Fast-dLLM): prefix keeps the keys/values before the current "
+        "block, dual also those after it, from the block's first step; see docs/cache.md",
+        choices=tuple(CACHES),
+    )
+    refine_complete_block: bool = option(
+        False,
+        "with --cache prefix|dual: when a block's first (full) step reveals "
+        "the whole block, run one more cached forward that reveals nothing, as "
+        "Fast-dLLM's cached loops do (bit-exact forward counts; +1 NFE per such "
+        "block); off: go on to the next block",
+    )
+    cache_refresh: float | None = option(
+        None,
+        "with --cache prefix|dual: after a step that reveals at least this share "
+        "of the current block's masked positions (per row), that row's next step runs "
+        "the full sequence and refreshes its kept keys/values, as a block's first step "
+        "does (beyond Fast-dLLM; 0: every step, the tokens of --cache none); none: at "
+        "block starts only (Fast-dLLM)",
+        low=0.0,
+        high=1.0,
+    )
+    confidence_float64: bool = option(
+        False,
+        "softmax the confidences in float64, as Fast-dLLM's get_transfer_index "
+        "(bit-exact Fast-dLLM tokens); off: in the logits' dtype, as LLaDA generate(), "
+        "where confidences within float32's resolution of 1 (~6e-8) tie and the "
+        "leftmost wins",
+    )
+    sampler: str = option(
+        "auto",
+        "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
+        "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), auto: dream "
+        "for Dream models (logits shifted by one), else llada",
+        choices=SAMPLERS,
+    )
+    cfg_scale: float = option(
+        0.0,
+        "classifier-free guidance scale (LLaDA cfg_scale): logits = u + (s + 1)(c - u) "
+        "with u from the prompt masked; each step then costs 2 NFE",
+        low=0.0,
+    )
     logits_eos_inf: bool = option(False, "never choose EOS (LLaDA logits_eos_inf; needs the EOS id)")
-    confidence_eos_eot_inf: bool = option(False, "give EOT (and, at temperature 0, EOS) zero confidence "
-                                          "(LLaDA confidence_eos_eot_inf; needs the EOS and EOT ids)")
+    confidence_eos_eot_inf: bool = option(
+        False,
+        "give EOT (and, at temperature 0, EOS) zero confidence "
+        "(LLaDA confidence_eos_eot_inf; needs the EOS and EOT ids)",
+    )
     eos_token_id: int | None = option(None, "EOS id for the two options above; none: the model's eos_token_id", low=0)
     eot_token_id: int | None = option(None, "EOT id for confidence_eos_eot_inf; none: the model's eot_token_id", low=0)
-    eps: float = option(1e-3, "last diffusion time of Dream's schedule (timesteps = linspace(1, eps, steps + 1))",
-                        low=0.0, high=1.0, low_open=True, high_open=True)
-    top_p: float | None = option(None, "nucleus sampling mass (Dream top_p), in (0, 1]; none: off", low=0.0,
-                                 high=1.0, low_open=True)
+    eps: float = option(
+        1e-3,
+        "last diffusion time of Dream's schedule (timesteps = linspace(1, eps, steps + 1))",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    top_p: float | None = option(
+        None, "nucleus sampling mass (Dream top_p), in (0, 1]; none: off", low=0.0, high=1.0, low_open=True
+    )
     top_k: int | None = option(None, "sample among the top-k tokens (Dream top_k); none: off", low=1)
-    suppress_mask_token: bool = option(True, "set the mask token's logit to -inf (the one intended deviation from "
-                                       "LLaDA / Dream / Fast-dLLM); off: bit-exact parity, but a model that predicts "
-                                       "[MASK] can then stall (an error after max_forwards)")
-    max_forwards: int | None = option(None, "stop with an error when a row needs more forwards (only reachable with "
-                                      "suppress_mask_token off); none: 4 x (positions + steps)", low=1)
+    suppress_mask_token: bool = option(
+        True,
+        "set the mask token's logit to -inf (the one intended deviation from "
+        "LLaDA / Dream / Fast-dLLM); off: bit-exact parity, but a model that predicts "
+        "[MASK] can then stall (an error after max_forwards)",
+    )
+    max_forwards: int | None = option(
+        None,
+        "stop with an error when a row needs more forwards (only reachable with "
+        "suppress_mask_token off); none: 4 x (positions + steps)",
+        low=1,
+    )
 
     def check(self) -> None:
         if self.cache_refresh is not None and self.cache == "none":
-            raise ValueError("cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache none keeps none; "
-                             "use --cache prefix or --cache dual, or drop --cache-refresh")
+            raise ValueError(
+                "cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache none keeps none; "
+                "use --cache prefix or --cache dual, or drop --cache-refresh"
+            )
 
     def resolve(self, model: MaskedDiffusionModel) -> str:
         """The sampler for ``model`` ("llada" or "dream"), after checking the options fit it."""
@@ -88,30 +134,44 @@ class SamplingConfig(Config):
         given = [n for n in other if getattr(self, n) != defaults[n]]
         if given:
             owner = "LLaDA generate()" if sampler == "dream" else "Dream diffusion_generate()"
-            raise ValueError(f"{', '.join(given)}: {owner} option(s), but {model.name} decodes with the {sampler} sampler; "
-                             f"drop them, or choose the sampler with --sampler {'llada' if sampler == 'dream' else 'dream'}")
+            raise ValueError(
+                f"{', '.join(given)}: {owner} option(s), but {model.name} decodes with the {sampler} sampler; "
+                f"drop them, or choose the sampler with --sampler {'llada' if sampler == 'dream' else 'dream'}"
+            )
         if sampler == "dream" and self.steps is None:
             raise ValueError("the dream sampler needs steps (Dream's diffusion_generate steps), e.g. --steps 64")
         if self.cfg_scale > 0 and self.cache != "none":
-            raise ValueError("cfg_scale > 0 runs an unconditional forward each step, which the block caches do not "
-                             "serve; use --cache none")
+            raise ValueError(
+                "cfg_scale > 0 runs an unconditional forward each step, which the block caches do not "
+                "serve; use --cache none"
+            )
         return sampler
 
-    def build(self, model: MaskedDiffusionModel) -> tuple[BlockSchedule | TimestepSchedule,
-                                                          GumbelMaxTokens | CategoricalTokens]:
+    def build(
+        self, model: MaskedDiffusionModel
+    ) -> tuple[BlockSchedule | TimestepSchedule, GumbelMaxTokens | CategoricalTokens]:
         """(count schedule, token rule) of the sampler for ``model``."""
         sampler = self.resolve(model)
         if sampler == "dream":
             return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)
         ids = {}
-        for name, used in (("eos_token_id", self.logits_eos_inf or self.confidence_eos_eot_inf),
-                           ("eot_token_id", self.confidence_eos_eot_inf)):
+        for name, used in (
+            ("eos_token_id", self.logits_eos_inf or self.confidence_eos_eot_inf),
+            ("eot_token_id", self.confidence_eos_eot_inf),
+        ):
             value = getattr(self, name) if getattr(self, name) is not None else getattr(model, name, None)
             if used and value is None:
-                raise ValueError(f"{name} is unknown: {model.name} defines none; give it (--{name.replace('_', '-')} ID)")
+                raise ValueError(
+                    f"{name} is unknown: {model.name} defines none; give it (--{name.replace('_', '-')} ID)"
+                )
             if used and not 0 <= int(value) < model.vocab_size:
                 raise ValueError(f"{name} {value} lies outside the vocabulary [0, {model.vocab_size})")
             ids[name] = None if value is None else int(value)
-        tokens = GumbelMaxTokens(self.temperature, self.logits_eos_inf, self.confidence_eos_eot_inf, **ids,
-                                 confidence_float64=self.confidence_float64)
+        tokens = GumbelMaxTokens(
+            self.temperature,
+            self.logits_eos_inf,
+            self.confidence_eos_eot_inf,
+            **ids,
+            confidence_float64=self.confidence_float64,
+        )
         return BlockSchedule(self.steps, self.block_length), tokens

@@ -107,8 +107,15 @@ class DecodeState:
     memory: RowMemory  # what the policy keeps per row from step to step (StepState.recall / remember)
 
     @classmethod
-    def start(cls, model: MaskedDiffusionModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-              inputs: dict[str, torch.Tensor], gen_start: int, plan: Plan) -> "DecodeState":
+    def start(
+        cls,
+        model: MaskedDiffusionModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        inputs: dict[str, torch.Tensor],
+        gen_start: int,
+        plan: Plan,
+    ) -> DecodeState:
         """Nothing revealed yet: every row at step 0 of block 0."""
         device = model.device
         x = input_ids.to(device, copy=True)
@@ -118,13 +125,25 @@ class DecodeState:
         total = masked0.sum(1)
         zeros = [torch.zeros(B, dtype=torch.long, device=device) for _ in range(6)]
         return cls(
-            x=x, attention_mask=None if attention_mask is None else attention_mask.to(device), inputs=inputs,
-            gen_start=gen_start, mask_id=model.mask_id, plan=plan, given=given, total=total,
+            x=x,
+            attention_mask=None if attention_mask is None else attention_mask.to(device),
+            inputs=inputs,
+            gen_start=gen_start,
+            mask_id=model.mask_id,
+            plan=plan,
+            given=given,
+            total=total,
             block_of=(torch.arange(Lg, device=device) // plan.block_length).expand(B, Lg),
-            block=zeros[0], block_step=zeros[1], n0=zeros[2], nfe=zeros[3], steps=zeros[4], positions_run=zeros[5],
+            block=zeros[0],
+            block_step=zeros[1],
+            n0=zeros[2],
+            nfe=zeros[3],
+            steps=zeros[4],
+            positions_run=zeros[5],
             order=torch.where(masked0, torch.zeros_like(total)[:, None], torch.full_like(total, -1)[:, None]),
             reveal_conf=torch.full((B, Lg), float("nan"), device=device),
-            refresh=torch.zeros(B, dtype=torch.bool, device=device), memory=RowMemory(B),
+            refresh=torch.zeros(B, dtype=torch.bool, device=device),
+            memory=RowMemory(B),
         )
 
     def masked(self, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
@@ -153,26 +172,35 @@ class DecodeState:
         g = self.gen_start
         self.x[active, g:] = self.x[active, g:].masked_scatter(reveal, chosen.to(self.x.dtype))
         self.order[active] = torch.where(reveal, self.steps[active, None], self.order[active])
-        self.reveal_conf[active] = self.reveal_conf[active].masked_scatter(reveal, chosen_conf.to(self.reveal_conf.dtype))
+        self.reveal_conf[active] = self.reveal_conf[active].masked_scatter(
+            reveal, chosen_conf.to(self.reveal_conf.dtype)
+        )
         if cache_refresh is not None:  # this step revealed at least that share of the block's masked positions
             self.refresh[active] = reveal.sum(1) / state.candidates.sum(1).clamp(min=1) >= cache_refresh
         self.steps[active] += 1
         self.block_step[active] += 1
 
     def output(self, trajectory: list[StepRecord]) -> GenerationOutput:
-        return GenerationOutput(sequences=self.x, nfe=self.nfe, order=self.order, reveal_confidence=self.reveal_conf,
-                                trajectory=trajectory, positions_run=self.positions_run, steps=self.steps)
+        return GenerationOutput(
+            sequences=self.x,
+            nfe=self.nfe,
+            order=self.order,
+            reveal_confidence=self.reveal_conf,
+            trajectory=trajectory,
+            positions_run=self.positions_run,
+            steps=self.steps,
+        )
 
 
 @torch.no_grad()
 def generate(
     model: MaskedDiffusionModel,
     input_ids: torch.Tensor,
-    policy: "Policy",
+    policy: Policy,
     config: SamplingConfig | None = None,
     attention_mask: torch.Tensor | None = None,
     gen_start: int = 0,
-    generator: "torch.Generator | RandomStreams | None" = None,
+    generator: torch.Generator | RandomStreams | None = None,
     record: bool = False,
     inputs: dict[str, torch.Tensor] | None = None,
     cache: CacheStrategy | None = None,
@@ -201,8 +229,10 @@ def generate(
     trajectory: list[StepRecord] = []
     while (active := run.advance(follows)).numel():
         if int(run.nfe[active].max()) >= limit:
-            raise ValueError(f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
-                             "the mask token; keep suppress_mask_token on (the default) or raise max_forwards")
+            raise ValueError(
+                f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
+                "the mask token; keep suppress_mask_token on (the default) or raise max_forwards"
+            )
         state = _observe(model, cache, tokens, policy, config, streams, run, active)
         reveal, data = policy.act(state, record)
         _check_reveal(policy, reveal, state.candidates, follows)
@@ -214,41 +244,62 @@ def generate(
     return run.output(trajectory)
 
 
-def _check_inputs(model: MaskedDiffusionModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                  gen_start: int, inputs: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+def _check_inputs(
+    model: MaskedDiffusionModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    gen_start: int,
+    inputs: dict[str, torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
     """Raise one clear error for arguments of :func:`generate` that do not fit; the policy inputs on the model's device."""
     model.check_input(input_ids)  # before any forward: a row without masks runs none
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
+        )
     B, L = input_ids.shape
     if not 0 <= gen_start < L:
         raise ValueError(f"gen_start must lie in [0, {L}), got {gen_start}")
     inputs = dict(inputs or {})
     for name, value in inputs.items():
         if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != B:
-            raise ValueError(f"policy input {name!r} must be a tensor with one entry per row, shape ({B}, ...); got "
-                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+            raise ValueError(
+                f"policy input {name!r} must be a tensor with one entry per row, shape ({B}, ...); got "
+                f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
+            )
         inputs[name] = value.to(model.device)
     return inputs
 
 
-def _follows(policy: "Policy", plan: Plan, config: SamplingConfig, masked: torch.Tensor) -> bool:
+def _follows(policy: Policy, plan: Plan, config: SamplingConfig, masked: torch.Tensor) -> bool:
     """Whether blocks last their scheduled steps (a policy that follows a fixed schedule); raise for a policy that
     needs steps without them, warn when there are more steps than ``masked`` (B, Lg) positions in the fullest row."""
     if policy.capabilities.needs_steps and plan.steps_per_block is None:
-        raise ValueError(f"policy {policy.name!r} reveals a random number of positions per step (possibly none) and "
-                         "needs a fixed number of steps; give steps (e.g. --steps 16)")
+        raise ValueError(
+            f"policy {policy.name!r} reveals a random number of positions per step (possibly none) and "
+            "needs a fixed number of steps; give steps (e.g. --steps 16)"
+        )
     most = int(masked.sum(1).max())  # positions to generate in the fullest row
     if config.steps is not None and config.steps > most:
-        warnings.warn(f"steps {config.steps} is more than the {most} masked positions to generate: the schedule "
-                      f"spreads {most} reveals over {config.steps} steps, so some run a forward that reveals nothing "
-                      f"(as LLaDA's generate() does); give steps <= {most} (--steps) to save those forwards")
+        warnings.warn(
+            f"steps {config.steps} is more than the {most} masked positions to generate: the schedule "
+            f"spreads {most} reveals over {config.steps} steps, so some run a forward that reveals nothing "
+            f"(as LLaDA's generate() does); give steps <= {most} (--steps) to save those forwards",
+            stacklevel=2,
+        )
     return policy.capabilities.follows_schedule and plan.steps_per_block is not None
 
 
-def _observe(model: MaskedDiffusionModel, cache: CacheStrategy, tokens: GumbelMaxTokens | CategoricalTokens,
-             policy: "Policy", config: SamplingConfig, streams: RandomStreams, run: DecodeState,
-             active: torch.Tensor) -> StepState:
+def _observe(
+    model: MaskedDiffusionModel,
+    cache: CacheStrategy,
+    tokens: GumbelMaxTokens | CategoricalTokens,
+    policy: Policy,
+    config: SamplingConfig,
+    streams: RandomStreams,
+    run: DecodeState,
+    active: torch.Tensor,
+) -> StepState:
     """One step's forward, token rule and assembly for the ``active`` rows: the :class:`StepState` the policy sees
     (with the tokens of every masked position drawn, unless the policy draws them after it reveals)."""
     g, length = run.gen_start, run.block_of.shape[1]
@@ -261,10 +312,21 @@ def _observe(model: MaskedDiffusionModel, cache: CacheStrategy, tokens: GumbelMa
     candidates = masked & (run.block_of[active] <= run.block[active, None])
     k, p = run.plan.count(run.n0[active], candidates.sum(1), run.block_step[active])
     state = StepState(
-        probs=step["probs"], tokens=step["tokens"], confidence=step["confidence"],
-        choose=tokens.choose(step["probs"], draws), candidates=candidates, masked=masked, num_transfer=k,
-        transfer_probability=p, total=run.total[active], draws=draws, hidden=step["hidden"], rows=active,
-        current=run.x[active, g:], offset=g, inputs={name: value[active] for name, value in run.inputs.items()},
+        probs=step["probs"],
+        tokens=step["tokens"],
+        confidence=step["confidence"],
+        choose=tokens.choose(step["probs"], draws),
+        candidates=candidates,
+        masked=masked,
+        num_transfer=k,
+        transfer_probability=p,
+        total=run.total[active],
+        draws=draws,
+        hidden=step["hidden"],
+        rows=active,
+        current=run.x[active, g:],
+        offset=g,
+        inputs={name: value[active] for name, value in run.inputs.items()},
         memory=run.memory,
     )
     if not policy.capabilities.tokens_after_reveal:
@@ -272,8 +334,9 @@ def _observe(model: MaskedDiffusionModel, cache: CacheStrategy, tokens: GumbelMa
     return state
 
 
-def _token_rule(tokens: GumbelMaxTokens | CategoricalTokens, windows: list[Window], draws: Draws,
-                suppress: int | None) -> list[dict[str, torch.Tensor | None]]:
+def _token_rule(
+    tokens: GumbelMaxTokens | CategoricalTokens, windows: list[Window], draws: Draws, suppress: int | None
+) -> list[dict[str, torch.Tensor | None]]:
     """The token rule's per-position work (``prepare``) on each forward's fresh positions only, with its share of
     the step's positional ``draws``; the logit of token ``suppress`` (the mask token) set to -inf first."""
     shares, values = draws.windows(), []
@@ -286,17 +349,22 @@ def _token_rule(tokens: GumbelMaxTokens | CategoricalTokens, windows: list[Windo
     return values
 
 
-def _check_reveal(policy: "Policy", reveal: torch.Tensor, candidates: torch.Tensor, follows: bool) -> None:
+def _check_reveal(policy: Policy, reveal: torch.Tensor, candidates: torch.Tensor, follows: bool) -> None:
     """Raise when the policy's reveal mask is not a bool mask of candidates with (unless it follows the
     schedule) at least one per row."""
     if reveal.shape != candidates.shape or reveal.dtype != torch.bool:
-        raise RuntimeError(f"policy {policy.name!r} returned {tuple(reveal.shape)} {reveal.dtype}; expected bool {tuple(candidates.shape)}")
+        raise RuntimeError(
+            f"policy {policy.name!r} returned {tuple(reveal.shape)} {reveal.dtype}; expected bool {tuple(candidates.shape)}"
+        )
     if (reveal & ~candidates).any() or not (follows or reveal.any(1).all()):
-        raise RuntimeError(f"policy {policy.name!r} must reveal at least one masked position of the current block per row, and only those")
+        raise RuntimeError(
+            f"policy {policy.name!r} must reveal at least one masked position of the current block per row, and only those"
+        )
 
 
-def _refine(model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState, active: torch.Tensor,
-            cfg_scale: float) -> None:
+def _refine(
+    model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState, active: torch.Tensor, cfg_scale: float
+) -> None:
     """Fast-dLLM's cached while loop (``refine_complete_block``): a row whose block's first step (the step just
     committed) revealed the whole block runs one more cached forward, which reveals nothing."""
     open_ = run.masked(active) & (run.block_of[active] == run.block[active, None])
@@ -305,8 +373,15 @@ def _refine(model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState,
         _forward(model, cache, run, again, torch.zeros_like(again, dtype=torch.bool), cfg_scale, False)
 
 
-def _forward(model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState, rows: torch.Tensor,
-             first: torch.Tensor, cfg_scale: float, needs_hidden: bool) -> list[Window]:
+def _forward(
+    model: MaskedDiffusionModel,
+    cache: CacheStrategy,
+    run: DecodeState,
+    rows: torch.Tensor,
+    first: torch.Tensor,
+    cfg_scale: float,
+    needs_hidden: bool,
+) -> list[Window]:
     """One step's forwards for ``rows`` (ascending), counted in their NFE and positions run: their
     :class:`unmask.engine.cache.Window` s. The forward runs at a :func:`bucket` batch size (padded with copies of
     the first row, dropped from the windows) and, with ``cfg_scale > 0`` (``--cache none`` only: one full window),
@@ -320,13 +395,20 @@ def _forward(model: MaskedDiffusionModel, cache: CacheStrategy, run: DecodeState
     blocks, firsts = run.block[batch], torch.cat([first, first[:1].expand(len(pad))])
     if cfg_scale > 0:
         un = x.masked_fill(run.given[batch], model.mask_id)
-        (window,), positions = cache.forward(torch.cat([x, un]), None if mask is None else torch.cat([mask, mask]),
-                                             torch.cat([batch, batch]), torch.cat([blocks, blocks]),
-                                             torch.cat([firsts, firsts]), needs_hidden)
+        (window,), positions = cache.forward(
+            torch.cat([x, un]),
+            None if mask is None else torch.cat([mask, mask]),
+            torch.cat([batch, batch]),
+            torch.cat([blocks, blocks]),
+            torch.cat([firsts, firsts]),
+            needs_hidden,
+        )
         n = len(batch)
         cond, uncond = window.logits[:n], window.logits[n:]
         hidden = None if window.hidden is None else window.hidden[:n]
-        windows = [Window(window.rows[:n], window.lo, window.hi, uncond + (cfg_scale + 1) * (cond - uncond), hidden, True)]
+        windows = [
+            Window(window.rows[:n], window.lo, window.hi, uncond + (cfg_scale + 1) * (cond - uncond), hidden, True)
+        ]
         positions = positions[:n] * 2
     else:
         windows, positions = cache.forward(x, mask, batch, blocks, firsts, needs_hidden)

@@ -27,7 +27,9 @@ class Plan:
     num_blocks: int
     steps_per_block: int | None
 
-    def count(self, n0: torch.Tensor, n_cand: torch.Tensor, block_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def count(
+        self, n0: torch.Tensor, n_cand: torch.Tensor, block_step: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(k, transfer probability), each (b,): what step ``block_step`` of a block that began with ``n0`` masks
         reveals among the ``n_cand`` masked candidates."""
         raise NotImplementedError

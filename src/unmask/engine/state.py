@@ -8,7 +8,7 @@ get tokens drawn only at the positions they reveal, after their own draws, as Dr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -48,7 +48,7 @@ class StepState:
         current: torch.Tensor | None = None,
         offset: int = 0,
         inputs: dict[str, torch.Tensor] | None = None,
-        memory: "RowMemory | None" = None,
+        memory: RowMemory | None = None,
     ) -> None:
         if (tokens is None or confidence is None) and choose is None:
             raise ValueError("StepState needs tokens and confidence, or a token choice to draw them")
@@ -65,7 +65,11 @@ class StepState:
     @property
     def row_ids(self) -> torch.Tensor:
         """(b,) each row's index in the generate() batch (``rows``; 0..b-1 for a state built without them)."""
-        return self.rows if self.rows is not None else torch.arange(self.candidates.shape[0], device=self.candidates.device)
+        return (
+            self.rows
+            if self.rows is not None
+            else torch.arange(self.candidates.shape[0], device=self.candidates.device)
+        )
 
     def recall(self, name: str) -> torch.Tensor | None:
         """What the policy stored under ``name`` at these rows' previous step (None before the first store)."""
@@ -90,8 +94,12 @@ class StepState:
         """Draw the tokens of every masked position now (once)."""
         if self._tokens is None:
             tokens, confidence = self._choose(self.masked)
-            self._tokens = torch.zeros(self.masked.shape, dtype=torch.long, device=self.masked.device).masked_scatter(self.masked, tokens)
-            self._confidence = torch.zeros(self.masked.shape, dtype=confidence.dtype, device=self.masked.device).masked_scatter(self.masked, confidence)
+            self._tokens = torch.zeros(self.masked.shape, dtype=torch.long, device=self.masked.device).masked_scatter(
+                self.masked, tokens
+            )
+            self._confidence = torch.zeros(
+                self.masked.shape, dtype=confidence.dtype, device=self.masked.device
+            ).masked_scatter(self.masked, confidence)
 
     @property
     def tokens(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ order (how upstream indexes ``logits[mask_index]``).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,9 @@ Distribution = Callable[[tuple[int, ...], torch.dtype, torch.device, "torch.Gene
 DISTRIBUTIONS: dict[str, Distribution] = {
     "uniform": lambda shape, dtype, device, g: torch.rand(shape, generator=g, dtype=dtype, device=device),
     "normal": lambda shape, dtype, device, g: torch.randn(shape, generator=g, dtype=dtype, device=device),
-    "exponential": lambda shape, dtype, device, g: torch.empty(shape, dtype=dtype, device=device).exponential_(generator=g),
+    "exponential": lambda shape, dtype, device, g: torch.empty(shape, dtype=dtype, device=device).exponential_(
+        generator=g
+    ),
 }
 
 
@@ -39,13 +41,13 @@ class Draws:
     def __init__(self, rows: torch.Tensor, gen_start: int, length: int, device: torch.device) -> None:
         self.rows, self.gen_start, self.length, self.device = rows, gen_start, length, device
 
-    def subset(self, keep: torch.Tensor) -> "Draws":
+    def subset(self, keep: torch.Tensor) -> Draws:
         """The draws of the rows ``keep`` (b,) bool only (rows that draw nothing this step consume nothing)."""
         sub = object.__new__(type(self))
         sub.__dict__.update(self.__dict__, rows=self.rows[keep])
         return sub
 
-    def windows(self) -> "WindowDraws":
+    def windows(self) -> WindowDraws:
         """This step's draws split over the forwards of a cached step (:class:`WindowDraws`)."""
         return WindowDraws(self)
 
@@ -152,8 +154,10 @@ class SharedStream(RandomStreams):
 
     def check(self, batch_size: int, device: torch.device) -> None:
         if self.generator is not None and self.generator.device.type != device.type:
-            raise ValueError(f"the random generator is on {self.generator.device} but the model on {device}; "
-                             f"create it with torch.Generator(device=model.device)")
+            raise ValueError(
+                f"the random generator is on {self.generator.device} but the model on {device}; "
+                f"create it with torch.Generator(device=model.device)"
+            )
 
     def bind(self, rows, gen_start, length, device):
         return _SharedDraws(self.generator, rows, gen_start, length, device)
@@ -170,12 +174,17 @@ class _ExampleDraws(Draws):
     def _rows(self, kind, shape, dtype):
         if len(self.rows) == 0:
             return torch.empty((0, *shape), dtype=dtype, device=self.device)
-        return torch.stack([DISTRIBUTIONS[kind](shape, dtype, self.device, self.generators[r]) for r in self.rows.tolist()])
+        return torch.stack(
+            [DISTRIBUTIONS[kind](shape, dtype, self.device, self.generators[r]) for r in self.rows.tolist()]
+        )
 
     def _at(self, kind, where, tail, dtype):
         counts = where.sum(1).tolist()
-        parts = [DISTRIBUTIONS[kind]((n, *tail), dtype, self.device, self.generators[r])
-                 for r, n in zip(self.rows.tolist(), counts) if n]
+        parts = [
+            DISTRIBUTIONS[kind]((n, *tail), dtype, self.device, self.generators[r])
+            for r, n in zip(self.rows.tolist(), counts)
+            if n
+        ]
         return torch.cat(parts) if parts else torch.empty((0, *tail), dtype=dtype, device=self.device)
 
 
@@ -183,7 +192,9 @@ class ExampleStreams(RandomStreams):
     """One generator per example (row ``i`` of the batch is example ``example_ids[i]``), seeded with
     :meth:`seed_of` ``(seed, example_id)``: a row's draws never depend on the other rows."""
 
-    def __init__(self, seed: int, example_ids: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, seed: int, example_ids: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu"
+    ) -> None:
         ids = [int(i) for i in (example_ids.tolist() if isinstance(example_ids, torch.Tensor) else example_ids)]
         self.seed, self.example_ids = int(seed), ids
         self.generators = [torch.Generator(device=device).manual_seed(self.seed_of(self.seed, i)) for i in ids]
@@ -199,16 +210,20 @@ class ExampleStreams(RandomStreams):
 
     def check(self, batch_size: int, device: torch.device) -> None:
         if batch_size != len(self.generators):
-            raise ValueError(f"ExampleStreams holds {len(self.generators)} example streams for a batch of {batch_size} rows; "
-                             "give one example id per row")
+            raise ValueError(
+                f"ExampleStreams holds {len(self.generators)} example streams for a batch of {batch_size} rows; "
+                "give one example id per row"
+            )
         if self.device.type != device.type:
-            raise ValueError(f"ExampleStreams live on {self.device} but the model on {device}; pass device=model.device")
+            raise ValueError(
+                f"ExampleStreams live on {self.device} but the model on {device}; pass device=model.device"
+            )
 
     def bind(self, rows, gen_start, length, device):
         return _ExampleDraws(self.generators, rows, gen_start, length, device)
 
 
-def as_streams(generator: "torch.Generator | RandomStreams | None") -> RandomStreams:
+def as_streams(generator: torch.Generator | RandomStreams | None) -> RandomStreams:
     """What ``generate(generator=...)`` accepts: streams as they are, a torch.Generator (or None, torch's global
     generator) as a :class:`SharedStream`."""
     if isinstance(generator, RandomStreams):

@@ -18,8 +18,8 @@ that draws only where asked (None for eager rules).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

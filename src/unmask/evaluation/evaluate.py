@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from unmask.core.checkpoint import atomic_write
 from unmask.core.distributed import current
+from unmask.core.tracking import progress_bar
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import GenerationOutput, generate
-from unmask.evaluation.metrics import aup
-from unmask.core.tracking import progress_bar
-from unmask.models.base import MaskedDiffusionModel
 from unmask.engine.policy import Policy
 from unmask.engine.streams import ExampleStreams
+from unmask.evaluation.metrics import aup
+from unmask.models.base import MaskedDiffusionModel
 from unmask.tasks.base import EncodedBatch, Task
 
 
@@ -41,9 +41,11 @@ def gold_tokens(task: Task, examples: Sequence, model: MaskedDiffusionModel) -> 
     try:
         return task.targets(examples, model).to(model.device)
     except NotImplementedError:
-        raise ValueError(f"oracles and imitation read the gold token of every generated position; task {task.name} "
-                         "gives none (sudoku, zebra and arithmetic do): drop oracle / gt_margin from --policies, "
-                         "--imitation-rounds from training") from None
+        raise ValueError(
+            f"oracles and imitation read the gold token of every generated position; task {task.name} "
+            "gives none (sudoku, zebra and arithmetic do): drop oracle / gt_margin from --policies, "
+            "--imitation-rounds from training"
+        ) from None
 
 
 def run_policy(
@@ -76,7 +78,9 @@ def run_policy(
         enc = task.encode(chunk, model)
         streams = ExampleStreams(seed, range(lo + i, lo + i + len(chunk)), device=model.device)
         inputs = {"target": gold_tokens(task, chunk, model)} if policy.capabilities.needs_target else None
-        out = generate(model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams, inputs=inputs)
+        out = generate(
+            model, enc.input_ids, policy, sampling, enc.attention_mask, enc.gen_start, streams, inputs=inputs
+        )
         scores = task.score(chunk, task.decode(chunk, out.sequences, model))
         if on_batch is not None:
             on_batch(chunk, enc, out)
@@ -84,11 +88,17 @@ def run_policy(
         acc.append(scores.cell_accuracy)
         nfe.append(out.nfe.cpu().numpy())
         positions.append(out.positions_run.cpu().numpy())
-        generated.append((enc.input_ids[:, enc.gen_start:] == model.mask_id).sum(1).cpu().numpy())
+        generated.append((enc.input_ids[:, enc.gen_start :] == model.mask_id).sum(1).cpu().numpy())
     seconds = time.perf_counter() - start
-    per = dist.gather({"solved": np.concatenate(solved), "cell_accuracy": np.concatenate(acc),
-                       "nfe": np.concatenate(nfe), "positions": np.concatenate(positions),
-                       "generated": np.concatenate(generated)})
+    per = dist.gather(
+        {
+            "solved": np.concatenate(solved),
+            "cell_accuracy": np.concatenate(acc),
+            "nfe": np.concatenate(nfe),
+            "positions": np.concatenate(positions),
+            "generated": np.concatenate(generated),
+        }
+    )
     tpf = float(per["generated"].sum() / max(per["nfe"].sum(), 1))
     result = EvalResult(
         policy=policy.name,
@@ -137,21 +147,29 @@ def pass_at_n(
         raise ValueError(f"pass@N needs N >= 1, got {n}")
     stochastic = policy.capabilities.stochastic or (sampling is not None and sampling.temperature > 0)
     if n > 1 and not stochastic:
-        raise ValueError(f"policy {policy.name!r} is deterministic: pass@{n} equals pass@1; use a stochastic policy "
-                         "(random, topk_softmax, a learned policy with sigma>0) or --temperature > 0")
-    solved = np.stack([run_policy(task, model, examples, policy, sampling, batch_size, seed + i)[1]["solved"] for i in range(n)])
+        raise ValueError(
+            f"policy {policy.name!r} is deterministic: pass@{n} equals pass@1; use a stochastic policy "
+            "(random, topk_softmax, a learned policy with sigma>0) or --temperature > 0"
+        )
+    solved = np.stack(
+        [run_policy(task, model, examples, policy, sampling, batch_size, seed + i)[1]["solved"] for i in range(n)]
+    )
     return np.maximum.accumulate(solved, axis=0).mean(axis=1).tolist()
 
 
 def format_table(results: Sequence[EvalResult]) -> str:
     """A plain-text table (policy, solved rate, cell accuracy, mean NFE, tokens per forward, AUP, mean positions run,
     seconds)."""
-    header = (f"{'policy':<34} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'TPF':>6} {'AUP':>7} {'positions':>9} "
-              f"{'seconds':>8} {'n':>6}")
+    header = (
+        f"{'policy':<34} {'solved':>8} {'cell acc':>9} {'NFE':>8} {'TPF':>6} {'AUP':>7} {'positions':>9} "
+        f"{'seconds':>8} {'n':>6}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
-        lines.append(f"{r.policy:<34} {r.solved_rate:>8.3f} {r.cell_accuracy:>9.3f} {r.nfe:>8.2f} {r.tpf:>6.2f} {r.aup:>7.1f} "
-                     f"{r.positions:>9.1f} {r.seconds:>8.2f} {r.n:>6}")
+        lines.append(
+            f"{r.policy:<34} {r.solved_rate:>8.3f} {r.cell_accuracy:>9.3f} {r.nfe:>8.2f} {r.tpf:>6.2f} {r.aup:>7.1f} "
+            f"{r.positions:>9.1f} {r.seconds:>8.2f} {r.n:>6}"
+        )
     return "\n".join(lines)
 
 
@@ -170,8 +188,14 @@ def plot_frontier(results: Sequence[EvalResult], path: str | Path, title: str = 
     fig, ax = plt.subplots(figsize=(8.4, 4.4))
     markers = "osD^vP*X<>h"
     for i, r in enumerate(results):
-        ax.scatter(r.nfe, 100 * r.solved_rate, s=50, marker=markers[i % len(markers)], alpha=0.8,
-                   label=f"{r.policy}: {100 * r.solved_rate:.1f}%, {r.nfe:.1f} NFE, AUP {r.aup:.1f}")
+        ax.scatter(
+            r.nfe,
+            100 * r.solved_rate,
+            s=50,
+            marker=markers[i % len(markers)],
+            alpha=0.8,
+            label=f"{r.policy}: {100 * r.solved_rate:.1f}%, {r.nfe:.1f} NFE, AUP {r.aup:.1f}",
+        )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("mean NFE (MDM forward passes)")
     ax.set_ylabel("solved (%)")

@@ -18,17 +18,17 @@ solved rate against the threshold curve interpolated at the same mean NFE, and e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from unmask.core.checkpoint import atomic_write
+from unmask.core.tracking import progress_bar
 from unmask.engine.config import SamplingConfig
 from unmask.evaluation.evaluate import run_policy
 from unmask.evaluation.metrics import aup
-from unmask.core.tracking import progress_bar
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies import Policy, get_policy
 from unmask.tasks.base import Task
@@ -48,8 +48,9 @@ class Sweep:
     setup: Callable[[float | None], tuple[Policy, SamplingConfig]]
 
 
-def steps_for_k(task: Task, model: MaskedDiffusionModel, examples: Sequence, k: int, sampling: SamplingConfig,
-                batch_size: int = 256) -> int | None:
+def steps_for_k(
+    task: Task, model: MaskedDiffusionModel, examples: Sequence, k: int, sampling: SamplingConfig, batch_size: int = 256
+) -> int | None:
     """``SamplingConfig.steps`` for k tokens per step: blocks x ceil(most masks in any block / k); None for k = 1."""
     if k < 1:
         raise ValueError(f"tokens per step must be >= 1, got {k}")
@@ -58,7 +59,7 @@ def steps_for_k(task: Task, model: MaskedDiffusionModel, examples: Sequence, k: 
     most, blocks = 0, 1
     for i in range(0, len(examples), batch_size):
         enc = task.encode(examples[i : i + batch_size], model)
-        masked = enc.input_ids[:, enc.gen_start:] == model.mask_id
+        masked = enc.input_ids[:, enc.gen_start :] == model.mask_id
         length = sampling.block_length or masked.shape[1]
         blocks = math.ceil(masked.shape[1] / length)
         padded = masked.new_zeros(masked.shape[0], blocks * length)
@@ -67,8 +68,9 @@ def steps_for_k(task: Task, model: MaskedDiffusionModel, examples: Sequence, k: 
     return blocks * max(1, math.ceil(most / k))
 
 
-def learned_sweep(spec: str, policy: Policy, sampling: SamplingConfig, alphas: Sequence[float] | None,
-                  temperatures: Sequence[float]) -> Sweep:
+def learned_sweep(
+    spec: str, policy: Policy, sampling: SamplingConfig, alphas: Sequence[float] | None, temperatures: Sequence[float]
+) -> Sweep:
     """alpha for alpha-conditioned policies (default: 5 values across the trained range), tau_pi for the
     other sampled ones that take a temperature (greedy decoding ignores it), a single point otherwise."""
     if not policy.capabilities.conditioned and not (policy.capabilities.stochastic and "temperature" in policy.OPTIONS):
@@ -86,10 +88,18 @@ def learned_sweep(spec: str, policy: Policy, sampling: SamplingConfig, alphas: S
     return Sweep(spec, knob, values, setup)
 
 
-def standard_sweeps(task: Task, model: MaskedDiffusionModel, examples: Sequence, sampling: SamplingConfig,
-                    learned: dict[str, Policy], thresholds: Sequence[float] = THRESHOLDS,
-                    ks: Sequence[int] = TOKENS_PER_STEP, alphas: Sequence[float] | None = None,
-                    temperatures: Sequence[float] = POLICY_TEMPERATURES, batch_size: int = 256) -> list[Sweep]:
+def standard_sweeps(
+    task: Task,
+    model: MaskedDiffusionModel,
+    examples: Sequence,
+    sampling: SamplingConfig,
+    learned: dict[str, Policy],
+    thresholds: Sequence[float] = THRESHOLDS,
+    ks: Sequence[int] = TOKENS_PER_STEP,
+    alphas: Sequence[float] | None = None,
+    temperatures: Sequence[float] = POLICY_TEMPERATURES,
+    batch_size: int = 256,
+) -> list[Sweep]:
     """Confidence over k, threshold over its value, each learned policy over alpha or tau_pi."""
     confidence = get_policy("confidence")
     steps = {k: steps_for_k(task, model, examples, int(k), sampling, batch_size) for k in ks}
@@ -101,8 +111,15 @@ def standard_sweeps(task: Task, model: MaskedDiffusionModel, examples: Sequence,
     return sweeps + [learned_sweep(spec, policy, sampling, alphas, temperatures) for spec, policy in learned.items()]
 
 
-def run_sweeps(task: Task, model: MaskedDiffusionModel, examples: Sequence, sweeps: Sequence[Sweep],
-               batch_size: int = 256, seed: int = 0, progress: bool = True) -> dict[str, dict]:
+def run_sweeps(
+    task: Task,
+    model: MaskedDiffusionModel,
+    examples: Sequence,
+    sweeps: Sequence[Sweep],
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Evaluate every point; ``{method: {"knob": name, "points": [{"value": v, solved_rate, nfe, ...}]}}``."""
     curves: dict[str, dict] = {}
     bar = progress_bar(total=sum(len(s.values) for s in sweeps), desc="frontier", disable=not progress)
@@ -122,8 +139,10 @@ def run_sweeps(task: Task, model: MaskedDiffusionModel, examples: Sequence, swee
 def curve_aups(curves: dict[str, dict]) -> dict[str, float]:
     """Each curve's AUP over its points' (tokens per forward, solved %), y_max the best solved rate of all curves."""
     best = 100 * max(p["solved_rate"] for c in curves.values() for p in c["points"])
-    return {method: aup([p["tpf"] for p in c["points"]], [100 * p["solved_rate"] for p in c["points"]], best)
-            for method, c in curves.items()}
+    return {
+        method: aup([p["tpf"] for p in c["points"]], [100 * p["solved_rate"] for p in c["points"]], best)
+        for method, c in curves.items()
+    }
 
 
 def summarize(curves: dict[str, dict], tol: float = 0.01) -> dict:
@@ -132,7 +151,9 @@ def summarize(curves: dict[str, dict], tol: float = 0.01) -> dict:
     ref = next((p for p in curves.get("confidence", {}).get("points", []) if p["value"] == 1), None)
     if ref is None:
         return {}
-    summary: dict = {"reference": {"method": "confidence", "k": 1, "solved_rate": ref["solved_rate"], "nfe": ref["nfe"]}}
+    summary: dict = {
+        "reference": {"method": "confidence", "k": 1, "solved_rate": ref["solved_rate"], "nfe": ref["nfe"]}
+    }
     aups = curve_aups(curves)
     thr = sorted(curves.get("threshold", {}).get("points", []), key=lambda p: p["nfe"])
     for method, curve in curves.items():
@@ -140,15 +161,28 @@ def summarize(curves: dict[str, dict], tol: float = 0.01) -> dict:
         row: dict = {"nfe_at_reference_accuracy": None, "speedup": None}
         if ok:
             best = min(ok, key=lambda p: p["nfe"])
-            row = {"nfe_at_reference_accuracy": best["nfe"], "speedup": ref["nfe"] / best["nfe"], "value": best["value"]}
+            row = {
+                "nfe_at_reference_accuracy": best["nfe"],
+                "speedup": ref["nfe"] / best["nfe"],
+                "value": best["value"],
+            }
         row["aup"] = aups[method]
         if thr and method not in ("confidence", "threshold"):
-            at = np.interp([p["nfe"] for p in curve["points"]], [p["nfe"] for p in thr], [p["solved_rate"] for p in thr],
-                           left=np.nan, right=np.nan)
+            at = np.interp(
+                [p["nfe"] for p in curve["points"]],
+                [p["nfe"] for p in thr],
+                [p["solved_rate"] for p in thr],
+                left=np.nan,
+                right=np.nan,
+            )
             row["vs_threshold"] = [
-                {"value": p["value"], "nfe": p["nfe"], "solved_rate": p["solved_rate"],
-                 "threshold_solved_rate": None if np.isnan(a) else float(a),
-                 "gain": None if np.isnan(a) else p["solved_rate"] - float(a)}
+                {
+                    "value": p["value"],
+                    "nfe": p["nfe"],
+                    "solved_rate": p["solved_rate"],
+                    "threshold_solved_rate": None if np.isnan(a) else float(a),
+                    "gain": None if np.isnan(a) else p["solved_rate"] - float(a),
+                }
                 for p, a in zip(curve["points"], at)
             ]
         summary[method] = row
@@ -164,8 +198,10 @@ def format_frontier(curves: dict[str, dict]) -> str:
     for method, curve in curves.items():
         for i, p in enumerate(curve["points"]):
             knob = f"{curve['knob']}={p['value']:g}" if curve["knob"] else "-"
-            lines.append(f"{method:<34} {knob:>16} {p['solved_rate']:>8.3f} {p['cell_accuracy']:>9.3f} "
-                         f"{p['nfe']:>8.2f} {p['tpf']:>6.2f} {p['seconds']:>8.2f} {f'{aups[method]:.1f}' if i == 0 else '':>9}")
+            lines.append(
+                f"{method:<34} {knob:>16} {p['solved_rate']:>8.3f} {p['cell_accuracy']:>9.3f} "
+                f"{p['nfe']:>8.2f} {p['tpf']:>6.2f} {p['seconds']:>8.2f} {f'{aups[method]:.1f}' if i == 0 else '':>9}"
+            )
     return "\n".join(lines)
 
 
@@ -182,7 +218,13 @@ def plot_curves(curves: dict[str, dict], path: str | Path, title: str = "") -> N
     for method, curve in curves.items():
         pts = sorted(curve["points"], key=lambda p: p["nfe"])
         x, y = [p["nfe"] for p in pts], [100 * p["solved_rate"] for p in pts]
-        ax.plot(x, y, marker="o", ms=4, label=method + (f" ({curve['knob']})" if curve["knob"] else "") + f", AUP {aups[method]:.1f}")
+        ax.plot(
+            x,
+            y,
+            marker="o",
+            ms=4,
+            label=method + (f" ({curve['knob']})" if curve["knob"] else "") + f", AUP {aups[method]:.1f}",
+        )
         for p, xi, yi in zip(pts, x, y):
             if curve["knob"]:
                 ax.annotate(f"{p['value']:g}", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6)

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from unmask.models.base import MaskedDiffusionModel
 
 
-def forward_process(seq: torch.Tensor, prompt_length: int, mask_id: int, generator: torch.Generator | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_process(
+    seq: torch.Tensor, prompt_length: int, mask_id: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask ``seq`` (b, P + L) for one Monte-Carlo batch: (noisy batch, masked share ``l / L`` per row (b, 1))."""
     b, total = seq.shape
     L = total - prompt_length
@@ -35,7 +36,9 @@ def forward_process(seq: torch.Tensor, prompt_length: int, mask_id: int, generat
     return torch.where(is_mask, torch.full_like(seq, mask_id), seq), (counts.float() / L)[:, None].to(seq.device)
 
 
-def guided_logits(model: MaskedDiffusionModel, batch: torch.Tensor, prompt_length: int, cfg_scale: float) -> torch.Tensor:
+def guided_logits(
+    model: MaskedDiffusionModel, batch: torch.Tensor, prompt_length: int, cfg_scale: float
+) -> torch.Tensor:
     """The MDM's logits, with ``cfg_scale`` > 0: ``un + (cfg_scale + 1) (cond - un)`` where ``un`` reads the batch
     with its prompt masked (LLaDA ``get_logits``)."""
     if cfg_scale <= 0:

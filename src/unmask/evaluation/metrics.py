@@ -23,7 +23,7 @@ are left out by the same filter instead, so every curve has an AUP.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def quality_weight(y: float, y_max: float, alpha: float = 3.0) -> float:
@@ -31,12 +31,15 @@ def quality_weight(y: float, y_max: float, alpha: float = 3.0) -> float:
     return 1.0 if y_max <= 0 else min(math.exp(-alpha * (1 - y / y_max)), 1.0)
 
 
-def aup(rho: Sequence[float], y: Sequence[float], y_max: float | None = None, alpha: float = 3.0,
-        y_min_offset: float = 5.0) -> float:
+def aup(
+    rho: Sequence[float], y: Sequence[float], y_max: float | None = None, alpha: float = 3.0, y_min_offset: float = 5.0
+) -> float:
     """AUP of the points (rho_i, y_i): parallelism (tokens per forward, > 0) and accuracy in percent [0, 100];
     ``y_max``: the best accuracy of all methods compared (default: this curve's). See the module docstring."""
     if len(rho) != len(y) or not len(rho):
-        raise ValueError(f"AUP needs as many parallelism values as accuracies, at least one; got {len(rho)} and {len(y)}")
+        raise ValueError(
+            f"AUP needs as many parallelism values as accuracies, at least one; got {len(rho)} and {len(y)}"
+        )
     if not all(math.isfinite(r) and r > 0 for r in rho):
         raise ValueError(f"AUP: parallelism (tokens per forward) must be > 0, got {list(rho)}")
     if not all(0 <= v <= 100 for v in y):

@@ -12,18 +12,18 @@ compares two policies' orders on the same examples.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from unmask.core.checkpoint import atomic_write
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import GenerationOutput
+from unmask.engine.policy import Policy
 from unmask.evaluation.evaluate import run_policy
 from unmask.models.base import MaskedDiffusionModel
-from unmask.engine.policy import Policy
 from unmask.tasks.base import EncodedBatch, Task
 
 
@@ -52,7 +52,7 @@ class RevealOrder:
         counts = np.isfinite(norm).sum(0)
         return np.where(counts > 0, np.nansum(norm, 0) / np.maximum(counts, 1), np.nan)
 
-    def agreement(self, other: "RevealOrder") -> dict[str, float]:
+    def agreement(self, other: RevealOrder) -> dict[str, float]:
         """How far two policies' orders on the same examples agree: whole orders, per-position steps, the
         first step's positions, and which examples each solves."""
         if self.order.shape != other.order.shape:
@@ -105,20 +105,34 @@ def reveal_order(
     _, per = run_policy(task, model, examples, policy, sampling, batch_size, seed, on_batch=keep)
     order_arr = np.concatenate(order)
     return RevealOrder(
-        order=order_arr, tokens=tokens, prompts=prompts, nfe=per["nfe"], solved=per["solved"],
-        shape=task.answer_shape(order_arr.shape[1]), context={"policy": policy.name, "task": task.name, "model": model.name},
+        order=order_arr,
+        tokens=tokens,
+        prompts=prompts,
+        nfe=per["nfe"],
+        solved=per["solved"],
+        shape=task.answer_shape(order_arr.shape[1]),
+        context={"policy": policy.name, "task": task.name, "model": model.name},
     )
 
 
-def _annotate(ax, values: np.ndarray, labels: np.ndarray, given: np.ndarray, fontsize: float,
-              steps: np.ndarray | None = None) -> None:
+def _annotate(
+    ax, values: np.ndarray, labels: np.ndarray, given: np.ndarray, fontsize: float, steps: np.ndarray | None = None
+) -> None:
     """Write ``labels`` (and, small below them, ``steps``) into the cells of an ``imshow``: black on given
     and light cells, white on dark ones."""
     for (r, c), text in np.ndenumerate(labels):
         colour = "black" if given[r, c] or values[r, c] >= 0.5 else "white"
         lift = 0.12 if steps is not None and not given[r, c] else 0.0
-        ax.text(c, r - lift, text, ha="center", va="center", fontsize=fontsize, color=colour,
-                fontweight="bold" if given[r, c] else "normal")
+        ax.text(
+            c,
+            r - lift,
+            text,
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color=colour,
+            fontweight="bold" if given[r, c] else "normal",
+        )
         if lift:
             ax.text(c, r + 0.28, f"step {steps[r, c]}", ha="center", va="center", fontsize=0.6 * fontsize, color=colour)
 
@@ -138,7 +152,9 @@ def plot_order(result: RevealOrder, path: str | Path, num_examples: int = 8, nor
         raise ValueError(f"plot_order needs at least one example to draw, got {num_examples} of {len(result.order)}")
     n = min(num_examples, len(result.order))
     rows, cols = result.shape
-    values = result.normalised[:n] if normalise else np.where(result.order[:n] >= 0, result.order[:n], np.nan).astype(float)
+    values = (
+        result.normalised[:n] if normalise else np.where(result.order[:n] >= 0, result.order[:n], np.nan).astype(float)
+    )
     vmax = 1.0 if normalise else max(float(np.nanmax(values, initial=0.0)), 1.0)
     shade = result.normalised[:n]  # text colour follows the relative step
     tokens = np.array(result.tokens[:n], dtype=object)
@@ -151,14 +167,25 @@ def plot_order(result: RevealOrder, path: str | Path, num_examples: int = 8, nor
 
     if rows == 1:
         width = min(max(6.0, 0.5 * cols + 3.5), 20.0)
-        fig, (ax, bx) = plt.subplots(2, 1, figsize=(width, 1.2 + 0.45 * n + 2.0), height_ratios=[n, 3],
-                                     layout="constrained")
+        fig, (ax, bx) = plt.subplots(
+            2, 1, figsize=(width, 1.2 + 0.45 * n + 2.0), height_ratios=[n, 3], layout="constrained"
+        )
         im = ax.imshow(values, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
         if readable and cols <= 40:
-            _annotate(ax, shade, tokens, result.order[:n] < 0, 10 if cols <= 24 else 7,
-                      result.order[:n] if cols <= 24 else None)
-        ax.set_yticks(range(n), [f"{p[-24:]} {'✓' if s else '✗'}" for p, s in zip(result.prompts[:n], result.solved[:n])],
-                      fontsize=8, family="monospace")
+            _annotate(
+                ax,
+                shade,
+                tokens,
+                result.order[:n] < 0,
+                10 if cols <= 24 else 7,
+                result.order[:n] if cols <= 24 else None,
+            )
+        ax.set_yticks(
+            range(n),
+            [f"{p[-24:]} {'✓' if s else '✗'}" for p, s in zip(result.prompts[:n], result.solved[:n])],
+            fontsize=8,
+            family="monospace",
+        )
         ax.set_xticks(range(cols) if cols <= 40 else [])
         ax.set_xlabel("generated position")
         ax.set_title(title, fontsize=9)
@@ -174,8 +201,13 @@ def plot_order(result: RevealOrder, path: str | Path, num_examples: int = 8, nor
     else:
         grid_cols = min(4, n + 1)
         grid_rows = -(-(n + 1) // grid_cols)
-        fig, axes = plt.subplots(grid_rows, grid_cols, figsize=(2.4 * grid_cols + 1.0, 2.5 * grid_rows + 0.4), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            grid_rows,
+            grid_cols,
+            figsize=(2.4 * grid_cols + 1.0, 2.5 * grid_rows + 0.4),
+            squeeze=False,
+            layout="constrained",
+        )
         for i, ax in enumerate(axes.ravel()):
             ax.set_xticks([])
             ax.set_yticks([])

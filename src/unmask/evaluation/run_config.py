@@ -11,8 +11,8 @@ evaluation commands decode and in what batches. :class:`EvalConfig`, :class:`Fro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from unmask.core.config import Config, option
 from unmask.engine.config import SamplingConfig
@@ -28,12 +28,18 @@ class RunConfig(Config):
     COMMON: ClassVar[tuple[str, ...]] = ("task", "model", "data", "difficulty", "seed")
 
     task: str = option("sudoku9", "task: data, token layout, verifier and reward", choices=sorted(TASKS))
-    model: str = option("", "built-in model name, checkpoint directory or hf:NAME_OR_PATH; '' = the task's shipped "
-                            "model")
+    model: str = option(
+        "", "built-in model name, checkpoint directory or hf:NAME_OR_PATH; '' = the task's shipped model"
+    )
     data: str = option("", "examples from this file (training prompts for train-policy); '' = freshly generated ones")
-    difficulty: list[int] = option([], "difficulty of generated examples, the task's knob (sudoku: clues, "
-                                       "arithmetic: digits); several spread the examples over them; empty = the "
-                                       "task's default", low=0, aliases=("--clues",))
+    difficulty: list[int] = option(
+        [],
+        "difficulty of generated examples, the task's knob (sudoku: clues, "
+        "arithmetic: digits); several spread the examples over them; empty = the "
+        "task's default",
+        low=0,
+        aliases=("--clues",),
+    )
     seed: int = option(0, "random seed of generated examples, sampling and training", low=0)
     sampling: SamplingConfig = option(default_factory=SamplingConfig, help="sampling (LLaDA generate() names)")
     model_options: dict = option({}, "options forwarded to unmask.models.load_model (the Hugging Face flags)")
@@ -52,8 +58,9 @@ class ExamplesConfig(Config):
     COMMON: ClassVar[tuple[str, ...]] = ("num", "limit", "batch_size")
 
     num: int = option(200, "number of generated examples (without --data)", low=1)
-    limit: int | None = option(None, "use only the first N examples (of --data or the generated ones); none = all",
-                               low=1)
+    limit: int | None = option(
+        None, "use only the first N examples (of --data or the generated ones); none = all", low=1
+    )
     batch_size: int = option(256, "examples decoded together in one batch", low=1)
 
 
@@ -76,8 +83,9 @@ def load_data(task: Task, path: str, option: str = "--data") -> list:
     try:
         return task.load(path)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{option} {path}: not a text data file (byte {e.start} is not UTF-8); give a "
-                         f"{task.name} data file") from None
+        raise ValueError(
+            f"{option} {path}: not a text data file (byte {e.start} is not UTF-8); give a {task.name} data file"
+        ) from None
 
 
 DEFAULT_POLICIES = "random,confidence,margin,entropy,left_to_right,topk_softmax,threshold:0.9"
@@ -89,11 +97,15 @@ class EvalConfig(Config):
 
     COMMON: ClassVar[tuple[str, ...]] = ("policies", "pass_at", "alpha")
 
-    policies: str = option(DEFAULT_POLICIES, "comma-separated policy specs, e.g. confidence,threshold:0.9,"
-                                             "topk_softmax:k=5, upo, a checkpoint path or hf://OWNER/NAME")
+    policies: str = option(
+        DEFAULT_POLICIES,
+        "comma-separated policy specs, e.g. confidence,threshold:0.9,"
+        "topk_softmax:k=5, upo, a checkpoint path or hf://OWNER/NAME",
+    )
     pass_at: int | None = option(None, "also report pass@1..N of the stochastic policies (UPO App. D)", low=1)
-    alpha: float | None = option(None, "speed weight alpha fed to alpha-conditioned learned policies (unless their "
-                                       "spec sets :alpha=)", low=0.0)
+    alpha: float | None = option(
+        None, "speed weight alpha fed to alpha-conditioned learned policies (unless their spec sets :alpha=)", low=0.0
+    )
     run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling")
     examples: ExamplesConfig = option(default_factory=ExamplesConfig, help="how many examples, in what batches")
 
@@ -106,21 +118,26 @@ class FrontierConfig(Config):
     COMMON: ClassVar[tuple[str, ...]] = ("policies",)
 
     policies: str = option("", "policies to add, e.g. bernoulli,runs/bern/best (swept) or upo (a point)")
-    thresholds: list[float] = option(list(THRESHOLDS), "Fast-dLLM thresholds to sweep", low=0.0, high=1.0,
-                                     low_open=True)
+    thresholds: list[float] = option(
+        list(THRESHOLDS), "Fast-dLLM thresholds to sweep", low=0.0, high=1.0, low_open=True
+    )
     ks: list[int] = option(list(TOKENS_PER_STEP), "tokens per step for confidence", low=1)
-    alphas: list[float] | None = option(None, "alphas for alpha-conditioned policies; none = 5 across the trained "
-                                              "range", low=0.0)
-    policy_temperatures: list[float] = option(list(POLICY_TEMPERATURES), "tau_pi values for the other parallel "
-                                                                         "policies", low=0.0, low_open=True)
-    run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling (not steps: the sweeps "
-                                                           "set them)")
+    alphas: list[float] | None = option(
+        None, "alphas for alpha-conditioned policies; none = 5 across the trained range", low=0.0
+    )
+    policy_temperatures: list[float] = option(
+        list(POLICY_TEMPERATURES), "tau_pi values for the other parallel policies", low=0.0, low_open=True
+    )
+    run: RunConfig = option(
+        default_factory=RunConfig, help="task, model, data and sampling (not steps: the sweeps set them)"
+    )
     examples: ExamplesConfig = option(default_factory=ExamplesConfig, help="how many examples, in what batches")
 
     def check(self) -> None:
         if self.run.sampling.steps is not None:
-            raise ValueError("frontier sets the decoding steps itself (one curve point per tokens-per-step k); drop "
-                             "steps")
+            raise ValueError(
+                "frontier sets the decoding steps itself (one curve point per tokens-per-step k); drop steps"
+            )
 
 
 @dataclass
@@ -134,5 +151,6 @@ class OrderConfig(Config):
     show: int = option(8, "examples drawn one by one in the heatmap", low=1)
     normalise: bool = option(False, "colour by step / last step of the row instead of the step")
     run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling")
-    examples: ExamplesConfig = option(default_factory=lambda: ExamplesConfig(num=100),
-                                      help="how many examples, in what batches")
+    examples: ExamplesConfig = option(
+        default_factory=lambda: ExamplesConfig(num=100), help="how many examples, in what batches"
+    )

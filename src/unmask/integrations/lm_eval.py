@@ -32,13 +32,13 @@ require("lm_eval", "lm-eval", "the lm-evaluation-harness model")
 from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 
+from unmask.core.tracking import progress_bar  # noqa: E402
 from unmask.engine.config import SamplingConfig  # noqa: E402
 from unmask.engine.loop import generate  # noqa: E402
+from unmask.engine.streams import ExampleStreams  # noqa: E402
 from unmask.evaluation.likelihood import monte_carlo_log_likelihood  # noqa: E402
-from unmask.core.tracking import progress_bar  # noqa: E402
 from unmask.models import MaskedDiffusionModel, load_model  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
-from unmask.engine.streams import ExampleStreams  # noqa: E402
 from unmask.tasks.math import decode_completions, encode_prompts  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -83,23 +83,34 @@ class UnmaskLM(LM):
         from unmask.policies.resolve import resolve_policy
 
         super().__init__()
-        options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code, "mask_id": mask_id,
-                   "tokenizer": tokenizer, "style": style, "hidden_layer": hidden_layer, "allow_pickle": allow_pickle,
-                   "revision": revision}
+        options = {
+            "device": device,
+            "dtype": dtype,
+            "trust_remote_code": trust_remote_code,
+            "mask_id": mask_id,
+            "tokenizer": tokenizer,
+            "style": style,
+            "hidden_layer": hidden_layer,
+            "allow_pickle": allow_pickle,
+            "revision": revision,
+        }
         if isinstance(model, MaskedDiffusionModel):
             self.mdm = model
         else:
             self.mdm = load_model(str(model), **{k: v for k, v in options.items() if v is not None})
         if getattr(self.mdm, "tokenizer", None) is None:
-            raise ValueError(f"lm-eval scores text: model {self.mdm.name!r} has no tokenizer; pass model=hf:NAME_OR_PATH")
+            raise ValueError(
+                f"lm-eval scores text: model {self.mdm.name!r} has no tokenizer; pass model=hf:NAME_OR_PATH"
+            )
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.gen_length = None if gen_length is None else _positive_int(gen_length, "gen_length")
         self.sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=float(temperature))
         self.policy = resolve_policy(str(policy), self.mdm, alpha)  # refuses a learned policy that does not fit
         coupled = getattr(getattr(self.policy, "config", None), "coupling_length", 0)
         if coupled and self.gen_length != coupled:
-            raise ValueError(f"policy {self.policy.name!r} was trained on {coupled} generated positions; "
-                             f"pass gen_length={coupled}")
+            raise ValueError(
+                f"policy {self.policy.name!r} was trained on {coupled} generated positions; pass gen_length={coupled}"
+            )
         self.mc_num, self.mc_batch_size, self.cfg_scale = int(mc_num), int(mc_batch_size), float(cfg_scale)
         if self.mc_batch_size < 1 or self.mc_num < self.mc_batch_size or self.mc_num % self.mc_batch_size:
             raise ValueError(f"mc_num ({mc_num}) must be a positive multiple of mc_batch_size ({mc_batch_size})")
@@ -114,18 +125,20 @@ class UnmaskLM(LM):
         return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
     @classmethod
-    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None) -> "UnmaskLM":
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None) -> UnmaskLM:
         args = {**{k: v for k, v in (additional_config or {}).items() if v is not None}, **arg_dict}  # model_args win
         unknown = sorted(set(args) - set(cls.valid_args()))
         if unknown:
-            raise ValueError(f"unknown --model_args key(s) {', '.join(unknown)} for the unmask model; valid keys: "
-                             + ", ".join(cls.valid_args()))
+            raise ValueError(
+                f"unknown --model_args key(s) {', '.join(unknown)} for the unmask model; valid keys: "
+                + ", ".join(cls.valid_args())
+            )
         if "model" not in args:
             raise ValueError("the unmask model needs model=hf:NAME_OR_PATH in --model_args")
         return cls(**args)
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "UnmaskLM":
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> UnmaskLM:
         from lm_eval.utils import simple_parse_args_string
 
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
@@ -144,8 +157,12 @@ class UnmaskLM(LM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         self.chat = True
-        return self.tokenizer.apply_chat_template(chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                                  continue_final_message=not add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
 
     def encode(self, text: str) -> list[int]:
         """Prompt ids: with the tokenizer's special tokens, except for chat-rendered prompts (they hold them)."""
@@ -174,11 +191,15 @@ class UnmaskLM(LM):
             kwargs = dict(requests[indices[0]].args[1])
             ignored = sorted(set(kwargs) - set(USED_GEN_KWARGS))
             if ignored:
-                log.warning("unmask: gen_kwargs %s are not used; decoding follows --model_args (policy, temperature, ...)",
-                            ", ".join(ignored))
+                log.warning(
+                    "unmask: gen_kwargs %s are not used; decoding follows --model_args (policy, temperature, ...)",
+                    ", ".join(ignored),
+                )
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            gen_length = self.gen_length or _positive_int(kwargs.get("max_gen_toks", DEFAULT_GEN_LENGTH), "max_gen_toks")
+            gen_length = self.gen_length or _positive_int(
+                kwargs.get("max_gen_toks", DEFAULT_GEN_LENGTH), "max_gen_toks"
+            )
             for s in range(0, len(indices), self.batch_size):
                 chunk = indices[s : s + self.batch_size]
                 contexts = [requests[i].args[0] for i in chunk]
@@ -190,13 +211,16 @@ class UnmaskLM(LM):
         bar.close()
         return out
 
-    def generate_texts(self, contexts: list[str], gen_length: int, until: list[str], example_ids: list[int]) -> list[str]:
+    def generate_texts(
+        self, contexts: list[str], gen_length: int, until: list[str], example_ids: list[int]
+    ) -> list[str]:
         """One batch: the policy's completions, cut at EOS and then at the first ``until`` string. Example ``j``
         (lm-eval's ``doc_id``) draws from the stream ``(seed, j)``, as example ``j`` of ``unmask eval`` does."""
         enc = encode_prompts([self.encode(c) for c in contexts], self.mdm, gen_length, "lm-eval")
         streams = ExampleStreams(self.seed, example_ids, device=self.mdm.device)
-        result = generate(self.mdm, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start,
-                          streams)
+        result = generate(
+            self.mdm, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, streams
+        )
         texts = decode_completions(result.sequences, self.mdm, gen_length)
         return [min((t.split(u)[0] for u in until if u), key=len, default=t) for t in texts]
 
@@ -205,8 +229,9 @@ class UnmaskLM(LM):
         for request in progress_bar(requests, desc="unmask loglikelihood", disable=disable_tqdm or self.rank != 0):
             context, continuation = request.args
             prompt, answer = self.encode_pair(context, continuation)
-            ll = monte_carlo_log_likelihood(self.mdm, prompt, answer, self.mc_num, self.mc_batch_size, self.cfg_scale,
-                                            self.mc_generator)
+            ll = monte_carlo_log_likelihood(
+                self.mdm, prompt, answer, self.mc_num, self.mc_batch_size, self.cfg_scale, self.mc_generator
+            )
             greedy = self.check_greedy and self.greedy_answer(prompt, len(answer)) == answer
             out.append((ll, bool(greedy)))
             self.cache_hook.add_partial("loglikelihood", request.args, out[-1])
@@ -219,15 +244,19 @@ class UnmaskLM(LM):
         return result.sequences[0, len(prompt) :].tolist()
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
-        raise ValueError("the unmask model scores answers given a prompt (loglikelihood, generate_until); rolling "
-                         "perplexity tasks (wikitext, ...) are not supported for masked diffusion models")
+        raise ValueError(
+            "the unmask model scores answers given a prompt (loglikelihood, generate_until); rolling "
+            "perplexity tasks (wikitext, ...) are not supported for masked diffusion models"
+        )
 
 
 def _positive_int(value: Any, name: str) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive integer, got {value!r} (the unmask model has no 'auto' batch size)") from None
+        raise ValueError(
+            f"{name} must be a positive integer, got {value!r} (the unmask model has no 'auto' batch size)"
+        ) from None
     if number < 1 or number != float(value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return number

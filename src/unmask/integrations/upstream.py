@@ -20,19 +20,25 @@ random stream ``(seed, j)``. Returns the completions (text up to EOS), or with `
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate as decode
-from unmask.models.base import MaskedDiffusionModel
 from unmask.engine.streams import ExampleStreams
+from unmask.models.base import MaskedDiffusionModel
 
 REMASKING = {"low_confidence": "confidence", "random": "random"}  # LLaDA generate(remasking=...)
-ALGORITHMS = {"maskgit_plus": "confidence", "topk_margin": "margin", "entropy": "entropy", "origin": "origin"}  # Dream alg
+ALGORITHMS = {
+    "maskgit_plus": "confidence",
+    "topk_margin": "margin",
+    "entropy": "entropy",
+    "origin": "origin",
+}  # Dream alg
 LLADA_GEN_LENGTH = 128  # LLaDA generate()'s default gen_length
 
 
@@ -75,33 +81,65 @@ def generate(
     """Decode ``prompts`` with ``model`` and an unmasking policy; see the module docstring."""
     from unmask.policies.resolve import resolve_policy
 
-    llada = [n for n, v in (("block_length", block_length), ("remasking", remasking), ("cfg_scale", cfg_scale),
-                            ("logits_eos_inf", logits_eos_inf), ("confidence_eos_eot_inf", confidence_eos_eot_inf)) if v]
-    dream = [n for n, v in (("alg", alg), ("alg_temp", alg_temp), ("top_p", top_p), ("top_k", top_k), ("eps", eps))
-             if v is not None]
+    llada = [
+        n
+        for n, v in (
+            ("block_length", block_length),
+            ("remasking", remasking),
+            ("cfg_scale", cfg_scale),
+            ("logits_eos_inf", logits_eos_inf),
+            ("confidence_eos_eot_inf", confidence_eos_eot_inf),
+        )
+        if v
+    ]
+    dream = [
+        n
+        for n, v in (("alg", alg), ("alg_temp", alg_temp), ("top_p", top_p), ("top_k", top_k), ("eps", eps))
+        if v is not None
+    ]
     if llada and dream:
-        raise ValueError(f"LLaDA generate() arguments ({', '.join(llada)}) and Dream diffusion_generate() arguments "
-                         f"({', '.join(dream)}) together; use one sampler's names")
+        raise ValueError(
+            f"LLaDA generate() arguments ({', '.join(llada)}) and Dream diffusion_generate() arguments "
+            f"({', '.join(dream)}) together; use one sampler's names"
+        )
     if gen_length is not None and max_new_tokens is not None:
         raise ValueError("gen_length (LLaDA) and max_new_tokens (Dream) both given; pass one")
-    length_name, length = next(((n, v) for n, v in (("gen_length", gen_length), ("max_new_tokens", max_new_tokens))
-                                if v is not None), ("gen_length", LLADA_GEN_LENGTH))
+    length_name, length = next(
+        ((n, v) for n, v in (("gen_length", gen_length), ("max_new_tokens", max_new_tokens)) if v is not None),
+        ("gen_length", LLADA_GEN_LENGTH),
+    )
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"{length_name} must be an integer >= 1 (tokens to generate), got {length!r}")
-    sampling = SamplingConfig(steps=steps, block_length=block_length, temperature=float(temperature),
-                              sampler="dream" if dream else "llada" if llada else "auto", cfg_scale=float(cfg_scale),
-                              logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
-                              top_p=top_p, top_k=top_k, **({} if eps is None else {"eps": float(eps)}))
+    sampling = SamplingConfig(
+        steps=steps,
+        block_length=block_length,
+        temperature=float(temperature),
+        sampler="dream" if dream else "llada" if llada else "auto",
+        cfg_scale=float(cfg_scale),
+        logits_eos_inf=logits_eos_inf,
+        confidence_eos_eot_inf=confidence_eos_eot_inf,
+        top_p=top_p,
+        top_k=top_k,
+        **({} if eps is None else {"eps": float(eps)}),
+    )
     spec = policy_spec(policy, remasking, alg, alg_temp)
     with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
         mdm = as_mdm(model, tokenizer, mask_id)
-        out = decode_prompts(mdm, prompt_ids(prompts, mdm, attention_mask), resolve_policy(spec, mdm), sampling,
-                             length, seed, batch_size)
+        out = decode_prompts(
+            mdm, prompt_ids(prompts, mdm, attention_mask), resolve_policy(spec, mdm), sampling, length, seed, batch_size
+        )
     return out if return_order else out.texts
 
 
-def decode_prompts(mdm: MaskedDiffusionModel, ids: list[list[int]], policy: Any, sampling: SamplingConfig,
-                   gen_length: int, seed: int, batch_size: int | None) -> SamplerOutput:
+def decode_prompts(
+    mdm: MaskedDiffusionModel,
+    ids: list[list[int]],
+    policy: Any,
+    sampling: SamplingConfig,
+    gen_length: int,
+    seed: int,
+    batch_size: int | None,
+) -> SamplerOutput:
     """Decode token-id prompts ``batch_size`` at a time (default: all at once), example ``j`` on stream ``(seed, j)``."""
     from unmask.tasks.math import decode_completions, encode_prompts
 
@@ -168,20 +206,29 @@ def as_mdm(model: Any, tokenizer: Any = None, mask_id: int | None = None) -> Mas
         if mask_id is not None and mask_id != model.mask_id:
             raise ValueError(f"mask_id {mask_id}: {model.name} uses mask id {model.mask_id}; drop mask_id")
         if getattr(model, "tokenizer", None) is None:
-            raise ValueError(f"generate() decodes text: {model.name!r} has no tokenizer; use a Hugging Face dLLM (hf:NAME)")
+            raise ValueError(
+                f"generate() decodes text: {model.name!r} has no tokenizer; use a Hugging Face dLLM (hf:NAME)"
+            )
         return model
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise ValueError(f"model must be an unmask MDM, a transformers model or a model name, got {type(model).__name__}")
+        raise ValueError(
+            f"model must be an unmask MDM, a transformers model or a model name, got {type(model).__name__}"
+        )
     if tokenizer is None:
         raise ValueError("a transformers model needs its tokenizer: generate(model, tokenizer, prompts, ...)")
     name = getattr(model.config, "_name_or_path", "") or type(model).__name__
     family = getattr(model, "family", None)  # unmask's native LLaDA / Dream backends
-    style = replace(STYLES[family.lower()], pairwise_mask=False) if family else resolve_style(model.config.model_type, None)
-    return HFMaskedDiffusionModel(model, tokenizer, style, resolve_mask_id(tokenizer, model, mask_id, name), f"hf:{name}")
+    style = (
+        replace(STYLES[family.lower()], pairwise_mask=False) if family else resolve_style(model.config.model_type, None)
+    )
+    return HFMaskedDiffusionModel(
+        model, tokenizer, style, resolve_mask_id(tokenizer, model, mask_id, name), f"hf:{name}"
+    )
 
 
-def prompt_ids(prompts: str | Sequence[str] | torch.Tensor, model: MaskedDiffusionModel,
-               attention_mask: torch.Tensor | None) -> list[list[int]]:
+def prompt_ids(
+    prompts: str | Sequence[str] | torch.Tensor, model: MaskedDiffusionModel, attention_mask: torch.Tensor | None
+) -> list[list[int]]:
     """Token ids of each prompt: strings through the tokenizer, tensor rows without their left padding."""
     if isinstance(prompts, torch.Tensor):
         rows = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unmask.core.checkpoint import CONFIG, LAST, WEIGHTS, load_json, load_state_into, load_tensors
+from unmask.core.checkpoint import CONFIG, LAST, WEIGHTS, load_json
 from unmask.core.hub import HF_SCHEME
 from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
 from unmask.models.transformer import MaskedTransformer, TransformerConfig
@@ -68,7 +68,9 @@ def load_model(name_or_path: str, **options) -> MaskedDiffusionModel:
         return load_hf_model(name_or_path[3:], **options)
     device = resolve_device(options.pop("device", None))
     if options:
-        raise ValueError(f"model options {', '.join(sorted(options))} apply to Hugging Face models (hf:NAME) only, not {name_or_path!r}")
+        raise ValueError(
+            f"model options {', '.join(sorted(options))} apply to Hugging Face models (hf:NAME) only, not {name_or_path!r}"
+        )
     return MaskedTransformer.load_checkpoint(resolve_model_path(name_or_path)).to(device)
 
 

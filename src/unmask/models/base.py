@@ -71,8 +71,10 @@ class MaskedDiffusionModel(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"{self.name}: input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
         if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-            raise ValueError(f"{self.name}: input_ids must hold integer token ids (torch.long), got dtype "
-                             f"{input_ids.dtype}; build them with dtype=torch.long (or .long())")
+            raise ValueError(
+                f"{self.name}: input_ids must hold integer token ids (torch.long), got dtype "
+                f"{input_ids.dtype}; build them with dtype=torch.long (or .long())"
+            )
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size):
             raise ValueError(
                 f"{self.name}: token ids must lie in [0, {self.vocab_size}), got range "

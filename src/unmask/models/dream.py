@@ -17,11 +17,23 @@ from unmask.models.native import BidirectionalLM
 
 # DreamConfig defaults (configuration_dream.py) of the keys read here
 DEFAULTS = {
-    "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 32, "hidden_act": "silu", "max_position_embeddings": 32768,
-    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "rope_theta": 10000.0, "rope_scaling": None,
-    "use_sliding_window": False, "mask_token_id": 151666, "pad_token_id": 151643,
-    "bos_token_id": None, "eos_token_id": None,
+    "vocab_size": 151936,
+    "hidden_size": 4096,
+    "intermediate_size": 22016,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "hidden_act": "silu",
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "use_sliding_window": False,
+    "mask_token_id": 151666,
+    "pad_token_id": 151643,
+    "bos_token_id": None,
+    "eos_token_id": None,
 }
 
 
@@ -35,13 +47,22 @@ def dream_config(raw: dict) -> Qwen2Config:
                 "none); load this variant with its own code: --remote-code --trust-remote-code"
             )
     config = Qwen2Config(
-        vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-        num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
-        num_key_value_heads=c["num_key_value_heads"] or c["num_attention_heads"], hidden_act=c["hidden_act"],
-        max_position_embeddings=c["max_position_embeddings"], rms_norm_eps=c["rms_norm_eps"],
+        vocab_size=c["vocab_size"],
+        hidden_size=c["hidden_size"],
+        intermediate_size=c["intermediate_size"],
+        num_hidden_layers=c["num_hidden_layers"],
+        num_attention_heads=c["num_attention_heads"],
+        num_key_value_heads=c["num_key_value_heads"] or c["num_attention_heads"],
+        hidden_act=c["hidden_act"],
+        max_position_embeddings=c["max_position_embeddings"],
+        rms_norm_eps=c["rms_norm_eps"],
         rope_parameters={"rope_type": "default", "rope_theta": float(c["rope_theta"])},
-        tie_word_embeddings=bool(c["tie_word_embeddings"]), use_sliding_window=False, use_cache=False,
-        pad_token_id=c["pad_token_id"], bos_token_id=c["bos_token_id"], eos_token_id=c["eos_token_id"],
+        tie_word_embeddings=bool(c["tie_word_embeddings"]),
+        use_sliding_window=False,
+        use_cache=False,
+        pad_token_id=c["pad_token_id"],
+        bos_token_id=c["bos_token_id"],
+        eos_token_id=c["eos_token_id"],
     )
     config.mask_token_id = c["mask_token_id"]
     return config

@@ -35,13 +35,16 @@ from typing import Any
 
 import torch
 
-from unmask.models.kv import CACHE_MODES, KVWindow
 from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
+from unmask.models.kv import CACHE_MODES, KVWindow
 
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
 }
 CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions")
 
@@ -95,7 +98,9 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
     ``max_length`` (the context, None if the config does not say).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, style: HFStyle, mask_id: int, name: str, hidden_layer: int = -1) -> None:
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: Any, style: HFStyle, mask_id: int, name: str, hidden_layer: int = -1
+    ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -113,7 +118,10 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
         self.stop_ids = self._stop_ids()
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
         with torch.no_grad():  # one tiny forward tells the vocabulary and feature sizes the model really has
-            probe = model(input_ids=torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device), output_hidden_states=True)
+            probe = model(
+                input_ids=torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device),
+                output_hidden_states=True,
+            )
         self.vocab_size = probe.logits.shape[-1]
         self.hidden_size = self._layer(probe.hidden_states).shape[-1]
         self.decodable = len(tokenizer)
@@ -123,12 +131,18 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
                 "tokenizer/model mismatch: load the tokenizer that belongs to this model (tokenizer=... / --tokenizer)"
             )
         if not 0 <= self.mask_id < self.vocab_size:
-            raise ValueError(f"{name}: mask id {self.mask_id} is outside the model's vocabulary [0, {self.vocab_size}); check --mask-id")
+            raise ValueError(
+                f"{name}: mask id {self.mask_id} is outside the model's vocabulary [0, {self.vocab_size}); check --mask-id"
+            )
 
     def _stop_ids(self) -> tuple[int, ...]:
         ids: set[int] = set()
         gen = getattr(self.model, "generation_config", None)
-        for source in (self.tokenizer.eos_token_id, getattr(self.model.config, "eos_token_id", None), getattr(gen, "eos_token_id", None)):
+        for source in (
+            self.tokenizer.eos_token_id,
+            getattr(self.model.config, "eos_token_id", None),
+            getattr(gen, "eos_token_id", None),
+        ):
             ids.update([source] if isinstance(source, int) else source or [])
         if not ids and self.tokenizer.sep_token_id is not None:  # BERT-style: [SEP] ends the text
             ids.add(self.tokenizer.sep_token_id)
@@ -143,19 +157,27 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
         inputs = {"input_ids": input_ids}
         # Dream's sampler masks pad queries too (all-False rows, NaN under SDPA); letting pad queries see the real
         # tokens instead leaves every real position's output unchanged and keeps the batch finite.
-        inputs["attention_mask"] = real[:, None, None, :].expand(B, 1, L, L) if self.style.pairwise_mask else attention_mask
+        inputs["attention_mask"] = (
+            real[:, None, None, :].expand(B, 1, L, L) if self.style.pairwise_mask else attention_mask
+        )
         if self._takes_position_ids:
             inputs["position_ids"] = (real.long().cumsum(-1) - 1).clamp(min=0)
         return inputs
 
-    def _window_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVWindow) -> dict[str, Any]:
+    def _window_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVWindow
+    ) -> dict[str, Any]:
         """Model kwargs of a cached forward: the window's tokens at their positions in the whole sequence (the
         ids :meth:`_model_inputs` would give, sliced), the whole sequence's padding mask over the keys."""
         if cache.end - cache.start != input_ids.shape[1]:
-            raise ValueError(f"{self.name}: the cache window [{cache.start}, {cache.end}) does not match {input_ids.shape[1]} input tokens")
+            raise ValueError(
+                f"{self.name}: the cache window [{cache.start}, {cache.end}) does not match {input_ids.shape[1]} input tokens"
+            )
         inputs: dict[str, Any] = {"input_ids": input_ids, "cache": cache}
         if attention_mask is None or bool(attention_mask.all()):
-            inputs["position_ids"] = torch.arange(cache.start, cache.end, device=input_ids.device).expand(input_ids.shape[0], -1)
+            inputs["position_ids"] = torch.arange(cache.start, cache.end, device=input_ids.device).expand(
+                input_ids.shape[0], -1
+            )
         else:
             inputs["attention_mask"] = attention_mask
             inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, cache.start : cache.end]
@@ -190,7 +212,11 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
                 f"{self.name}: {length} tokens exceed the model's context of {self.max_length}; "
                 "lower gen_length or shorten the prompt"
             )
-        inputs = self._model_inputs(input_ids, attention_mask) if cache is None else self._window_inputs(input_ids, attention_mask, cache)
+        inputs = (
+            self._model_inputs(input_ids, attention_mask)
+            if cache is None
+            else self._window_inputs(input_ids, attention_mask, cache)
+        )
         with torch.no_grad():
             out = self.model(**inputs, output_hidden_states=output_hidden_states)
         logits = self._align(out.logits)
@@ -211,13 +237,18 @@ def read_config(name_or_path: str, revision: str | None = None) -> dict:
     except OSError as e:
         raise ValueError(f"cannot read the config of Hugging Face model {name_or_path!r}: {e}") from e
     if not config.get("model_type"):
-        raise ValueError(f"cannot read the config of Hugging Face model {name_or_path!r}: no config.json with a model_type")
+        raise ValueError(
+            f"cannot read the config of Hugging Face model {name_or_path!r}: no config.json with a model_type"
+        )
     return config
 
 
 def _auto_class(config: dict, style: HFStyle, remote: bool) -> Any:
     import transformers
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     if remote:  # the class the model's own code registers (LLaDA and Dream: AutoModel)
         auto_map = config.get("auto_map", {})
@@ -252,7 +283,9 @@ def resolve_mask_id(tokenizer: Any, model: torch.nn.Module, mask_id: int | None,
         )
     found = from_tokenizer if from_tokenizer is not None else from_config
     if found is None:
-        raise ValueError(f"{name}: no mask token in the tokenizer or the config (mask_token_id); pass --mask-id ID (mask_id=...)")
+        raise ValueError(
+            f"{name}: no mask token in the tokenizer or the config (mask_token_id); pass --mask-id ID (mask_id=...)"
+        )
     return int(found)
 
 
@@ -298,21 +331,37 @@ def load_hf_model(
     model_type = config.get("model_type", "")
     backend = native_backend(model_type)
     if native and backend is None:
-        raise ValueError(f"{name_or_path}: no native backend for model_type {model_type!r}; native backends: llada, Dream")
+        raise ValueError(
+            f"{name_or_path}: no native backend for model_type {model_type!r}; native backends: llada, Dream"
+        )
     dev, torch_dtype = _device_and_dtype(device, dtype)
     name = f"hf:{name_or_path}"
     if backend is not None and native is not False:
         if style is not None and style != backend.family.lower():
-            raise ValueError(f"{name}: --hf-style {style} does not apply to the native {backend.family} backend; drop it")
+            raise ValueError(
+                f"{name}: --hf-style {style} does not apply to the native {backend.family} backend; drop it"
+            )
         local = _local_snapshot(name_or_path, revision)
         model = load_native(backend, local, config, torch_dtype, dev, device_map, load_in_4bit)
         hf_style = replace(STYLES[backend.family.lower()], pairwise_mask=False)
-        tok = _native_tokenizer(tokenizer or str(local), backend, None if tokenizer is None else revision, tokenizer is None)
+        tok = _native_tokenizer(
+            tokenizer or str(local), backend, None if tokenizer is None else revision, tokenizer is None
+        )
     else:
         if load_in_4bit:
             raise ValueError(f"{name}: --load-in-4bit is implemented for the native LLaDA / Dream backends only")
-        model, tok, hf_style = _load_with_transformers(name_or_path, config, style, trust_remote_code, torch_dtype, dev,
-                                                       device_map, allow_pickle, tokenizer, revision)
+        model, tok, hf_style = _load_with_transformers(
+            name_or_path,
+            config,
+            style,
+            trust_remote_code,
+            torch_dtype,
+            dev,
+            device_map,
+            allow_pickle,
+            tokenizer,
+            revision,
+        )
         if backend is not None:
             self_check_remote(model, config, backend, name)
     return HFMaskedDiffusionModel(model, tok, hf_style, resolve_mask_id(tok, model, mask_id, name), name, hidden_layer)
@@ -330,11 +379,15 @@ def _native_tokenizer(path: str, backend: type, revision: str | None, checkpoint
 
     config = transformers.PretrainedConfig(name_or_path=path) if checkpoint else None
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False, revision=revision, config=config)
+        return transformers.AutoTokenizer.from_pretrained(
+            path, trust_remote_code=False, revision=revision, config=config
+        )
     except (ValueError, OSError) as e:
         fallback = getattr(backend, "tokenizer_class", None)
         if fallback is None:
-            raise ValueError(f"cannot load the tokenizer of {path} without its code ({e}); pass --tokenizer NAME_OR_PATH") from e
+            raise ValueError(
+                f"cannot load the tokenizer of {path} without its code ({e}); pass --tokenizer NAME_OR_PATH"
+            ) from e
         return getattr(transformers, fallback).from_pretrained(path, revision=revision)
 
 
@@ -346,13 +399,26 @@ def _local_snapshot(name_or_path: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        return Path(
+            snapshot_download(
+                name_or_path,
+                revision=revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+            )
+        )
     except Exception as e:  # hub errors come in many types; one message with the cause
         raise ValueError(f"cannot download Hugging Face model {name_or_path!r}: {e}") from e
 
 
-def load_native(backend: type, path: Path, raw: dict, torch_dtype: Any, dev: torch.device, device_map: str | None,
-                load_in_4bit: bool) -> torch.nn.Module:
+def load_native(
+    backend: type,
+    path: Path,
+    raw: dict,
+    torch_dtype: Any,
+    dev: torch.device,
+    device_map: str | None,
+    load_in_4bit: bool,
+) -> torch.nn.Module:
     """A native backend on ``path``'s weights: config translated, every tensor's name and shape checked against the
     model before anything loads (one error for missing / extra / mis-shaped tensors or a missing shard), then
     transformers' ``from_pretrained`` with the family's ``key_mapping`` (dtype, device_map, 4-bit as for any model)."""
@@ -371,9 +437,13 @@ def load_native(backend: type, path: Path, raw: dict, torch_dtype: Any, dev: tor
         options["device_map"] = device_map
     model, info = backend.from_pretrained(str(path), output_loading_info=True, **options)
     unloaded = sorted(set(info["missing_keys"]) | set(info["unexpected_keys"]) | set(info["mismatched_keys"]))
-    if unloaded:  # the check above makes this unreachable unless transformers renames differently: never run half-random
-        raise ValueError(f"{path}: transformers did not load {len(unloaded)} tensors into the native {backend.family} "
-                         f"backend ({', '.join(map(str, unloaded[:3]))}); please report this with your transformers version")
+    if (
+        unloaded
+    ):  # the check above makes this unreachable unless transformers renames differently: never run half-random
+        raise ValueError(
+            f"{path}: transformers did not load {len(unloaded)} tensors into the native {backend.family} "
+            f"backend ({', '.join(map(str, unloaded[:3]))}); please report this with your transformers version"
+        )
     if not (device_map or load_in_4bit):
         model.to(dev)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -388,7 +458,9 @@ def _bnb_4bit(dev: torch.device, torch_dtype: Any) -> Any:
     from transformers import BitsAndBytesConfig
 
     if dev.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError("--load-in-4bit needs a CUDA GPU and bitsandbytes: pip install 'unmask[quant]' and pass --device cuda")
+        raise ValueError(
+            "--load-in-4bit needs a CUDA GPU and bitsandbytes: pip install 'unmask[quant]' and pass --device cuda"
+        )
     compute = torch_dtype if isinstance(torch_dtype, torch.dtype) and torch_dtype != torch.float32 else torch.bfloat16
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
 
@@ -426,7 +498,9 @@ def self_check_remote(model: torch.nn.Module, raw: dict, backend: type, name: st
         logits = model(input_ids=probe).logits.float()
     fix = f"load it with unmask's native {backend.family} backend instead (drop --remote-code / native=False)"
     if not torch.isfinite(logits).all():
-        raise ValueError(f"{name}: the repository's code gives non-finite logits under transformers {__version__}; {fix}")
+        raise ValueError(
+            f"{name}: the repository's code gives non-finite logits under transformers {__version__}; {fix}"
+        )
     if any(not p.is_floating_point() for p in model.parameters()):
         return  # quantized weights: no native twin to compare with
     try:
@@ -435,7 +509,9 @@ def self_check_remote(model: torch.nn.Module, raw: dict, backend: type, name: st
         return  # a variant the native backend does not implement: nothing to compare with
     with torch.no_grad():
         want = twin(input_ids=probe).logits.float()
-    tol = (1e-3 if logits.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32 else 5e-2) * (1 + want.abs().max())
+    tol = (1e-3 if logits.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32 else 5e-2) * (
+        1 + want.abs().max()
+    )
     gap = float((logits - want).abs().max())
     if gap > tol:
         raise ValueError(
@@ -445,9 +521,18 @@ def self_check_remote(model: torch.nn.Module, raw: dict, backend: type, name: st
         )
 
 
-def _load_with_transformers(name_or_path: str, config: dict, style: str | None, trust_remote_code: bool, torch_dtype: Any,
-                            dev: torch.device, device_map: str | None, allow_pickle: bool, tokenizer: str | None,
-                            revision: str | None) -> tuple[torch.nn.Module, Any, HFStyle]:
+def _load_with_transformers(
+    name_or_path: str,
+    config: dict,
+    style: str | None,
+    trust_remote_code: bool,
+    torch_dtype: Any,
+    dev: torch.device,
+    device_map: str | None,
+    allow_pickle: bool,
+    tokenizer: str | None,
+    revision: str | None,
+) -> tuple[torch.nn.Module, Any, HFStyle]:
     """Model, tokenizer and style through transformers' Auto classes (a masked LM, or the repository's own code)."""
     from transformers import AutoTokenizer, __version__
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
@@ -455,19 +540,29 @@ def _load_with_transformers(name_or_path: str, config: dict, style: str | None, 
     model_type = config.get("model_type", "")
     remote = model_type not in CONFIG_MAPPING_NAMES
     if remote and not trust_remote_code:
-        native = " (or drop --remote-code: unmask's native backend runs it without remote code)" if native_backend(model_type) else ""
+        native = (
+            " (or drop --remote-code: unmask's native backend runs it without remote code)"
+            if native_backend(model_type)
+            else ""
+        )
         raise ValueError(
             f"{name_or_path}: model_type {model_type!r} runs the model's own code from its repository; "
             f"pass --trust-remote-code (trust_remote_code=True) if you trust its source{native}"
         )
     hf_style = resolve_style(model_type, style)
     auto = _auto_class(config, hf_style, remote)
-    tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    tok = AutoTokenizer.from_pretrained(
+        tokenizer or name_or_path, trust_remote_code=trust_remote_code, revision=revision
+    )
     options = {"device_map": device_map} if device_map else {}
     try:
         model = auto.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, dtype=torch_dtype, revision=revision,
-            use_safetensors=None if allow_pickle else True, **options,
+            name_or_path,
+            trust_remote_code=trust_remote_code,
+            dtype=torch_dtype,
+            revision=revision,
+            use_safetensors=None if allow_pickle else True,
+            **options,
         )
     except OSError as e:
         if allow_pickle or "safetensors" not in str(e):
@@ -480,8 +575,11 @@ def _load_with_transformers(name_or_path: str, config: dict, style: str | None, 
         if not remote:
             raise
         backend = native_backend(model_type)
-        fix = (f"load it with unmask's native {backend.family} backend instead: drop --remote-code (native=False)"
-               if backend else "use a transformers version the repository's code supports")
+        fix = (
+            f"load it with unmask's native {backend.family} backend instead: drop --remote-code (native=False)"
+            if backend
+            else "use a transformers version the repository's code supports"
+        )
         raise ValueError(
             f"{name_or_path}: the repository's own code does not run under transformers {__version__} "
             f"({type(e).__name__}: {e}); {fix}"

@@ -24,7 +24,9 @@ class KVStore:
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
 
-    def write(self, layer: int, rows: torch.Tensor | None, start: int, end: int, k: torch.Tensor, v: torch.Tensor) -> None:
+    def write(
+        self, layer: int, rows: torch.Tensor | None, start: int, end: int, k: torch.Tensor, v: torch.Tensor
+    ) -> None:
         """Store ``k``, ``v`` (b, heads, end - start, head_dim) at positions ``[start, end)`` of ``rows``."""
         if layer not in self.keys:
             self.keys[layer] = k.new_empty((self.batch_size, *k.shape[1:]))
@@ -50,10 +52,14 @@ class KVWindow:
     ``record``: a full forward (``start = 0, end = length``) whose keys/values are kept for later steps.
     """
 
-    def __init__(self, store: KVStore, rows: torch.Tensor | None, start: int, end: int, length: int, record: bool) -> None:
+    def __init__(
+        self, store: KVStore, rows: torch.Tensor | None, start: int, end: int, length: int, record: bool
+    ) -> None:
         self.store, self.rows, self.start, self.end, self.length, self.record = store, rows, start, end, length, record
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values of the whole sequence (b, heads, length, head_dim): the kept ones outside the window
         (Fast-dLLM's ``past_key_values``), the given ones inside, written over the kept ones in place as Fast-dLLM's
         ``replace_position`` does (a row's window is the same at every later step of its block, and the next

@@ -40,17 +40,37 @@ LLADA_NAMES = {
 
 # ModelConfig defaults (configuration_llada.py) of the keys read here, for configs that leave them out
 DEFAULTS = {
-    "d_model": 768, "n_heads": 12, "n_kv_heads": None, "n_layers": 12, "mlp_ratio": 4, "mlp_hidden_size": None,
-    "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "max_sequence_length": 1024, "vocab_size": 50257,
-    "embedding_size": 50304, "weight_tying": True, "eos_token_id": 50256, "pad_token_id": 50256,
-    "mask_token_id": 50256, "multi_query_attention": None,
+    "d_model": 768,
+    "n_heads": 12,
+    "n_kv_heads": None,
+    "n_layers": 12,
+    "mlp_ratio": 4,
+    "mlp_hidden_size": None,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "max_sequence_length": 1024,
+    "vocab_size": 50257,
+    "embedding_size": 50304,
+    "weight_tying": True,
+    "eos_token_id": 50256,
+    "pad_token_id": 50256,
+    "mask_token_id": 50256,
+    "multi_query_attention": None,
 }
 # (key, value this backend implements, ModelConfig default): LLaMA-style LLaDA as the official checkpoints set it
 REQUIRED = [
-    ("block_type", "llama", "sequential"), ("activation_type", "silu", "swiglu"), ("layer_norm_type", "rms", "default"),
-    ("rope", True, False), ("alibi", False, False), ("attention_layer_norm", False, False), ("include_bias", False, False),
-    ("include_qkv_bias", False, False), ("scale_logits", False, False), ("input_emb_norm", False, False),
-    ("block_group_size", 1, 1), ("layer_norm_with_affine", True, True),
+    ("block_type", "llama", "sequential"),
+    ("activation_type", "silu", "swiglu"),
+    ("layer_norm_type", "rms", "default"),
+    ("rope", True, False),
+    ("alibi", False, False),
+    ("attention_layer_norm", False, False),
+    ("include_bias", False, False),
+    ("include_qkv_bias", False, False),
+    ("scale_logits", False, False),
+    ("input_emb_norm", False, False),
+    ("block_group_size", 1, 1),
+    ("layer_norm_with_affine", True, True),
 ]
 
 
@@ -63,21 +83,36 @@ def llada_config(raw: dict) -> LlamaConfig:
                 f"LLaDA ({key}={value!r}, as LLaDA-8B). Load this variant with its own code: --remote-code --trust-remote-code"
             )
     if raw.get("bias_for_layer_norm"):
-        raise ValueError("LLaDA config has bias_for_layer_norm=true, which the native LLaDA backend does not implement; "
-                         "load it with --remote-code --trust-remote-code")
+        raise ValueError(
+            "LLaDA config has bias_for_layer_norm=true, which the native LLaDA backend does not implement; "
+            "load it with --remote-code --trust-remote-code"
+        )
     c = {**DEFAULTS, **raw}
     heads = c["n_heads"]
     kv_heads = c["n_kv_heads"] or (1 if c["multi_query_attention"] else heads)
     if c["d_model"] % heads or heads % kv_heads:
-        raise ValueError(f"LLaDA config: d_model {c['d_model']} must divide by n_heads {heads}, and n_heads by n_kv_heads {kv_heads}")
+        raise ValueError(
+            f"LLaDA config: d_model {c['d_model']} must divide by n_heads {heads}, and n_heads by n_kv_heads {kv_heads}"
+        )
     config = LlamaConfig(
-        vocab_size=c["embedding_size"] or c["vocab_size"], hidden_size=c["d_model"],
-        intermediate_size=c["mlp_hidden_size"] or c["mlp_ratio"] * c["d_model"], num_hidden_layers=c["n_layers"],
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=c["d_model"] // heads, hidden_act="silu",
-        max_position_embeddings=c["max_sequence_length"], rms_norm_eps=c["rms_norm_eps"],
+        vocab_size=c["embedding_size"] or c["vocab_size"],
+        hidden_size=c["d_model"],
+        intermediate_size=c["mlp_hidden_size"] or c["mlp_ratio"] * c["d_model"],
+        num_hidden_layers=c["n_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=c["d_model"] // heads,
+        hidden_act="silu",
+        max_position_embeddings=c["max_sequence_length"],
+        rms_norm_eps=c["rms_norm_eps"],
         rope_parameters={"rope_type": "default", "rope_theta": float(c["rope_theta"])},
-        tie_word_embeddings=bool(c["weight_tying"]), attention_bias=False, mlp_bias=False, use_cache=False,
-        pad_token_id=c["pad_token_id"], eos_token_id=c["eos_token_id"], bos_token_id=None,
+        tie_word_embeddings=bool(c["weight_tying"]),
+        attention_bias=False,
+        mlp_bias=False,
+        use_cache=False,
+        pad_token_id=c["pad_token_id"],
+        eos_token_id=c["eos_token_id"],
+        bos_token_id=None,
     )
     config.mask_token_id = c["mask_token_id"]
     return config

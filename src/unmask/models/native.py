@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -33,7 +34,10 @@ SAFETENSORS_SINGLE = "model.safetensors"
 
 def prefix_mapping(names: dict[str, str]) -> dict[str, str]:
     """``key_mapping`` regexes for checkpoint -> module tree name prefixes (``{i}``: a layer index)."""
-    return {"^" + re.escape(stored).replace(r"\{i\}", r"(\d+)"): ours.replace("{i}", r"\1") for stored, ours in names.items()}
+    return {
+        "^" + re.escape(stored).replace(r"\{i\}", r"(\d+)"): ours.replace("{i}", r"\1")
+        for stored, ours in names.items()
+    }
 
 
 class BidirectionalBackbone(nn.Module):
@@ -66,7 +70,9 @@ class BidirectionalLM(PreTrainedModel):
     checkpoint_names: ClassVar[dict[str, str]] = {}  # checkpoint name prefix -> this module tree's ({i}: layer)
     key_mapping: ClassVar[dict[str, str]] = {}  # the same as regexes (prefix_mapping), as from_pretrained takes them
     family: ClassVar[str]
-    config_from_dict: ClassVar[Callable[[dict], PretrainedConfig]]  # config.json -> transformers config (ValueError: variant)
+    config_from_dict: ClassVar[
+        Callable[[dict], PretrainedConfig]
+    ]  # config.json -> transformers config (ValueError: variant)
     base_model_prefix = "model"
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -103,19 +109,31 @@ class BidirectionalLM(PreTrainedModel):
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = (torch.arange(x.shape[1], device=x.device) + past).unsqueeze(0)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=x, attention_mask=attention_mask, cache=cache)
+        mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=x, attention_mask=attention_mask, cache=cache
+        )
         rope = self.model.rotary_emb(x, position_ids=position_ids)
         hidden = []
         for layer in self.model.layers:
             if output_hidden_states:
                 hidden.append(x)
-            x = layer(x, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=use_cache,
-                      position_embeddings=rope, **kwargs)
+            x = layer(
+                x,
+                attention_mask=mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=use_cache,
+                position_embeddings=rope,
+                **kwargs,
+            )
         x = self.model.norm(x)
         if output_hidden_states:
             hidden.append(x)
-        return CausalLMOutputWithPast(logits=self.lm_head(x), cache=cache if use_cache else None,
-                                      hidden_states=tuple(hidden) if output_hidden_states else None)
+        return CausalLMOutputWithPast(
+            logits=self.lm_head(x),
+            cache=cache if use_cache else None,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+        )
 
     @classmethod
     def rename(cls, name: str) -> str:
@@ -130,7 +148,7 @@ class BidirectionalLM(PreTrainedModel):
         for stored, ours in cls.checkpoint_names.items():
             found = re.match(re.escape(ours).replace(r"\{i\}", r"(\d+)"), name)
             if found:
-                return stored.replace("{i}", found.group(1) if found.groups() else "") + name[found.end():]
+                return stored.replace("{i}", found.group(1) if found.groups() else "") + name[found.end() :]
         return name
 
     @classmethod
@@ -173,7 +191,10 @@ def check_tensors(model: BidirectionalLM, found: dict[str, tuple[int, ...]], sou
     if extra:
         parts.append(f"{len(extra)} parameters the {family} architecture does not have (e.g. {', '.join(extra[:3])})")
     if wrong:
-        parts.append("wrong shapes: " + ", ".join(f"{original[k]} is {shapes[k]}, config.json implies {want[k]}" for k in wrong[:3]))
+        parts.append(
+            "wrong shapes: "
+            + ", ".join(f"{original[k]} is {shapes[k]}, config.json implies {want[k]}" for k in wrong[:3])
+        )
     raise ValueError(
         f"{source} do not fit the native {family} backend built from config.json: {'; '.join(parts)}. "
         f"Check that config.json belongs to these weights (an incomplete download or an edited config?), or load the "
@@ -210,6 +231,8 @@ def checkpoint_tensors(path: Path) -> dict[str, tuple[int, ...]]:
                 for key in f.keys():
                     shapes[key] = tuple(f.get_slice(key).get_shape())
         except SafetensorError as e:
-            raise ValueError(f"{path / name} is not a complete safetensors file ({e}): a cut or corrupt download; "
-                             f"download it again (e.g. `hf download REPO --local-dir {path}`)") from None
+            raise ValueError(
+                f"{path / name} is not a complete safetensors file ({e}): a cut or corrupt download; "
+                f"download it again (e.g. `hf download REPO --local-dir {path}`)"
+            ) from None
     return shapes

@@ -12,9 +12,8 @@ and large (std 0.3, norm weights around 1), so wrong wiring shows in the logits;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +21,11 @@ import torch
 from unmask.core.config import Config, option
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<user>", "<assistant>"]
-WORDS = SPECIALS + list("0123456789") + ["what", "is", "the", "answer", "+", "-", "=", "?", ".", "\\", "boxed", "{", "}", "#"]
+WORDS = (
+    SPECIALS
+    + list("0123456789")
+    + ["what", "is", "the", "answer", "+", "-", "=", "?", ".", "\\", "boxed", "{", "}", "#"]
+)
 CHAT_TEMPLATE = (
     "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
 )
@@ -42,10 +45,18 @@ def tokenizer(mask: bool = True, chat: bool = False, extra_words: int = 0):
     tk.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
     )
-    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        eos_token="[EOS]", mask_token="[MASK]" if mask else None, additional_special_tokens=["<user>", "<assistant>"],
+        tokenizer_object=tk,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        eos_token="[EOS]",
+        mask_token="[MASK]" if mask else None,
+        additional_special_tokens=["<user>", "<assistant>"],
     )
     if chat:
         tok.chat_template = CHAT_TEMPLATE
@@ -55,28 +66,69 @@ def tokenizer(mask: bool = True, chat: bool = False, extra_words: int = 0):
 def tiny_llada_config(context: int = CONTEXT, **overrides) -> dict:
     """A LLaDA-8B-shaped ``config.json`` (LLaMA blocks, SwiGLU, RMSNorm, RoPE, untied head, GQA) at d_model 32."""
     return {
-        "model_type": "llada", "architectures": ["LLaDAModelLM"],
+        "model_type": "llada",
+        "architectures": ["LLaDAModelLM"],
         "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM"},
-        "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2, "mlp_hidden_size": 48, "mlp_ratio": 4,
-        "activation_type": "silu", "block_type": "llama", "layer_norm_type": "rms", "rms_norm_eps": 1e-5,
-        "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "alibi": False, "flash_attention": False,
-        "include_bias": False, "include_qkv_bias": False, "bias_for_layer_norm": False, "weight_tying": False,
-        "attention_dropout": 0.0, "residual_dropout": 0.0, "embedding_dropout": 0.0, "init_device": "cpu",
-        "init_fn": "normal", "max_sequence_length": context, "vocab_size": 64, "embedding_size": 64,
-        "mask_token_id": MASK, "eos_token_id": EOS, "pad_token_id": PAD, "use_cache": False, **overrides,
+        "d_model": 32,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "n_layers": 2,
+        "mlp_hidden_size": 48,
+        "mlp_ratio": 4,
+        "activation_type": "silu",
+        "block_type": "llama",
+        "layer_norm_type": "rms",
+        "rms_norm_eps": 1e-5,
+        "rope": True,
+        "rope_theta": 500000.0,
+        "rope_full_precision": True,
+        "alibi": False,
+        "flash_attention": False,
+        "include_bias": False,
+        "include_qkv_bias": False,
+        "bias_for_layer_norm": False,
+        "weight_tying": False,
+        "attention_dropout": 0.0,
+        "residual_dropout": 0.0,
+        "embedding_dropout": 0.0,
+        "init_device": "cpu",
+        "init_fn": "normal",
+        "max_sequence_length": context,
+        "vocab_size": 64,
+        "embedding_size": 64,
+        "mask_token_id": MASK,
+        "eos_token_id": EOS,
+        "pad_token_id": PAD,
+        "use_cache": False,
+        **overrides,
     }
 
 
 def tiny_dream_config(context: int = CONTEXT, **overrides) -> dict:
     """A Dream-7B-shaped ``config.json`` (Qwen2 blocks with q/k/v biases, GQA, untied head) at hidden size 32."""
     return {
-        "model_type": "Dream", "architectures": ["DreamModel"],
+        "model_type": "Dream",
+        "architectures": ["DreamModel"],
         "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
-        "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": context,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_scaling": None, "tie_word_embeddings": False,
-        "use_sliding_window": False, "attention_dropout": 0.0, "mask_token_id": MASK, "pad_token_id": PAD,
-        "bos_token_id": 2, "eos_token_id": EOS, **overrides,
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "max_position_embeddings": context,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "tie_word_embeddings": False,
+        "use_sliding_window": False,
+        "attention_dropout": 0.0,
+        "mask_token_id": MASK,
+        "pad_token_id": PAD,
+        "bos_token_id": 2,
+        "eos_token_id": EOS,
+        **overrides,
     }
 
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmask.models.kv import CACHE_MODES, KVWindow
 from unmask.core.checkpoint import CONFIG, WEIGHTS, load_json, load_state_into, load_tensors
 from unmask.core.hub import HubMixin
 from unmask.models.base import MaskedDiffusionModel, MDMOutput
+from unmask.models.kv import CACHE_MODES, KVWindow
 
 
 @dataclass
@@ -44,19 +44,27 @@ class TransformerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TransformerConfig":
+    def from_dict(cls, data: dict) -> TransformerConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown fields in transformer config: {sorted(unknown)}")
-        missing = sorted(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-                         and f.name not in data)
+        missing = sorted(
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING and f.name not in data
+        )
         if missing:
             raise ValueError(f"missing fields in transformer config: {missing}")
         for name, value in data.items():
-            ok = isinstance(value, str) if name == "task" else (
-                isinstance(value, list) and all(isinstance(t, list) and all(type(i) is int for i in t) for t in value)
-                if name == "coordinates" else type(value) is int and value >= (1 if name.startswith("n_") else 0))
+            ok = (
+                isinstance(value, str)
+                if name == "task"
+                else (
+                    isinstance(value, list)
+                    and all(isinstance(t, list) and all(type(i) is int for i in t) for t in value)
+                    if name == "coordinates"
+                    else type(value) is int and value >= (1 if name.startswith("n_") else 0)
+                )
+            )
             if not ok:
                 raise ValueError(f"transformer config field {name} has the invalid value {value!r}")
         return cls(**data)
@@ -70,7 +78,9 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd))
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        )
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVWindow | None = None) -> torch.Tensor:
         B, L, D = x.shape
@@ -121,12 +131,13 @@ class MaskedTransformer(MaskedDiffusionModel, HubMixin):
     checkpoint_section = "model"
 
     @classmethod
-    def load_checkpoint(cls, directory: Path) -> "MaskedTransformer":
+    def load_checkpoint(cls, directory: Path) -> MaskedTransformer:
         """The MDM of a checkpoint directory written by ``unmask train-mdm`` (on the CPU, frozen, in eval mode)."""
         meta = load_json(directory / CONFIG)
         if "model" not in meta:
-            raise ValueError(f"{directory / CONFIG} has no 'model' section: this is not an MDM checkpoint (a policy "
-                             "checkpoint?)")
+            raise ValueError(
+                f"{directory / CONFIG} has no 'model' section: this is not an MDM checkpoint (a policy checkpoint?)"
+            )
         try:
             config = TransformerConfig.from_dict(meta["model"])
         except ValueError as e:

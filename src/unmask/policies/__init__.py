@@ -8,7 +8,7 @@ either ``key=value`` or a bare value for the first parameter.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from unmask.engine.policy import Capabilities, Policy
 from unmask.policies.base import ScorePolicy, top_k_mask
@@ -60,8 +60,10 @@ def parse_value(text: str) -> int | float | str:
 def check_spec(spec: object) -> None:
     """One clear error for a policy spec that is not a non-empty string."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a policy spec is a non-empty string such as 'confidence', 'threshold:0.9' or a checkpoint "
-                         f"path; got {type(spec).__name__} {spec!r}")
+        raise ValueError(
+            f"a policy spec is a non-empty string such as 'confidence', 'threshold:0.9' or a checkpoint "
+            f"path; got {type(spec).__name__} {spec!r}"
+        )
 
 
 def split_spec(spec: str) -> tuple[str, list[str]]:
@@ -95,12 +97,26 @@ def get_policy(spec: str) -> Policy:
     """Build a heuristic policy from its spec; see the module docstring."""
     name, kwargs = parse_spec(spec)
     if name not in SPECS:
-        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(HEURISTICS)}, the oracles "
-                         f"{', '.join(ORACLES)} (or a policy checkpoint path)")
+        raise ValueError(
+            f"unknown policy {name!r}; valid policies: {', '.join(HEURISTICS)}, the oracles "
+            f"{', '.join(ORACLES)} (or a policy checkpoint path)"
+        )
     try:
         return SPECS[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"policy {spec!r}: {e}") from e
 
 
-__all__ = ["Capabilities", "HEURISTICS", "ORACLES", "Policy", "ScorePolicy", "check_spec", "get_policy", "parse_spec", "parse_value", "split_spec", "top_k_mask"]
+__all__ = [
+    "Capabilities",
+    "HEURISTICS",
+    "ORACLES",
+    "Policy",
+    "ScorePolicy",
+    "check_spec",
+    "get_policy",
+    "parse_spec",
+    "parse_value",
+    "split_spec",
+    "top_k_mask",
+]

@@ -14,8 +14,9 @@ from unmask.engine.policy import Capabilities, Policy
 from unmask.engine.state import StepState
 
 
-def top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, offset: int = 0,
-               take: torch.Tensor | None = None) -> torch.Tensor:
+def top_k_mask(
+    scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, offset: int = 0, take: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per row, the ``k[i]`` highest ``scores`` among ``allowed`` positions, as ``torch.topk(row, k[i])`` on the
     upstream layout: the row prefixed by ``offset`` positions (the prompt) and -inf outside ``allowed``, so ties
     break as in LLaDA's / Fast-dLLM's / Dream's own ``topk`` calls. ``take``: of those (sorted), keep the first
@@ -29,8 +30,11 @@ def top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, off
             continue
         rows = (k == kv).nonzero().squeeze(1)
         idx = s[rows].topk(min(kv, s.shape[1]), dim=1, sorted=True).indices
-        keep = torch.ones_like(idx, dtype=torch.bool) if take is None else (
-            torch.arange(idx.shape[1], device=s.device)[None, :] < take[rows, None])
+        keep = (
+            torch.ones_like(idx, dtype=torch.bool)
+            if take is None
+            else (torch.arange(idx.shape[1], device=s.device)[None, :] < take[rows, None])
+        )
         out[rows] = out[rows].scatter(1, idx, keep)
     return out[:, offset:] & allowed
 

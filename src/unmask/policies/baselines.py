@@ -4,8 +4,6 @@ al. 2025). docs/policies.md says where each applies to the built-in tasks."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +11,9 @@ from pathlib import Path
 import torch
 
 from unmask.engine.policy import Policy
+from unmask.engine.state import StepState
 from unmask.policies.base import ScorePolicy, top_k_mask
 from unmask.policies.heuristics import _check_number
-from unmask.engine.state import StepState
 
 
 class KLASSPolicy(Policy):
@@ -40,7 +38,11 @@ class KLASSPolicy(Policy):
         _check_number("klass", "conf_threshold", conf_threshold, 0, 1)
         _check_number("klass", "kl_threshold", kl_threshold, 0, low_open=True)
         _check_number("klass", "history_length", history_length, 1, integer=True)
-        self.conf_threshold, self.kl_threshold, self.history_length = float(conf_threshold), float(kl_threshold), int(history_length)
+        self.conf_threshold, self.kl_threshold, self.history_length = (
+            float(conf_threshold),
+            float(kl_threshold),
+            int(history_length),
+        )
         self.name = f"klass:conf_threshold={self.conf_threshold:g}:kl_threshold={self.kl_threshold:g}:history_length={self.history_length}"
 
     def select(self, state: StepState) -> torch.Tensor:
@@ -55,10 +57,17 @@ class KLASSPolicy(Policy):
             history = kl.new_full((*kl.shape, self.history_length), float("inf"))
         history = torch.cat([history[..., 1:], kl[..., None]], -1)
         seen = state.recall("candidates")
-        entered = state.candidates if seen is None else state.candidates & ~seen  # a block's positions enter at its start
+        entered = (
+            state.candidates if seen is None else state.candidates & ~seen
+        )  # a block's positions enter at its start
         steps = state.recall("block_step")
         block_step = torch.where(entered.any(1), 0, (0 if steps is None else steps) + 1)
-        for name, value in (("probs", state.probs), ("kl", history), ("candidates", state.candidates), ("block_step", block_step)):
+        for name, value in (
+            ("probs", state.probs),
+            ("kl", history),
+            ("candidates", state.candidates),
+            ("block_step", block_step),
+        ):
             state.remember(name, value)
         stable = (history < self.kl_threshold).all(-1) & (block_step >= self.history_length - 1)[:, None]
         ready = stable & (state.confidence > self.conf_threshold) & state.candidates
@@ -97,9 +106,13 @@ class PCSamplerPolicy(ScorePolicy):
                 self.total = float(data["num_token"])
                 self.counts = {int(k): float(v) for k, v in data["p_baseline_dict"].items()}
             except (OSError, ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"pc_sampler: background must be a JSON file {{'num_token': N, 'p_baseline_dict': "
-                                 f"{{token_id: count}}}} (PC-Sampler's P_baseline.json); {path} gave {e!r}") from e
-        self.name = f"pc_sampler:lambd={self.lambd:g}:alpha={self.alpha:g}" + (f":background={background}" if background else "")
+                raise ValueError(
+                    f"pc_sampler: background must be a JSON file {{'num_token': N, 'p_baseline_dict': "
+                    f"{{token_id: count}}}} (PC-Sampler's P_baseline.json); {path} gave {e!r}"
+                ) from e
+        self.name = f"pc_sampler:lambd={self.lambd:g}:alpha={self.alpha:g}" + (
+            f":background={background}" if background else ""
+        )
 
     def frequency(self, vocab_size: int, device: torch.device) -> torch.Tensor:
         """(V,) f(v): the background frequency of each token (uniform without a background file)."""
@@ -167,7 +180,8 @@ class DilatedPolicy(Policy):
         self.block_length = None if block_length is None else int(block_length)
         self.base, self.base_skip = int(base), int(base_skip)
         self.name = f"dus:block_length={self.block_length}:base={self.base}:base_skip={self.base_skip}".replace(
-            "block_length=None:", "")
+            "block_length=None:", ""
+        )
 
     def groups(self, length: int, device: torch.device) -> torch.Tensor:
         """(length,) the order in which each generation position's group is revealed: block, then group."""

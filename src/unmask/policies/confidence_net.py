@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmask.policies.scorers import Scorer
 from unmask.engine.state import StepState
+from unmask.policies.scorers import Scorer
 
 
 def _logit(p: float) -> float:
@@ -93,8 +93,14 @@ class AdaLNBlock(nn.Module):
 class ConfidenceNet(Scorer):
     """f_phi: (confidence, mask, block flag, t[, alpha]) -> a logit per position and a pooled state."""
 
-    def __init__(self, d_model: int, n_head: int, base_threshold: float | None, alpha_range: list[float] | None,
-                 base_threshold_hi: float | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        base_threshold: float | None,
+        alpha_range: list[float] | None,
+        base_threshold_hi: float | None = None,
+    ) -> None:
         super().__init__()
         if d_model % n_head or (d_model // n_head) % 2:
             raise ValueError(f"d_model ({d_model}) must split into n_head ({n_head}) heads of even size (RoPE)")
@@ -116,10 +122,16 @@ class ConfidenceNet(Scorer):
         """Confidence, mask and block flags, diffusion time: nothing MDM-specific."""
         conf = state.confidence.float()
         if not torch.isfinite(conf).all() or conf.min() < 0 or conf.max() > 1 + 1e-4:
-            raise ValueError(f"this policy reads MDM confidences (probabilities in [0, 1]); this MDM gave "
-                             f"values in [{conf.min().item():.3g}, {conf.max().item():.3g}]")
-        return {"confidence": conf, "masked": state.masked, "allowed": state.candidates,
-                "time": state.masked_fraction.float()}
+            raise ValueError(
+                f"this policy reads MDM confidences (probabilities in [0, 1]); this MDM gave "
+                f"values in [{conf.min().item():.3g}, {conf.max().item():.3g}]"
+            )
+        return {
+            "confidence": conf,
+            "masked": state.masked,
+            "allowed": state.candidates,
+            "time": state.masked_fraction.float(),
+        }
 
     def forward(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits b (n, L) and the mean final state over masked positions (n, d_model), from the

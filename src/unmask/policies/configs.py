@@ -37,25 +37,37 @@ class StructureConfig(Config):
     def variable_count(self) -> bool:
         return False
 
-    coupling_rounds: int = option(0, "> 0: the scorer reads confidences refined by a learned pairwise coupling "
-                                     "(unmask.policies.coupling), this many mean-field rounds", low=0)
-    coupling_length: int = option(0, "positions of the generation region the coupling is learned over",
-                                  low=0, derived=True)
-    planner: bool = option(False, "add a planner's residual to the scorer's logits (unmask.policies.planner): "
-                                  "per-position features and learned pairwise channels over the whole answer, "
-                                  "trained by imitation of the oracle (--imitation-rounds)")
+    coupling_rounds: int = option(
+        0,
+        "> 0: the scorer reads confidences refined by a learned pairwise coupling "
+        "(unmask.policies.coupling), this many mean-field rounds",
+        low=0,
+    )
+    coupling_length: int = option(
+        0, "positions of the generation region the coupling is learned over", low=0, derived=True
+    )
+    planner: bool = option(
+        False,
+        "add a planner's residual to the scorer's logits (unmask.policies.planner): "
+        "per-position features and learned pairwise channels over the whole answer, "
+        "trained by imitation of the oracle (--imitation-rounds)",
+    )
     pair_channels: int = option(4, "the planner's learned pairwise channels W^c (L x L each)", low=0)
-    planner_layers: int = option(0, "bidirectional transformer layers of the planner over the positions (0: an MLP "
-                                    "per position)", low=0)
+    planner_layers: int = option(
+        0, "bidirectional transformer layers of the planner over the positions (0: an MLP per position)", low=0
+    )
     planner_d_model: int = option(64, "width of the planner", low=1)
     planner_heads: int = option(4, "attention heads of the planner's layers (must divide --planner-d-model)", low=1)
-    planner_length: int = option(0, "positions of the generation region the planner is learned over", low=0,
-                                 derived=True)
+    planner_length: int = option(
+        0, "positions of the generation region the planner is learned over", low=0, derived=True
+    )
 
     def check(self) -> None:
         if self.planner_d_model % self.planner_heads:
-            raise ValueError(f"planner_d_model (--planner-d-model) {self.planner_d_model} must be divisible by "
-                             f"planner_heads (--planner-heads) {self.planner_heads}")
+            raise ValueError(
+                f"planner_d_model (--planner-d-model) {self.planner_d_model} must be divisible by "
+                f"planner_heads (--planner-heads) {self.planner_heads}"
+            )
 
 
 @dataclass
@@ -70,11 +82,18 @@ class UPOConfig(StructureConfig):
     n_head: int = option(4, "attention heads of phi_TF (must divide --d-model)", low=1)
     prob_features: int = option(5, "K of TopK(p), the probability features of Eq. 21", low=1)
     mlp_hidden: int = option(64, "hidden width of phi_MLP", low=1)
-    base_temperature: float | None = option(0.05, "tau0 of the log-confidence base score (start as the "
-                                            "softmax-confidence reference); none = no base term", low=0.0,
-                                            low_open=True)
-    top_k: int | None = option(None, "restrict to the K most confident candidates (Top-K realisation, Eq. 27; set "
-                                     "by --reference topk)", low=1, derived=True)
+    base_temperature: float | None = option(
+        0.05,
+        "tau0 of the log-confidence base score (start as the softmax-confidence reference); none = no base term",
+        low=0.0,
+        low_open=True,
+    )
+    top_k: int | None = option(
+        None,
+        "restrict to the K most confident candidates (Top-K realisation, Eq. 27; set by --reference topk)",
+        low=1,
+        derived=True,
+    )
     mdm_name: str = option("", "the MDM it was trained with", derived=True)
     mdm_vocab_size: int = option(0, "vocabulary size of that MDM", low=0, derived=True)
     mdm_mask_id: int = option(0, "mask token id of that MDM", low=0, derived=True)
@@ -84,9 +103,10 @@ class UPOConfig(StructureConfig):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
         if self.coupling_rounds and self.base_temperature is None:
-            raise ValueError("a coupling (--coupling-rounds) refines the base score log(confidence) / tau0; it needs a "
-                             "base temperature (--base-temperature)")
-
+            raise ValueError(
+                "a coupling (--coupling-rounds) refines the base score log(confidence) / tau0; it needs a "
+                "base temperature (--base-temperature)"
+            )
 
 
 @dataclass
@@ -102,18 +122,43 @@ class ParallelConfig(StructureConfig):
 
     d_model: int = option(32, "width of the policy network", low=1)
     n_head: int = option(2, "attention heads of the policy network (must divide --d-model)", low=1)
-    base_threshold: float | None = option(0.9, "warm start: a soft threshold rule at this confidence (Fast-dLLM); "
-                                          "none = plain init", low=0.0, high=1.0, low_open=True, high_open=True)
-    base_threshold_hi: float | None = option(None, "alpha-conditioned policies: the warm start's threshold at "
-                                             "alpha = HI (logit-linear in alpha from --base-threshold at LO)",
-                                             low=0.0, high=1.0, low_open=True, high_open=True)
-    temperature: float = option(1.0, "tau_pi of the policy (a spec's :temperature= overrides it at inference)",
-                                low=0.0, low_open=True, flag="--policy-temperature")
-    alpha: float | None = option(None, "the trainer's alpha (GRPOConfig.alpha, the one setting), set when the trainer "
-                                       "builds the policy: for alpha-conditioned policies the default input",
-                                 low=0.0, derived=True)
-    alpha_range: list[float] | None = option(None, "alpha-conditioned policy: alpha ~ U[LO, HI] per group in "
-                                             "training and a policy input (Jazbec §3.3)", low=0.0, length=2)
+    base_threshold: float | None = option(
+        0.9,
+        "warm start: a soft threshold rule at this confidence (Fast-dLLM); none = plain init",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    base_threshold_hi: float | None = option(
+        None,
+        "alpha-conditioned policies: the warm start's threshold at "
+        "alpha = HI (logit-linear in alpha from --base-threshold at LO)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    temperature: float = option(
+        1.0,
+        "tau_pi of the policy (a spec's :temperature= overrides it at inference)",
+        low=0.0,
+        low_open=True,
+        flag="--policy-temperature",
+    )
+    alpha: float | None = option(
+        None,
+        "the trainer's alpha (GRPOConfig.alpha, the one setting), set when the trainer "
+        "builds the policy: for alpha-conditioned policies the default input",
+        low=0.0,
+        derived=True,
+    )
+    alpha_range: list[float] | None = option(
+        None,
+        "alpha-conditioned policy: alpha ~ U[LO, HI] per group in training and a policy input (Jazbec §3.3)",
+        low=0.0,
+        length=2,
+    )
     mdm_name: str = option("", "the MDM it was trained with (for the record: confidences fit any MDM)", derived=True)
 
     def check(self) -> None:
@@ -121,10 +166,15 @@ class ParallelConfig(StructureConfig):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model (--d-model) {self.d_model} must be divisible by n_head (--n-head) {self.n_head}")
         if self.base_threshold_hi is not None and (self.alpha_range is None or self.base_threshold is None):
-            raise ValueError("base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
-                             "and a base_threshold (the one at alpha = LO)")
-        if self.alpha is not None and self.alpha_range is not None and \
-                not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]:
+            raise ValueError(
+                "base_threshold_hi (the warm start's threshold at alpha = HI) needs an alpha range "
+                "and a base_threshold (the one at alpha = LO)"
+            )
+        if (
+            self.alpha is not None
+            and self.alpha_range is not None
+            and not self.alpha_range[0] <= self.alpha <= self.alpha_range[1]
+        ):
             raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {self.alpha_range}")
 
 
@@ -135,15 +185,18 @@ class PlackettLuceConfig(ParallelConfig):
 
     COMMON: ClassVar[tuple[str, ...]] = ("d_model", "coupling_rounds", "alpha_range", "count")
 
-    count: str = option("stop", "how many positions a step reveals: stop = draw until STOP (dynamic), schedule = "
-                                "the engine's tokens per step (--steps)", choices=("stop", "schedule"),
-                        flag="--pl-count")
+    count: str = option(
+        "stop",
+        "how many positions a step reveals: stop = draw until STOP (dynamic), schedule = "
+        "the engine's tokens per step (--steps)",
+        choices=("stop", "schedule"),
+        flag="--pl-count",
+    )
     stop_logit: float | None = option(0.0, "fixed STOP utility; none = learned from the pooled state")
 
     @property
     def variable_count(self) -> bool:
         return self.count == "stop"
-
 
 
 PLANNER_FIELDS = ("planner", "pair_channels", "planner_layers", "planner_d_model", "planner_heads", "planner_length")

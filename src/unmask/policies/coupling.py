@@ -40,8 +40,10 @@ def coupling_observation(state: StepState) -> dict[str, torch.Tensor]:
 def check_vocab(model: MaskedDiffusionModel, what: str, fix: str) -> None:
     """Refuse ``model`` when its vocabulary is too large for a policy that reads whole distributions."""
     if model.vocab_size > MAX_VOCAB:
-        raise ValueError(f"{what} read all {model.vocab_size} token probabilities of {model.name!r} per position; "
-                         f"they are meant for vocabularies of at most {MAX_VOCAB} tokens (the built-in models). {fix}")
+        raise ValueError(
+            f"{what} read all {model.vocab_size} token probabilities of {model.name!r} per position; "
+            f"they are meant for vocabularies of at most {MAX_VOCAB} tokens (the built-in models). {fix}"
+        )
 
 
 class MeanFieldCoupling(nn.Module):
@@ -68,8 +70,10 @@ class MeanFieldCoupling(nn.Module):
         """Refined log-marginals (n, L, V) from ``probs`` (n, L, V: marginals at masked positions, one-hot of
         the written token elsewhere) and ``masked`` (n, L)."""
         if probs.shape[1] != self.weight.shape[0]:
-            raise ValueError(f"the coupling was learned over {self.weight.shape[0]} generated positions; this "
-                             f"generation region has {probs.shape[1]}. Train a policy for this layout")
+            raise ValueError(
+                f"the coupling was learned over {self.weight.shape[0]} generated positions; this "
+                f"generation region has {probs.shape[1]}. Train a policy for this layout"
+            )
         log_p = probs.clamp_min(1e-12).log()
         a, q, log_q = self.strength, probs, log_p
         for _ in range(self.rounds):
@@ -78,8 +82,9 @@ class MeanFieldCoupling(nn.Module):
         return torch.where(masked[..., None], log_q, log_p)
 
 
-def coupling_nll(coupling: MeanFieldCoupling, probs: torch.Tensor, masked: torch.Tensor,
-                 target: torch.Tensor) -> torch.Tensor:
+def coupling_nll(
+    coupling: MeanFieldCoupling, probs: torch.Tensor, masked: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
     """Mean -log q_i(target_i) over the masked positions (``target``: (n, L) true token ids)."""
     log_q = coupling(probs, masked).gather(-1, target[..., None]).squeeze(-1)
     return -(log_q * masked).sum() / masked.sum().clamp(min=1)

@@ -21,7 +21,7 @@ when no random draws are given (greedy decoding).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,8 @@ def stop_log_prob(scores: torch.Tensor, allowed: torch.Tensor, action: torch.Ten
     count = (action >= 0).sum(1)
     rest = F.pad(action[:, 1:], (0, 1), value=-1).scatter(1, (count - 1).clamp(min=0)[:, None], length)
     return plackett_luce_log_prob(scores[:, :length], allowed, first) + plackett_luce_log_prob(
-        scores, _with_stop(allowed, first), rest)
+        scores, _with_stop(allowed, first), rest
+    )
 
 
 def first_draw_entropy(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -191,21 +192,26 @@ class PlackettLuce(ActionDistribution):
         """The logits, with the STOP utility appended as column L when the distribution stops."""
         if not self.stops:
             return logits
-        stop = self.stop_head(pooled) if self.stop_head is not None else logits.new_full((len(logits), 1), self.stop_logit)
+        stop = (
+            self.stop_head(pooled) if self.stop_head is not None else logits.new_full((len(logits), 1), self.stop_logit)
+        )
         return torch.cat([logits, stop], 1)
 
     def draw(self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws | None) -> torch.Tensor:
         if draws is None:
             rank: Draw = ordered_top_k
         else:
+
             def rank(s: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
                 return gumbel_top_k(s, allowed, k, draws)
+
         if self.stops:
             return stop_order(scores, allowed, rank)
         return rank(scores, allowed, k)
 
-    def noisy_mode(self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws,
-                   sigma: float) -> torch.Tensor:
+    def noisy_mode(
+        self, scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor, draws: Draws, sigma: float
+    ) -> torch.Tensor:
         """The k highest of softmax(utilities) + N(0, sigma^2) noise (UPO App. D, multi-shot sampling)."""
         probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
         noisy = probs + draws.normal() * sigma

@@ -9,15 +9,21 @@ import math
 import torch
 
 from unmask.engine.policy import Capabilities, Policy
-from unmask.policies.base import ScorePolicy, top_k_mask
 from unmask.engine.state import StepState
+from unmask.policies.base import ScorePolicy, top_k_mask
 
 
-def _check_number(policy: str, name: str, value, low: float, high: float = math.inf, low_open: bool = False,
-                  integer: bool = False) -> None:
+def _check_number(
+    policy: str, name: str, value, low: float, high: float = math.inf, low_open: bool = False, integer: bool = False
+) -> None:
     """One clear error for a spec argument outside its range (or not a finite number / not an integer)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high and (not integer or float(value).is_integer())
+    ok = (
+        ok
+        and (value > low if low_open else value >= low)
+        and value <= high
+        and (not integer or float(value).is_integer())
+    )
     if not ok:
         kind = "an integer" if integer else "a finite number"
         bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
@@ -86,7 +92,9 @@ class OriginPolicy(Policy):
 
     def select(self, state: StepState) -> torch.Tensor:
         p = state.transfer_probability.repeat_interleave(state.candidates.sum(1))
-        return torch.zeros_like(state.candidates).masked_scatter(state.candidates, state.draws.uniform_at(state.candidates) < p)
+        return torch.zeros_like(state.candidates).masked_scatter(
+            state.candidates, state.draws.uniform_at(state.candidates) < p
+        )
 
 
 class TopKSoftmaxPolicy(Policy):
@@ -104,7 +112,9 @@ class TopKSoftmaxPolicy(Policy):
 
     def select(self, state: StepState) -> torch.Tensor:
         conf = state.confidence
-        top = top_k_mask(conf, state.candidates, torch.full_like(state.num_transfer, self.k).minimum(state.candidates.sum(1)))
+        top = top_k_mask(
+            conf, state.candidates, torch.full_like(state.num_transfer, self.k).minimum(state.candidates.sum(1))
+        )
         u = state.draws.uniform().clamp_min(1e-20)
         perturbed = conf / self.temperature - torch.log(-torch.log(u))
         return top_k_mask(perturbed, top, state.num_transfer)

@@ -32,19 +32,29 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from unmask.core.checkpoint import (CONFIG, MANIFEST, WEIGHTS, TrainingState, load_json, load_state_into, load_tensors,
-                               save_checkpoint, verify_checkpoint)
+from unmask.core.checkpoint import (
+    CONFIG,
+    MANIFEST,
+    WEIGHTS,
+    TrainingState,
+    load_json,
+    load_state_into,
+    load_tensors,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from unmask.core.config import Config, kind_of
 from unmask.core.hub import HubMixin
-from unmask.models.base import MaskedDiffusionModel
 from unmask.engine.policy import Capabilities, Policy
+from unmask.engine.state import StepState
+from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import top_k_mask
 from unmask.policies.confidence_net import ConfidenceNet
 from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
@@ -52,7 +62,6 @@ from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_ob
 from unmask.policies.distributions import ActionDistribution, Bernoulli, PlackettLuce, order_to_mask
 from unmask.policies.planner import Planner
 from unmask.policies.scorers import Scorer, UPOScorer
-from unmask.engine.state import StepState
 
 
 @dataclass(frozen=True)
@@ -76,13 +85,21 @@ def _stop(c: PlackettLuceConfig) -> float | str | None:
 
 
 KINDS: dict[str, Kind] = {
-    "upo": Kind(UPOScorer, lambda c: PlackettLuce(),
-                lambda m: {"feature_size": m.hidden_size, "mdm_name": m.name, "mdm_vocab_size": m.vocab_size,
-                           "mdm_mask_id": m.mask_id}, "greedy"),
-    "bernoulli": Kind(_confidence_net, lambda c: Bernoulli(), lambda m: {"mdm_name": m.name},
-                      "sample"),
-    "plackett-luce": Kind(_confidence_net, lambda c: PlackettLuce(_stop(c), c.d_model),
-                          lambda m: {"mdm_name": m.name}, "sample"),
+    "upo": Kind(
+        UPOScorer,
+        lambda c: PlackettLuce(),
+        lambda m: {
+            "feature_size": m.hidden_size,
+            "mdm_name": m.name,
+            "mdm_vocab_size": m.vocab_size,
+            "mdm_mask_id": m.mask_id,
+        },
+        "greedy",
+    ),
+    "bernoulli": Kind(_confidence_net, lambda c: Bernoulli(), lambda m: {"mdm_name": m.name}, "sample"),
+    "plackett-luce": Kind(
+        _confidence_net, lambda c: PlackettLuce(_stop(c), c.d_model), lambda m: {"mdm_name": m.name}, "sample"
+    ),
 }
 MODES = ("greedy", "sample")
 
@@ -94,11 +111,10 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
 
     record: dict = {}  # what the loaded checkpoint's config.json held besides the policy (train recipe, metrics)
 
-
     checkpoint_section = "policy"
 
     @classmethod
-    def load_checkpoint(cls, directory: Path) -> "LearnedPolicy":
+    def load_checkpoint(cls, directory: Path) -> LearnedPolicy:
         """The policy of a checkpoint directory (:func:`load_policy`)."""
         return load_policy(directory)
 
@@ -109,9 +125,20 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         self.config = config
         self.scorer = kind.scorer(config)
         self.action = kind.action(config)
-        self.coupling = MeanFieldCoupling(config.coupling_length, config.coupling_rounds) if config.coupling_rounds else None
-        self.planner = Planner(config.planner_length, config.pair_channels, config.planner_layers,
-                               config.planner_d_model, config.planner_heads) if config.planner else None
+        self.coupling = (
+            MeanFieldCoupling(config.coupling_length, config.coupling_rounds) if config.coupling_rounds else None
+        )
+        self.planner = (
+            Planner(
+                config.planner_length,
+                config.pair_channels,
+                config.planner_layers,
+                config.planner_d_model,
+                config.planner_heads,
+            )
+            if config.planner
+            else None
+        )
         self.name = self.kind
         self.default_mode = self.mode = kind.default_mode
         self.temperature = float(getattr(config, "temperature", 1.0))
@@ -119,7 +146,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         self.alpha = getattr(config, "alpha", None)
 
     @classmethod
-    def for_model(cls, kind: str, model: MaskedDiffusionModel, **settings) -> "LearnedPolicy":
+    def for_model(cls, kind: str, model: MaskedDiffusionModel, **settings) -> LearnedPolicy:
         """An untrained policy of ``kind`` for ``model`` (the config fields it derives from the MDM filled in)."""
         if kind not in KINDS:
             raise ValueError(f"unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
@@ -134,8 +161,11 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
     def capabilities(self) -> Capabilities:  # type: ignore[override]
         """Hidden features when the scorer reads them (UPO's g_phi), random when sampling or noised (UPO App. D),
         alpha as an input when trained with an alpha range (Jazbec §3.3)."""
-        return Capabilities(needs_hidden=self.scorer.needs_hidden, stochastic=self.mode == "sample" or self.sigma > 0,
-                            conditioned=self.scorer.conditioned)
+        return Capabilities(
+            needs_hidden=self.scorer.needs_hidden,
+            stochastic=self.mode == "sample" or self.sigma > 0,
+            conditioned=self.scorer.conditioned,
+        )
 
     # ----- decoding options -----
     @property
@@ -150,7 +180,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             options["alpha"] = "FLOAT within the trained alpha range (alpha-conditioned policies)"
         return options
 
-    def with_options(self, **options: str | float) -> "LearnedPolicy":
+    def with_options(self, **options: str | float) -> LearnedPolicy:
         """A view of this policy (the same parameters) that decodes with ``options`` (see :attr:`OPTIONS`)."""
         view = copy.copy(self)
         for key, value in options.items():
@@ -159,8 +189,10 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
 
     def _set_option(self, key: str, value: str | float) -> None:
         if key not in self.OPTIONS:
-            raise ValueError(f"unknown option '{key}={value}'; {self.kind} policies take "
-                             + ", ".join(f"{k}={v}" for k, v in self.OPTIONS.items()))
+            raise ValueError(
+                f"unknown option '{key}={value}'; {self.kind} policies take "
+                + ", ".join(f"{k}={v}" for k, v in self.OPTIONS.items())
+            )
         if key == "mode":
             if value not in MODES:
                 raise ValueError(f"mode takes {self.OPTIONS['mode']}, got {value!r}")
@@ -177,8 +209,10 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             self.sigma = number
         else:
             if not self.capabilities.conditioned:
-                raise ValueError(f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
-                                 "alpha is an input only of policies trained with --alpha-range LO,HI")
+                raise ValueError(
+                    f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
+                    "alpha is an input only of policies trained with --alpha-range LO,HI"
+                )
             lo, hi = self.config.alpha_range
             if not lo <= number <= hi:
                 raise ValueError(f"alpha {number:g} lies outside the range the policy was trained for [{lo:g}, {hi:g}]")
@@ -197,8 +231,11 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             obs.update(coupling_observation(state))
         if self.capabilities.conditioned:
             alpha = state.inputs.get("alpha")
-            obs["alpha"] = alpha if alpha is not None else torch.full(
-                (state.masked.shape[0],), float(self.alpha), device=state.masked.device)
+            obs["alpha"] = (
+                alpha
+                if alpha is not None
+                else torch.full((state.masked.shape[0],), float(self.alpha), device=state.masked.device)
+            )
         return obs
 
     def read_confidence(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -219,7 +256,9 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             logits = logits + self.planner(obs, confidence)
         return self.action.utilities(logits, pooled) / self.temperature
 
-    def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(
+        self, obs: dict[str, torch.Tensor], action: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log pi_phi(a_n | x_n) of a recorded action (n, k); ``scores``: :meth:`scores` if already computed."""
         return self.action.log_prob(self.scores(obs) if scores is None else scores, obs["allowed"], action)
 
@@ -247,7 +286,9 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         if empty.any():  # Jazbec's fallback: the most confident candidate
             fallback = top_k_mask(confidence, state.candidates, torch.ones_like(state.num_transfer))
             reveal = reveal | (fallback & empty[:, None])
-        data = {**obs, "action": action, "old_log_prob": self.action.log_prob(scores, allowed, action)} if record else {}
+        data = (
+            {**obs, "action": action, "old_log_prob": self.action.log_prob(scores, allowed, action)} if record else {}
+        )
         return reveal, data
 
     def select(self, state: StepState) -> torch.Tensor:
@@ -277,12 +318,14 @@ def current_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Weights named as :class:`LearnedPolicy` names them. Checkpoints written before the policies were one
     mechanism (unmask 0.1) kept the scorer's layers at the top level (UPO: ``inp.``, ``tf.``, ``mlp.``) or
     under ``net.`` (f_phi) and a learned STOP head as ``stop_head.``."""
+
     def rename(key: str) -> str:
         if key.startswith(("scorer.", "action.", "coupling.", "planner.")):
             return key
         if key.startswith("stop_head."):
             return "action." + key
         return "scorer." + key.removeprefix("net.")
+
     return {rename(k): v for k, v in tensors.items()}
 
 
@@ -300,15 +343,19 @@ def load_policy(directory: str | Path) -> LearnedPolicy:
     if not isinstance(meta, dict) or "policy" not in meta:
         raise ValueError(f"{directory / CONFIG} has no 'policy' section: this is not a policy checkpoint (an MDM?)")
     if not isinstance(meta["policy"], dict):
-        raise ValueError(f"{directory / CONFIG}: the 'policy' section must be a mapping of settings (as a save writes "
-                         f"it), got {type(meta['policy']).__name__}; the file was edited or is not a policy checkpoint")
+        raise ValueError(
+            f"{directory / CONFIG}: the 'policy' section must be a mapping of settings (as a save writes "
+            f"it), got {type(meta['policy']).__name__}; the file was edited or is not a policy checkpoint"
+        )
     spec = dict(meta["policy"])
     kind = spec.pop("kind", None)
     if kind not in KINDS:
         raise ValueError(f"{directory}: unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
     if kind == "upo" and "feature_size" not in spec:  # the weights' shapes follow it: without it they cannot load
-        raise ValueError(f"{directory / CONFIG}: the 'policy' section has no feature_size (the MDM feature size the "
-                         "weights were built for, written by every save); the file was edited: restore it from the save")
+        raise ValueError(
+            f"{directory / CONFIG}: the 'policy' section has no feature_size (the MDM feature size the "
+            "weights were built for, written by every save); the file was edited: restore it from the save"
+        )
     policy = LearnedPolicy(CONFIG_TYPES[kind].from_dict(spec, source=str(directory / CONFIG)))
     load_state_into(policy, current_names(load_tensors(directory / WEIGHTS)), directory)
     run = directory.resolve()

@@ -23,8 +23,8 @@ from dataclasses import replace
 import torch
 
 from unmask.engine.policy import Capabilities, Policy
-from unmask.policies.base import top_k_mask
 from unmask.engine.state import StepState
+from unmask.policies.base import top_k_mask
 
 RANKINGS = ("argmax", "margin")
 
@@ -33,8 +33,10 @@ def gold_targets(state: StepState) -> torch.Tensor:
     """The gold tokens (b, Lg) of the step's rows, with one clear error when the caller gave none."""
     target = state.inputs.get("target")
     if target is None:
-        raise ValueError("oracle policies read the gold answer: decode them through unmask eval / run_policy on a "
-                         "task with per-position targets, or pass inputs={'target': task.targets(...)} to generate()")
+        raise ValueError(
+            "oracle policies read the gold answer: decode them through unmask eval / run_policy on a "
+            "task with per-position targets, or pass inputs={'target': task.targets(...)} to generate()"
+        )
     return target
 
 

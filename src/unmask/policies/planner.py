@@ -46,12 +46,14 @@ class Planner(nn.Module):
             raise ValueError(f"a planner needs the generation length (>= 1 positions), got {length}")
         self.length, self.channels = length, channels
         self.pair = nn.Parameter(torch.randn(channels, length, length) * 0.1) if channels else None
-        self.inp = nn.Sequential(nn.Linear(BASE_FEATURES + 2 * channels, d_model), nn.GELU(),
-                                 nn.Linear(d_model, d_model))
+        self.inp = nn.Sequential(
+            nn.Linear(BASE_FEATURES + 2 * channels, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+        )
         self.position = nn.Parameter(torch.zeros(length, d_model)) if layers else None
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(d_model, n_head, 2 * d_model, dropout=0.0, batch_first=True, norm_first=True)
-            for _ in range(layers))
+            for _ in range(layers)
+        )
         self.head = nn.Sequential(nn.GELU(), nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, 1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -61,8 +63,10 @@ class Planner(nn.Module):
         ``confidence`` (n, L) the policy reads (logs or probabilities)."""
         probs, tokens, masked = obs["token_probs"], obs["tokens"], obs["masked"]
         if probs.shape[1] != self.length:
-            raise ValueError(f"the planner was learned over {self.length} generated positions; this generation "
-                             f"region has {probs.shape[1]}. Train a policy for this layout")
+            raise ValueError(
+                f"the planner was learned over {self.length} generated positions; this generation "
+                f"region has {probs.shape[1]}. Train a policy for this layout"
+            )
         log_p = probs.clamp_min(1e-12).log()
         top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).values
         margin = top2[..., 0] - (top2[..., 1] if top2.shape[-1] > 1 else 0)

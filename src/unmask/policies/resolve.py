@@ -5,8 +5,8 @@ policy shipped for the model (by kind: ``upo``, ``bernoulli``, ``plackett-luce``
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from unmask.core.hub import HF_SCHEME, resolve_hf_spec
 from unmask.models.base import MaskedDiffusionModel
@@ -52,10 +52,12 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     policy.check_model(model)
     trained = getattr(policy.config, "mdm_name", "")
     if trained and trained != model.name:
-        warnings.warn(f"policy {policy.name!r} was trained against the MDM {trained!r}, not {model.name!r}: a learned "
-                      "policy reads its own MDM's confidences, so with another one it can fail (even solve nothing) "
-                      f"although the shapes fit; evaluate it with --model {trained}, or train one for {model.name!r}",
-                      stacklevel=2)
+        warnings.warn(
+            f"policy {policy.name!r} was trained against the MDM {trained!r}, not {model.name!r}: a learned "
+            "policy reads its own MDM's confidences, so with another one it can fail (even solve nothing) "
+            f"although the shapes fit; evaluate it with --model {trained}, or train one for {model.name!r}",
+            stacklevel=2,
+        )
     policy.to(model.device)
     if alpha is not None and policy.capabilities.conditioned and not any(o.startswith("alpha=") for o in options):
         options.append(f"alpha={alpha:g}")
@@ -69,8 +71,9 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
     return policy
 
 
-def resolve_policies(specs: str | Sequence[str], model: MaskedDiffusionModel,
-                     alpha: float | None = None) -> list[Policy]:
+def resolve_policies(
+    specs: str | Sequence[str], model: MaskedDiffusionModel, alpha: float | None = None
+) -> list[Policy]:
     """Turn a comma-separated list (or a list) of policy specs into policy objects; ``alpha`` goes to the
     alpha-conditioned ones (an error when there is none)."""
     if isinstance(specs, str):
@@ -78,12 +81,16 @@ def resolve_policies(specs: str | Sequence[str], model: MaskedDiffusionModel,
             raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
         specs = specs.split(",")
         if not all(s.strip() for s in specs):
-            raise ValueError(f"--policies {','.join(specs)!r} has an empty entry (two commas in a row, or one at an "
-                             "end); give comma-separated specs, e.g. confidence,threshold:0.9")
+            raise ValueError(
+                f"--policies {','.join(specs)!r} has an empty entry (two commas in a row, or one at an "
+                "end); give comma-separated specs, e.g. confidence,threshold:0.9"
+            )
     if not specs:
         raise ValueError("no policies given; e.g. --policies confidence,threshold:0.9")
     policies = [resolve_policy(s, model, alpha) for s in specs]
     if alpha is not None and not any(p.capabilities.conditioned for p in policies):
-        raise ValueError(f"--alpha {alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
-                         f"none of {', '.join(p.name for p in policies)} is one")
+        raise ValueError(
+            f"--alpha {alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
+            f"none of {', '.join(p.name for p in policies)} is one"
+        )
     return policies

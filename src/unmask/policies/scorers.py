@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unmask.engine.state import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import top_k_mask
 from unmask.policies.configs import UPOConfig
-from unmask.engine.state import StepState
 
 
 class Scorer(nn.Module):
@@ -38,7 +38,9 @@ class Scorer(nn.Module):
         positions the action may choose."""
         raise NotImplementedError
 
-    def forward(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, obs: dict[str, torch.Tensor], confidence: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (n, L) and a pooled state (n, d) or None from ``obs`` and the ``confidence`` it reads."""
         raise NotImplementedError
 
@@ -57,10 +59,14 @@ class UPOScorer(Scorer):
         super().__init__()
         self.config = c = config
         self.inp = nn.Linear(c.feature_size, c.d_model)
-        self.tf = nn.TransformerEncoderLayer(c.d_model, c.n_head, 4 * c.d_model, dropout=0.0, batch_first=True, norm_first=True)
+        self.tf = nn.TransformerEncoderLayer(
+            c.d_model, c.n_head, 4 * c.d_model, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.mlp = nn.Sequential(
-            nn.Linear(c.d_model + c.prob_features, c.mlp_hidden), nn.GELU(),
-            nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(),
+            nn.Linear(c.d_model + c.prob_features, c.mlp_hidden),
+            nn.GELU(),
+            nn.Linear(c.mlp_hidden, c.mlp_hidden),
+            nn.GELU(),
             nn.Linear(c.mlp_hidden, 1),
         )
         nn.init.zeros_(self.mlp[-1].weight)

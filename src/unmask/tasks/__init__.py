@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from unmask.tasks.arithmetic import ArithmeticExample, ArithmeticTask
 from unmask.tasks.base import EncodedBatch, Scores, Task
@@ -31,6 +31,17 @@ def get_task(name: str, **options) -> Task:
 
 
 __all__ = [
-    "ArithmeticExample", "ArithmeticTask", "EncodedBatch", "MathExample", "MathTask", "Scores", "SudokuExample",
-    "SudokuTask", "Task", "TASKS", "ZebraExample", "ZebraTask", "get_task",
+    "ArithmeticExample",
+    "ArithmeticTask",
+    "EncodedBatch",
+    "MathExample",
+    "MathTask",
+    "Scores",
+    "SudokuExample",
+    "SudokuTask",
+    "Task",
+    "TASKS",
+    "ZebraExample",
+    "ZebraTask",
+    "get_task",
 ]

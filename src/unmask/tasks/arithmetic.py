@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,8 +89,9 @@ class ArithmeticTask(Task):
     default_model = "arithmetic"
     difficulty_name = "digits"
 
-    def __init__(self, op: str = "add", max_digits: int = 8, multiplier_digits: int | None = None,
-                 propagate: float | None = None) -> None:
+    def __init__(
+        self, op: str = "add", max_digits: int = 8, multiplier_digits: int | None = None, propagate: float | None = None
+    ) -> None:
         if op not in OP_CHOICES:
             raise ValueError(f"arithmetic: op must be one of {', '.join(OP_CHOICES)}, got {op!r}")
         if max_digits < 1:
@@ -97,9 +99,13 @@ class ArithmeticTask(Task):
         M = max_digits if multiplier_digits is None else multiplier_digits
         if not 1 <= M <= max_digits:
             raise ValueError(f"arithmetic: multiplier_digits must be in [1, max_digits={max_digits}], got {M}")
-        if propagate is not None and (op == "mul" or not isinstance(propagate, (int, float)) or not 0 <= propagate <= 1):
-            raise ValueError(f"arithmetic: propagate is a probability in [0, 1] for additions (op='add' or 'mixed'), "
-                             f"got propagate={propagate!r} with op={op!r}")
+        if propagate is not None and (
+            op == "mul" or not isinstance(propagate, (int, float)) or not 0 <= propagate <= 1
+        ):
+            raise ValueError(
+                f"arithmetic: propagate is a probability in [0, 1] for additions (op='add' or 'mixed'), "
+                f"got propagate={propagate!r} with op={op!r}"
+            )
         self.op, self.max_digits, self.multiplier_digits, self.propagate = op, max_digits, M, propagate
         self.ops = list(OPS.values()) if op == "mixed" else [OPS[op]]
         self.answer_width = max_digits + 1 if op == "add" else max_digits + M
@@ -131,8 +137,12 @@ class ArithmeticTask(Task):
             raise ValueError(f"{self.name}: digits must be in [1, {self.max_digits}] (max_digits), got {digits}")
         rng = random.Random(f"{self.name}-{self.op}-{seed}-{digits}")
         b_digits = min(digits, self.multiplier_digits)
-        return [self._carry(ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(b_digits, rng)), rng)
-                for _ in range(n)]
+        return [
+            self._carry(
+                ArithmeticExample(self._operand(digits, rng), rng.choice(self.ops), self._operand(b_digits, rng)), rng
+            )
+            for _ in range(n)
+        ]
 
     def parse_line(self, text: str, where: str) -> ArithmeticExample:
         match = LINE.fullmatch("".join(text.split()))
@@ -140,11 +150,18 @@ class ArithmeticTask(Task):
             raise ValueError(f"{where}: expected a problem like 123+989 or 123*45=5535, got {text.strip()!r}")
         a, op, b, given = match.groups()
         if op not in self.ops:
-            raise ValueError(f"{where}: {op!r} problems need op='{'mul' if op == '*' else 'add'}' or 'mixed' (this task: op={self.op!r})")
+            raise ValueError(
+                f"{where}: {op!r} problems need op='{'mul' if op == '*' else 'add'}' or 'mixed' (this task: op={self.op!r})"
+            )
         ex = ArithmeticExample(int(a), op, int(b))
-        for value, most, knob in ((ex.a, self.max_digits, "max_digits"), (ex.b, self.multiplier_digits, "multiplier_digits")):
+        for value, most, knob in (
+            (ex.a, self.max_digits, "max_digits"),
+            (ex.b, self.multiplier_digits, "multiplier_digits"),
+        ):
             if len(str(value)) > most:
-                raise ValueError(f"{where}: operand {value} has {len(str(value))} digits; this task holds at most {most} ({knob})")
+                raise ValueError(
+                    f"{where}: operand {value} has {len(str(value))} digits; this task holds at most {most} ({knob})"
+                )
         if given is not None and int(given) != ex.answer:
             raise ValueError(f"{where}: {ex.a}{op}{ex.b} is {ex.answer}, not {int(given)}")
         return ex
@@ -155,6 +172,7 @@ class ArithmeticTask(Task):
 
     def save(self, examples: Sequence[ArithmeticExample], path: str) -> None:
         """Write ``a op b = answer`` lines (the format :meth:`load` reads)."""
+
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:
                 f.writelines(f"{ex}\n" for ex in examples)
@@ -181,15 +199,19 @@ class ArithmeticTask(Task):
         return [list(range(self.length))]
 
     def layout_name(self) -> str:
-        return (f"this {self.name} layout (op={self.op!r}, max_digits={self.max_digits}, "
-                f"multiplier_digits={self.multiplier_digits})")
+        return (
+            f"this {self.name} layout (op={self.op!r}, max_digits={self.max_digits}, "
+            f"multiplier_digits={self.multiplier_digits})"
+        )
 
     def encode(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> EncodedBatch:
         self.check_examples(examples)
         self.check_model(model)
         _, mask_id = self.vocab()
         prompts = [self.tokenize(self.layout(ex)[: self.gen_start]) + [mask_id] * self.answer_width for ex in examples]
-        return EncodedBatch(input_ids=torch.tensor(prompts, dtype=torch.long, device=model.device), gen_start=self.gen_start)
+        return EncodedBatch(
+            input_ids=torch.tensor(prompts, dtype=torch.long, device=model.device), gen_start=self.gen_start
+        )
 
     def targets(self, examples: Sequence[ArithmeticExample], model: MaskedDiffusionModel) -> torch.Tensor:
         """The answer region's tokens of each solved example (its padded layout)."""
@@ -220,8 +242,14 @@ class ArithmeticTask(Task):
         """Solved problems with each operand's digit count uniform in 1..its maximum; the answer region is learnable."""
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         examples = [
-            self._carry(ArithmeticExample(self._operand(rng.randint(1, self.max_digits), rng), rng.choice(self.ops),
-                                          self._operand(rng.randint(1, self.multiplier_digits), rng)), rng)
+            self._carry(
+                ArithmeticExample(
+                    self._operand(rng.randint(1, self.max_digits), rng),
+                    rng.choice(self.ops),
+                    self._operand(rng.randint(1, self.multiplier_digits), rng),
+                ),
+                rng,
+            )
             for _ in range(batch_size)
         ]
         targets = torch.tensor([self.tokenize(self.layout(ex)) for ex in examples], dtype=torch.long)

@@ -9,9 +9,10 @@ completions, and scores them. Reward functions follow TRL's convention,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +27,11 @@ def read_lines(path: str | Path, task: str, noun: str, comments: bool = False) -
     if not path.is_file():
         raise FileNotFoundError(f"{task} data file {path} does not exist")
     with open(path) as f:
-        lines = [(f"{path}:{i}", line) for i, line in enumerate(f, start=1)
-                 if line.strip() and not (comments and line.lstrip().startswith("#"))]
+        lines = [
+            (f"{path}:{i}", line)
+            for i, line in enumerate(f, start=1)
+            if line.strip() and not (comments and line.lstrip().startswith("#"))
+        ]
     if not lines:
         raise ValueError(f"{path}: no {noun} found")
     return lines
@@ -80,14 +84,21 @@ class Task:
     def check_examples(self, examples: Sequence, completions: Sequence | None = None) -> None:
         """One clear error for examples that are not this task's (e.g. strings), or ``completions`` that do not
         pair one to one with them (``score``)."""
-        wrong = examples if isinstance(examples, (str, bytes)) else next(
-            (e for e in examples if not isinstance(e, self.example_type)), None)
+        wrong = (
+            examples
+            if isinstance(examples, (str, bytes))
+            else next((e for e in examples if not isinstance(e, self.example_type)), None)
+        )
         if wrong is not None:
-            raise ValueError(f"{self.name}: examples must be {self.example_type.__name__} objects, as task.generate(n) "
-                             f"or task.load(PATH) return them; got {type(wrong).__name__} {repr(wrong)[:40]}")
+            raise ValueError(
+                f"{self.name}: examples must be {self.example_type.__name__} objects, as task.generate(n) "
+                f"or task.load(PATH) return them; got {type(wrong).__name__} {repr(wrong)[:40]}"
+            )
         if completions is not None and len(completions) != len(examples):
-            raise ValueError(f"{self.name}: {len(completions)} completions for {len(examples)} examples; score takes one "
-                             "completion per example (task.decode(examples, out.sequences, model))")
+            raise ValueError(
+                f"{self.name}: {len(completions)} completions for {len(examples)} examples; score takes one "
+                "completion per example (task.decode(examples, out.sequences, model))"
+            )
 
     def load(self, path: str) -> list:
         """Read examples from a file."""
@@ -113,7 +124,8 @@ class Task:
         raise NotImplementedError(
             f"task {self.name} gives no per-position target tokens, which the coupling's pre-training, imitation and "
             "the oracles need (sudoku, zebra and arithmetic give them); pass --coupling-prompts 0 to leave the "
-            "coupling to GRPO, or drop --coupling-rounds / --imitation-rounds")
+            "coupling to GRPO, or drop --coupling-rounds / --imitation-rounds"
+        )
 
     def reward(self, completions: Sequence, examples: Sequence, **kwargs: Any) -> list[float]:
         """TRL-style reward function: the task's paper reward per completion."""

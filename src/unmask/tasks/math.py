@@ -21,9 +21,10 @@ one (:mod:`unmask.tasks.math_reward`); ``cell_accuracy`` is the same as a float
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,11 +70,15 @@ def read_records(spec: str) -> list[tuple[str, dict]]:
                 raise ValueError(f"{where}: expected a JSON object with 'question' and 'answer'")
         return records
     if path.exists() or not HUB_NAME.fullmatch(spec) or spec.endswith((".jsonl", ".json")):
-        raise FileNotFoundError(f"data file {spec} does not exist (Hugging Face datasets are named OWNER/NAME[:CONFIG][@SPLIT])")
+        raise FileNotFoundError(
+            f"data file {spec} does not exist (Hugging Face datasets are named OWNER/NAME[:CONFIG][@SPLIT])"
+        )
     try:
         import datasets
     except ImportError as e:
-        raise ValueError(f"reading the Hugging Face dataset {spec!r} needs `pip install datasets`; or pass a JSONL file") from e
+        raise ValueError(
+            f"reading the Hugging Face dataset {spec!r} needs `pip install datasets`; or pass a JSONL file"
+        ) from e
     name, _, split = spec.partition("@")
     name, _, config = name.partition(":")
     rows = datasets.load_dataset(name, config or None, split=split or "test")
@@ -82,12 +87,15 @@ def read_records(spec: str) -> list[tuple[str, dict]]:
 
 def _text_model(model: MaskedDiffusionModel, task: str) -> MaskedDiffusionModel:
     if getattr(model, "tokenizer", None) is None:
-        raise ValueError(f"task {task} needs a text MDM with a tokenizer, e.g. --model hf:GSAI-ML/LLaDA-8B-Instruct; got {model.name!r}")
+        raise ValueError(
+            f"task {task} needs a text MDM with a tokenizer, e.g. --model hf:GSAI-ML/LLaDA-8B-Instruct; got {model.name!r}"
+        )
     return model
 
 
-def encode_prompts(prompts: Sequence[Sequence[int]], model: MaskedDiffusionModel, gen_length: int,
-                   name: str = "text") -> EncodedBatch:
+def encode_prompts(
+    prompts: Sequence[Sequence[int]], model: MaskedDiffusionModel, gen_length: int, name: str = "text"
+) -> EncodedBatch:
     """Token-id prompts left-padded to the longest (``model.pad_id``, attention 0), each followed by
     ``gen_length`` mask tokens; ``gen_start`` is the padded prompt length (LLaDA's ``generate()`` layout)."""
     lengths = [len(p) for p in prompts]
@@ -153,7 +161,9 @@ class MathTask(Task):
     def example(self, record: dict, where: str) -> MathExample:
         question = record.get("question", record.get("problem"))
         if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"{where}: no 'question' (or 'problem') text; {self.name} records hold 'question' and 'answer'")
+            raise ValueError(
+                f"{where}: no 'question' (or 'problem') text; {self.name} records hold 'question' and 'answer'"
+            )
         if "solution" in record and "answer" in record:
             solution, gold = str(record["solution"]), clean_answer(str(record["answer"]))
         elif "answer" in record:
@@ -162,7 +172,9 @@ class MathTask(Task):
         else:
             raise ValueError(f"{where}: no 'answer' field; {self.name} records hold 'question' and 'answer'")
         if not gold:
-            raise ValueError(f"{where}: cannot find the final answer in the solution; {self.name} expects {self.gold_format}")
+            raise ValueError(
+                f"{where}: cannot find the final answer in the solution; {self.name} expects {self.gold_format}"
+            )
         return MathExample(question=question, answer=gold, solution=solution)
 
     def load(self, path: str) -> list[MathExample]:
@@ -174,14 +186,18 @@ class MathTask(Task):
         """Token ids of one prompt: the template, in the chat template when there is one, then the response prefix."""
         text = self.template.replace("{question}", example.question)
         if self.chat and getattr(tokenizer, "chat_template", None):
-            chat = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+            chat = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
             return tokenizer(chat + self.response_prefix, add_special_tokens=False)["input_ids"]
         return tokenizer(text + "\n" + self.response_prefix)["input_ids"]
 
     def encode(self, examples: Sequence[MathExample], model: MaskedDiffusionModel) -> EncodedBatch:
         self.check_examples(examples)
         model = _text_model(model, self.name)
-        return encode_prompts([self.prompt_ids(ex, model.tokenizer) for ex in examples], model, self.gen_length, self.name)
+        return encode_prompts(
+            [self.prompt_ids(ex, model.tokenizer) for ex in examples], model, self.gen_length, self.name
+        )
 
     def decode(self, examples: Sequence, sequences: torch.Tensor, model: MaskedDiffusionModel) -> list[str]:
         """Completion text: the generated region up to the first end-of-sequence token, special tokens dropped."""
@@ -200,19 +216,25 @@ class MathTask(Task):
         default: completions of the same example object form a group), the reward adds UPO's bonus."""
         self.check_examples(examples, completions)
         answers = [extract_answer(c) for c in completions]
-        solved = np.array([is_equivalent(ex.answer, a, self.verify_timeout) for ex, a in zip(examples, answers)], dtype=bool)
+        solved = np.array(
+            [is_equivalent(ex.answer, a, self.verify_timeout) for ex, a in zip(examples, answers)], dtype=bool
+        )
         reward = solved.astype(np.float64)
         extra: dict[str, Any] = {"answers": answers}
         if self.reward_kind == "upo" and logprob is not None:
             lp = logprob.detach().cpu().numpy() if isinstance(logprob, torch.Tensor) else logprob
-            extra["logprob_bonus"] = relative_logprob_bonus(lp, group if group is not None else [id(ex) for ex in examples], self.bonus)
+            extra["logprob_bonus"] = relative_logprob_bonus(
+                lp, group if group is not None else [id(ex) for ex in examples], self.bonus
+            )
             reward = reward + extra["logprob_bonus"]
         return Scores(reward=reward, solved=solved, cell_accuracy=solved.astype(np.float64), extra=extra)
 
     def reward(self, completions: Sequence, examples: Sequence, **kwargs: Any) -> list[float]:
         """TRL-style reward; the upo variant needs ``logprob`` (and optionally ``group``)."""
         if self.reward_kind == "upo" and kwargs.get("logprob") is None:
-            raise ValueError(f"{self.name}: the upo reward needs each completion's trajectory log-probability (logprob=...)")
+            raise ValueError(
+                f"{self.name}: the upo reward needs each completion's trajectory log-probability (logprob=...)"
+            )
         return super().reward(completions, examples, **kwargs)
 
 
@@ -223,4 +245,6 @@ def gsm8k(**options: Any) -> MathTask:
 
 def math500(**options: Any) -> MathTask:
     """MATH500 (Lightman et al., 2023): gold answer after "The answer is:" or in the last ``\\boxed{}``."""
-    return MathTask("math500", math_gold, "the reference solution to hold \\boxed{...} or 'The answer is: ...'", **options)
+    return MathTask(
+        "math500", math_gold, "the reference solution to hold \\boxed{...} or 'The answer is: ...'", **options
+    )

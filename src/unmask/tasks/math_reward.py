@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-
 
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 ANSWER_IS = re.compile(r"the (?:final )?answer is:?", re.IGNORECASE)
@@ -134,7 +134,9 @@ def is_equivalent(gold: str, answer: str | None, timeout: float = VERIFY_TIMEOUT
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        logging.getLogger(__name__).warning("math-verify took over %.0f s on %r vs %r; counted as wrong", timeout, gold, answer)
+        logging.getLogger(__name__).warning(
+            "math-verify took over %.0f s on %r vs %r; counted as wrong", timeout, gold, answer
+        )
         return False
     return result[0]
 
@@ -143,7 +145,9 @@ def relative_logprob_bonus(logprob: Sequence[float], group: Sequence[Any], bonus
     """UPO App. E.2: per group of rollouts, ``bonus * (lp - min) / (max - min)``; 0 where a group's log-probs are equal."""
     lp = np.asarray(logprob, dtype=np.float64)
     if lp.shape != (len(group),):
-        raise ValueError(f"need one log-probability per completion: got {lp.shape[0] if lp.ndim else 0} for {len(group)}")
+        raise ValueError(
+            f"need one log-probability per completion: got {lp.shape[0] if lp.ndim else 0} for {len(group)}"
+        )
     out = np.zeros_like(lp)
     members: dict[Any, list[int]] = {}
     for i, g in enumerate(group):
@@ -153,4 +157,3 @@ def relative_logprob_bonus(logprob: Sequence[float], group: Sequence[Any], bonus
         if np.isfinite(lo) and hi > lo:
             out[rows] = bonus * (lp[rows] - lo) / (hi - lo)
     return out
-

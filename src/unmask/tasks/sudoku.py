@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,9 @@ class SudokuTask(Task):
     def parse_grid(self, text: str, where: str, allow_blanks: bool) -> list[int]:
         text = text.strip()
         if len(text) != self.cells:
-            raise ValueError(f"{where}: expected {self.cells} characters for {self.name}, got {len(text)} ({text[:20]!r})")
+            raise ValueError(
+                f"{where}: expected {self.cells} characters for {self.name}, got {len(text)} ({text[:20]!r})"
+            )
         grid = []
         for ch in text:
             if ch in ".0" and allow_blanks:
@@ -130,6 +133,7 @@ class SudokuTask(Task):
 
     def save(self, examples: Sequence[SudokuExample], path: str) -> None:
         """Write examples as ``Puzzle,Solution`` CSV (the format :meth:`load` reads)."""
+
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)

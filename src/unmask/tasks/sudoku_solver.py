@@ -7,16 +7,20 @@ fast enough to generate thousands of 9x9 puzzles per minute.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 
-@lru_cache(maxsize=None)
+@cache
 def units(box: int) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, int, int], ...]]:
     """For an ``N = box**2`` grid: the peers of each cell and its (row, col, box) indices."""
     n = box * box
     rcb = tuple((i // n, i % n, (i // n) // box * box + (i % n) // box) for i in range(n * n))
     peers = tuple(
-        tuple(j for j in range(n * n) if j != i and (rcb[i][0] == rcb[j][0] or rcb[i][1] == rcb[j][1] or rcb[i][2] == rcb[j][2]))
+        tuple(
+            j
+            for j in range(n * n)
+            if j != i and (rcb[i][0] == rcb[j][0] or rcb[i][1] == rcb[j][1] or rcb[i][2] == rcb[j][2])
+        )
         for i in range(n * n)
     )
     return peers, rcb

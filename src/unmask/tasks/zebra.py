@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,9 @@ class ZebraTask(Task):
 
     def __init__(self, houses: int = DEFAULT_SIZE[0], attributes: int = DEFAULT_SIZE[1]) -> None:
         if houses < 2 or attributes < 2:
-            raise ValueError(f"zebra needs at least 2 houses and 2 attributes, got houses={houses}, attributes={attributes}")
+            raise ValueError(
+                f"zebra needs at least 2 houses and 2 attributes, got houses={houses}, attributes={attributes}"
+            )
         self.houses, self.attributes = houses, attributes
         self.cells = houses * attributes
         self.pairs = [(x, y) for x in range(self.cells) for y in range(x + 1, self.cells)]
@@ -147,9 +150,13 @@ class ZebraTask(Task):
         if solution is None:
             found = solve(clues, self.houses, self.attributes, limit=2)
             if len(found) != 1:
-                raise ValueError(f"{where}: the clues have {'no' if not found else 'several'} solution(s) and no 'solution' is given")
+                raise ValueError(
+                    f"{where}: the clues have {'no' if not found else 'several'} solution(s) and no 'solution' is given"
+                )
             return ZebraExample(clues, found[0])
-        if not (isinstance(solution, list) and all(isinstance(r, list) and all(type(h) is int for h in r) for r in solution)):
+        if not (
+            isinstance(solution, list) and all(isinstance(r, list) and all(type(h) is int for h in r) for r in solution)
+        ):
             raise ValueError(f"{where}: 'solution' must list, per attribute, the house of each value")
         if errors := violations(clues, solution, self.houses, self.attributes):
             raise ValueError(f"{where}: the solution is wrong ({'; '.join(errors)})")
@@ -159,15 +166,22 @@ class ZebraTask(Task):
         """Read JSONL, one puzzle a line: ``{"houses", "attributes", "clues": [{"kind", "a": [attribute, value],
         "b": [attribute, value] | "house": h}], "solution": [[house of each value] per attribute]}`` (solution
         optional: then solved here, and it must be unique)."""
-        return [self._parse_row(parse_json_line(line, where), where) for where, line in read_lines(path, "zebra", "puzzles")]
+        return [
+            self._parse_row(parse_json_line(line, where), where) for where, line in read_lines(path, "zebra", "puzzles")
+        ]
 
     def save(self, examples: Sequence[ZebraExample], path: str) -> None:
         """Write examples as JSONL (the format :meth:`load` reads)."""
+
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:
                 for ex in examples:
-                    row = {"houses": self.houses, "attributes": self.attributes,
-                           "clues": [clue_to_json(c) for c in ex.clues], "solution": ex.solution}
+                    row = {
+                        "houses": self.houses,
+                        "attributes": self.attributes,
+                        "clues": [clue_to_json(c) for c in ex.clues],
+                        "solution": ex.solution,
+                    }
                     f.write(json.dumps(row) + "\n")
 
         atomic_write(Path(path), write)
@@ -186,8 +200,10 @@ class ZebraTask(Task):
     def relations(self, clues: Sequence[Clue]) -> dict[tuple[int, int], str]:
         """Pair of item numbers (x < y) -> the relation of x to y, from the two-item clues."""
         if clashes := pair_clashes(list(clues)):
-            raise ValueError(f"clues {clashes[0][0]} and {clashes[0][1]} relate the same two items; the zebra token "
-                             "layout holds one clue per pair of items")
+            raise ValueError(
+                f"clues {clashes[0][0]} and {clashes[0][1]} relate the same two items; the zebra token "
+                "layout holds one clue per pair of items"
+            )
         H, out = self.houses, {}
         for c in clues:
             if c.kind not in HOUSE_KINDS:
@@ -202,7 +218,10 @@ class ZebraTask(Task):
             if c.kind in HOUSE_KINDS:
                 allowed[c.a[0] * self.houses + c.a[1]] &= 1 << c.house if c.kind == "at_house" else ~(1 << c.house)
         relations = self.relations(clues)
-        kinds = [self.no_relation + 1 + RELATIONS.index(relations[p]) if p in relations else self.no_relation for p in self.pairs]
+        kinds = [
+            self.no_relation + 1 + RELATIONS.index(relations[p]) if p in relations else self.no_relation
+            for p in self.pairs
+        ]
         return [self.mask_id + s for s in allowed] + kinds
 
     def generation_tokens(self, clues: Sequence[Clue], solution: Placement | None = None) -> list[int]:

@@ -70,7 +70,9 @@ def clue_errors(clue: Clue, houses: int, attributes: int) -> list[str]:
         if not (isinstance(item, tuple) and len(item) == 2 and all(type(i) is int for i in item)):
             errors.append(f"{clue.kind} clue: {name} must be [attribute, value], got {item!r}")
         elif not (0 <= item[0] < attributes and 0 <= item[1] < houses):
-            errors.append(f"{clue.kind} clue: item {name}={list(item)} is outside {attributes} attributes x {houses} values")
+            errors.append(
+                f"{clue.kind} clue: item {name}={list(item)} is outside {attributes} attributes x {houses} values"
+            )
     if pair and clue.house is not None:
         errors.append(f"{clue.kind} clue relates two items and takes no house")
     if not pair:
@@ -198,7 +200,9 @@ def random_solution(houses: int, attributes: int, rng: random.Random) -> Placeme
 def random_clue(solution: Placement, rng: random.Random) -> Clue:
     """A clue that is true of ``solution``, its kind drawn with :data:`KIND_WEIGHTS`."""
     attributes, houses = len(solution), len(solution[0])
-    value_in = [[row.index(h) for h in range(houses)] for row in solution]  # value_in[a][h]: attribute a's value in house h
+    value_in = [
+        [row.index(h) for h in range(houses)] for row in solution
+    ]  # value_in[a][h]: attribute a's value in house h
     kind = rng.choices(KINDS, weights=[KIND_WEIGHTS[k] for k in KINDS])[0]
 
     def item(h: int, a: int) -> Item:
@@ -247,9 +251,7 @@ def pair_clashes(clues: list[Clue]) -> list[tuple[int, int]]:
     return clashes
 
 
-def generate_puzzle(
-    houses: int, attributes: int, rng: random.Random, extra: int = 0
-) -> tuple[list[Clue], Placement]:
+def generate_puzzle(houses: int, attributes: int, rng: random.Random, extra: int = 0) -> tuple[list[Clue], Placement]:
     """Clues with a unique solution, and that solution.
 
     True clues of a random solution are added until the solver proves it
@@ -262,7 +264,9 @@ def generate_puzzle(
     if houses < 2 or attributes < 2:
         raise ValueError(f"zebra puzzles need at least 2 houses and 2 attributes, got {houses} x {attributes}")
     if not 0 <= extra <= houses * attributes:
-        raise ValueError(f"extra clues must be in [0, {houses * attributes}] for {houses} x {attributes} puzzles, got {extra}")
+        raise ValueError(
+            f"extra clues must be in [0, {houses * attributes}] for {houses} x {attributes} puzzles, got {extra}"
+        )
     solution = random_solution(houses, attributes, rng)
     clues: list[Clue] = []
     seen: set[Clue] = set()

@@ -23,31 +23,38 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from unmask.core.checkpoint import (LAST, TrainingState, check_new_run, check_resume_settings, load_training_checkpoint,
-                               resumable_checkpoint)
+from unmask.core.checkpoint import (
+    LAST,
+    TrainingState,
+    check_new_run,
+    check_resume_settings,
+    load_training_checkpoint,
+    resumable_checkpoint,
+)
 from unmask.core.config import Config, kind_of, option
 from unmask.core.distributed import current
-from unmask.engine.loop import GenerationOutput, StepRecord, generate
 from unmask.core.tracking import MetricsLogger, progress_bar
+from unmask.engine.loop import GenerationOutput, StepRecord, generate
+from unmask.engine.policy import Policy
+from unmask.engine.streams import ExampleStreams
+from unmask.evaluation.run_config import RunConfig, load_data, resolve_task
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
-from unmask.engine.policy import Policy
 from unmask.policies.configs import CONFIG_TYPES, PLANNER_FIELDS, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.learned import LearnedPolicy, load_policy
+from unmask.tasks.base import EncodedBatch, Scores, Task
 from unmask.training.reference import DEFAULT_BETA, Reference
 from unmask.training.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
 from unmask.training.steering import ExpertSteering, mixture_log_prob
-from unmask.evaluation.run_config import RunConfig, load_data, resolve_task
-from unmask.engine.streams import ExampleStreams
-from unmask.tasks.base import EncodedBatch, Scores, Task
 
 
 @dataclass
@@ -56,92 +63,157 @@ class GRPOConfig(Config):
     App. E defaults where they apply), the ``run`` (task, model, data, sampling) and the ``policy``'s architecture,
     a config of its kind. Build one from flat names with :meth:`from_flat` (as flags and recipe files do)."""
 
-    COMMON: ClassVar[tuple[str, ...]] = ("output_dir", "max_steps", "num_generations", "prompts_per_step",
-                                         "learning_rate", "eval_steps", "alpha", "init_policy", "imitation_rounds",
-                                         "report_to", "policy")
+    COMMON: ClassVar[tuple[str, ...]] = (
+        "output_dir",
+        "max_steps",
+        "num_generations",
+        "prompts_per_step",
+        "learning_rate",
+        "eval_steps",
+        "alpha",
+        "init_policy",
+        "imitation_rounds",
+        "report_to",
+        "policy",
+    )
 
-    output_dir: str = option("runs/upo", "run directory: metrics.csv, best/ (best held-out metric) and last/ "
-                                         "(resumable)")
+    output_dir: str = option(
+        "runs/upo", "run directory: metrics.csv, best/ (best held-out metric) and last/ (resumable)"
+    )
     max_steps: int = option(100, "GRPO steps (TRL max_steps); 0 = only the step-0 evaluation and checkpoint", low=0)
-    num_generations: int = option(6, "G: rollouts per prompt, compared within their group (TRL num_generations)",
-                                  low=1)
+    num_generations: int = option(6, "G: rollouts per prompt, compared within their group (TRL num_generations)", low=1)
     prompts_per_step: int = option(8, "prompts per GRPO step (each decoded num_generations times)", low=1)
     num_iterations: int = option(2, "mu: update passes over each batch of rollouts (TRL num_iterations)", low=1)
     minibatch_size: int = option(2048, "stored (trajectory, step) pairs per gradient step", low=1)
     epsilon: float = option(0.2, "PPO clip range of the ratio (TRL epsilon; UPO Eq. 19)", low=0.0, low_open=True)
-    reference: str = option("auto", "reference policy of the regulariser (UPO Table 1); auto = confidence for upo, "
-                                    "none for the parallel policies", choices=("auto", *DEFAULT_BETA))
-    beta: float | None = option(None, "weight of the reference regulariser (TRL beta); none = the reference's paper "
-                                      "default (UPO Table 1)", low=0.0)
+    reference: str = option(
+        "auto",
+        "reference policy of the regulariser (UPO Table 1); auto = confidence for upo, none for the parallel policies",
+        choices=("auto", *DEFAULT_BETA),
+    )
+    beta: float | None = option(
+        None,
+        "weight of the reference regulariser (TRL beta); none = the reference's paper default (UPO Table 1)",
+        low=0.0,
+    )
     learning_rate: float = option(3e-4, "AdamW learning rate (TRL learning_rate)", low=0.0, low_open=True)
-    lr_scheduler_type: str = option("constant", "learning-rate schedule over max_steps (TRL lr_scheduler_type)",
-                                    choices=("constant", "cosine"))
+    lr_scheduler_type: str = option(
+        "constant", "learning-rate schedule over max_steps (TRL lr_scheduler_type)", choices=("constant", "cosine")
+    )
     weight_decay: float = option(0.1, "AdamW weight decay (none on a coupling's weights)", low=0.0)
     max_grad_norm: float = option(0.2, "gradient clipping norm (TRL max_grad_norm)", low=0.0, low_open=True)
-    eval_steps: int = option(10, "evaluate on the held-out prompts and checkpoint every N steps (TRL eval_steps)",
-                             low=1)
+    eval_steps: int = option(
+        10, "evaluate on the held-out prompts and checkpoint every N steps (TRL eval_steps)", low=1
+    )
     eval_size: int = option(256, "held-out prompts (the first N of --eval-data, or generated ones)", low=1)
     eval_data: str = option("", "held-out prompts from this file; '' = generated ones (a disjoint seed)")
-    report_to: str = option("none", "experiment trackers besides metrics.csv (TRL report_to): tensorboard, wandb, none "
-                                    "or a comma list")
-    reward_form: str = option("auto", "the reward: none = the task's reward, multiplicative / additive = "
-                                      "speed-aware (Jazbec §3.3); auto = none for upo, multiplicative otherwise",
-                              choices=("auto", *REWARD_FORMS))
-    baseline: str = option("group", "advantage baseline: group = the group mean (GRPO), greedy = the policy's "
-                                    "greedy decode (ReMax)", choices=("group", "greedy"))
-    advantage_scale: str = option("std", "std = divide by the group's std (GRPO), none = reward minus baseline "
-                                         "(Dr. GRPO)", choices=("std", "none"))
-    alpha: float = option(1.0, "speed weight alpha of the reward (Jazbec §3.3); the held-out alpha, and the "
-                               "default input of alpha-conditioned policies", low=0.0)
-    expert_steering: list[str] = option([], "heuristic policy specs, one extra trajectory per group each "
-                                            "(Jazbec §3.4), e.g. threshold:0.9")
-    coupling_prompts: int = option(3000, "with --coupling-rounds: training prompts whose rollouts pre-train the "
-                                         "coupling before GRPO (unmask.training.pretrain, also `unmask "
-                                         "pretrain-coupling`); 0 = no pre-training", low=0)
+    report_to: str = option(
+        "none", "experiment trackers besides metrics.csv (TRL report_to): tensorboard, wandb, none or a comma list"
+    )
+    reward_form: str = option(
+        "auto",
+        "the reward: none = the task's reward, multiplicative / additive = "
+        "speed-aware (Jazbec §3.3); auto = none for upo, multiplicative otherwise",
+        choices=("auto", *REWARD_FORMS),
+    )
+    baseline: str = option(
+        "group",
+        "advantage baseline: group = the group mean (GRPO), greedy = the policy's greedy decode (ReMax)",
+        choices=("group", "greedy"),
+    )
+    advantage_scale: str = option(
+        "std",
+        "std = divide by the group's std (GRPO), none = reward minus baseline (Dr. GRPO)",
+        choices=("std", "none"),
+    )
+    alpha: float = option(
+        1.0,
+        "speed weight alpha of the reward (Jazbec §3.3); the held-out alpha, and the "
+        "default input of alpha-conditioned policies",
+        low=0.0,
+    )
+    expert_steering: list[str] = option(
+        [], "heuristic policy specs, one extra trajectory per group each (Jazbec §3.4), e.g. threshold:0.9"
+    )
+    coupling_prompts: int = option(
+        3000,
+        "with --coupling-rounds: training prompts whose rollouts pre-train the "
+        "coupling before GRPO (unmask.training.pretrain, also `unmask "
+        "pretrain-coupling`); 0 = no pre-training",
+        low=0,
+    )
     coupling_epochs: int = option(6, "passes over those rollouts' states", low=1)
-    imitation_rounds: int = option(0, "rounds of imitation of the ground-truth oracle before GRPO (DAgger: the "
-                                      "policy decodes, the oracle labels; unmask.training.imitation); 0 = none", low=0)
+    imitation_rounds: int = option(
+        0,
+        "rounds of imitation of the ground-truth oracle before GRPO (DAgger: the "
+        "policy decodes, the oracle labels; unmask.training.imitation); 0 = none",
+        low=0,
+    )
     imitation_prompts: int = option(1000, "training prompts decoded per imitation round", low=1)
     imitation_epochs: int = option(3, "passes over each round's states", low=1)
     imitation_learning_rate: float = option(1e-3, "Adam learning rate of the imitation fit", low=0.0, low_open=True)
     imitation_batch_size: int = option(256, "states per imitation gradient step", low=1)
-    imitation_top_k: int | None = option(None, "fit the labels of each state's K highest-utility candidates only "
-                                                "(where one-per-step decisions are made; UPO's Top-K, Eq. 27); "
-                                                "none = every candidate", low=1)
-    imitation_anchor: float = option(0.0, "lambda of lambda * mean(r^2) on the planner's residual in the imitation "
-                                          "fit: keeps the order of the policy imitation starts from where the labels "
-                                          "give no preference (all near-certain positions are gold)", low=0.0)
-    imitation_negative_weight: float = option(1.0, "weight of the 'not gold' labels in the imitation loss (> 1: "
-                                                   "fewer wrong reveals, for parallel policies)", low=0.0,
-                                              low_open=True)
-    init_policy: str = option("", "start from this policy checkpoint (e.g. written by unmask pretrain-coupling) "
-                                  "instead of a fresh policy: its kind and settings must be the run's, except that "
-                                  "the run may add a planner (--planner, starting at zero); no coupling "
-                                  "pre-training then")
+    imitation_top_k: int | None = option(
+        None,
+        "fit the labels of each state's K highest-utility candidates only "
+        "(where one-per-step decisions are made; UPO's Top-K, Eq. 27); "
+        "none = every candidate",
+        low=1,
+    )
+    imitation_anchor: float = option(
+        0.0,
+        "lambda of lambda * mean(r^2) on the planner's residual in the imitation "
+        "fit: keeps the order of the policy imitation starts from where the labels "
+        "give no preference (all near-certain positions are gold)",
+        low=0.0,
+    )
+    imitation_negative_weight: float = option(
+        1.0,
+        "weight of the 'not gold' labels in the imitation loss (> 1: fewer wrong reveals, for parallel policies)",
+        low=0.0,
+        low_open=True,
+    )
+    init_policy: str = option(
+        "",
+        "start from this policy checkpoint (e.g. written by unmask pretrain-coupling) "
+        "instead of a fresh policy: its kind and settings must be the run's, except that "
+        "the run may add a planner (--planner, starting at zero); no coupling "
+        "pre-training then",
+    )
     run: RunConfig = option(default_factory=RunConfig, help="task, model, data and sampling of the rollouts")
     policy: UPOConfig | ParallelConfig | PlackettLuceConfig = option(
-        default_factory=UPOConfig, help="the learned policy: upo = UPO's g_phi, bernoulli / plackett-luce = Jazbec "
-                                        "§3.2's parallel policies", kinds=CONFIG_TYPES)
+        default_factory=UPOConfig,
+        help="the learned policy: upo = UPO's g_phi, bernoulli / plackett-luce = Jazbec §3.2's parallel policies",
+        kinds=CONFIG_TYPES,
+    )
 
     def check(self) -> None:
         kind = self.policy_kind
         if not self.policy.regularised and self.reference not in ("auto", "none"):
-            raise ValueError(f"reference {self.reference!r}: the reference regulariser (UPO Table 1) is for --policy "
-                             f"upo; {kind} policies train without one (Jazbec §3): use --reference none")
+            raise ValueError(
+                f"reference {self.reference!r}: the reference regulariser (UPO Table 1) is for --policy "
+                f"upo; {kind} policies train without one (Jazbec §3): use --reference none"
+            )
         if self.expert_steering and not self.policy.variable_count:
-            raise ValueError(f"expert_steering (--expert-steering) needs a variable-count policy: bernoulli, or "
-                             f"plackett-luce with pl_count 'stop' (not {kind})")
+            raise ValueError(
+                f"expert_steering (--expert-steering) needs a variable-count policy: bernoulli, or "
+                f"plackett-luce with pl_count 'stop' (not {kind})"
+            )
         for spec in self.expert_steering:
             get_policy(spec)
         if self.baseline == "greedy" and self.expert_steering:
-            raise ValueError("the greedy baseline compares the policy with itself; it does not combine with expert steering")
+            raise ValueError(
+                "the greedy baseline compares the policy with itself; it does not combine with expert steering"
+            )
         alpha_range = getattr(self.policy, "alpha_range", None)
         if alpha_range is not None and not alpha_range[0] <= self.alpha <= alpha_range[1]:
             raise ValueError(f"alpha {self.alpha:g} lies outside the alpha range {alpha_range}")
         if self.num_generations == 1 and self.baseline == "group" and not self.expert_steering:
-            raise ValueError("num_generations (--num-generations) 1 with the group baseline gives every rollout a zero "
-                             "advantage (nothing trains): use --num-generations 2 or more, --baseline greedy or "
-                             "--expert-steering")
+            raise ValueError(
+                "num_generations (--num-generations) 1 with the group baseline gives every rollout a zero "
+                "advantage (nothing trains): use --num-generations 2 or more, --baseline greedy or "
+                "--expert-steering"
+            )
 
     @property
     def policy_kind(self) -> str:
@@ -155,7 +227,11 @@ class GRPOConfig(Config):
     @property
     def reward_kind(self) -> str:
         """The reward form with ``auto`` resolved."""
-        return self.reward_form if self.reward_form != "auto" else ("multiplicative" if self.policy.speed_aware else "none")
+        return (
+            self.reward_form
+            if self.reward_form != "auto"
+            else ("multiplicative" if self.policy.speed_aware else "none")
+        )
 
 
 @dataclass
@@ -172,8 +248,14 @@ class RolloutBuffer:
     group: tuple[int, int] = (0, 0)  # (G policy rollouts, E expert ones) of each group
 
     @classmethod
-    def from_records(cls, records: Sequence[StepRecord], advantage: torch.Tensor, nfe: torch.Tensor,
-                     steered: torch.Tensor | None = None, group: tuple[int, int] = (0, 0)) -> "RolloutBuffer":
+    def from_records(
+        cls,
+        records: Sequence[StepRecord],
+        advantage: torch.Tensor,
+        nfe: torch.Tensor,
+        steered: torch.Tensor | None = None,
+        group: tuple[int, int] = (0, 0),
+    ) -> RolloutBuffer:
         keys = [k for k in records[0].data if k not in ("action", "old_log_prob")]
         kmax = max(r.data["action"].shape[1] for r in records)
         pad = lambda a: torch.nn.functional.pad(a, (0, kmax - a.shape[1]), value=-1)  # noqa: E731
@@ -208,8 +290,9 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, 
     return (centred / (r.std(1, keepdim=True) + eps) if scale else centred).view(-1)
 
 
-def greedy_baseline_advantages(rewards: torch.Tensor, group_size: int, greedy: torch.Tensor,
-                               eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
+def greedy_baseline_advantages(
+    rewards: torch.Tensor, group_size: int, greedy: torch.Tensor, eps: float = 1e-4, scale: bool = True
+) -> torch.Tensor:
     """A_g = (r_g - r_greedy) / (std + eps) per prompt (ReMax, Li et al. 2023): the baseline is the reward of the
     policy's own greedy decode, so moving toward greedy earns nothing and only samples that beat it are
     reinforced; std is over the group and the greedy reward (all equal: zero advantages); ``scale`` as in
@@ -221,8 +304,13 @@ def greedy_baseline_advantages(rewards: torch.Tensor, group_size: int, greedy: t
 
 
 def upo_loss(
-    policy: LearnedPolicy, buf: RolloutBuffer, idx: torch.Tensor, reference: Reference, epsilon: float,
-    kappa: torch.Tensor | None, n_traj: int,
+    policy: LearnedPolicy,
+    buf: RolloutBuffer,
+    idx: torch.Tensor,
+    reference: Reference,
+    epsilon: float,
+    kappa: torch.Tensor | None,
+    n_traj: int,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Minibatch part of -L_UPO (Eq. 19/22): clipped token-wise surrogate / L per trajectory,
     plus beta * CE(g_conf || g_phi) (Eq. 29) or beta * kappa * log g_phi (L_KL, Eq. 24).
@@ -276,11 +364,18 @@ def held_out_examples(task: Task, config: GRPOConfig) -> list:
     if config.eval_data:
         return load_data(task, config.eval_data, "--eval-data")[: config.eval_size]
     try:
-        return [ex for c in run.difficulties for ex in task.generate(
-            max(1, config.eval_size // len(run.difficulties)), seed=10_000 + run.seed, difficulty=c)]
+        return [
+            ex
+            for c in run.difficulties
+            for ex in task.generate(
+                max(1, config.eval_size // len(run.difficulties)), seed=10_000 + run.seed, difficulty=c
+            )
+        ]
     except NotImplementedError:
-        raise ValueError(f"task {run.task} does not generate examples: give the held-out prompts with "
-                         f"--eval-data FILE (and the training prompts with --data FILE)") from None
+        raise ValueError(
+            f"task {run.task} does not generate examples: give the held-out prompts with "
+            f"--eval-data FILE (and the training prompts with --data FILE)"
+        ) from None
 
 
 def generation_length(task: Task, model: MaskedDiffusionModel, examples: list) -> int:
@@ -311,9 +406,17 @@ class GRPOTrainer:
     and ``eval_examples`` (the held-out prompts). :meth:`from_config` builds them all from a config, as the
     command line does."""
 
-    def __init__(self, policy: LearnedPolicy, model: MaskedDiffusionModel, task: Task, config: GRPOConfig,
-                 train_examples: list | None = None, eval_examples: list | None = None,
-                 reward_fn: Callable | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        policy: LearnedPolicy,
+        model: MaskedDiffusionModel,
+        task: Task,
+        config: GRPOConfig,
+        train_examples: list | None = None,
+        eval_examples: list | None = None,
+        reward_fn: Callable | None = None,
+        progress: bool = True,
+    ) -> None:
         """``reward_fn(completions, examples, nfe=, length=, alpha=, logprob=) -> list[float]`` replaces the
         built-in reward (TRL-style; ``length`` = positions generated per row, ``alpha`` per row)."""
         self.cfg = config
@@ -322,8 +425,10 @@ class GRPOTrainer:
         self.dist = current()
         self.dist.check_divides(config.prompts_per_step)
         if policy.kind != config.policy_kind:
-            raise ValueError(f"the policy is a {policy.kind} policy but the config trains {config.policy_kind}; give a "
-                             f"{config.policy_kind} policy (GRPOTrainer.from_config builds one) or set --policy {policy.kind}")
+            raise ValueError(
+                f"the policy is a {policy.kind} policy but the config trains {config.policy_kind}; give a "
+                f"{config.policy_kind} policy (GRPOTrainer.from_config builds one) or set --policy {policy.kind}"
+            )
         self.task, self.model, self.policy = task, model, policy
         self.sampling = run.sampling
         self.reward_fn = reward_fn
@@ -338,7 +443,9 @@ class GRPOTrainer:
         rest = [p for n, p in self.policy.named_parameters() if not n.startswith("coupling.")]
         groups = [{"params": rest}] + ([{"params": coupling, "weight_decay": 0.0}] if coupling else [])
         # no decay on the coupling: W -> 0 would mean a strength softplus(0) between every pair of positions
-        self.opt = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=config.weight_decay)
+        self.opt = torch.optim.AdamW(
+            groups, lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=config.weight_decay
+        )
         self.policy.to(self.model.device)
         self.gen = torch.Generator(device=self.model.device).manual_seed(run.seed)
         self.step = 0
@@ -347,8 +454,7 @@ class GRPOTrainer:
         self.out = Path(config.output_dir)
 
     @classmethod
-    def from_config(cls, config: GRPOConfig, reward_fn: Callable | None = None, progress: bool = True
-                    ) -> "GRPOTrainer":
+    def from_config(cls, config: GRPOConfig, reward_fn: Callable | None = None, progress: bool = True) -> GRPOTrainer:
         """The task, the MDM (with the options the run gives), the examples and a fresh policy of
         ``config.policy``'s kind (seeded by ``config.run.seed``), all from ``config``."""
         run = config.run
@@ -374,14 +480,19 @@ class GRPOTrainer:
         its coupling pre-training (``coupling_nll``, written by ``pretrain-coupling``) for the step-0 row."""
         initial = load_policy(directory)
         adds_planner = self.policy.planner is not None and initial.planner is None  # a zero-initialised one
-        comparable = replace(initial.config, **{f: getattr(self.policy.config, f) for f in PLANNER_FIELDS}) \
-            if adds_planner else initial.config
+        comparable = (
+            replace(initial.config, **{f: getattr(self.policy.config, f) for f in PLANNER_FIELDS})
+            if adds_planner
+            else initial.config
+        )
         if initial.kind != self.policy.kind or comparable != self.policy.config:
             ours, theirs = asdict(self.policy.config), asdict(initial.config)
             differ = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items() if theirs.get(k) != v]
-            raise ValueError(f"--init-policy {directory} is a {initial.kind} policy with other settings than this run's "
-                             f"{self.policy.kind} policy ({'; '.join(differ) or 'another kind'}); train it with this "
-                             "run's settings (the same recipe), or drop --init-policy")
+            raise ValueError(
+                f"--init-policy {directory} is a {initial.kind} policy with other settings than this run's "
+                f"{self.policy.kind} policy ({'; '.join(differ) or 'another kind'}); train it with this "
+                "run's settings (the same recipe), or drop --init-policy"
+            )
         self.policy.load_state_dict({**self.policy.state_dict(), **initial.state_dict()})
         history = initial.record.get("coupling_nll")
         self.initial_metrics = {"coupling_nll": history[-1]} if history else {}
@@ -405,16 +516,23 @@ class GRPOTrainer:
 
     # ----- persistence -----
     def _meta(self) -> dict:
-        return {"train": self.cfg.to_dict(), "mdm": self.cfg.run.model or self.task.default_model, "task": self.task.name,
-                "processes": self.dist.world_size}
+        return {
+            "train": self.cfg.to_dict(),
+            "mdm": self.cfg.run.model or self.task.default_model,
+            "task": self.task.name,
+            "processes": self.dist.world_size,
+        }
 
     def save(self) -> None:
         """The resumable checkpoint ``last/`` of the current step, atomically (:func:`unmask.core.checkpoint.save_checkpoint`)."""
         if not self.dist.main:  # rank 0 alone writes; every rank holds the same state
             return
         rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
-        self.policy.save(self.out / LAST, self._meta(),
-                         TrainingState(self.opt, rng, {"step": self.step, "best": self.best, "skipped": self.skipped}))
+        self.policy.save(
+            self.out / LAST,
+            self._meta(),
+            TrainingState(self.opt, rng, {"step": self.step, "best": self.best, "skipped": self.skipped}),
+        )
 
     def resume(self) -> None:
         """Restore the latest complete checkpoint (``last/``, else ``last.prev/``): weights, optimizer, RNGs, counters."""
@@ -451,15 +569,25 @@ class GRPOTrainer:
         """L of the speed term: the positions each row generates."""
         return (input_ids[:, gen_start:] == self.model.mask_id).sum(1).to(self.model.device)
 
-    def rewards(self, examples: list, completions: list, scores: Scores, nfe: torch.Tensor, length: torch.Tensor,
-                alpha: torch.Tensor, logprob: torch.Tensor) -> torch.Tensor:
+    def rewards(
+        self,
+        examples: list,
+        completions: list,
+        scores: Scores,
+        nfe: torch.Tensor,
+        length: torch.Tensor,
+        alpha: torch.Tensor,
+        logprob: torch.Tensor,
+    ) -> torch.Tensor:
         """The custom ``reward_fn``, the task's reward (``reward_form="none"``) or the speed-aware reward."""
         if self.reward_fn is not None:
             rewards = self.reward_fn(completions, examples, logprob=logprob, nfe=nfe, length=length, alpha=alpha)
         elif self.reward_form == "none":
             rewards = scores.reward
         else:
-            rewards = speed_reward(torch.as_tensor(scores.solved, device=nfe.device), nfe, length, alpha, self.reward_form)
+            rewards = speed_reward(
+                torch.as_tensor(scores.solved, device=nfe.device), nfe, length, alpha, self.reward_form
+            )
         return torch.as_tensor(rewards, dtype=torch.float32).to(self.model.device)
 
     @torch.no_grad()
@@ -494,9 +622,13 @@ class GRPOTrainer:
         buf = RolloutBuffer.from_records(out.trajectory, adv, out.nfe, steered, (G, E))
         policy_rows = np.ones(len(group), dtype=bool) if steered is None else ~steered.cpu().numpy()
         nfe = out.nfe.float().cpu().numpy()
-        stats = {"reward_mean": rewards.mean().item(), "reward_std": rewards.view(-1, G + E).std(1).mean().item(),
-                 "train_solved": float(scores.solved[policy_rows].mean()), "nfe": float(nfe[policy_rows].mean()),
-                 "buffer_mb": buf.nbytes() / 2**20}
+        stats = {
+            "reward_mean": rewards.mean().item(),
+            "reward_std": rewards.view(-1, G + E).std(1).mean().item(),
+            "train_solved": float(scores.solved[policy_rows].mean()),
+            "nfe": float(nfe[policy_rows].mean()),
+            "buffer_mb": buf.nbytes() / 2**20,
+        }
         if greedy is not None:
             stats["greedy_reward"] = greedy.mean().item()
         if E:
@@ -513,12 +645,28 @@ class GRPOTrainer:
         seed = ExampleStreams.seed_of(self.cfg.run.seed, self.step)
         return ExampleStreams(seed, range(first, first + rows), device=self.model.device)
 
-    def decode_and_reward(self, examples: list, enc: EncodedBatch, actor: Policy, alpha: torch.Tensor,
-                          streams: ExampleStreams, record: bool = False) -> tuple[GenerationOutput, Scores, torch.Tensor]:
+    def decode_and_reward(
+        self,
+        examples: list,
+        enc: EncodedBatch,
+        actor: Policy,
+        alpha: torch.Tensor,
+        streams: ExampleStreams,
+        record: bool = False,
+    ) -> tuple[GenerationOutput, Scores, torch.Tensor]:
         """Decode encoded ``examples`` with ``actor`` (each row's ``alpha`` a policy input); the output, the task's
         scores and the training rewards."""
-        out = generate(self.model, enc.input_ids, actor, self.sampling, enc.attention_mask, enc.gen_start, streams,
-                       record=record, inputs={"alpha": alpha})
+        out = generate(
+            self.model,
+            enc.input_ids,
+            actor,
+            self.sampling,
+            enc.attention_mask,
+            enc.gen_start,
+            streams,
+            record=record,
+            inputs={"alpha": alpha},
+        )
         completions = self.task.decode(examples, out.sequences, self.model)
         logprob = trajectory_logprob(out)
         scores = self.task.score(examples, completions, logprob=logprob)
@@ -545,8 +693,11 @@ class GRPOTrainer:
         local[positions] = torch.arange(len(buf), device=buf.traj.device)
         agg: dict[str, list[float]] = {}
         for _ in range(self.cfg.num_iterations):
-            kappa = trajectory_kappa(self.policy, buf, self.reference, self.cfg.minibatch_size) \
-                if self.reference.divergence == "kl" else None
+            kappa = (
+                trajectory_kappa(self.policy, buf, self.reference, self.cfg.minibatch_size)
+                if self.reference.divergence == "kl"
+                else None
+            )
             perm = torch.randperm(total, generator=self.gen, device=self.gen.device)
             n_mb = math.ceil(total / self.cfg.minibatch_size)
             done = []
@@ -554,17 +705,22 @@ class GRPOTrainer:
                 idx = local[chunk.to(local.device)]
                 idx = idx[idx >= 0]  # this process's steps of the minibatch
                 mine = len(idx)  # 0: it still joins the gradient all-reduce, with one of its steps at weight 0
-                loss, stats = self.objective(buf, idx if mine else idx.new_zeros(1), self.reference, self.cfg.epsilon,
-                                             kappa, n_traj)
+                loss, stats = self.objective(
+                    buf, idx if mine else idx.new_zeros(1), self.reference, self.cfg.epsilon, kappa, n_traj
+                )
                 loss = loss * (n_mb if mine else 0)  # each minibatch is ~1/n_mb of the objective
                 self.opt.zero_grad(set_to_none=True)
                 self.dist.backward(loss)
                 if not self.dist.all_finite(loss):
                     self.skipped += 1
-                    warnings.warn(f"step {self.step}: non-finite loss, update skipped ({self.skipped} so far)")
+                    warnings.warn(
+                        f"step {self.step}: non-finite loss, update skipped ({self.skipped} so far)", stacklevel=2
+                    )
                     self.opt.zero_grad(set_to_none=True)
                     continue
-                stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm).item()
+                stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.policy.parameters(), self.cfg.max_grad_norm
+                ).item()
                 self.opt.step()
                 stats["loss"] = loss.item()
                 done.append((mine, stats))
@@ -584,13 +740,22 @@ class GRPOTrainer:
         metrics: dict[str, list[float]] = {}
         for alpha in self.eval_alphas:
             streams = ExampleStreams(self.cfg.run.seed, range(lo, hi), device=self.model.device)
-            out = generate(self.model, enc.input_ids, self.policy, self.sampling, enc.attention_mask, enc.gen_start, streams,
-                           inputs={"alpha": torch.full((len(examples),), float(alpha), device=self.model.device)})
+            out = generate(
+                self.model,
+                enc.input_ids,
+                self.policy,
+                self.sampling,
+                enc.attention_mask,
+                enc.gen_start,
+                streams,
+                inputs={"alpha": torch.full((len(examples),), float(alpha), device=self.model.device)},
+            )
             solved = self.task.score(examples, self.task.decode(examples, out.sequences, self.model)).solved
             per = {"solved": solved, "nfe": out.nfe}
             if self.reward_form != "none":
-                per["reward"] = speed_reward(torch.as_tensor(solved, device=out.nfe.device), out.nfe, length, alpha,
-                                             self.reward_form)
+                per["reward"] = speed_reward(
+                    torch.as_tensor(solved, device=out.nfe.device), out.nfe, length, alpha, self.reward_form
+                )
             per = self.dist.gather(per)  # every process's examples, in order
             metrics.setdefault("eval_solved", []).append(float(per["solved"].mean()))
             metrics.setdefault("eval_nfe", []).append(per["nfe"].float().mean().item())
@@ -614,8 +779,9 @@ class GRPOTrainer:
             self.resume()
         else:
             check_new_run(self.out)
-        logger = MetricsLogger(self.out, resume_step=self.step if resume else None, report_to=self.cfg.report_to,
-                               config=self.cfg.to_dict())
+        logger = MetricsLogger(
+            self.out, resume_step=self.step if resume else None, report_to=self.cfg.report_to, config=self.cfg.to_dict()
+        )
         if not resume:  # step 0 (a resumed run has its step-0 row and checkpoint already)
             metrics = {**(initial or {}), **self.evaluate()}
             self.best = metrics[self.selection]
@@ -623,8 +789,12 @@ class GRPOTrainer:
                 self.policy.save(self.out / "best", {**self._meta(), **metrics, "step": 0})
             logger.log({"step": 0, **metrics})  # each row before its checkpoint: a kill between them loses no row
             self.save()
-        with progress_bar(total=self.cfg.max_steps, initial=self.step, desc=f"train-policy {self.task.name}",
-                          disable=not self.progress) as bar:  # closed before an interruption's message
+        with progress_bar(
+            total=self.cfg.max_steps,
+            initial=self.step,
+            desc=f"train-policy {self.task.name}",
+            disable=not self.progress,
+        ) as bar:  # closed before an interruption's message
             while self.step < self.cfg.max_steps:
                 t0 = time.perf_counter()
                 for g in self.opt.param_groups:
@@ -632,8 +802,14 @@ class GRPOTrainer:
                 buf, roll = self.rollout(self.dist.shard_groups(self.prompts(self.step)))
                 upd = self.update(buf)
                 self.step += 1
-                row = {"step": self.step, **roll, **upd, "lr": self.lr_at(self.step - 1), "skipped": self.skipped,
-                       "seconds": time.perf_counter() - t0}
+                row = {
+                    "step": self.step,
+                    **roll,
+                    **upd,
+                    "lr": self.lr_at(self.step - 1),
+                    "skipped": self.skipped,
+                    "seconds": time.perf_counter() - t0,
+                }
                 # all processes stop at one step
                 out_of_time = self.dist.any(deadline is not None and time.monotonic() > deadline)
                 checkpoint = self.step % self.cfg.eval_steps == 0 or self.step == self.cfg.max_steps or out_of_time
@@ -648,12 +824,18 @@ class GRPOTrainer:
                 if checkpoint:
                     self.save()
                 bar.update(1)
-                bar.set_postfix(reward=f"{roll['reward_mean']:.3f}", solved=f"{roll['train_solved']:.2f}",
-                                nfe=f"{roll['nfe']:.1f}", best=f"{self.best:.3f}")
+                bar.set_postfix(
+                    reward=f"{roll['reward_mean']:.3f}",
+                    solved=f"{roll['train_solved']:.2f}",
+                    nfe=f"{roll['nfe']:.1f}",
+                    best=f"{self.best:.3f}",
+                )
                 if out_of_time:
                     if self.dist.main:
-                        bar.write(f"train-policy: stopped at step {self.step}/{self.cfg.max_steps} after "
-                                   f"{max_minutes:g} min (--max-minutes); --resume continues from {self.out / LAST}")
+                        bar.write(
+                            f"train-policy: stopped at step {self.step}/{self.cfg.max_steps} after "
+                            f"{max_minutes:g} min (--max-minutes); --resume continues from {self.out / LAST}"
+                        )
                     break
         logger.close()
         self.dist.barrier()  # every process returns once rank 0 has written the last checkpoint

@@ -22,29 +22,35 @@ carries over. ``imitation/last`` is resumable, ``imitation/metrics.csv`` logs on
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from unmask.core.checkpoint import (LAST, WEIGHTS, TrainingState, has_checkpoint, load_tensors, load_training_checkpoint,
-                               resumable_checkpoint)
+from unmask.core.checkpoint import (
+    LAST,
+    WEIGHTS,
+    TrainingState,
+    has_checkpoint,
+    load_tensors,
+    load_training_checkpoint,
+    resumable_checkpoint,
+)
+from unmask.core.tracking import MetricsLogger, progress_bar
 from unmask.engine.config import SamplingConfig
 from unmask.engine.loop import generate
+from unmask.engine.policy import Policy
+from unmask.engine.state import StepState
+from unmask.engine.streams import ExampleStreams
 from unmask.evaluation.evaluate import gold_tokens
-from unmask.core.tracking import MetricsLogger, progress_bar
 from unmask.models import MaskedDiffusionModel
-from unmask.engine.policy import Capabilities, Policy
 from unmask.policies.base import top_k_mask
 from unmask.policies.learned import LearnedPolicy
 from unmask.policies.oracle import correct
-from unmask.engine.state import StepState
-from unmask.engine.streams import ExampleStreams
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
@@ -57,7 +63,6 @@ STREAM = 2**41  # the rounds' random streams: ExampleStreams.seed_of(run seed, S
 class Labelled(Policy):
     """The learner acting, each recorded step's observation extended with the tokens it would write and the
     oracle's label ``gold`` (needs the engine input ``target``)."""
-
 
     def __init__(self, policy: LearnedPolicy) -> None:
         self.policy = policy
@@ -73,9 +78,17 @@ class Labelled(Policy):
 
 
 @torch.no_grad()
-def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolicy, examples: list,
-                   sampling: SamplingConfig, draws: torch.Generator | int, batch_size: int = 64,
-                   keys: tuple[str, ...] | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+def collect_states(
+    task: Task,
+    model: MaskedDiffusionModel,
+    policy: LearnedPolicy,
+    examples: list,
+    sampling: SamplingConfig,
+    draws: torch.Generator | int,
+    batch_size: int = 64,
+    keys: tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
     """The observation (``keys``; None: all of it), ``tokens``, oracle label ``gold`` and ``target`` of every
     state of the policy's sampled rollouts before its first reveal of a wrong token. ``draws``: one generator for
     every batch, or a seed of per-example streams (example ``j`` draws from ``(seed, j)``)."""
@@ -83,15 +96,31 @@ def collect_states(task: Task, model: MaskedDiffusionModel, policy: LearnedPolic
     policy.eval()
     actor = Labelled(policy.with_options(mode="sample"))
     parts: list[dict[str, torch.Tensor]] = []
-    for i in progress_bar(range(0, len(examples), batch_size), desc=f"rollouts ({len(examples)} prompts)",
-                          disable=not progress, leave=False):
+    for i in progress_bar(
+        range(0, len(examples), batch_size),
+        desc=f"rollouts ({len(examples)} prompts)",
+        disable=not progress,
+        leave=False,
+    ):
         batch = examples[i : i + batch_size]
         target = gold_tokens(task, batch, model)
         enc = task.encode(batch, model)
-        rows = draws if isinstance(draws, torch.Generator) else ExampleStreams(draws, range(i, i + len(batch)),
-                                                                                device=model.device)
-        out = generate(model, enc.input_ids, actor, sampling, enc.attention_mask, enc.gen_start, rows, record=True,
-                       inputs={"target": target})
+        rows = (
+            draws
+            if isinstance(draws, torch.Generator)
+            else ExampleStreams(draws, range(i, i + len(batch)), device=model.device)
+        )
+        out = generate(
+            model,
+            enc.input_ids,
+            actor,
+            sampling,
+            enc.attention_mask,
+            enc.gen_start,
+            rows,
+            record=True,
+            inputs={"target": target},
+        )
         alive = torch.ones(len(batch), dtype=torch.bool, device=model.device)
         for rec in out.trajectory:
             keep = alive[rec.rows]
@@ -121,8 +150,9 @@ def freeze_inputs(policy: LearnedPolicy, states: dict[str, torch.Tensor], chunk:
     states.update({k: torch.cat(v) for k, v in parts.items() if v})
 
 
-def utilities(policy: LearnedPolicy, states: dict[str, torch.Tensor],
-              idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def utilities(
+    policy: LearnedPolicy, states: dict[str, torch.Tensor], idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The policy's utilities u (n, L) of the states ``idx`` (no STOP column) and what they move away from the
     policy imitation started from: the planner's residual where the policy has a planner (added to the frozen
     scorer's logits), else zeros (the whole scorer is fitted)."""
@@ -135,8 +165,9 @@ def utilities(policy: LearnedPolicy, states: dict[str, torch.Tensor],
     return (states["scorer_logits"][idx] + residual) / policy.temperature, residual
 
 
-def imitation_loss(u: torch.Tensor, gold: torch.Tensor, allowed: torch.Tensor, calibration: torch.Tensor,
-                   negative_weight: float = 1.0) -> torch.Tensor:
+def imitation_loss(
+    u: torch.Tensor, gold: torch.Tensor, allowed: torch.Tensor, calibration: torch.Tensor, negative_weight: float = 1.0
+) -> torch.Tensor:
     """The oracle's per-position labels under the utilities u (n, L), averaged over the allowed positions:
 
         -(1 / |allowed|) sum_{i allowed} [gold_i log sigmoid(z_i) + w (1 - gold_i) log sigmoid(-z_i)],
@@ -152,7 +183,7 @@ def imitation_loss(u: torch.Tensor, gold: torch.Tensor, allowed: torch.Tensor, c
     return -(per * allowed).sum() / allowed.sum().clamp(min=1)
 
 
-def round_examples(trainer: "GRPOTrainer", r: int) -> list:
+def round_examples(trainer: GRPOTrainer, r: int) -> list:
     """Round ``r``'s ``imitation_prompts`` prompts: a slice of the run's data file, or freshly generated ones
     (their own seed per round, spread over the difficulties)."""
     n, run = trainer.cfg.imitation_prompts, trainer.cfg.run
@@ -160,34 +191,45 @@ def round_examples(trainer: "GRPOTrainer", r: int) -> list:
         data = trainer.train_examples
         return [data[(r * n + i) % len(data)] for i in range(n)]
     k = len(run.difficulties)
-    return [ex for i, c in enumerate(run.difficulties)
-            for ex in trainer.task.generate(n // k + (i < n % k), seed=3_000_000 + 1000 * run.seed + r, difficulty=c)]
+    return [
+        ex
+        for i, c in enumerate(run.difficulties)
+        for ex in trainer.task.generate(n // k + (i < n % k), seed=3_000_000 + 1000 * run.seed + r, difficulty=c)
+    ]
 
 
 class Imitation:
     """The imitation phase of a ``train-policy`` run (see the module docstring)."""
 
-    def __init__(self, trainer: "GRPOTrainer") -> None:
+    def __init__(self, trainer: GRPOTrainer) -> None:
         self.trainer, self.cfg = trainer, trainer.cfg
         self.dir = Path(self.cfg.output_dir) / PHASE
         policy = trainer.policy
         # the planner alone where there is one (the scorer stays the reference it starts from); never the
         # coupling, an input here, fitted by its own likelihood (unmask.training.pretrain)
-        self.params = [p for n, p in policy.named_parameters()
-                       if (n.startswith("planner.") if policy.planner is not None else not n.startswith("coupling."))]
+        self.params = [
+            p
+            for n, p in policy.named_parameters()
+            if (n.startswith("planner.") if policy.planner is not None else not n.startswith("coupling."))
+        ]
         scale = getattr(policy.config, "base_temperature", None)  # UPO's tau0; parallel policies have none
         self.calibration = torch.tensor([math.log(scale or 1.0), 0.0], requires_grad=True)
         self.opt = torch.optim.Adam([*self.params, self.calibration], lr=self.cfg.imitation_learning_rate)
         self.gen = torch.Generator(device=trainer.model.device).manual_seed(
-            ExampleStreams.seed_of(self.cfg.run.seed, STREAM - 1))
+            ExampleStreams.seed_of(self.cfg.run.seed, STREAM - 1)
+        )
         self.round, self.best, self.best_metrics = 0, float("-inf"), {}
 
     def save(self) -> None:
         if not self.trainer.dist.main:
             return
         rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
-        counters = {"step": self.round, "best": self.best, "best_metrics": self.best_metrics,
-                    "calibration": self.calibration.tolist()}
+        counters = {
+            "step": self.round,
+            "best": self.best,
+            "best_metrics": self.best_metrics,
+            "calibration": self.calibration.tolist(),
+        }
         self.trainer.policy.save(self.dir / LAST, self.trainer._meta(), TrainingState(self.opt, rng, counters))
 
     def resume(self) -> None:
@@ -212,8 +254,9 @@ class Imitation:
                 if self.cfg.imitation_top_k is not None:  # the decision-relevant candidates: the current top K
                     k = torch.full((len(idx),), self.cfg.imitation_top_k, device=u.device)
                     allowed = top_k_mask(u.detach(), allowed, k)
-                loss = imitation_loss(u, states["gold"][idx], allowed, self.calibration,
-                                      self.cfg.imitation_negative_weight)
+                loss = imitation_loss(
+                    u, states["gold"][idx], allowed, self.calibration, self.cfg.imitation_negative_weight
+                )
                 if self.cfg.imitation_anchor:  # lambda * mean r^2: the start's order where the labels do not object
                     loss = loss + self.cfg.imitation_anchor * residual[allowed].pow(2).mean()
                 self.opt.zero_grad(set_to_none=True)
@@ -229,7 +272,10 @@ class Imitation:
         the policy imitation starts from), then checkpoint the phase."""
         trainer = self.trainer
         if row[trainer.selection] > self.best:
-            self.best, self.best_metrics = row[trainer.selection], {k: v for k, v in row.items() if k.startswith("eval_")}
+            self.best, self.best_metrics = (
+                row[trainer.selection],
+                {k: v for k, v in row.items() if k.startswith("eval_")},
+            )
             if trainer.dist.main:
                 trainer.policy.save(self.dir / "best", {**trainer._meta(), **self.best_metrics, "round": self.round})
         logger.log(row)  # the row before its checkpoint: a kill between them loses no row
@@ -245,13 +291,24 @@ class Imitation:
         logger = MetricsLogger(self.dir, resume_step=self.round if resumed else None, config=cfg.to_dict())
         if not resumed:
             self.record(logger, {"step": 0, **trainer.evaluate()})
-        with progress_bar(total=cfg.imitation_rounds, initial=self.round, desc=f"imitation {trainer.task.name}",
-                          disable=not trainer.progress) as bar:
+        with progress_bar(
+            total=cfg.imitation_rounds,
+            initial=self.round,
+            desc=f"imitation {trainer.task.name}",
+            disable=not trainer.progress,
+        ) as bar:
             while self.round < cfg.imitation_rounds:
                 examples = round_examples(trainer, self.round)
-                states = collect_states(trainer.task, trainer.model, trainer.policy, examples, trainer.sampling,
-                                        ExampleStreams.seed_of(cfg.run.seed, STREAM + self.round),
-                                        batch_size=256, progress=trainer.progress)
+                states = collect_states(
+                    trainer.task,
+                    trainer.model,
+                    trainer.policy,
+                    examples,
+                    trainer.sampling,
+                    ExampleStreams.seed_of(cfg.run.seed, STREAM + self.round),
+                    batch_size=256,
+                    progress=trainer.progress,
+                )
                 has_gold = states["gold"].any(1)
                 states = {k: v[has_gold] for k, v in states.items()}
                 t0 = time.perf_counter()
@@ -259,12 +316,21 @@ class Imitation:
                 seconds = time.perf_counter() - t0
                 self.round += 1
                 metrics = trainer.evaluate()
-                self.record(logger, {"step": self.round, "loss": loss, "states": len(has_gold), "fit_seconds": seconds,
-                                     "gold_share": (states["gold"].sum() / states["allowed"].sum().clamp(min=1)).item(),
-                                     **metrics})
+                self.record(
+                    logger,
+                    {
+                        "step": self.round,
+                        "loss": loss,
+                        "states": len(has_gold),
+                        "fit_seconds": seconds,
+                        "gold_share": (states["gold"].sum() / states["allowed"].sum().clamp(min=1)).item(),
+                        **metrics,
+                    },
+                )
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", solved=f"{metrics['eval_solved']:.3f}",
-                                nfe=f"{metrics['eval_nfe']:.1f}")
+                bar.set_postfix(
+                    loss=f"{loss:.3f}", solved=f"{metrics['eval_solved']:.3f}", nfe=f"{metrics['eval_nfe']:.1f}"
+                )
         logger.close()
         trainer.dist.barrier()  # rank 0 has written best/
         trainer.policy.load_state_dict(load_tensors(self.dir / "best" / WEIGHTS))

@@ -36,8 +36,11 @@ from unmask.tasks import get_task
 class MDMTrainConfig(Config):
     """Hyper-parameters of ``unmask train-mdm`` (transformers' ``TrainingArguments`` names where they exist)."""
 
-    task: str = option("sudoku9", "task whose token layout and data stream the MDM learns",
-                       choices=("arithmetic", "sudoku4", "sudoku9", "zebra"))  # the tasks with a built-in layout
+    task: str = option(
+        "sudoku9",
+        "task whose token layout and data stream the MDM learns",
+        choices=("arithmetic", "sudoku4", "sudoku9", "zebra"),
+    )  # the tasks with a built-in layout
     output_dir: str = option("runs/mdm", "run directory: the checkpoint and metrics.csv")
     n_layer: int = option(4, "transformer layers", low=1)
     n_head: int = option(4, "attention heads (must divide --n-embd)", low=1)
@@ -52,16 +55,20 @@ class MDMTrainConfig(Config):
     seed: int = option(0, "random seed of the initialisation, the data and the masks", low=0)
     save_steps: int = option(250, "checkpoint every N steps (and at the end)", low=1)
     logging_steps: int = option(25, "write a metrics row every N steps (and at the end)", low=1)
-    report_to: str = option("none", "experiment trackers besides metrics.csv (TRL report_to): tensorboard, wandb, none "
-                                    "or a comma list")
-    task_options: dict = option({}, "options forwarded to unmask.tasks.get_task (--task-option KEY=VALUE, e.g. "
-                                    "arithmetic op=mul)")
+    report_to: str = option(
+        "none", "experiment trackers besides metrics.csv (TRL report_to): tensorboard, wandb, none or a comma list"
+    )
+    task_options: dict = option(
+        {}, "options forwarded to unmask.tasks.get_task (--task-option KEY=VALUE, e.g. arithmetic op=mul)"
+    )
 
     def check(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd (--n-embd) {self.n_embd} must be divisible by n_head (--n-head) {self.n_head}")
         if self.min_lr > self.learning_rate:
-            raise ValueError(f"min_lr (--min-lr) {self.min_lr:g} must not exceed learning_rate (--learning-rate) {self.learning_rate:g}")
+            raise ValueError(
+                f"min_lr (--min-lr) {self.min_lr:g} must not exceed learning_rate (--learning-rate) {self.learning_rate:g}"
+            )
 
 
 def masked_diffusion_loss(
@@ -98,8 +105,13 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
     task = get_task(cfg.task, **cfg.task_options)
     vocab_size, mask_id = task.vocab()
     mcfg = TransformerConfig(
-        vocab_size=vocab_size, mask_id=mask_id, coordinates=task.coordinates(),
-        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, task=task.name,
+        vocab_size=vocab_size,
+        mask_id=mask_id,
+        coordinates=task.coordinates(),
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        task=task.name,
     )
     torch.manual_seed(cfg.seed)
     model = MaskedTransformer(mcfg)
@@ -125,8 +137,9 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
     if not resume:
         save(0)
     model.train()
-    with progress_bar(total=cfg.max_steps, initial=step, desc=f"train-mdm {task.name}",
-                      disable=not progress) as bar:  # closed before an interruption's message is printed
+    with progress_bar(
+        total=cfg.max_steps, initial=step, desc=f"train-mdm {task.name}", disable=not progress
+    ) as bar:  # closed before an interruption's message is printed
         t0 = time.time()
         while step < cfg.max_steps:
             for group in opt.param_groups:
@@ -140,8 +153,13 @@ def train_mdm(cfg: MDMTrainConfig, resume: bool = False, progress: bool = True) 
             step += 1
             bar.update(1)
             if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                row = {"step": step, "loss": loss.item(), "masked_acc": acc.item(), "lr": lr_at(step - 1, cfg),
-                       "seconds": time.time() - t0}
+                row = {
+                    "step": step,
+                    "loss": loss.item(),
+                    "masked_acc": acc.item(),
+                    "lr": lr_at(step - 1, cfg),
+                    "seconds": time.time() - t0,
+                }
                 logger.log(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['masked_acc']:.3f}")
             if step % cfg.save_steps == 0 or step == cfg.max_steps:

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from unmask.engine.config import SamplingConfig
 from unmask.core.tracking import progress_bar
+from unmask.engine.config import SamplingConfig
+from unmask.engine.streams import ExampleStreams
 from unmask.models import MaskedDiffusionModel
 from unmask.policies.coupling import coupling_nll
 from unmask.policies.learned import LearnedPolicy
-from unmask.training.imitation import collect_states
-from unmask.engine.streams import ExampleStreams
 from unmask.tasks import Task
+from unmask.training.imitation import collect_states
 
 if TYPE_CHECKING:
     from unmask.training.grpo import GRPOTrainer
@@ -35,9 +35,18 @@ KEEP = ("token_probs", "masked", "tokens")
 STREAM = 2**40  # the step's random stream: ExampleStreams.seed_of(run seed, STREAM), beyond any example id
 
 
-def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPolicy, examples: list,
-                      sampling: SamplingConfig, generator: torch.Generator, epochs: int, learning_rate: float = 0.05,
-                      batch_size: int = 512, progress: bool = True) -> list[float]:
+def pretrain_coupling(
+    task: Task,
+    model: MaskedDiffusionModel,
+    policy: LearnedPolicy,
+    examples: list,
+    sampling: SamplingConfig,
+    generator: torch.Generator,
+    epochs: int,
+    learning_rate: float = 0.05,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> list[float]:
     """Fit ``policy.coupling`` (see the module docstring); returns the mean NLL of each epoch."""
     if not policy.config.coupling_rounds:
         raise ValueError("this policy has no coupling to pre-train: set --coupling-rounds (e.g. 3)")
@@ -50,7 +59,9 @@ def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPo
         perm = torch.randperm(len(states["target"]), generator=generator, device=generator.device)
         total = 0.0
         for idx in perm.split(batch_size):
-            loss = coupling_nll(policy.coupling, states["token_probs"][idx], states["masked"][idx], states["target"][idx])
+            loss = coupling_nll(
+                policy.coupling, states["token_probs"][idx], states["masked"][idx], states["target"][idx]
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -60,18 +71,21 @@ def pretrain_coupling(task: Task, model: MaskedDiffusionModel, policy: LearnedPo
     return history
 
 
-def coupling_examples(trainer: "GRPOTrainer") -> list:
+def coupling_examples(trainer: GRPOTrainer) -> list:
     """The ``coupling_prompts`` prompts of the step: the first ones of the run's data file, or freshly generated
     ones (their own seed, spread over the difficulties)."""
     n, run = trainer.cfg.coupling_prompts, trainer.cfg.run
     if trainer.train_examples is not None:
         return trainer.train_examples[:n]
     k = len(run.difficulties)
-    return [ex for i, c in enumerate(run.difficulties)
-            for ex in trainer.task.generate(n // k + (i < n % k), seed=2_000_000 + run.seed, difficulty=c)]
+    return [
+        ex
+        for i, c in enumerate(run.difficulties)
+        for ex in trainer.task.generate(n // k + (i < n % k), seed=2_000_000 + run.seed, difficulty=c)
+    ]
 
 
-def pretrain_step(trainer: "GRPOTrainer") -> list[float]:
+def pretrain_step(trainer: GRPOTrainer) -> list[float]:
     """Pre-train the coupling of ``trainer.policy`` on the run's settings (``coupling_prompts``,
     ``coupling_epochs``, the task, MDM and sampling of its rollouts); the NLL of each epoch."""
     cfg = trainer.cfg
@@ -83,5 +97,13 @@ def pretrain_step(trainer: "GRPOTrainer") -> list[float]:
     except NotImplementedError as e:
         raise ValueError(str(e)) from None
     generator = torch.Generator(device=trainer.model.device).manual_seed(ExampleStreams.seed_of(cfg.run.seed, STREAM))
-    return pretrain_coupling(trainer.task, trainer.model, trainer.policy, examples, trainer.sampling, generator,
-                             cfg.coupling_epochs, progress=trainer.progress)
+    return pretrain_coupling(
+        trainer.task,
+        trainer.model,
+        trainer.policy,
+        examples,
+        trainer.sampling,
+        generator,
+        cfg.coupling_epochs,
+        progress=trainer.progress,
+    )

@@ -52,8 +52,11 @@ class Reference:
         """g_conf's choice in the recorded state: the most confident allowed positions, as many as ``action``."""
         k = (action >= 0).sum(1)
         order = ordered_top_k(obs["confidence"], obs["allowed"], k)
-        return order[:, : action.shape[1]] if order.shape[1] >= action.shape[1] else torch.nn.functional.pad(
-            order, (0, action.shape[1] - order.shape[1]), value=-1)
+        return (
+            order[:, : action.shape[1]]
+            if order.shape[1] >= action.shape[1]
+            else torch.nn.functional.pad(order, (0, action.shape[1] - order.shape[1]), value=-1)
+        )
 
     def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
         """log g_ref(a_n | x_n) for the KL references."""

@@ -24,8 +24,13 @@ from unmask.engine.loop import GenerationOutput
 REWARD_FORMS = ("multiplicative", "additive", "none")
 
 
-def speed_reward(correct: torch.Tensor, nfe: torch.Tensor, length: torch.Tensor, alpha: torch.Tensor | float,
-                 form: str = "multiplicative") -> torch.Tensor:
+def speed_reward(
+    correct: torch.Tensor,
+    nfe: torch.Tensor,
+    length: torch.Tensor,
+    alpha: torch.Tensor | float,
+    form: str = "multiplicative",
+) -> torch.Tensor:
     """Per-row reward (see the module docstring); all inputs (B,) or broadcastable."""
     correct, length = correct.float(), length.clamp(min=1).float()
     nfe = torch.minimum(nfe.float(), length)

@@ -18,12 +18,12 @@ here experts use the run's sampling settings and are added to every prompt's gro
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from unmask.engine.state import StepState
 from unmask.engine.policy import Policy
+from unmask.engine.state import StepState
 from unmask.policies.distributions import trim
 from unmask.policies.learned import LearnedPolicy
 
@@ -38,7 +38,9 @@ class ExpertSteering(Policy):
     """Rows with ``expert_of[row] = j >= 0`` follow ``experts[j]``; the others follow ``policy``.
     Recorded steps always hold the policy's observation and an action in its format."""
 
-    def __init__(self, policy: LearnedPolicy, experts: Sequence[Policy], expert_of: torch.Tensor, num_generations: int) -> None:
+    def __init__(
+        self, policy: LearnedPolicy, experts: Sequence[Policy], expert_of: torch.Tensor, num_generations: int
+    ) -> None:
         self.policy, self.experts, self.expert_of = policy, list(experts), expert_of
         self.num_generations = num_generations
         self.name = f"{policy.name}+experts"
@@ -58,6 +60,8 @@ class ExpertSteering(Policy):
             width = max(action.shape[1], data["action"].shape[1])
             pad = lambda a: torch.nn.functional.pad(a, (0, width - a.shape[1]), value=-1)  # noqa: E731
             data["action"] = trim(torch.where(steered[:, None], pad(action), pad(data["action"])))
-            expert_log_prob = mixture_log_prob(self.policy.log_prob(obs, action, scores), self.num_generations, len(self.experts))
+            expert_log_prob = mixture_log_prob(
+                self.policy.log_prob(obs, action, scores), self.num_generations, len(self.experts)
+            )
             data["old_log_prob"] = torch.where(steered, expert_log_prob, data["old_log_prob"])
         return reveal, data
