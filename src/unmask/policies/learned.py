@@ -210,7 +210,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         else:
             if not self.capabilities.conditioned:
                 raise ValueError(
-                    f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
+                    f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha or 1.0:g}; "
                     "alpha is an input only of policies trained with --alpha-range LO,HI"
                 )
             lo, hi = self.config.alpha_range
