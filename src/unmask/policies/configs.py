@@ -17,6 +17,8 @@ from typing import ClassVar
 
 from unmask.core.config import Config, option
 
+DEFAULT_ALPHA = 1.0  # the speed weight alpha of GRPOConfig.alpha's default, and of an untrained policy's input
+
 
 @dataclass
 class StructureConfig(Config):

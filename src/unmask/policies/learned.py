@@ -57,7 +57,7 @@ from unmask.engine.state import StepState
 from unmask.models.base import MaskedDiffusionModel
 from unmask.policies.base import top_k_mask
 from unmask.policies.confidence_net import ConfidenceNet
-from unmask.policies.configs import CONFIG_TYPES, ParallelConfig, PlackettLuceConfig, UPOConfig
+from unmask.policies.configs import CONFIG_TYPES, DEFAULT_ALPHA, ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.policies.coupling import MeanFieldCoupling, check_vocab, coupling_observation
 from unmask.policies.distributions import ActionDistribution, Bernoulli, PlackettLuce, order_to_mask
 from unmask.policies.planner import Planner
@@ -147,14 +147,18 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
 
     @classmethod
     def for_model(cls, kind: str, model: MaskedDiffusionModel, **settings) -> LearnedPolicy:
-        """An untrained policy of ``kind`` for ``model`` (the config fields it derives from the MDM filled in)."""
+        """An untrained policy of ``kind`` for ``model`` (the config fields it derives from the MDM filled in; a
+        speed-aware kind's default alpha input, when not given, is the trainer's default :data:`DEFAULT_ALPHA`)."""
         if kind not in KINDS:
             raise ValueError(f"unknown policy kind {kind!r}; known kinds: {', '.join(KINDS)}")
         if settings.get("coupling_rounds"):
             check_vocab(model, "the coupling", "Use --coupling-rounds 0 for this model")
         if settings.get("planner"):
             check_vocab(model, "the planner", "Drop --planner for this model")
-        return cls(CONFIG_TYPES[kind](**KINDS[kind].model_fields(model), **settings))
+        config_type = CONFIG_TYPES[kind]
+        if config_type.speed_aware:
+            settings.setdefault("alpha", DEFAULT_ALPHA)
+        return cls(config_type(**KINDS[kind].model_fields(model), **settings))
 
     # ----- what the engine asks -----
     @property
@@ -210,7 +214,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         else:
             if not self.capabilities.conditioned:
                 raise ValueError(
-                    f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha or 1.0:g}; "
+                    f"this {self.kind} policy was trained at the fixed alpha {self.config.alpha:g}; "
                     "alpha is an input only of policies trained with --alpha-range LO,HI"
                 )
             lo, hi = self.config.alpha_range

@@ -49,7 +49,14 @@ from unmask.engine.streams import ExampleStreams
 from unmask.evaluation.run_config import RunConfig, load_data, resolve_task
 from unmask.models import MaskedDiffusionModel, load_model
 from unmask.policies import get_policy
-from unmask.policies.configs import CONFIG_TYPES, PLANNER_FIELDS, ParallelConfig, PlackettLuceConfig, UPOConfig
+from unmask.policies.configs import (
+    CONFIG_TYPES,
+    DEFAULT_ALPHA,
+    PLANNER_FIELDS,
+    ParallelConfig,
+    PlackettLuceConfig,
+    UPOConfig,
+)
 from unmask.policies.learned import LearnedPolicy, load_policy
 from unmask.tasks.base import EncodedBatch, Scores, Task
 from unmask.training.reference import DEFAULT_BETA, Reference
@@ -127,7 +134,7 @@ class GRPOConfig(Config):
         choices=("std", "none"),
     )
     alpha: float = option(
-        1.0,
+        DEFAULT_ALPHA,
         "speed weight alpha of the reward (Jazbec §3.3); the held-out alpha, and the "
         "default input of alpha-conditioned policies",
         low=0.0,
