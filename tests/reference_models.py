@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -28,17 +29,31 @@ from types import ModuleType
 import pytest
 import torch
 
-from unmask.models.tiny import EOS, MASK, PAD, randomize_, save_safetensors, tiny_dream_config, tiny_llada_config  # noqa: F401
+from unmask.models.tiny import (  # noqa: F401
+    EOS,
+    MASK,
+    PAD,
+    randomize_,
+    save_safetensors,
+    tiny_dream_config,
+    tiny_llada2_config,
+    tiny_llada_config,
+)
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fast_dllm"
+SHARED_REFERENCE = Path(
+    os.environ.get("UNMASK_REFERENCE") or Path(__file__).resolve().parents[2] / "shared" / "reference"
+)
+REFERENCE = SHARED_REFERENCE / "fast_dllm"
+LLADA2_DIR = SHARED_REFERENCE / "llada2"  # inclusionAI/LLaDA2.0-mini's configuration_ and modeling_llada2_moe.py
 LLADA_DIR = REFERENCE / "llada" / "model"
 DREAM_DIR = REFERENCE / "dream" / "model"
 
 
-def _import_package(name: str, folder: Path) -> ModuleType:
+def _import_package(name: str, folder: Path, needs: tuple[str, ...] = ("einops",)) -> ModuleType:
     if not folder.is_dir():
         pytest.skip(f"reference code {folder} is absent")
-    pytest.importorskip("einops")
+    for package in needs:
+        pytest.importorskip(package)
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(
@@ -88,6 +103,67 @@ def import_dream() -> ModuleType:
     return package
 
 
+def import_llada2() -> ModuleType:
+    """LLaDA2's Hugging Face modeling code (``LLaDA2MoeConfig``, ``LLaDA2MoeModelLM`` and its ``generate()``), as a
+    package; the folder holds the two files verbatim plus an empty ``__init__.py``. Shims, none editing the files:
+
+    - transformers 5 dropped ``transformers.utils.import_utils.is_torch_fx_available``, which the file imports: it
+      is set (to a function returning False, which skips the file's torch < 1.13 branch) while the file loads,
+      then removed again.
+    - transformers 5 dropped ``ROPE_INIT_FUNCTIONS["default"]``: the module gets a copy of the table with the
+      default RoPE of transformers 4.x under that key (``partial_rotary_factor`` of ``head_dim`` rotated, as the
+      file's rotary embedding expects).
+    - :func:`reference_llada2` wraps each model's ``forward`` to cast a 4-D attention mask to float32:
+      ``generate()`` builds its 0 / -inf block mask in bfloat16, which SDPA refuses next to float32 queries (the
+      cast is exact for 0 and -inf).
+    """
+    from transformers.utils import import_utils
+
+    if "_reference_llada2" in sys.modules:
+        return sys.modules["_reference_llada2"]
+    import_utils.is_torch_fx_available = lambda: False
+    try:
+        package = _import_package("_reference_llada2", LLADA2_DIR, needs=())
+        modeling = importlib.import_module("_reference_llada2.modeling_llada2_moe")
+    finally:
+        del import_utils.is_torch_fx_available
+
+    def default_rope(config, device=None, **kwargs):
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        dim = int(head_dim * getattr(config, "partial_rotary_factor", 1.0))
+        inv_freq = 1.0 / (
+            config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim)
+        )
+        return inv_freq, 1.0
+
+    modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
+    package.LLaDA2MoeConfig = importlib.import_module("_reference_llada2.configuration_llada2_moe").LLaDA2MoeConfig
+    package.LLaDA2MoeModelLM = modeling.LLaDA2MoeModelLM
+    return package
+
+
+def reference_llada2(raw: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """Upstream ``LLaDA2MoeModelLM`` (fp32, eval, eager attention) with random weights for ``raw`` (default
+    :func:`tiny_llada2_config`), the routers' expert biases random too (a zero bias would hide their wiring)."""
+    package = import_llada2()
+    config = package.LLaDA2MoeConfig(**_model_config_kwargs(raw or tiny_llada2_config()))
+    config._attn_implementation = "sdpa"
+    model = randomize_(package.LLaDA2MoeModelLM(config), seed).eval()
+    forward = model.forward
+
+    def float_mask_forward(*args, attention_mask=None, **kwargs):
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask.float()
+        return forward(*args, attention_mask=attention_mask, **kwargs)
+
+    model.forward = float_mask_forward
+    gen = torch.Generator().manual_seed(seed + 1)
+    for name, buffer in model.named_buffers():
+        if name.endswith("expert_bias"):
+            buffer.copy_(torch.randn(buffer.shape, generator=gen) * 0.3)
+    return model
+
+
 def _model_config_kwargs(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "auto_map")}
 
@@ -108,7 +184,7 @@ def reference_dream(raw: dict | None = None, seed: int = 0) -> torch.nn.Module:
 
 
 def native_twin(reference: torch.nn.Module, raw: dict):
-    """The native backend for ``raw`` (``model_type`` picks LLaDA / Dream) holding ``reference``'s weights
+    """The native backend for ``raw`` (``model_type`` picks LLaDA / Dream / LLaDA2) holding ``reference``'s weights
     (shared tensors), via :meth:`unmask.models.native.BidirectionalLM.from_state_dict`."""
     from unmask.models.hf import native_backend
 

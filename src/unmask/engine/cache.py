@@ -15,6 +15,11 @@ little while the block is decoded, so they can be kept from the block's first st
 - ``dual`` (:class:`DualCache`, Fast-dLLM ``generate_with_dual_cache``): the first step keeps the keys/values of every position
   outside the block (before and after it); later steps run the block only.
 - ``none`` (:class:`NoCache`): every step runs the full sequence.
+- ``block`` (:class:`BlockCache`, block-causal models only: LLaDA2.x): a finished block's keys/values never change
+  (its positions attend only to their own and earlier blocks), so they are kept as an autoregressive model keeps
+  its cache; a step runs the current block, plus whatever is not final yet (at a block's first step, the block
+  just finished, whose kept keys/values were computed before its last reveal; at the first step, the prompt),
+  against them. Exact, not an approximation: the block's logits are those of a full forward.
 
 Beyond Fast-dLLM, ``SamplingConfig.cache_refresh`` makes a row's step after one that revealed at least that share
 of its block's masked positions a full step too: it runs and keeps everything afresh, as a block's first step.
@@ -249,7 +254,67 @@ class DualCache(FastDLLMCache):
     suffix = True
 
 
-CACHES: dict[str, type[CacheStrategy]] = {cls.mode: cls for cls in (NoCache, PrefixCache, DualCache)}
+class BlockCache(CacheStrategy):
+    """``--cache block``: the exact cache of block-causal models (block diffusion; see the module docstring). Each row
+    keeps how far its kept keys/values are final (``final``); a step runs ``[final, end)`` (``end``: its block's
+    end) against the kept ones before it, and the keys stop at ``end`` (later blocks are invisible to the block).
+    Outside the block a policy sees each position's last computed values (zeros for blocks not yet run)."""
+
+    mode = "block"
+
+    def prepare(self, model: MaskedDiffusionModel, batch_size: int, gen_start: int, block_length: int) -> None:
+        super().prepare(model, batch_size, gen_start, block_length)
+        self.base = gen_start - gen_start % block_length  # where block 0 starts: blocks count from position 0
+        self.store: KVStore | None = None
+        self.final = torch.zeros(batch_size, dtype=torch.long)  # per row: kept keys/values final before this
+        self.kept: dict[str, torch.Tensor] = {}  # (B, Lg, ...) each position's last computed values
+
+    def forward(self, input_ids, attention_mask, rows, block, first, output_hidden_states):
+        g, b, L = self.gen_start, *input_ids.shape
+        if self.store is None:
+            self.store, self.region = KVStore(self.batch_size, L), L - g
+        starts = self.base + block.cpu() * self.block_length
+        runs = self.final[rows.cpu()]
+        windows, positions = [], torch.zeros(b, dtype=torch.long, device=input_ids.device)
+        for start, run in torch.stack([starts, runs], 1).unique(dim=0).tolist():
+            idx = ((starts == start) & (runs == run)).nonzero().squeeze(1).to(input_ids.device)
+            end, lo = min(start + self.block_length, L), max(start, g)
+            window = KVWindow(self.store, self._rows(rows[idx]), run, end, end, False)
+            out = self.model(
+                input_ids[idx, run:end],
+                None if attention_mask is None else attention_mask[idx],
+                output_hidden_states=output_hidden_states,
+                cache=window,
+            )
+            positions[idx] = end - run
+            hidden = None if out.hidden_states is None else out.hidden_states[:, lo - run :]
+            windows.append(Window(idx, lo - g, end - g, out.logits[:, lo - run :], hidden, False))
+            self.final[rows[idx].cpu()] = start  # every block before this one is finished: its keys/values are final
+        return windows, positions
+
+    def _rows(self, rows: torch.Tensor) -> torch.Tensor | None:
+        whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
+        return None if whole else rows
+
+    def assemble(self, rows, windows, values):
+        """Each window's fresh values written over the rows' kept ones; the rows' kept values over the region."""
+        present: dict[str, bool] = {}
+        for window, part in zip(windows, values):
+            for name, value in part.items():
+                present[name] = value is not None
+                if value is None:
+                    continue
+                if name not in self.kept:
+                    self.kept[name] = value.new_zeros((self.batch_size, self.region, *value.shape[2:]))
+                self.kept[name][rows[window.rows], window.lo : window.hi] = value
+        return {name: self.kept[name][rows] if there else None for name, there in present.items()}
+
+    def nbytes(self) -> int:
+        kept = sum(t.numel() * t.element_size() for t in self.kept.values())
+        return (self.store.nbytes() if self.store is not None else 0) + kept
+
+
+CACHES: dict[str, type[CacheStrategy]] = {cls.mode: cls for cls in (NoCache, PrefixCache, DualCache, BlockCache)}
 
 
 def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy | None = None) -> CacheStrategy:
@@ -266,9 +331,20 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
             f"sampling config says cache={mode!r}; give SamplingConfig(cache={cache.mode!r})"
         )
     if mode not in model.cache_modes:
+        if model.block_length:
+            reason = (
+                f"it is block-causal (block diffusion): a finished block's keys/values are exact and the "
+                f"{mode!r} cache is not what it uses"
+            )
+        elif mode == "block":
+            reason = "the block cache is exact only for block-causal models (LLaDA2.x) and this model attends both ways"
+        else:
+            reason = (
+                "it runs no partial forward against kept keys/values (remote-code and generic Hugging Face models "
+                "don't; the native LLaDA / Dream backends and the built-in models do)"
+            )
         raise ValueError(
-            f"{model.name} cannot serve cache mode {mode!r}: it runs no partial forward against kept keys/values "
-            f"(remote-code and generic Hugging Face models don't; the native LLaDA / Dream backends and the "
-            f"built-in models do); modes it can use: {', '.join(model.cache_modes)}"
+            f"{model.name} cannot serve cache mode {mode!r}: {reason}; modes it can use: {', '.join(model.cache_modes)}"
+            f" (--cache)"
         )
     return cache

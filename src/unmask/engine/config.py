@@ -4,8 +4,10 @@
 (:meth:`SamplingConfig.build`): ``llada`` is LLaDA's ``generate()`` (blocks of ``block_length`` decoded left to right,
 ``steps`` spread evenly over them with ``get_num_transfer_tokens``, Gumbel-max tokens, untempered confidences,
 ``cfg_scale``, ``logits_eos_inf``, ``confidence_eos_eot_inf``); ``dream`` is Dream's ``diffusion_generate()``
-(linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens and confidences). ``cache`` names
-the block cache strategy (:data:`unmask.engine.cache.CACHES`).
+(linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens and confidences); ``block`` is LLaDA2's
+``generate()`` for block-causal models (block diffusion: the model's blocks counted from the sequence start,
+``steps`` per block, tempered top-k / top-p tokens, a row ending after the block that holds its first EOS).
+``cache`` names the block cache strategy (:data:`unmask.engine.cache.CACHES`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from typing import ClassVar
 
 from unmask.core.config import Config, option
 from unmask.engine.cache import CACHES
-from unmask.engine.schedules import BlockSchedule, TimestepSchedule
-from unmask.engine.tokens import CategoricalTokens, GumbelMaxTokens
+from unmask.engine.schedules import BlockDiffusionSchedule, BlockSchedule, TimestepSchedule
+from unmask.engine.tokens import BlockDiffusionTokens, CategoricalTokens, GumbelMaxTokens
 from unmask.models.base import MaskedDiffusionModel
 
-SAMPLERS = ("auto", "llada", "dream")
-DREAM_ONLY = ("eps", "top_p", "top_k")
-LLADA_ONLY = ("block_length", "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
+SAMPLERS = ("auto", "llada", "dream", "block")
+LLADA_ONLY = ("cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
+# the options each sampler does not have, and the loop that has them
+FOREIGN = {
+    "llada": (("eps", "top_p", "top_k", "block_eos_stop"), "Dream diffusion_generate() / LLaDA2 generate()"),
+    "dream": ((*LLADA_ONLY, "block_length", "block_eos_stop"), "LLaDA generate() / LLaDA2 generate()"),
+    "block": ((*LLADA_ONLY, "eps"), "LLaDA generate() / Dream diffusion_generate()"),
+}
 
 
 @dataclass
@@ -32,7 +39,8 @@ class SamplingConfig(Config):
 
     steps: int | None = option(
         None,
-        "total decoding steps (LLaDA steps / Dream steps); none: one token per step (NFE = masks; LLaDA sampler only)",
+        "total decoding steps (LLaDA steps / Dream steps; block sampler: steps per block, LLaDA2 steps); none: one "
+        "token per step (NFE = masks; LLaDA sampler), the block length (block sampler)",
         low=1,
     )
     block_length: int | None = option(
@@ -74,8 +82,9 @@ class SamplingConfig(Config):
     sampler: str = option(
         "auto",
         "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
-        "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), auto: dream "
-        "for Dream models (logits shifted by one), else llada",
+        "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), block (LLaDA2 generate: "
+        "block diffusion in the model's blocks), auto: block for block-causal models (LLaDA2), dream for Dream "
+        "models (logits shifted by one), else llada",
         choices=SAMPLERS,
     )
     cfg_scale: float = option(
@@ -104,6 +113,11 @@ class SamplingConfig(Config):
         None, "nucleus sampling mass (Dream top_p), in (0, 1]; none: off", low=0.0, high=1.0, low_open=True
     )
     top_k: int | None = option(None, "sample among the top-k tokens (Dream top_k); none: off", low=1)
+    block_eos_stop: bool = option(
+        True,
+        "block sampler: a row stops after the block in which it has an EOS, its later positions filled with EOS "
+        "(LLaDA2 generate()); off: every block is decoded",
+    )
     suppress_mask_token: bool = option(
         True,
         "set the mask token's logit to -inf (the one intended deviation from "
@@ -118,26 +132,39 @@ class SamplingConfig(Config):
     )
 
     def check(self) -> None:
-        if self.cache_refresh is not None and self.cache == "none":
+        if self.cache_refresh is not None and self.cache not in ("prefix", "dual"):
             raise ValueError(
-                "cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache none keeps none; "
-                "use --cache prefix or --cache dual, or drop --cache-refresh"
+                f"cache_refresh (--cache-refresh) refreshes Fast-dLLM's approximate keys/values, but --cache "
+                f"{self.cache} keeps none of those; use --cache prefix or --cache dual, or drop --cache-refresh"
             )
 
     def resolve(self, model: MaskedDiffusionModel) -> str:
-        """The sampler for ``model`` ("llada" or "dream"), after checking the options fit it."""
+        """The sampler for ``model`` ("llada", "dream" or "block"), after checking the options fit it."""
         sampler = self.sampler
         if sampler == "auto":
-            sampler = "dream" if model.logit_shift == 1 else "llada"
+            sampler = "block" if model.block_length else "dream" if model.logit_shift == 1 else "llada"
         defaults = {f.name: f.default for f in fields(SamplingConfig)}
-        other = LLADA_ONLY if sampler == "dream" else DREAM_ONLY
-        given = [n for n in other if getattr(self, n) != defaults[n]]
+        foreign, owner = FOREIGN[sampler]
+        given = [n for n in foreign if getattr(self, n) != defaults[n]]
         if given:
-            owner = "LLaDA generate()" if sampler == "dream" else "Dream diffusion_generate()"
             raise ValueError(
-                f"{', '.join(given)}: {owner} option(s), but {model.name} decodes with the {sampler} sampler; "
-                f"drop them, or choose the sampler with --sampler {'llada' if sampler == 'dream' else 'dream'}"
+                f"{', '.join(given)}: option(s) of {owner}, but {model.name} decodes with the {sampler} sampler; "
+                f"drop them, or choose the sampler with --sampler ({', '.join(s for s in SAMPLERS if s != sampler)})"
             )
+        if model.block_length and sampler != "block":
+            raise ValueError(
+                f"{model.name} is block-causal (block diffusion, blocks of {model.block_length}): it decodes with "
+                "the block sampler; drop --sampler or give --sampler block"
+            )
+        if sampler == "block":
+            if model.block_length and self.block_length not in (None, model.block_length):
+                raise ValueError(
+                    f"block_length {self.block_length}: {model.name} attends causally across blocks of "
+                    f"{model.block_length}, so the engine decodes in those; drop --block-length (or give "
+                    f"{model.block_length})"
+                )
+            if not (model.block_length or self.block_length):
+                raise ValueError(f"the block sampler needs block_length for {model.name} (e.g. --block-length 32)")
         if sampler == "dream" and self.steps is None:
             raise ValueError("the dream sampler needs steps (Dream's diffusion_generate steps), e.g. --steps 64")
         if self.cfg_scale > 0 and self.cache != "none":
@@ -147,11 +174,20 @@ class SamplingConfig(Config):
             )
         return sampler
 
+    def stop_token(self, model: MaskedDiffusionModel) -> int | None:
+        """The EOS id after whose block a row stops (block sampler with ``block_eos_stop``; None: no stop)."""
+        if self.resolve(model) != "block" or not self.block_eos_stop:
+            return None
+        return self.eos_token_id if self.eos_token_id is not None else getattr(model, "eos_token_id", None)
+
     def build(
         self, model: MaskedDiffusionModel
-    ) -> tuple[BlockSchedule | TimestepSchedule, GumbelMaxTokens | CategoricalTokens]:
+    ) -> tuple[BlockSchedule | TimestepSchedule | BlockDiffusionSchedule, GumbelMaxTokens | CategoricalTokens]:
         """(count schedule, token rule) of the sampler for ``model``."""
         sampler = self.resolve(model)
+        if sampler == "block":
+            schedule = BlockDiffusionSchedule(model.block_length or self.block_length, self.steps)
+            return schedule, BlockDiffusionTokens(self.temperature, self.top_p, self.top_k)
         if sampler == "dream":
             return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)
         ids = {}

@@ -133,7 +133,7 @@ class DecodeState:
             plan=plan,
             given=given,
             total=total,
-            block_of=(torch.arange(Lg, device=device) // plan.block_length).expand(B, Lg),
+            block_of=((torch.arange(Lg, device=device) + plan.offset) // plan.block_length).expand(B, Lg),
             block=zeros[0],
             block_step=zeros[1],
             n0=zeros[2],
@@ -150,18 +150,27 @@ class DecodeState:
         """(b, Lg) bool: the generation positions of ``rows`` still to generate."""
         return self.x[rows, self.gen_start :] == self.mask_id
 
-    def advance(self, follows: bool) -> torch.Tensor:
+    def advance(self, follows: bool, eos: int | None = None) -> torch.Tensor:
         """Move rows past blocks that are clean or, for policies that follow the schedule, spent; the rows still
-        decoding (the active rows of this step)."""
+        decoding (the active rows of this step). ``eos``: a row whose finished blocks hold that token is done, its
+        masked positions filled with it (LLaDA2 ``generate()`` stops after the block holding an EOS)."""
         masked = self.masked()
         for _ in range(self.plan.num_blocks):
             in_block = masked & (self.block_of == self.block[:, None])
             spent = self.block_step >= self.plan.steps_per_block if follows else ~in_block.any(1)
+            if self.plan.capped:  # LLaDA2: a block's loop runs at most its steps, masks left or not
+                spent = spent | (self.block_step >= self.plan.steps_per_block)
             done = spent & (self.block < self.plan.num_blocks)
             if not done.any():
                 break
             self.block = self.block + done.long()
             self.block_step = torch.where(done, torch.zeros_like(self.block_step), self.block_step)
+        if eos is not None:
+            finished = (self.x[:, self.gen_start :] == eos) & (self.block_of < self.block[:, None])
+            stop = finished.any(1) & (self.block < self.plan.num_blocks)
+            if stop.any():
+                self.x[:, self.gen_start :] = torch.where(stop[:, None] & masked, eos, self.x[:, self.gen_start :])
+                self.block = torch.where(stop, self.plan.num_blocks, self.block)
         self.n0 = torch.where(self.block_step == 0, (masked & (self.block_of == self.block[:, None])).sum(1), self.n0)
         return (self.block < self.plan.num_blocks).nonzero().squeeze(1)
 
@@ -220,14 +229,15 @@ def generate(
     streams.check(len(input_ids), model.device)
     schedule, tokens = config.build(model)
     length = input_ids.shape[1] - gen_start
-    plan = schedule.plan(length, model.device)
+    plan = schedule.plan(length, model.device, gen_start)
     follows = _follows(policy, plan, config, input_ids[:, gen_start:] == model.mask_id)
+    eos = config.stop_token(model)
     limit = config.max_forwards or 4 * (length + (config.steps or 0))
     cache = cache_strategy(model, config.cache, cache)
     cache.prepare(model, len(input_ids), gen_start, plan.block_length)
     run = DecodeState.start(model, input_ids, attention_mask, inputs, gen_start, plan)
     trajectory: list[StepRecord] = []
-    while (active := run.advance(follows)).numel():
+    while (active := run.advance(follows, eos)).numel():
         if int(run.nfe[active].max()) >= limit:
             raise ValueError(
                 f"a row needed more than {limit} forwards without finishing: the model keeps predicting "
@@ -309,7 +319,8 @@ def _observe(
     suppress = model.mask_id if config.suppress_mask_token else None
     step = cache.assemble(active, windows, _token_rule(tokens, windows, draws, suppress))
     masked = run.masked(active)
-    candidates = masked & (run.block_of[active] <= run.block[active, None])
+    current = run.block_of[active] == run.block[active, None]
+    candidates = masked & (current if run.plan.capped else run.block_of[active] <= run.block[active, None])
     k, p = run.plan.count(run.n0[active], candidates.sum(1), run.block_step[active])
     state = StepState(
         probs=step["probs"],

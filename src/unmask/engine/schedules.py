@@ -4,6 +4,10 @@
   ``block_length`` decoded left to right; ``steps`` are spread evenly over the blocks and, within a block,
   ``get_num_transfer_tokens`` gives step j ``n0 // s + (j < n0 % s)`` of the block's ``n0`` masks.
   ``steps=None``: one token per step, the block lasting until it is clean.
+* :class:`BlockDiffusionSchedule` is LLaDA2's ``generate()`` (block diffusion): blocks of the model's
+  ``block_length`` counted from the sequence start (the prompt's last block is the first decoded, its prompt
+  positions given), ``steps`` per block, and step j's count ``B // s + (j < B % s)`` of the full block length B
+  (``_get_num_transfer_tokens(block_length, steps)``), whatever the block's masks.
 * :class:`TimestepSchedule` is Dream's ``diffusion_generate()``: ``timesteps = linspace(1, eps, steps + 1)``,
   step i (t = timesteps[i], s = timesteps[i + 1]) reveals ``int(masked * (1 - s / t))`` positions (all of
   them at the last step), so a step may reveal nothing and still costs a forward.
@@ -26,6 +30,8 @@ class Plan:
     block_length: int
     num_blocks: int
     steps_per_block: int | None
+    offset: int = 0  # generation positions the first block lacks (its start lies before gen_start)
+    capped: bool = False  # a block ends after steps_per_block steps even if masks are left (LLaDA2's for loop)
 
     def count(
         self, n0: torch.Tensor, n_cand: torch.Tensor, block_step: torch.Tensor
@@ -55,7 +61,7 @@ class BlockSchedule:
     steps: int | None = None
     block_length: int | None = None
 
-    def plan(self, length: int, device: torch.device) -> Plan:
+    def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
         block_length = self.block_length or length
         num_blocks = math.ceil(length / block_length)
         if self.steps is None:
@@ -66,6 +72,30 @@ class BlockSchedule:
                 f"ceil({length} / block_length {block_length})), as in LLaDA's generate()"
             )
         return _BlockPlan(block_length, num_blocks, self.steps // num_blocks)
+
+
+@dataclass
+class _BlockDiffusionPlan(Plan):
+    def count(self, n0, n_cand, block_step):
+        B, s = self.block_length, self.steps_per_block
+        scheduled = B // s + (block_step < B % s).long()
+        k = torch.where(block_step < s, scheduled, n_cand)  # past the schedule: everything left
+        k = torch.minimum(k, n_cand)
+        return k, k / n_cand.clamp(min=1)
+
+
+@dataclass
+class BlockDiffusionSchedule:
+    """LLaDA2 ``generate()`` (``block_length``, ``steps`` per block; ``_get_num_transfer_tokens``)."""
+
+    block_length: int
+    steps: int | None = None  # per block; none: block_length (one position per step at least)
+
+    def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
+        offset = gen_start % self.block_length
+        steps = min(self.steps or self.block_length, self.block_length)
+        blocks = math.ceil((length + offset) / self.block_length)
+        return _BlockDiffusionPlan(self.block_length, blocks, steps, offset, capped=True)
 
 
 @dataclass
@@ -88,6 +118,6 @@ class TimestepSchedule:
     steps: int
     eps: float = 1e-3
 
-    def plan(self, length: int, device: torch.device) -> Plan:
+    def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
         timesteps = torch.linspace(1, self.eps, self.steps + 1, device=device)
         return _TimestepPlan(length, 1, self.steps, timesteps)

@@ -10,6 +10,9 @@
   ``probs = softmax``; tokens drawn from ``Categorical(probs)`` at T > 0 (``argmax`` otherwise) and
   confidences read from the same tempered, filtered ``probs``.
 
+* :class:`BlockDiffusionTokens` is LLaDA2's ``_sample_with_temperature_topk_topp``: argmax of ``softmax(l)`` at
+  temperature 0 (no filtering), else logits / T, top-k then top-p, ``multinomial`` over the result.
+
 ``prepare(logits, draws)`` returns ``(probs, tokens, confidence)`` position by position, so the engine may run
 it on a forward's window alone (:mod:`unmask.engine.cache`): eager rules give tokens and confidences for every
 position; lazy ones (Dream) give None for both, and ``choose(probs, draws)`` gives a token choice ``choose(where)``
@@ -121,3 +124,18 @@ class CategoricalTokens:
             return tokens, p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
         return choose
+
+
+@dataclass
+class BlockDiffusionTokens(CategoricalTokens):
+    """LLaDA2 ``generate()`` token choice: untempered, unfiltered ``softmax`` at temperature 0; else top-k before
+    top-p (Dream filters top-p first)."""
+
+    def prepare(self, logits: torch.Tensor, draws: Draws):
+        if self.temperature > 0:
+            logits = logits / self.temperature
+            if self.top_k is not None:
+                logits = top_k_filter(logits, self.top_k)
+            if self.top_p is not None and self.top_p < 1:
+                logits = top_p_filter(logits, self.top_p)
+        return logits.softmax(-1), None, None

@@ -50,6 +50,9 @@ class MaskedDiffusionModel(nn.Module):
     # The engine's cache strategies it serves (SamplingConfig.cache, unmask.engine.cache.CACHES); any mode but
     # "none" needs a forward that takes cache= a unmask.models.kv.KVWindow.
     cache_modes: tuple[str, ...] = ("none",)
+    # Block-causal models (block diffusion: LLaDA2.x): the block length their attention is causal across, blocks
+    # counted from position 0; the engine then decodes in these blocks (SamplingConfig.sampler "block").
+    block_length: int | None = None
 
     def forward(
         self,

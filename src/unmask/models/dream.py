@@ -77,5 +77,6 @@ class Dream(BidirectionalLM):
     rotary_class = Qwen2RotaryEmbedding
     family = "Dream"
     tokenizer_class = "Qwen2Tokenizer"  # when AutoTokenizer needs Dream's tokenization_dream.py
+    style = "dream"
     config_from_dict = staticmethod(dream_config)
     _no_split_modules = ["Qwen2DecoderLayer"]

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from unmask.models.base import MaskedDiffusionModel, MDMOutput, resolve_device
-from unmask.models.kv import CACHE_MODES, KVWindow
+from unmask.models.kv import BLOCK_CACHE_MODES, CACHE_MODES, KVWindow
 
 DTYPES = {
     "float32": torch.float32,
@@ -65,8 +65,9 @@ def native_backend(model_type: str) -> type | None:
     """The native backend class (:class:`unmask.models.native.BidirectionalLM`) for ``model_type``, or None."""
     from unmask.models.dream import Dream
     from unmask.models.llada import LLaDA
+    from unmask.models.llada2 import LLaDA2
 
-    return {"llada": LLaDA, "dream": Dream}.get(model_type.lower())
+    return {"llada": LLaDA, "dream": Dream, "llada2_moe": LLaDA2}.get(model_type.lower())
 
 
 def resolve_style(model_type: str, style: str | None) -> HFStyle:
@@ -111,7 +112,14 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
         self.logit_shift = style.logit_shift
         from unmask.models.native import BidirectionalLM
 
-        self.cache_modes = CACHE_MODES if isinstance(model, BidirectionalLM) else ("none",)  # native backends only
+        native = isinstance(model, BidirectionalLM)
+        self.block_length = model.config.block_length if native and model.block_causal else None
+        if self.block_length is not None:  # block-causal: finished blocks' keys/values are final (exact cache)
+            self.cache_modes = BLOCK_CACHE_MODES
+            eos = getattr(model.config, "eos_token_id", None)
+            self.eos_token_id = eos if isinstance(eos, int) else None  # the block sampler stops after its block
+        else:
+            self.cache_modes = CACHE_MODES if native else ("none",)  # cached windows: native backends only
         config = model.config
         self.max_length = next((getattr(config, k) for k in CONTEXT_KEYS if getattr(config, k, None)), None)
         self.pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
@@ -179,7 +187,7 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
                 input_ids.shape[0], -1
             )
         else:
-            inputs["attention_mask"] = attention_mask
+            inputs["attention_mask"] = attention_mask[:, : cache.length]
             inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, cache.start : cache.end]
         return inputs
 
@@ -332,18 +340,18 @@ def load_hf_model(
     backend = native_backend(model_type)
     if native and backend is None:
         raise ValueError(
-            f"{name_or_path}: no native backend for model_type {model_type!r}; native backends: llada, Dream"
+            f"{name_or_path}: no native backend for model_type {model_type!r}; native backends: llada, Dream, llada2_moe"
         )
     dev, torch_dtype = _device_and_dtype(device, dtype)
     name = f"hf:{name_or_path}"
     if backend is not None and native is not False:
-        if style is not None and style != backend.family.lower():
+        if style is not None and style != backend.style:
             raise ValueError(
                 f"{name}: --hf-style {style} does not apply to the native {backend.family} backend; drop it"
             )
         local = _local_snapshot(name_or_path, revision)
         model = load_native(backend, local, config, torch_dtype, dev, device_map, load_in_4bit)
-        hf_style = replace(STYLES[backend.family.lower()], pairwise_mask=False)
+        hf_style = replace(STYLES[backend.style], pairwise_mask=False)
         tok = _native_tokenizer(
             tokenizer or str(local), backend, None if tokenizer is None else revision, tokenizer is None
         )
@@ -447,7 +455,8 @@ def load_native(
     if not (device_map or load_in_4bit):
         model.to(dev)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    rederive_inv_freq(model, float(config.rope_parameters["rope_theta"]), head_dim)
+    rotary = int(head_dim * config.rope_parameters.get("partial_rotary_factor", 1.0))  # LLaDA2: half of each head
+    rederive_inv_freq(model, float(config.rope_parameters["rope_theta"]), rotary)
     return model
 
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import torch
 
-CACHE_MODES = ("none", "prefix", "dual")  # what a model may declare it serves (see unmask.engine.cache)
+CACHE_MODES = ("none", "prefix", "dual")  # what a bidirectional model may declare it serves (unmask.engine.cache)
+BLOCK_CACHE_MODES = ("none", "block")  # what a block-causal one serves: its finished blocks' keys/values are final
 
 
 class KVStore:
     """Keys and values of every layer for every batch row: a row's last full forward wrote them, and each later
     step of its block writes its window's fresh ones over them (Fast-dLLM ``replace_position``).
 
-    ``rows``: batch indices, or None for every row in order (then reads are views, no copy)."""
+    ``rows``: batch indices, or None for every row in order (then reads are views, no copy). ``length``: the
+    positions to hold (default: those of the first write)."""
 
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
+    def __init__(self, batch_size: int, length: int | None = None) -> None:
+        self.batch_size, self.length = batch_size, length
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
 
@@ -29,8 +31,9 @@ class KVStore:
     ) -> None:
         """Store ``k``, ``v`` (b, heads, end - start, head_dim) at positions ``[start, end)`` of ``rows``."""
         if layer not in self.keys:
-            self.keys[layer] = k.new_empty((self.batch_size, *k.shape[1:]))
-            self.values[layer] = v.new_empty((self.batch_size, *v.shape[1:]))
+            length = self.length or k.shape[2]
+            self.keys[layer] = k.new_empty((self.batch_size, k.shape[1], length, k.shape[3]))
+            self.values[layer] = v.new_empty((self.batch_size, v.shape[1], length, v.shape[3]))
         target = slice(None) if rows is None else rows
         self.keys[layer][target, :, start:end] = k
         self.values[layer][target, :, start:end] = v
@@ -47,7 +50,9 @@ class KVStore:
 class KVWindow:
     """What a model's forward sees of the cache: the window ``[start, end)`` of a sequence of ``length``
     that ``input_ids`` holds, and :meth:`update` (transformers' ``Cache.update`` signature), called by
-    every attention layer with the window's keys/values (b, heads, W, head_dim), after RoPE.
+    every attention layer with the window's keys/values (b, heads, W, head_dim), after RoPE. The keys are the
+    store's first ``length`` positions (the block cache runs a block-causal model on the sequence up to the
+    current block's end).
 
     ``record``: a full forward (``start = 0, end = length``) whose keys/values are kept for later steps.
     """
@@ -67,7 +72,8 @@ class KVWindow:
         self.store.write(layer_idx, self.rows, self.start, self.end, key_states, value_states)
         if self.record:
             return key_states, value_states
-        return self.store.read(layer_idx, self.rows)
+        keys, values = self.store.read(layer_idx, self.rows)
+        return keys[:, :, : self.length], values[:, :, : self.length]
 
     # The sizes transformers' mask and position helpers ask a Cache for (masking_utils, BidirectionalLM.forward).
     def get_seq_length(self, layer_idx: int = 0) -> int:

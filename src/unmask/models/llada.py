@@ -128,5 +128,6 @@ class LLaDA(BidirectionalLM):
     checkpoint_names = LLADA_NAMES
     key_mapping = prefix_mapping(LLADA_NAMES)
     family = "LLaDA"
+    style = "llada"
     config_from_dict = staticmethod(llada_config)
     _no_split_modules = ["LlamaDecoderLayer"]

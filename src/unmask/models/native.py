@@ -40,6 +40,17 @@ def prefix_mapping(names: dict[str, str]) -> dict[str, str]:
     }
 
 
+def block_causal_function(block_length: int) -> Callable[[int, int, int, int], bool]:
+    """transformers' mask-function form of block-causal attention (block diffusion, Arriola et al. 2025): query
+    ``q`` sees key ``k`` when ``k``'s block is not after ``q``'s, blocks of ``block_length`` counted from position 0
+    (indices are absolute: a cached window's queries are offset by its start)."""
+
+    def visible(batch_idx, head_idx, q_idx, kv_idx):
+        return kv_idx // block_length <= q_idx // block_length
+
+    return visible
+
+
 class BidirectionalBackbone(nn.Module):
     """Embeddings, ``config.num_hidden_layers`` decoder layers, final RMSNorm and the shared rotary embedding
     (the module tree and parameter names of transformers' ``LlamaModel`` / ``Qwen2Model``)."""
@@ -70,6 +81,8 @@ class BidirectionalLM(PreTrainedModel):
     checkpoint_names: ClassVar[dict[str, str]] = {}  # checkpoint name prefix -> this module tree's ({i}: layer)
     key_mapping: ClassVar[dict[str, str]] = {}  # the same as regexes (prefix_mapping), as from_pretrained takes them
     family: ClassVar[str]
+    style: ClassVar[str]  # the unmask.models.hf style: how logits line up with positions ("llada": same, "dream": +1)
+    block_causal: ClassVar[bool] = False  # attention within a block and to earlier ones (config.block_length)
     config_from_dict: ClassVar[
         Callable[[dict], PretrainedConfig]
     ]  # config.json -> transformers config (ValueError: variant)
@@ -110,7 +123,11 @@ class BidirectionalLM(PreTrainedModel):
         if position_ids is None:
             position_ids = (torch.arange(x.shape[1], device=x.device) + past).unsqueeze(0)
         mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=x, attention_mask=attention_mask, cache=cache
+            config=self.config,
+            inputs_embeds=x,
+            attention_mask=attention_mask,
+            cache=cache,
+            and_mask_function=block_causal_function(self.config.block_length) if self.block_causal else None,
         )
         rope = self.model.rotary_emb(x, position_ids=position_ids)
         hidden = []

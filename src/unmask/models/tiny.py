@@ -30,7 +30,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
 )
 MASK, PAD, EOS = WORDS.index("[MASK]"), WORDS.index("[PAD]"), WORDS.index("[EOS]")
-FAMILIES = ("llada", "dream")
+FAMILIES = ("llada", "dream", "llada2")
 CONTEXT = 1024  # tokens: a GSM8K prompt and 256 generated tokens fit
 
 
@@ -132,6 +132,56 @@ def tiny_dream_config(context: int = CONTEXT, **overrides) -> dict:
     }
 
 
+def tiny_llada2_config(context: int = CONTEXT, **overrides) -> dict:
+    """A LLaDA2.0-mini-shaped ``config.json`` (fused q/k/v, QK-norm, half-rotary RoPE, GQA, a first dense layer, then
+    MoE layers: 4 sigmoid-routed experts in 2 groups, top-2 from 1 group, one shared expert) at hidden size 32."""
+    return {
+        "model_type": "llada2_moe",
+        "architectures": ["LLaDA2MoeModelLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
+            "AutoModel": "modeling_llada2_moe.LLaDA2MoeModelLM",
+            "AutoModelForCausalLM": "modeling_llada2_moe.LLaDA2MoeModelLM",
+        },
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "partial_rotary_factor": 0.5,
+        "hidden_act": "silu",
+        "use_qkv_bias": False,
+        "use_bias": False,
+        "use_qk_norm": True,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 600000.0,
+        "rope_scaling": None,
+        "max_position_embeddings": context,
+        "num_experts": 4,
+        "num_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "n_group": 2,
+        "topk_group": 1,
+        "routed_scaling_factor": 2.5,
+        "moe_intermediate_size": 16,
+        "first_k_dense_replace": 1,
+        "score_function": "sigmoid",
+        "tie_word_embeddings": False,
+        "embedding_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "output_dropout": 0.0,
+        "mask_token_id": MASK,
+        "pad_token_id": PAD,
+        "eos_token_id": EOS,
+        **overrides,
+    }
+
+
+TINY_CONFIGS = {"llada": tiny_llada_config, "dream": tiny_dream_config, "llada2": tiny_llada2_config}
+
+
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Overwrite every parameter with N(0, 0.3^2) (1-D: norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2))."""
     gen = torch.Generator().manual_seed(seed)
@@ -165,7 +215,7 @@ def save_safetensors(state: dict[str, torch.Tensor], directory: Path, shards: in
 
 @dataclass
 class TinyConfig(Config):
-    """``unmask make-tiny``: tiny random checkpoints in the real LLaDA / Dream layout, to try hf: models on a CPU."""
+    """``unmask make-tiny``: tiny random checkpoints in the real LLaDA / Dream / LLaDA2 layout, to try hf: models on a CPU."""
 
     output_dir: str = option("tiny-models", "directory that receives one checkpoint per family")
     families: str = option(",".join(FAMILIES), f"comma list of {', '.join(FAMILIES)}")
@@ -174,7 +224,7 @@ class TinyConfig(Config):
 
 
 def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: int = 0) -> Path:
-    """Write a tiny random ``family`` (``llada`` / ``dream``) checkpoint with a ``context``-token window to
+    """Write a tiny random ``family`` (``llada`` / ``dream`` / ``llada2``) checkpoint with a ``context``-token window to
     ``directory`` (see the module docstring); load it with ``load_model(f"hf:{directory}")``."""
     from unmask.models.hf import native_backend
 
@@ -185,7 +235,7 @@ def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: 
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} is not empty; give a new directory (make-tiny never overwrites)")
-    raw = (tiny_llada_config if family == "llada" else tiny_dream_config)(context)
+    raw = TINY_CONFIGS[family](context)
     backend = native_backend(raw["model_type"])
     model = randomize_(backend(backend.config_from_dict(raw)), seed)
     directory.mkdir(parents=True, exist_ok=True)

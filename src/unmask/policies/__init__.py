@@ -22,6 +22,7 @@ from unmask.policies.heuristics import (
     MarginPolicy,
     OriginPolicy,
     RandomPolicy,
+    ScheduledThresholdPolicy,
     ThresholdPolicy,
     TopKSoftmaxPolicy,
 )
@@ -35,6 +36,7 @@ HEURISTICS: dict[str, Callable[..., Policy]] = {
     "left_to_right": LeftToRightPolicy,
     "topk_softmax": TopKSoftmaxPolicy,
     "threshold": ThresholdPolicy,
+    "scheduled_threshold": ScheduledThresholdPolicy,
     "factor": FactorPolicy,
     "eb": EntropyBoundedPolicy,
     "origin": OriginPolicy,

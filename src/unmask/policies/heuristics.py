@@ -138,6 +138,26 @@ class ThresholdPolicy(Policy):
         return above | best
 
 
+class ScheduledThresholdPolicy(Policy):
+    """LLaDA2 ``generate()``'s rule (block diffusion): reveal every candidate with confidence strictly above the
+    threshold when there are at least the schedule's count ``k`` of them, else the ``k`` most confident (all the
+    candidates when fewer). Unlike :class:`ThresholdPolicy` (Fast-dLLM: ``>=``, at least one), the schedule's count
+    is a floor, so a block is done within its scheduled steps."""
+
+    name = "scheduled_threshold"
+
+    def __init__(self, threshold: float = 0.95) -> None:
+        _check_number("scheduled_threshold", "threshold", threshold, 0, 1)
+        self.threshold = float(threshold)
+        self.name = f"scheduled_threshold:{self.threshold:g}"
+
+    def select(self, state: StepState) -> torch.Tensor:
+        above = state.candidates & (state.confidence > self.threshold)
+        k = torch.minimum(state.num_transfer, state.candidates.sum(1))
+        enough = above.sum(1) >= k
+        return torch.where(enough[:, None], above, top_k_mask(state.confidence, state.candidates, k))
+
+
 class FactorPolicy(Policy):
     """Fast-dLLM's factor-based parallel rule (``get_transfer_index_dynamic``): with the candidates'
     confidences sorted c_0 >= c_1 >= ... (n of them), reveal the top j, j the first index >= 1 with
