@@ -333,8 +333,8 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
     if mode not in model.cache_modes:
         if model.block_length:
             reason = (
-                f"it is block-causal (block diffusion): a finished block's keys/values are exact and the "
-                f"{mode!r} cache is not what it uses"
+                f"it is block-causal (block diffusion): its finished blocks' keys/values are exact and kept by "
+                f"--cache block; Fast-dLLM's approximate {mode!r} cache does not apply"
             )
         elif mode == "block":
             reason = "the block cache is exact only for block-causal models (LLaDA2.x) and this model attends both ways"
