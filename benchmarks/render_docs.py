@@ -577,6 +577,25 @@ def planner_cost() -> str:
     )
 
 
+def block_diffusion() -> str:
+    """LLaDA2 generate() vs unmask's engine (benchmarks/block_diffusion.py)."""
+    header = ["size", "steps / block", "threshold", "loop", "forwards / token", "tokens = upstream", "wall", "ratio"]
+    rows = [
+        [
+            r["size"],
+            str(r["steps"]),
+            f"{r['threshold']:g}",
+            r["loop"],
+            f"{r['forwards_per_token']:.3f}",
+            "yes" if r["tokens_equal"] else "no",
+            f"{r['wall_s']:.3f} s",
+            f"{r['ratio']:.2f}",
+        ]
+        for r in load("block_diffusion.json")["results"]
+    ]
+    return table(header, rows) + "\n\n" + source("block_diffusion.json")
+
+
 def blocks() -> dict[str, str]:
     """Every generated region, by NAME."""
     out = {
@@ -611,6 +630,7 @@ def blocks() -> dict[str, str]:
             },
         ),
         "planner-cost": planner_cost(),
+        "block-diffusion": block_diffusion(),
         "algorithm2-memory": simple(
             "algorithm2_memory.json",
             {

@@ -345,6 +345,5 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
             )
         raise ValueError(
             f"{model.name} cannot serve cache mode {mode!r}: {reason}; modes it can use: {', '.join(model.cache_modes)}"
-            f" (--cache)"
         )
     return cache

@@ -133,9 +133,10 @@ class SamplingConfig(Config):
 
     def check(self) -> None:
         if self.cache_refresh is not None and self.cache not in ("prefix", "dual"):
+            stale = " that go stale (a block-causal model's are exact)" if self.cache == "block" else ""
             raise ValueError(
-                f"cache_refresh (--cache-refresh) refreshes Fast-dLLM's approximate keys/values, but --cache "
-                f"{self.cache} keeps none of those; use --cache prefix or --cache dual, or drop --cache-refresh"
+                f"cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache {self.cache} keeps "
+                f"none{stale}; use --cache prefix or --cache dual, or drop --cache-refresh"
             )
 
     def resolve(self, model: MaskedDiffusionModel) -> str:
@@ -186,7 +187,10 @@ class SamplingConfig(Config):
         """(count schedule, token rule) of the sampler for ``model``."""
         sampler = self.resolve(model)
         if sampler == "block":
-            schedule = BlockDiffusionSchedule(model.block_length or self.block_length, self.steps)
+            # LLaDA2's block loop ends after its steps; that leaves masks only where a step revealed [MASK] (the
+            # scheduled count is a floor for its rule), so with the mask token suppressed blocks run until clean
+            capped = not self.suppress_mask_token
+            schedule = BlockDiffusionSchedule(model.block_length or self.block_length, self.steps, capped)
             return schedule, BlockDiffusionTokens(self.temperature, self.top_p, self.top_k)
         if sampler == "dream":
             return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)

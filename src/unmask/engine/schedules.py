@@ -90,12 +90,13 @@ class BlockDiffusionSchedule:
 
     block_length: int
     steps: int | None = None  # per block; none: block_length (one position per step at least)
+    capped: bool = True  # end a block after its steps even with masks left (LLaDA2, when a [MASK] can be revealed)
 
     def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
         offset = gen_start % self.block_length
         steps = min(self.steps or self.block_length, self.block_length)
         blocks = math.ceil((length + offset) / self.block_length)
-        return _BlockDiffusionPlan(self.block_length, blocks, steps, offset, capped=True)
+        return _BlockDiffusionPlan(self.block_length, blocks, steps, offset, capped=self.capped)
 
 
 @dataclass
@@ -120,4 +121,4 @@ class TimestepSchedule:
 
     def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
         timesteps = torch.linspace(1, self.eps, self.steps + 1, device=device)
-        return _TimestepPlan(length, 1, self.steps, timesteps)
+        return _TimestepPlan(length, 1, self.steps, timesteps=timesteps)

@@ -6,6 +6,8 @@
     texts = generate(model, tokenizer, prompts, max_new_tokens=256, steps=256, alg="entropy", alg_temp=0.0,
                      temperature=0.2, top_p=0.95)                      # Dream's names
     texts = generate(model, tokenizer, prompts, policy="upo", gen_length=256)   # a learned policy
+    texts = generate(load_model("hf:inclusionAI/LLaDA2.0-mini"), None, prompts, gen_length=256, steps=32,
+                     threshold=0.95)                                   # LLaDA2's names (block diffusion)
 
 ``model``: an unmask text MDM (``load_model("hf:...")``), a ``transformers`` dLLM (LLaDA, Dream, any masked
 LM) with its ``tokenizer``, or a name for :func:`unmask.models.load_model`. ``prompts``: strings (tokenized as
@@ -13,7 +15,9 @@ LLaDA's and Dream's example scripts do, ``tokenizer(prompt)``; render a chat tem
 one) or a (B, P) tensor of prompt ids with its ``attention_mask`` (left padding). LLaDA's loop options
 (``block_length``, ``remasking``, ``cfg_scale``, ...) pick the LLaDA loop, Dream's (``alg``, ``top_p``, ``eps``, ...)
 the Dream loop, else the model's own (:class:`unmask.engine.config.SamplingConfig`); ``remasking`` / ``alg`` (+ ``alg_temp``)
-name the policy unless ``policy`` does (any spec of ``unmask eval --policies``). Example ``j`` draws from its own
+name the policy unless ``policy`` does (any spec of ``unmask eval --policies``). A block-causal model (LLaDA2.x)
+always runs LLaDA2's loop (the block sampler: ``steps`` per block, ``temperature``, ``top_k``, ``top_p``), its
+policy ``scheduled_threshold:threshold`` (LLaDA2 ``generate(threshold=0.95)``) unless ``policy`` names one. Example ``j`` draws from its own
 random stream ``(seed, j)``. Returns the completions (text up to EOS), or with ``return_order`` a
 :class:`SamplerOutput` that also holds the sequences, each position's reveal step and the NFE.
 """
@@ -73,12 +77,45 @@ def generate(
     top_p: float | None = None,
     top_k: int | None = None,
     eps: float | None = None,
+    threshold: float | None = None,
     mask_id: int | None = None,
     seed: int = 0,
     batch_size: int | None = None,
     return_order: bool = False,
 ) -> list[str] | SamplerOutput:
     """Decode ``prompts`` with ``model`` and an unmasking policy; see the module docstring."""
+    with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
+        out = _generate(
+            as_mdm(model, tokenizer, mask_id),
+            **{k: v for k, v in locals().items() if k not in ("model", "tokenizer", "mask_id", "return_order")},
+        )
+    return out if return_order else out.texts
+
+
+def _generate(
+    mdm: MaskedDiffusionModel,
+    prompts: str | Sequence[str] | torch.Tensor,
+    policy: str | None,
+    attention_mask: torch.Tensor | None,
+    steps: int | None,
+    gen_length: int | None,
+    block_length: int | None,
+    temperature: float,
+    remasking: str | None,
+    cfg_scale: float,
+    logits_eos_inf: bool,
+    confidence_eos_eot_inf: bool,
+    max_new_tokens: int | None,
+    alg: str | None,
+    alg_temp: float | None,
+    top_p: float | None,
+    top_k: int | None,
+    eps: float | None,
+    threshold: float | None,
+    seed: int,
+    batch_size: int | None,
+) -> SamplerOutput:
+    """:func:`generate` on an unmask MDM: the sampler and policy its arguments name, checked against the model."""
     from unmask.policies.resolve import resolve_policy
 
     llada = [
@@ -97,6 +134,19 @@ def generate(
         for n, v in (("alg", alg), ("alg_temp", alg_temp), ("top_p", top_p), ("top_k", top_k), ("eps", eps))
         if v is not None
     ]
+    block = mdm.block_length is not None
+    if block:  # LLaDA2 generate() names: block_length (the model's), steps per block, temperature, top_k, top_p
+        llada = [n for n in llada if n != "block_length"]
+        dream = [n for n in dream if n not in ("top_p", "top_k")]
+        if llada or dream:
+            raise ValueError(
+                f"{', '.join(llada + dream)}: not options of LLaDA2 generate(), which {mdm.name} (block-causal) "
+                "decodes with; drop them"
+            )
+        if threshold is not None and (policy is not None or not 0 <= threshold <= 1):
+            raise ValueError("threshold (LLaDA2 generate()) must lie in [0, 1] and names the policy: drop policy=")
+    elif threshold is not None:
+        raise ValueError(f"threshold is LLaDA2 generate()'s; {mdm.name} is not block-causal: use policy='threshold:T'")
     if llada and dream:
         raise ValueError(
             f"LLaDA generate() arguments ({', '.join(llada)}) and Dream diffusion_generate() arguments "
@@ -114,7 +164,7 @@ def generate(
         steps=steps,
         block_length=block_length,
         temperature=float(temperature),
-        sampler="dream" if dream else "llada" if llada else "auto",
+        sampler="block" if block else "dream" if dream else "llada" if llada else "auto",
         cfg_scale=float(cfg_scale),
         logits_eos_inf=logits_eos_inf,
         confidence_eos_eot_inf=confidence_eos_eot_inf,
@@ -122,13 +172,13 @@ def generate(
         top_k=top_k,
         **({} if eps is None else {"eps": float(eps)}),
     )
-    spec = policy_spec(policy, remasking, alg, alg_temp)
-    with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
-        mdm = as_mdm(model, tokenizer, mask_id)
-        out = decode_prompts(
-            mdm, prompt_ids(prompts, mdm, attention_mask), resolve_policy(spec, mdm), sampling, length, seed, batch_size
-        )
-    return out if return_order else out.texts
+    if block and policy is None:
+        spec = f"scheduled_threshold:{0.95 if threshold is None else threshold:g}"
+    else:
+        spec = policy_spec(policy, remasking, alg, alg_temp)
+    return decode_prompts(
+        mdm, prompt_ids(prompts, mdm, attention_mask), resolve_policy(spec, mdm), sampling, length, seed, batch_size
+    )
 
 
 def decode_prompts(
