@@ -38,6 +38,7 @@ from unmask.models.tiny import (  # noqa: F401
     tiny_dream_config,
     tiny_llada2_config,
     tiny_llada_config,
+    tiny_sdar_config,
 )
 
 SHARED_REFERENCE = Path(
@@ -45,6 +46,7 @@ SHARED_REFERENCE = Path(
 )
 REFERENCE = SHARED_REFERENCE / "fast_dllm"
 LLADA2_DIR = SHARED_REFERENCE / "llada2"  # inclusionAI/LLaDA2.0-mini's configuration_ and modeling_llada2_moe.py
+SDAR_DIR = SHARED_REFERENCE / "sdar"  # JetAstra/SDAR's configuration_ and modeling_sdar.py, and its generate.py
 LLADA_DIR = REFERENCE / "llada" / "model"
 DREAM_DIR = REFERENCE / "dream" / "model"
 
@@ -162,6 +164,102 @@ def reference_llada2(raw: dict | None = None, seed: int = 0) -> torch.nn.Module:
         if name.endswith("expert_bias"):
             buffer.copy_(torch.randn(buffer.shape, generator=gen) * 0.3)
     return model
+
+
+def _sdar_stubs() -> dict[str, ModuleType]:
+    """Stand-ins for the CUDA-only modules SDAR's file imports, and its training-only sibling module."""
+    import torch.nn.functional as F
+
+    def rms_norm_fn(x, weight, bias=None, eps=1e-6):  # the PyTorch RMSNorm the file keeps beside its flash call
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
+
+    def flash_attn_func(q, k, v, causal=False, softmax_scale=None):  # (b, l, heads, d), as flash-attn lays it out
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=causal,
+            scale=softmax_scale,
+            enable_gqa=True,
+        )
+        return out.transpose(1, 2)
+
+    modules = {name: ModuleType(name) for name in ("flash_attn", "flash_attn.ops", "flash_attn.ops.triton")}
+    modules["flash_attn.ops.triton.layer_norm"] = ModuleType("flash_attn.ops.triton.layer_norm")
+    modules["flash_attn.ops.triton.layer_norm"].rms_norm_fn = rms_norm_fn
+    modules["flash_attn"].flash_attn_func = flash_attn_func
+    modules["flash_attn"].flash_attn_varlen_func = None
+    loss = modules["_reference_sdar.fused_linear_diffusion_cross_entropy"] = ModuleType("fused_linear_ce")
+    loss.FusedLinearDiffusionCrossEntropyLoss = type("FusedLinearDiffusionCrossEntropyLoss", (), {})
+    return modules
+
+
+def import_sdar() -> ModuleType:
+    """SDAR's modeling code (``SDARConfig``, ``SDARForCausalLM``) and its ``generate.py``
+    (``block_diffusion_generate``), as a package; the folder holds the three files verbatim plus an empty
+    ``__init__.py``. Shims, none editing the files:
+
+    - its CUDA-only imports get stand-ins while it loads: ``flash_attn``'s fused RMSNorm kernel becomes the PyTorch
+      RMSNorm the file keeps (commented out) beside the call, ``flash_attn_func`` (non-causal, the decoding path
+      when a step's mask is all ones) becomes SDPA on the same layout; the training-only
+      ``fused_linear_diffusion_cross_entropy`` sibling is an empty stand-in;
+    - ``transformers.utils.LossKwargs`` (dropped in transformers 5; a TypedDict the file subclasses) is set while
+      the file loads, then removed;
+    - transformers 5 dropped ``ROPE_INIT_FUNCTIONS["default"]``: the module gets the standard table entry back;
+    - transformers 5's ``DynamicCache`` is no longer indexable (``cache[layer] -> (keys, values)``, which the
+      file's cached path reads): ``generate.py`` gets a subclass that is.
+    """
+    from typing import TypedDict
+
+    from transformers import utils
+    from transformers.cache_utils import DynamicCache
+
+    if "_reference_sdar" in sys.modules:
+        return sys.modules["_reference_sdar"]
+    for name in ("activations", "generation", "modeling_flash_attention_utils", "modeling_layers", "modeling_utils"):
+        importlib.import_module(f"transformers.{name}")  # before the stand-ins: transformers probes for flash_attn
+    stubs = _sdar_stubs()
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    utils.LossKwargs = TypedDict("LossKwargs", {"num_items_in_batch": int}, total=False)
+    try:
+        package = _import_package("_reference_sdar", SDAR_DIR, needs=("einops",))
+        modeling = importlib.import_module("_reference_sdar.modeling_sdar")
+        sampler = importlib.import_module("_reference_sdar.generate")
+    finally:
+        del utils.LossKwargs
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+    def default_rope(config, device=None, **kwargs):
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        inv_freq = 1.0 / (
+            config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim)
+        )
+        return inv_freq, 1.0
+
+    modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
+    package.SDARConfig = importlib.import_module("_reference_sdar.configuration_sdar").SDARConfig
+    package.SDARForCausalLM = modeling.SDARForCausalLM
+
+    class IndexableCache(DynamicCache):
+        def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.layers[layer].keys, self.layers[layer].values
+
+    sampler.DynamicCache = IndexableCache
+    package.block_diffusion_generate = sampler.block_diffusion_generate
+    return package
+
+
+def reference_sdar(raw: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """Upstream ``SDARForCausalLM`` (fp32, eval) with random weights for ``raw`` (default :func:`tiny_sdar_config`)."""
+    package = import_sdar()
+    config = package.SDARConfig(**_model_config_kwargs(raw or tiny_sdar_config()))
+    return randomize_(package.SDARForCausalLM(config), seed).eval()
 
 
 def _model_config_kwargs(raw: dict) -> dict:

@@ -66,8 +66,9 @@ def native_backend(model_type: str) -> type | None:
     from unmask.models.dream import Dream
     from unmask.models.llada import LLaDA
     from unmask.models.llada2 import LLaDA2
+    from unmask.models.sdar import SDAR
 
-    return {"llada": LLaDA, "dream": Dream, "llada2_moe": LLaDA2}.get(model_type.lower())
+    return {"llada": LLaDA, "dream": Dream, "llada2_moe": LLaDA2, "sdar": SDAR}.get(model_type.lower())
 
 
 def resolve_style(model_type: str, style: str | None) -> HFStyle:
@@ -323,6 +324,7 @@ def load_hf_model(
     allow_pickle: bool = False,
     tokenizer: str | None = None,
     revision: str | None = None,
+    block_length: int | None = None,
 ) -> HFMaskedDiffusionModel:
     """Load a hub model or local directory as an MDM (what ``load_model("hf:...")`` calls).
 
@@ -333,14 +335,16 @@ def load_hf_model(
     ``dtype``: auto, float32, bfloat16, float16 (default: bfloat16 on GPU, float32 on CPU);
     ``device``: default cuda when available; ``device_map``: e.g. "auto" (accelerate), instead of ``device``;
     ``load_in_4bit``: bitsandbytes NF4 weights (native backends, CUDA, ``pip install unmask[quant]``);
-    ``tokenizer``: another tokenizer path; ``hidden_layer``: index into ``output_hidden_states`` for learned policies.
+    ``tokenizer``: another tokenizer path; ``hidden_layer``: index into ``output_hidden_states`` for learned policies;
+    ``block_length``: the block a block-causal checkpoint was trained with where ``config.json`` does not say (SDAR's
+    -b8 ... -b64 variants; the native SDAR backend assumes 4 otherwise).
     """
     config = read_config(name_or_path, revision)
     model_type = config.get("model_type", "")
     backend = native_backend(model_type)
     if native and backend is None:
         raise ValueError(
-            f"{name_or_path}: no native backend for model_type {model_type!r}; native backends: llada, Dream, llada2_moe"
+            f"{name_or_path}: no native backend for model_type {model_type!r}; native backends: llada, Dream, llada2_moe, sdar"
         )
     dev, torch_dtype = _device_and_dtype(device, dtype)
     name = f"hf:{name_or_path}"
@@ -349,6 +353,13 @@ def load_hf_model(
             raise ValueError(
                 f"{name}: --hf-style {style} does not apply to the native {backend.family} backend; drop it"
             )
+        if block_length is not None:
+            if not backend.block_length_option:
+                raise ValueError(
+                    f"{name}: block_length applies to block-causal checkpoints whose config.json does not fix it "
+                    f"(SDAR); the native {backend.family} backend {'uses its fixed block' if backend.block_causal else 'is not block-causal'}: drop it"
+                )
+            config = {**config, "block_length": block_length}
         local = _local_snapshot(name_or_path, revision)
         model = load_native(backend, local, config, torch_dtype, dev, device_map, load_in_4bit)
         hf_style = replace(STYLES[backend.style], pairwise_mask=False)
@@ -357,7 +368,9 @@ def load_hf_model(
         )
     else:
         if load_in_4bit:
-            raise ValueError(f"{name}: --load-in-4bit is implemented for the native LLaDA / Dream backends only")
+            raise ValueError(f"{name}: --load-in-4bit is implemented for the native backends only")
+        if block_length is not None:
+            raise ValueError(f"{name}: block_length applies to the native block-causal backends (SDAR) only; drop it")
         model, tok, hf_style = _load_with_transformers(
             name_or_path,
             config,

@@ -83,6 +83,7 @@ class BidirectionalLM(PreTrainedModel):
     family: ClassVar[str]
     style: ClassVar[str]  # the unmask.models.hf style: how logits line up with positions ("llada": same, "dream": +1)
     block_causal: ClassVar[bool] = False  # attention within a block and to earlier ones (config.block_length)
+    block_length_option: ClassVar[bool] = False  # the block may be given at load time (config.json lacks it: SDAR)
     config_from_dict: ClassVar[
         Callable[[dict], PretrainedConfig]
     ]  # config.json -> transformers config (ValueError: variant)

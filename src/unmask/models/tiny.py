@@ -30,7 +30,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
 )
 MASK, PAD, EOS = WORDS.index("[MASK]"), WORDS.index("[PAD]"), WORDS.index("[EOS]")
-FAMILIES = ("llada", "dream", "llada2")
+FAMILIES = ("llada", "dream", "llada2", "sdar")
 CONTEXT = 1024  # tokens: a GSM8K prompt and 256 generated tokens fit
 
 
@@ -179,7 +179,48 @@ def tiny_llada2_config(context: int = CONTEXT, **overrides) -> dict:
     }
 
 
-TINY_CONFIGS = {"llada": tiny_llada_config, "dream": tiny_dream_config, "llada2": tiny_llada2_config}
+def tiny_sdar_config(context: int = CONTEXT, **overrides) -> dict:
+    """An SDAR-4B-shaped ``config.json`` (Qwen3 blocks: QK-norm, GQA, head_dim set, untied head; block size 4) at
+    hidden size 32."""
+    return {
+        "model_type": "sdar",
+        "architectures": ["SDARForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_sdar.SDARConfig",
+            "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM",
+        },
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "hidden_act": "silu",
+        "max_position_embeddings": context,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "use_sliding_window": False,
+        "tie_word_embeddings": False,
+        "attention_dropout": 0.0,
+        "block_size": 4,
+        "fuse_cross_entropy": False,
+        "mask_token_id": MASK,
+        "pad_token_id": PAD,
+        "bos_token_id": None,
+        "eos_token_id": EOS,
+        **overrides,
+    }
+
+
+TINY_CONFIGS = {
+    "llada": tiny_llada_config,
+    "dream": tiny_dream_config,
+    "llada2": tiny_llada2_config,
+    "sdar": tiny_sdar_config,
+}
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -215,7 +256,7 @@ def save_safetensors(state: dict[str, torch.Tensor], directory: Path, shards: in
 
 @dataclass
 class TinyConfig(Config):
-    """``unmask make-tiny``: tiny random checkpoints in the real LLaDA / Dream / LLaDA2 layout, to try hf: models on a CPU."""
+    """``unmask make-tiny``: tiny random checkpoints in the real LLaDA / Dream / LLaDA2 / SDAR layout, to try hf: models on a CPU."""
 
     output_dir: str = option("tiny-models", "directory that receives one checkpoint per family")
     families: str = option(",".join(FAMILIES), f"comma list of {', '.join(FAMILIES)}")
@@ -224,7 +265,7 @@ class TinyConfig(Config):
 
 
 def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: int = 0) -> Path:
-    """Write a tiny random ``family`` (``llada`` / ``dream`` / ``llada2``) checkpoint with a ``context``-token window to
+    """Write a tiny random ``family`` (``llada`` / ``dream`` / ``llada2`` / ``sdar``) checkpoint with a ``context``-token window to
     ``directory`` (see the module docstring); load it with ``load_model(f"hf:{directory}")``."""
     from unmask.models.hf import native_backend
 
