@@ -180,3 +180,19 @@ def test_checkpoint_names_round_trip():
     stored = {LLaDA2.checkpoint_name(n) for n in model.state_dict()}
     assert "model.layers.1.mlp.gate.expert_bias" in stored
     assert "model.layers.0.attention.query_key_value.weight" in stored
+
+
+def test_generate_api_and_lm_eval_decode_with_the_block_sampler(tiny):
+    """unmask.generate takes LLaDA2 generate()'s names (threshold: the scheduled_threshold policy) and refuses
+    LLaDA's / Dream's; lm-eval's unmask model decodes a block-causal model with the block sampler."""
+    from unmask import generate as generate_text
+
+    out = generate_text(tiny, None, ["what is 1 + 2 ?"], gen_length=12, steps=4, threshold=0.5, return_order=True)
+    assert isinstance(out.texts[0], str) and 1 <= int(out.nfe[0]) <= 8  # at most 4 steps in each of its 2 blocks
+    with pytest.raises(ValueError, match="not options of LLaDA2 generate"):
+        generate_text(tiny, None, ["what is 1 + 2 ?"], remasking="low_confidence")
+    pytest.importorskip("lm_eval")
+    from unmask.integrations.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(model=tiny, policy="scheduled_threshold:0.5", steps=4, gen_length=12)
+    assert isinstance(lm.generate_texts(["what is 1 + 2 ?"], 12, [], [0])[0], str)

@@ -44,7 +44,10 @@ class SamplingConfig(Config):
         low=1,
     )
     block_length: int | None = option(
-        None, "semi-autoregressive block length (LLaDA block_length); none: full diffusion (a single block)", low=1
+        None,
+        "semi-autoregressive block length (LLaDA block_length); none: full diffusion (a single block), or a "
+        "block-causal model's own block",
+        low=1,
     )
     temperature: float = option(
         0.0, "token sampling temperature (LLaDA add_gumbel_noise, Dream temperature); 0 = argmax", low=0.0
@@ -52,7 +55,8 @@ class SamplingConfig(Config):
     cache: str = option(
         "none",
         "block key/value cache (Fast-dLLM): prefix keeps the keys/values before the current "
-        "block, dual also those after it, from the block's first step; see docs/cache.md",
+        "block, dual also those after it, from the block's first step; see docs/cache.md; block: the exact cache of "
+        "block-causal models (LLaDA2, SDAR): finished blocks' keys/values, see docs/block_diffusion.md",
         choices=tuple(CACHES),
     )
     refine_complete_block: bool = option(

@@ -259,7 +259,7 @@ class TinyConfig(Config):
     """``unmask make-tiny``: tiny random checkpoints in the real LLaDA / Dream / LLaDA2 / SDAR layout, to try hf: models on a CPU."""
 
     output_dir: str = option("tiny-models", "directory that receives one checkpoint per family")
-    families: str = option(",".join(FAMILIES), f"comma list of {', '.join(FAMILIES)}")
+    families: str = option("llada,dream", f"comma list of {', '.join(FAMILIES)}")
     context: int = option(CONTEXT, "context window in tokens (prompt + generated)", low=8)
     seed: int = option(0, "seed of the random weights", low=0)
 
