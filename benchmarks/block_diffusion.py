@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 
 import tiny_hf  # noqa: E402
 from common import command_line, run_info  # noqa: E402
-from reference_models import MASK, reference_llada2, save_official, tiny_llada2_config  # noqa: E402
+from reference_models import MASK, count_forwards, reference_llada2, save_official, tiny_llada2_config  # noqa: E402
 
 from unmask.engine.config import SamplingConfig  # noqa: E402
 from unmask.engine.loop import generate  # noqa: E402
@@ -116,17 +116,10 @@ def main() -> None:
     rows = []
     for size in args.sizes.split(","):
         raw = tiny_llada2_config(**SIZES[size])
-        ref = reference_llada2(raw).eval()
-        forward, ref.calls = ref.forward, 0
-
-        def counting(*a, _forward=forward, _ref=ref, **k):
-            _ref.calls += 1
-            return _forward(*a, **k)
-
-        ref.forward = counting
+        ref = count_forwards(reference_llada2(raw))
         with tempfile.TemporaryDirectory() as tmp:
-            tok = tiny_hf.tokenizer(mask=False, chat=True, extra_words=raw["vocab_size"] - len(tiny_hf.WORDS))
-            model = load_model(f"hf:{save_official(ref, raw, Path(tmp), shards=1, tokenizer=tok)}", device="cpu")
+            saved = save_official(ref, raw, Path(tmp), shards=1, tokenizer=tiny_hf.full_vocab(raw["vocab_size"]))
+            model = load_model(f"hf:{saved}", device="cpu")
         for prompt_length, gen, steps, threshold in SETTINGS:
             stats: dict[str, list] = {"upstream": [], "none": [], "block": []}
             for seed in range(args.prompts):

@@ -51,6 +51,32 @@ LLADA_DIR = REFERENCE / "llada" / "model"
 DREAM_DIR = REFERENCE / "dream" / "model"
 
 
+def default_rope(config, device=None, **kwargs) -> tuple[torch.Tensor, float]:
+    """transformers 4's ``ROPE_INIT_FUNCTIONS["default"]`` (dropped in 5): ``theta ** (-arange(0, d, 2) / d)`` over the
+    rotated dimensions ``d`` (``head_dim`` or hidden / heads, times ``partial_rotary_factor``), scaling 1."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dim = int(head_dim * getattr(config, "partial_rotary_factor", 1.0))
+    exponent = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
+    return 1.0 / (config.rope_theta**exponent), 1.0
+
+
+def restore_default_rope(modeling: ModuleType) -> None:
+    """Give an upstream modeling module a copy of its RoPE table with :func:`default_rope` under "default"."""
+    modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
+
+
+def count_forwards(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its ``forward`` counting its calls in ``model.calls`` (what the upstream loops' NFE are)."""
+    forward, model.calls = model.forward, 0
+
+    def counting(*args, **kwargs):
+        model.calls += 1
+        return forward(*args, **kwargs)
+
+    model.forward = counting
+    return model
+
+
 def _import_package(name: str, folder: Path, needs: tuple[str, ...] = ("einops",)) -> ModuleType:
     if not folder.is_dir():
         pytest.skip(f"reference code {folder} is absent")
@@ -93,15 +119,7 @@ def import_dream() -> ModuleType:
     if fresh:
         modeling = sys.modules["_reference_dream.modeling_dream"]
 
-        def default_rope(config, device=None, **kwargs):
-            dim = config.hidden_size // config.num_attention_heads
-            inv_freq = 1.0 / (
-                config.rope_theta
-                ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim)
-            )
-            return inv_freq, 1.0
-
-        modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
+        restore_default_rope(modeling)
     return package
 
 
@@ -130,15 +148,7 @@ def import_llada2() -> ModuleType:
     finally:
         del import_utils.is_torch_fx_available
 
-    def default_rope(config, device=None, **kwargs):
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        dim = int(head_dim * getattr(config, "partial_rotary_factor", 1.0))
-        inv_freq = 1.0 / (
-            config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim)
-        )
-        return inv_freq, 1.0
-
-    modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
+    restore_default_rope(modeling)
     package.LLaDA2MoeConfig = importlib.import_module("_reference_llada2.configuration_llada2_moe").LLaDA2MoeConfig
     package.LLaDA2MoeModelLM = modeling.LLaDA2MoeModelLM
     return package
@@ -235,14 +245,7 @@ def import_sdar() -> ModuleType:
             else:
                 sys.modules[k] = v
 
-    def default_rope(config, device=None, **kwargs):
-        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        inv_freq = 1.0 / (
-            config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim)
-        )
-        return inv_freq, 1.0
-
-    modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
+    restore_default_rope(modeling)
     package.SDARConfig = importlib.import_module("_reference_sdar.configuration_sdar").SDARConfig
     package.SDARForCausalLM = modeling.SDARForCausalLM
 

@@ -16,6 +16,12 @@ import torch
 from unmask.models.tiny import CHAT_TEMPLATE, SPECIALS, WORDS, tokenizer  # noqa: F401  (the tests' names)
 
 
+def full_vocab(vocab_size: int):
+    """The tiny chat tokenizer padded with words to ``vocab_size`` (unmask bars ids a tokenizer cannot decode, so a
+    model compared token for token with upstream code needs every id decodable)."""
+    return tokenizer(mask=False, chat=True, extra_words=vocab_size - len(WORDS))
+
+
 def save_bert(
     directory: Path,
     mask: bool = True,

@@ -27,17 +27,14 @@ def block_mask(length: int) -> torch.Tensor:
     return tril[:length, :length][None, None].log()
 
 
-def full_vocab_tokenizer(raw: dict):
-    """The tiny tokenizer padded to the model's vocabulary (unmask bars ids the tokenizer cannot decode)."""
-    return tiny_hf.tokenizer(mask=False, chat=True, extra_words=raw["vocab_size"] - len(tiny_hf.WORDS))
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """(reference LLaDA2MoeModelLM counting its forwards, unmask's native model on its saved checkpoint)."""
     raw = tiny_llada2_config()
     ref = reference_llada2(raw)
-    path = save_official(ref, raw, tmp_path_factory.mktemp("llada2"), shards=2, tokenizer=full_vocab_tokenizer(raw))
+    path = save_official(
+        ref, raw, tmp_path_factory.mktemp("llada2"), shards=2, tokenizer=tiny_hf.full_vocab(raw["vocab_size"])
+    )
     forward, ref.calls = ref.forward, 0
 
     def counting(*args, **kwargs):
@@ -52,7 +49,7 @@ def official(tmp_path_factory):
 def tiny(tmp_path_factory):
     """unmask's tiny random LLaDA2 checkpoint (no reference code needed)."""
     path = save_tiny(tmp_path_factory.mktemp("tiny") / "llada2", "llada2")
-    full_vocab_tokenizer(tiny_llada2_config()).save_pretrained(path)
+    tiny_hf.full_vocab(tiny_llada2_config()["vocab_size"]).save_pretrained(path)
     return load_model(f"hf:{path}", device="cpu")
 
 
@@ -80,34 +77,45 @@ def canvas(prompt: torch.Tensor, gen_length: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("cache", ["none", "block"])
 @pytest.mark.parametrize(
-    "prompt_length, gen_length, steps, threshold",
-    [(5, 59, 32, 0.95), (37, 90, 8, 0.2), (32, 64, 4, 0.5)],
+    "prompt_length, gen_length, steps, threshold, temperature, top_k, top_p",
+    [
+        (5, 59, 32, 0.95, 0.0, None, None),
+        (37, 90, 8, 0.2, 0.0, None, None),
+        (32, 64, 4, 0.5, 0.0, None, None),
+        (5, 59, 8, 0.5, 0.8, None, None),
+        (37, 60, 4, 0.3, 1.0, 20, 0.9),
+    ],
 )
-def test_decoding_equals_llada2_generate(official, cache, prompt_length, gen_length, steps, threshold):
-    """Greedy: the same tokens up to the first EOS and the same number of forwards as LLaDA2 generate() (its
-    block-aligned first block, per-block schedule, strict threshold with the schedule as floor, EOS stop)."""
+def test_decoding_equals_llada2_generate(
+    official, cache, prompt_length, gen_length, steps, threshold, temperature, top_k, top_p
+):
+    """The same tokens up to the first EOS and the same number of forwards as LLaDA2 generate() (its block-aligned
+    first block, per-block schedule, strict threshold with the schedule as floor, EOS stop): greedy, and sampling
+    on a batch-1 row with torch's global generator seeded alike (the same draws: one multinomial per position of
+    the current block per step, as LLaDA2 draws them)."""
     ref, model = official
     for seed in range(2):
         prompt = torch.randint(8, 32, (1, prompt_length), generator=torch.Generator().manual_seed(seed))
         ref.calls = 0
+        torch.manual_seed(100 + seed)
         want = ref.generate(
             prompt,
-            temperature=0.0,
+            temperature=temperature,
             block_length=B,
             steps=steps,
             gen_length=gen_length,
             threshold=threshold,
+            top_k=top_k,
+            top_p=top_p,
             eos_id=EOS,
             mask_id=MASK,
         )[0]
-        config = SamplingConfig(steps=steps, cache=cache, suppress_mask_token=False)
-        out = generate(
-            model,
-            canvas(prompt, gen_length),
-            get_policy(f"scheduled_threshold:{threshold}"),
-            config,
-            gen_start=prompt_length,
+        config = SamplingConfig(
+            steps=steps, cache=cache, temperature=temperature, top_k=top_k, top_p=top_p, suppress_mask_token=False
         )
+        torch.manual_seed(100 + seed)
+        policy = get_policy(f"scheduled_threshold:{threshold}")
+        out = generate(model, canvas(prompt, gen_length), policy, config, gen_start=prompt_length)
         got = out.sequences[0, prompt_length : prompt_length + gen_length]
         eos = (got == EOS).nonzero()
         got = got[: int(eos[0]) + 1] if len(eos) else got

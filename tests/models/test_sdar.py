@@ -7,7 +7,16 @@ import torch
 pytest.importorskip("transformers")
 
 import tiny_hf  # noqa: E402
-from reference_models import EOS, MASK, import_sdar, native_twin, reference_sdar, save_official, tiny_sdar_config  # noqa: E402
+from reference_models import (
+    EOS,
+    MASK,
+    count_forwards,
+    import_sdar,
+    native_twin,
+    reference_sdar,
+    save_official,
+    tiny_sdar_config,
+)  # noqa: E402
 
 from unmask.engine.config import SamplingConfig  # noqa: E402
 from unmask.engine.loop import generate  # noqa: E402
@@ -17,10 +26,6 @@ from unmask.models.tiny import save_tiny  # noqa: E402
 from unmask.policies import get_policy  # noqa: E402
 
 B = 4  # SDAR's default block
-
-
-def tokenizer(raw: dict):
-    return tiny_hf.tokenizer(mask=False, chat=True, extra_words=raw["vocab_size"] - len(tiny_hf.WORDS))
 
 
 def test_logits_and_hidden_states_equal_the_reference():
@@ -42,42 +47,41 @@ def test_logits_and_hidden_states_equal_the_reference():
 
 
 @pytest.mark.parametrize("cache", ["none", "block"])
-def test_decoding_equals_block_diffusion_generate(tmp_path, cache):
-    """SDAR's deterministic setting (top_k=1: every draw is the argmax, every confidence 1): the same tokens as
-    block_diffusion_generate(low_confidence_dynamic). Its forwards: one per decoded block to store the block's
-    keys/values and one prefill of the prompt's whole blocks on top of unmask's (the block cache folds both into
-    the next step's window)."""
+@pytest.mark.parametrize("top_k", [1, 0])
+def test_decoding_equals_block_diffusion_generate(tmp_path, cache, top_k):
+    """The same tokens as block_diffusion_generate(low_confidence_dynamic) in SDAR's two settings: top_k=1 (its
+    deterministic one: every draw the argmax, every confidence 1; its greedy temperature 0 divides by zero) and
+    sampling at temperature 1 on a batch-1 row with torch's global generator seeded alike (the same draws). Its
+    forwards: one per decoded block to store the block's keys/values and one prefill of the prompt's whole blocks
+    on top of unmask's (the block cache folds both into the next step's window)."""
     raw = tiny_sdar_config()
     ref = reference_sdar(raw)
-    model = load_model(f"hf:{save_official(ref, raw, tmp_path, shards=1, tokenizer=tokenizer(raw))}", device="cpu")
-    forward, calls = ref.forward, [0]
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return forward(*args, **kwargs)
-
-    ref.forward = counting
+    path = save_official(ref, raw, tmp_path, shards=1, tokenizer=tiny_hf.full_vocab(raw["vocab_size"]))
+    model = load_model(f"hf:{path}", device="cpu")
+    count_forwards(ref)
     sampler = import_sdar().block_diffusion_generate
     for prompt_length, gen_length, seed in [(5, 23, 0), (8, 24, 1), (3, 30, 2)]:
         prompt = torch.randint(8, 32, (1, prompt_length), generator=torch.Generator().manual_seed(seed))
-        calls[0] = 0
+        ref.calls = 0
+        torch.manual_seed(seed)
         want = sampler(
             ref, {"input_ids": prompt}, MASK, gen_length=gen_length, block_length=B, denoising_steps=4,
-            temperature=1.0, top_k=1, top_p=1.0, remasking_strategy="low_confidence_dynamic",
+            temperature=1.0, top_k=top_k, top_p=1.0, remasking_strategy="low_confidence_dynamic",
             confidence_threshold=0.85, stopping_criteria_idx=[EOS],
         )  # fmt: skip
         x = torch.full_like(want, MASK)
         x[:, :prompt_length] = prompt
-        config = SamplingConfig(steps=4, cache=cache, temperature=1.0, top_k=1, suppress_mask_token=False)
+        config = SamplingConfig(steps=4, cache=cache, temperature=1.0, top_k=top_k or None, suppress_mask_token=False)
+        torch.manual_seed(seed)
         out = generate(model, x, get_policy("scheduled_threshold:0.85"), config, gen_start=prompt_length)
         assert torch.equal(out.sequences, torch.where(want == MASK, EOS, want))  # unmask fills after the stop with EOS
         blocks = int(((out.order[0] >= 0).nonzero().max() + prompt_length) // B) - prompt_length // B + 1
-        assert calls[0] == int(out.nfe[0]) + blocks + (prompt_length >= B)
+        assert ref.calls == int(out.nfe[0]) + blocks + (prompt_length >= B)
 
 
 def test_the_block_comes_from_the_config_or_the_load_option(tmp_path):
     path = save_tiny(tmp_path / "sdar", "sdar")
-    tokenizer(tiny_sdar_config()).save_pretrained(path)
+    tiny_hf.full_vocab(tiny_sdar_config()["vocab_size"]).save_pretrained(path)
     assert load_model(f"hf:{path}", device="cpu").block_length == 4
     model = load_model(f"hf:{path}", device="cpu", block_length=8)
     assert model.block_length == 8 and model.model.config.block_length == 8

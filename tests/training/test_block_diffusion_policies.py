@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("math_verify")
 
-from tiny_hf import WORDS, tokenizer  # noqa: E402
+from tiny_hf import full_vocab  # noqa: E402
 
 from unmask.cli.main import main  # noqa: E402
 from unmask.models.tiny import save_tiny, tiny_llada2_config  # noqa: E402
@@ -23,7 +23,7 @@ def write_jsonl(path, rows):
 @pytest.fixture(scope="module")
 def llada2(tmp_path_factory):
     path = save_tiny(tmp_path_factory.mktemp("llada2") / "ckpt", "llada2")
-    tokenizer(mask=False, chat=True, extra_words=tiny_llada2_config()["vocab_size"] - len(WORDS)).save_pretrained(path)
+    full_vocab(tiny_llada2_config()["vocab_size"]).save_pretrained(path)
     return path
 
 

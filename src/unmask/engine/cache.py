@@ -93,6 +93,7 @@ class CacheStrategy:
 
     mode: str
     partial: bool = False  # later steps of a block run a window against kept keys/values (refine_complete_block)
+    keys_to_end: bool = True  # a cached window's keys cover the whole sequence (False: they end at the window's end)
 
     def prepare(self, model: MaskedDiffusionModel, batch_size: int, gen_start: int, block_length: int) -> None:
         """Start a ``generate`` call: ``batch_size`` rows of ``model`` generating from ``gen_start``, in blocks of
@@ -124,6 +125,36 @@ class CacheStrategy:
     def nbytes(self) -> int:
         """Memory the strategy holds for the rows' later steps (after a call: the most it held during it)."""
         raise NotImplementedError
+
+    def _window(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        rows: torch.Tensor,
+        idx: torch.Tensor,
+        span: tuple[int, int, int],
+        record: bool,
+        output_hidden_states: bool,
+    ) -> Window:
+        """One forward against ``self.store`` for the step's rows ``idx`` (indices into ``rows``): ``span`` = (run,
+        lo, end): positions ``[run, end)`` run, the keys end at ``end`` unless ``record`` (a full forward keeps its
+        keys/values), and the window gives fresh outputs from position ``lo`` on."""
+        run, lo, end = span
+        L = input_ids.shape[1]
+        out = self.model(
+            input_ids[idx, run:end],
+            None if attention_mask is None else attention_mask[idx],
+            output_hidden_states=output_hidden_states,
+            cache=KVWindow(self.store, self._rows(rows[idx]), run, end, L if self.keys_to_end else end, record),
+        )
+        hidden = None if out.hidden_states is None else out.hidden_states[:, lo - run :]
+        g = self.gen_start
+        return Window(idx, lo - g, end - g, out.logits[:, lo - run :], hidden, record)
+
+    def _rows(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """``rows``, or None when they are every batch row in order (kept stores are then read and written as views)."""
+        whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
+        return None if whole else rows
 
 
 class NoCache(CacheStrategy):
@@ -181,23 +212,10 @@ class FastDLLMCache(CacheStrategy):
         positions = torch.zeros(b, dtype=torch.long, device=input_ids.device)
         for idx, start, end, record in self._windows(block, first, L):
             run = 0 if record else max(start - self.shift, 0)
-            window = KVWindow(self.store, self._rows(rows[idx]), run, end, L, record)
-            out = self.model(
-                input_ids[idx, run:end],
-                None if attention_mask is None else attention_mask[idx],
-                output_hidden_states=output_hidden_states,
-                cache=window,
-            )
+            span = (run, g if record else start, end)  # fresh outputs: the generation region / the block
+            windows.append(self._window(input_ids, attention_mask, rows, idx, span, record, output_hidden_states))
             positions[idx] = end - run
-            drop = (g if record else start) - run  # positions before the generation region / before the block
-            hidden = None if out.hidden_states is None else out.hidden_states[:, drop:]
-            windows.append(Window(idx, (0 if record else start - g), end - g, out.logits[:, drop:], hidden, record))
         return windows, positions
-
-    def _rows(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """``rows``, or None when they are every batch row in order (the stores are then read and written as views)."""
-        whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
-        return None if whole else rows
 
     def assemble(self, rows, windows, values):
         """A full window's values are the rows' values and are kept for their later steps; a cached window's are
@@ -261,6 +279,7 @@ class BlockCache(CacheStrategy):
     Outside the block a policy sees each position's last computed values (zeros for blocks not yet run)."""
 
     mode = "block"
+    keys_to_end = False  # later blocks are invisible to the current one
 
     def prepare(self, model: MaskedDiffusionModel, batch_size: int, gen_start: int, block_length: int) -> None:
         super().prepare(model, batch_size, gen_start, block_length)
@@ -278,23 +297,11 @@ class BlockCache(CacheStrategy):
         windows, positions = [], torch.zeros(b, dtype=torch.long, device=input_ids.device)
         for start, run in torch.stack([starts, runs], 1).unique(dim=0).tolist():
             idx = ((starts == start) & (runs == run)).nonzero().squeeze(1).to(input_ids.device)
-            end, lo = min(start + self.block_length, L), max(start, g)
-            window = KVWindow(self.store, self._rows(rows[idx]), run, end, end, False)
-            out = self.model(
-                input_ids[idx, run:end],
-                None if attention_mask is None else attention_mask[idx],
-                output_hidden_states=output_hidden_states,
-                cache=window,
-            )
-            positions[idx] = end - run
-            hidden = None if out.hidden_states is None else out.hidden_states[:, lo - run :]
-            windows.append(Window(idx, lo - g, end - g, out.logits[:, lo - run :], hidden, False))
+            span = (run, max(start, g), min(start + self.block_length, L))
+            windows.append(self._window(input_ids, attention_mask, rows, idx, span, False, output_hidden_states))
+            positions[idx] = span[2] - run
             self.final[rows[idx].cpu()] = start  # every block before this one is finished: its keys/values are final
         return windows, positions
-
-    def _rows(self, rows: torch.Tensor) -> torch.Tensor | None:
-        whole = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size, device=rows.device)).all())
-        return None if whole else rows
 
     def assemble(self, rows, windows, values):
         """Each window's fresh values written over the rows' kept ones; the rows' kept values over the region."""

@@ -195,7 +195,7 @@ class SamplingConfig(Config):
             # scheduled count is a floor for its rule), so with the mask token suppressed blocks run until clean
             capped = not self.suppress_mask_token
             schedule = BlockDiffusionSchedule(model.block_length or self.block_length, self.steps, capped)
-            return schedule, BlockDiffusionTokens(self.temperature, self.top_p, self.top_k)
+            return schedule, BlockDiffusionTokens(self.temperature, self.top_p, self.top_k, schedule.block_length)
         if sampler == "dream":
             return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)
         ids = {}

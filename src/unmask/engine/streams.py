@@ -67,6 +67,10 @@ class Draws:
         """(b, *shape) U[0, 1) draws of any per-row shape (e.g. scores with a STOP column), not tied to positions."""
         return self._rows("uniform", shape, dtype)
 
+    def exponential_rows(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(b, *shape) Exp(1) draws of any per-row shape (e.g. one per position of a row's current block)."""
+        return self._rows("exponential", shape, dtype)
+
     def uniform_at(self, where: torch.Tensor, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(where.sum(), *tail) U[0, 1) draws, one per ``True`` entry of ``where`` (b, Lg), row-major."""
         return self._at("uniform", where, tail, dtype)

@@ -11,7 +11,8 @@
   confidences read from the same tempered, filtered ``probs``.
 
 * :class:`BlockDiffusionTokens` is LLaDA2's ``_sample_with_temperature_topk_topp``: argmax of ``softmax(l)`` at
-  temperature 0 (no filtering), else logits / T, top-k then top-p, ``multinomial`` over the result.
+  temperature 0 (no filtering), else logits / T, top-k then top-p, ``multinomial`` over the result, drawn for every
+  position of the row's current block at every step (given and revealed ones included), as LLaDA2 draws.
 
 ``prepare(logits, draws)`` returns ``(probs, tokens, confidence)`` position by position, so the engine may run
 it on a forward's window alone (:mod:`unmask.engine.cache`): eager rules give tokens and confidences for every
@@ -61,7 +62,7 @@ class GumbelMaxTokens:
             confidence = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return probs, tokens, confidence
 
-    def choose(self, probs: torch.Tensor, draws: Draws) -> None:
+    def choose(self, probs: torch.Tensor, draws: Draws, block_start: torch.Tensor | None = None) -> None:
         """Tokens and confidences come from :meth:`prepare`."""
         return None
 
@@ -110,9 +111,9 @@ class CategoricalTokens:
             logits = top_k_filter(logits, self.top_k)
         return logits.softmax(-1), None, None
 
-    def choose(self, probs: torch.Tensor, draws: Draws) -> Choose:
+    def choose(self, probs: torch.Tensor, draws: Draws, block_start: torch.Tensor | None = None) -> Choose:
         """Draw the tokens of the positions ``where`` (b, Lg) from ``probs`` (b, Lg, V), as Dream does: argmax at
-        temperature 0, else ``Categorical(probs)`` (its ``multinomial``)."""
+        temperature 0, else ``Categorical(probs)`` (its ``multinomial``). ``block_start``: unused (block rules)."""
 
         def choose(where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             p = probs[where]
@@ -129,7 +130,32 @@ class CategoricalTokens:
 @dataclass
 class BlockDiffusionTokens(CategoricalTokens):
     """LLaDA2 ``generate()`` token choice: untempered, unfiltered ``softmax`` at temperature 0; else top-k before
-    top-p (Dream filters top-p first)."""
+    top-p (Dream filters top-p first) and one ``multinomial`` draw per position of the current block of
+    ``block_length`` (``torch.multinomial(p, 1)`` is ``argmax(p / Exp(1))`` over the block's (B, V) draws)."""
+
+    block_length: int = 1
+
+    def choose(self, probs: torch.Tensor, draws: Draws, block_start: torch.Tensor | None = None) -> Choose:
+        """At temperature > 0, tokens of the current block (from ``block_start`` (b,), generation positions, the
+        first block's may be negative: its prompt part) drawn as LLaDA2 draws them; other masked positions (later
+        blocks, never revealed this step) get the argmax."""
+        if self.temperature == 0 or block_start is None:
+            return super().choose(probs, draws)
+        b, Lg, V = probs.shape
+        span = block_start[:, None] + torch.arange(self.block_length, device=probs.device)  # (b, B) positions
+        inside = (span >= 0) & (span < Lg)
+        at = span.clamp(0, Lg - 1)
+        q = draws.exponential_rows(self.block_length, V, dtype=probs.dtype)
+        drawn = (probs.gather(1, at[..., None].expand(-1, -1, V)) / q).argmax(-1)
+        tokens = probs.argmax(-1)
+        rows = torch.arange(b, device=probs.device)[:, None].expand_as(at)
+        tokens[rows[inside], at[inside]] = drawn[inside]
+
+        def choose(where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            chosen = tokens[where]
+            return chosen, probs[where].gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+
+        return choose
 
     def prepare(self, logits: torch.Tensor, draws: Draws):
         if self.temperature > 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from transformers import Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
-from unmask.models.native import BidirectionalLM
+from unmask.models.native import BidirectionalLM, qwen_style_config
 
 # DreamConfig defaults (configuration_dream.py) of the keys read here
 DEFAULTS = {
@@ -39,33 +39,7 @@ DEFAULTS = {
 
 def dream_config(raw: dict) -> Qwen2Config:
     """The ``Qwen2Config`` that runs a Dream ``config.json`` (Dream ``configuration_dream.DreamConfig`` keys)."""
-    c = {**DEFAULTS, **raw}
-    for key in ("rope_scaling", "use_sliding_window"):
-        if c[key]:
-            raise ValueError(
-                f"Dream config sets {key}={c[key]!r}, which the native Dream backend does not implement (Dream-7B has "
-                "none); load this variant with its own code: --remote-code --trust-remote-code"
-            )
-    config = Qwen2Config(
-        vocab_size=c["vocab_size"],
-        hidden_size=c["hidden_size"],
-        intermediate_size=c["intermediate_size"],
-        num_hidden_layers=c["num_hidden_layers"],
-        num_attention_heads=c["num_attention_heads"],
-        num_key_value_heads=c["num_key_value_heads"] or c["num_attention_heads"],
-        hidden_act=c["hidden_act"],
-        max_position_embeddings=c["max_position_embeddings"],
-        rms_norm_eps=c["rms_norm_eps"],
-        rope_parameters={"rope_type": "default", "rope_theta": float(c["rope_theta"])},
-        tie_word_embeddings=bool(c["tie_word_embeddings"]),
-        use_sliding_window=False,
-        use_cache=False,
-        pad_token_id=c["pad_token_id"],
-        bos_token_id=c["bos_token_id"],
-        eos_token_id=c["eos_token_id"],
-    )
-    config.mask_token_id = c["mask_token_id"]
-    return config
+    return qwen_style_config(Qwen2Config, {**DEFAULTS, **raw}, "Dream", "Dream-7B")
 
 
 class Dream(BidirectionalLM):

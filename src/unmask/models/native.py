@@ -40,6 +40,40 @@ def prefix_mapping(names: dict[str, str]) -> dict[str, str]:
     }
 
 
+def qwen_style_config(config_class: type, c: dict, family: str, example: str, **extra: Any) -> PretrainedConfig:
+    """The transformers Qwen2 / Qwen3 config (``config_class``) of a Qwen-style ``config.json`` ``c`` (the family's
+    defaults applied): the keys Dream and SDAR share, plus ``extra``; ``rope_scaling`` and sliding-window variants,
+    which ``example`` lacks, are refused."""
+    for key in ("rope_scaling", "use_sliding_window"):
+        if c[key]:
+            raise ValueError(
+                f"{family} config sets {key}={c[key]!r}, which the native {family} backend does not implement "
+                f"({example} has none); load this variant with its own code: --remote-code --trust-remote-code"
+            )
+    config = config_class(
+        vocab_size=c["vocab_size"],
+        hidden_size=c["hidden_size"],
+        intermediate_size=c["intermediate_size"],
+        num_hidden_layers=c["num_hidden_layers"],
+        num_attention_heads=c["num_attention_heads"],
+        num_key_value_heads=c["num_key_value_heads"] or c["num_attention_heads"],
+        hidden_act=c["hidden_act"],
+        max_position_embeddings=c["max_position_embeddings"],
+        rms_norm_eps=c["rms_norm_eps"],
+        rope_parameters={"rope_type": "default", "rope_theta": float(c["rope_theta"])},
+        tie_word_embeddings=bool(c["tie_word_embeddings"]),
+        use_sliding_window=False,
+        use_cache=False,
+        pad_token_id=c["pad_token_id"],
+        bos_token_id=c["bos_token_id"],
+        eos_token_id=c["eos_token_id"],
+        **extra,
+    )
+    if c["mask_token_id"] is not None:
+        config.mask_token_id = c["mask_token_id"]
+    return config
+
+
 def block_causal_function(block_length: int) -> Callable[[int, int, int, int], bool]:
     """transformers' mask-function form of block-causal attention (block diffusion, Arriola et al. 2025): query
     ``q`` sees key ``k`` when ``k``'s block is not after ``q``'s, blocks of ``block_length`` counted from position 0

@@ -17,30 +17,17 @@ from __future__ import annotations
 from transformers import Qwen3Config
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RMSNorm, Qwen3RotaryEmbedding
 
-from unmask.models.native import BidirectionalLM
+from unmask.models.dream import DEFAULTS as DREAM_DEFAULTS
+from unmask.models.native import BidirectionalLM, qwen_style_config
 
 BLOCK_LENGTH = 4  # SDAR's default models ("block size 4 throughout training")
 
-# SDARConfig defaults (configuration_sdar.py) of the keys read here
+# SDARConfig defaults (configuration_sdar.py) of the keys read here: DreamConfig's (both Qwen's) but these
 DEFAULTS = {
-    "vocab_size": 151936,
-    "hidden_size": 4096,
-    "intermediate_size": 22016,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
+    **DREAM_DEFAULTS,
     "head_dim": 128,
-    "hidden_act": "silu",
-    "max_position_embeddings": 32768,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": False,
-    "rope_theta": 10000.0,
-    "rope_scaling": None,
     "attention_bias": False,
-    "use_sliding_window": False,
     "pad_token_id": None,
-    "bos_token_id": None,
-    "eos_token_id": None,
     "mask_token_id": None,
 }
 
@@ -48,37 +35,17 @@ DEFAULTS = {
 def sdar_config(raw: dict) -> Qwen3Config:
     """The ``Qwen3Config`` that runs an SDAR ``config.json`` (``configuration_sdar.SDARConfig`` keys)."""
     c = {**DEFAULTS, **raw}
-    for key in ("rope_scaling", "use_sliding_window"):
-        if c[key]:
-            raise ValueError(
-                f"SDAR config sets {key}={c[key]!r}, which the native SDAR backend does not implement (the released "
-                "SDAR models have none); load this variant with its own code: --remote-code --trust-remote-code"
-            )
     block = c.get("block_length") or c.get("block_size") or BLOCK_LENGTH
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"SDAR config: block_length must be an integer >= 1, got {block!r}")
-    config = Qwen3Config(
-        vocab_size=c["vocab_size"],
-        hidden_size=c["hidden_size"],
-        intermediate_size=c["intermediate_size"],
-        num_hidden_layers=c["num_hidden_layers"],
-        num_attention_heads=c["num_attention_heads"],
-        num_key_value_heads=c["num_key_value_heads"] or c["num_attention_heads"],
+    config = qwen_style_config(
+        Qwen3Config,
+        c,
+        "SDAR",
+        "the released SDAR models",
         head_dim=c["head_dim"],
-        hidden_act=c["hidden_act"],
-        max_position_embeddings=c["max_position_embeddings"],
-        rms_norm_eps=c["rms_norm_eps"],
-        rope_parameters={"rope_type": "default", "rope_theta": float(c["rope_theta"])},
-        tie_word_embeddings=bool(c["tie_word_embeddings"]),
         attention_bias=bool(c["attention_bias"]),
-        use_sliding_window=False,
-        use_cache=False,
-        pad_token_id=c["pad_token_id"],
-        bos_token_id=c["bos_token_id"],
-        eos_token_id=c["eos_token_id"],
     )
-    if c["mask_token_id"] is not None:
-        config.mask_token_id = c["mask_token_id"]
     config.block_length = block
     return config
 

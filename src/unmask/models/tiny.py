@@ -181,7 +181,10 @@ def tiny_llada2_config(context: int = CONTEXT, **overrides) -> dict:
 
 def tiny_sdar_config(context: int = CONTEXT, **overrides) -> dict:
     """An SDAR-4B-shaped ``config.json`` (Qwen3 blocks: QK-norm, GQA, head_dim set, untied head; block size 4) at
-    hidden size 32."""
+    hidden size 32: Dream's tiny config with SDAR's keys."""
+    dream = {
+        k: v for k, v in tiny_dream_config(context).items() if k not in ("model_type", "architectures", "auto_map")
+    }
     return {
         "model_type": "sdar",
         "architectures": ["SDARForCausalLM"],
@@ -189,28 +192,13 @@ def tiny_sdar_config(context: int = CONTEXT, **overrides) -> dict:
             "AutoConfig": "configuration_sdar.SDARConfig",
             "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM",
         },
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "intermediate_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **dream,
         "head_dim": 8,
-        "hidden_act": "silu",
-        "max_position_embeddings": context,
-        "rms_norm_eps": 1e-6,
         "rope_theta": 1000000.0,
-        "rope_scaling": None,
         "attention_bias": False,
-        "use_sliding_window": False,
-        "tie_word_embeddings": False,
-        "attention_dropout": 0.0,
         "block_size": 4,
         "fuse_cross_entropy": False,
-        "mask_token_id": MASK,
-        "pad_token_id": PAD,
         "bos_token_id": None,
-        "eos_token_id": EOS,
         **overrides,
     }
 
