@@ -124,11 +124,21 @@ def test_decoding_equals_llada2_generate(
 
 
 def test_block_cache_is_exact_and_runs_fewer_positions(tiny):
+    """--cache block gives --cache none's tokens and forwards on a left-padded batch, running fewer positions."""
     prompts = torch.randint(8, 32, (3, 21), generator=torch.Generator().manual_seed(1))
     x = torch.cat([prompts, torch.full((3, 75), MASK)], 1)
+    attention = torch.ones_like(x)
+    attention[1, :6] = 0  # two left-padded rows
+    attention[2, :12] = 0
+    x[attention == 0] = 0
     runs = {
         cache: generate(
-            tiny, x, get_policy("scheduled_threshold:0.5"), SamplingConfig(steps=8, cache=cache), gen_start=21
+            tiny,
+            x,
+            get_policy("scheduled_threshold:0.5"),
+            SamplingConfig(steps=8, cache=cache),
+            attention,
+            gen_start=21,
         )
         for cache in ("none", "block")
     }
