@@ -436,8 +436,8 @@ class WindowSpy:
         self.shapes.append(tuple(logits.shape[:2]))
         return self.sampler.prepare(logits, draws)
 
-    def choose(self, probs, draws):
-        return self.sampler.choose(probs, draws)
+    def choose(self, probs, draws, **kwargs):
+        return self.sampler.choose(probs, draws, **kwargs)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -326,7 +326,9 @@ def _observe(
         probs=step["probs"],
         tokens=step["tokens"],
         confidence=step["confidence"],
-        choose=tokens.choose(step["probs"], draws, run.block[active] * run.plan.block_length - run.plan.offset),
+        choose=tokens.choose(
+            step["probs"], draws, block_start=run.block[active] * run.plan.block_length - run.plan.offset
+        ),
         candidates=candidates,
         masked=masked,
         num_transfer=k,

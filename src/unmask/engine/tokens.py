@@ -16,7 +16,8 @@
 
 ``prepare(logits, draws)`` returns ``(probs, tokens, confidence)`` position by position, so the engine may run
 it on a forward's window alone (:mod:`unmask.engine.cache`): eager rules give tokens and confidences for every
-position; lazy ones (Dream) give None for both, and ``choose(probs, draws)`` gives a token choice ``choose(where)``
+position; lazy ones (Dream) give None for both, and ``choose(probs, draws, block_start=...)`` (``block_start``: each
+row's current block's first generation position, for rules that draw per block) gives a token choice ``choose(where)``
 that draws only where asked (None for eager rules).
 """
 
@@ -62,7 +63,7 @@ class GumbelMaxTokens:
             confidence = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return probs, tokens, confidence
 
-    def choose(self, probs: torch.Tensor, draws: Draws, block_start: torch.Tensor | None = None) -> None:
+    def choose(self, probs: torch.Tensor, draws: Draws, *, block_start: torch.Tensor | None = None) -> None:
         """Tokens and confidences come from :meth:`prepare`."""
         return None
 
@@ -111,7 +112,7 @@ class CategoricalTokens:
             logits = top_k_filter(logits, self.top_k)
         return logits.softmax(-1), None, None
 
-    def choose(self, probs: torch.Tensor, draws: Draws, block_start: torch.Tensor | None = None) -> Choose:
+    def choose(self, probs: torch.Tensor, draws: Draws, *, block_start: torch.Tensor | None = None) -> Choose:
         """Draw the tokens of the positions ``where`` (b, Lg) from ``probs`` (b, Lg, V), as Dream does: argmax at
         temperature 0, else ``Categorical(probs)`` (its ``multinomial``). ``block_start``: unused (block rules)."""
 
@@ -135,7 +136,7 @@ class BlockDiffusionTokens(CategoricalTokens):
 
     block_length: int = 1
 
-    def choose(self, probs: torch.Tensor, draws: Draws, block_start: torch.Tensor | None = None) -> Choose:
+    def choose(self, probs: torch.Tensor, draws: Draws, *, block_start: torch.Tensor | None = None) -> Choose:
         """At temperature > 0, tokens of the current block (from ``block_start`` (b,), generation positions, the
         first block's may be negative: its prompt part) drawn as LLaDA2 draws them; other masked positions (later
         blocks, never revealed this step) get the argmax."""

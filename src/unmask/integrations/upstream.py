@@ -87,7 +87,26 @@ def generate(
     with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
         out = _generate(
             as_mdm(model, tokenizer, mask_id),
-            **{k: v for k, v in locals().items() if k not in ("model", "tokenizer", "mask_id", "return_order")},
+            prompts,
+            policy,
+            attention_mask=attention_mask,
+            steps=steps,
+            gen_length=gen_length,
+            block_length=block_length,
+            temperature=temperature,
+            remasking=remasking,
+            cfg_scale=cfg_scale,
+            logits_eos_inf=logits_eos_inf,
+            confidence_eos_eot_inf=confidence_eos_eot_inf,
+            max_new_tokens=max_new_tokens,
+            alg=alg,
+            alg_temp=alg_temp,
+            top_p=top_p,
+            top_k=top_k,
+            eps=eps,
+            threshold=threshold,
+            seed=seed,
+            batch_size=batch_size,
         )
     return out if return_order else out.texts
 
@@ -96,6 +115,7 @@ def _generate(
     mdm: MaskedDiffusionModel,
     prompts: str | Sequence[str] | torch.Tensor,
     policy: str | None,
+    *,
     attention_mask: torch.Tensor | None,
     steps: int | None,
     gen_length: int | None,
