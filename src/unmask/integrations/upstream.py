@@ -84,6 +84,14 @@ def generate(
     return_order: bool = False,
 ) -> list[str] | SamplerOutput:
     """Decode ``prompts`` with ``model`` and an unmasking policy; see the module docstring."""
+    if gen_length is not None and max_new_tokens is not None:
+        raise ValueError("gen_length (LLaDA) and max_new_tokens (Dream) both given; pass one")
+    length_name, length = next(
+        ((n, v) for n, v in (("gen_length", gen_length), ("max_new_tokens", max_new_tokens)) if v is not None),
+        ("gen_length", LLADA_GEN_LENGTH),
+    )
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"{length_name} must be an integer >= 1 (tokens to generate), got {length!r}")
     with preserved(model):  # a user's transformers model keeps its train mode and requires_grad flags
         out = _generate(
             as_mdm(model, tokenizer, mask_id),
@@ -91,14 +99,13 @@ def generate(
             policy,
             attention_mask=attention_mask,
             steps=steps,
-            gen_length=gen_length,
+            length=length,
             block_length=block_length,
             temperature=temperature,
             remasking=remasking,
             cfg_scale=cfg_scale,
             logits_eos_inf=logits_eos_inf,
             confidence_eos_eot_inf=confidence_eos_eot_inf,
-            max_new_tokens=max_new_tokens,
             alg=alg,
             alg_temp=alg_temp,
             top_p=top_p,
@@ -118,14 +125,13 @@ def _generate(
     *,
     attention_mask: torch.Tensor | None,
     steps: int | None,
-    gen_length: int | None,
+    length: int,
     block_length: int | None,
     temperature: float,
     remasking: str | None,
     cfg_scale: float,
     logits_eos_inf: bool,
     confidence_eos_eot_inf: bool,
-    max_new_tokens: int | None,
     alg: str | None,
     alg_temp: float | None,
     top_p: float | None,
@@ -172,14 +178,6 @@ def _generate(
             f"LLaDA generate() arguments ({', '.join(llada)}) and Dream diffusion_generate() arguments "
             f"({', '.join(dream)}) together; use one sampler's names"
         )
-    if gen_length is not None and max_new_tokens is not None:
-        raise ValueError("gen_length (LLaDA) and max_new_tokens (Dream) both given; pass one")
-    length_name, length = next(
-        ((n, v) for n, v in (("gen_length", gen_length), ("max_new_tokens", max_new_tokens)) if v is not None),
-        ("gen_length", LLADA_GEN_LENGTH),
-    )
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"{length_name} must be an integer >= 1 (tokens to generate), got {length!r}")
     sampling = SamplingConfig(
         steps=steps,
         block_length=block_length,
