@@ -65,6 +65,24 @@ def restore_default_rope(modeling: ModuleType) -> None:
     modeling.ROPE_INIT_FUNCTIONS = {**modeling.ROPE_INIT_FUNCTIONS, "default": default_rope}
 
 
+def block_mask(length: int, block: int) -> torch.Tensor:
+    """(length, length) 1 where a query (row) sees a key (column): its own block and earlier ones, blocks of
+    ``block`` from position 0 (LLaDA2's / SDAR's ``block_diffusion_attention_mask``; LLaDA2 passes its log)."""
+    n = -(-length // block)
+    return torch.tril(torch.ones(n, n)).repeat_interleave(block, 0).repeat_interleave(block, 1)[:length, :length]
+
+
+def assert_same_outputs(reference: torch.nn.Module, native: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor):
+    """``native`` (no mask: its own) gives ``reference``'s logits and hidden states (given the 4-D ``mask``) to 1e-5."""
+    with torch.no_grad():
+        want = reference(input_ids=x, attention_mask=mask, output_hidden_states=True)
+        got = native(input_ids=x, output_hidden_states=True)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    for g, w in zip(got.hidden_states, want.hidden_states, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    return got
+
+
 def count_forwards(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with its ``forward`` counting its calls in ``model.calls`` (what the upstream loops' NFE are)."""
     forward, model.calls = model.forward, 0

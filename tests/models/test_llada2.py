@@ -8,7 +8,17 @@ import torch
 pytest.importorskip("transformers")
 
 import tiny_hf  # noqa: E402
-from reference_models import EOS, MASK, native_twin, reference_llada2, save_official, tiny_llada2_config  # noqa: E402
+from reference_models import (  # noqa: E402
+    EOS,
+    MASK,
+    assert_same_outputs,
+    block_mask,
+    count_forwards,
+    native_twin,
+    reference_llada2,
+    save_official,
+    tiny_llada2_config,
+)
 
 from unmask.engine.config import SamplingConfig  # noqa: E402
 from unmask.engine.loop import generate  # noqa: E402
@@ -20,13 +30,6 @@ from unmask.policies import get_policy  # noqa: E402
 B = 32  # LLaDA2's block
 
 
-def block_mask(length: int) -> torch.Tensor:
-    """LLaDA2 generate()'s block_diffusion_attention_mask (0 / -inf, blocks from position 0), cut to ``length``."""
-    n = -(-length // B)
-    tril = torch.tril(torch.ones(n, n)).repeat_interleave(B, 0).repeat_interleave(B, 1)
-    return tril[:length, :length][None, None].log()
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """(reference LLaDA2MoeModelLM counting its forwards, unmask's native model on its saved checkpoint)."""
@@ -35,14 +38,7 @@ def official(tmp_path_factory):
     path = save_official(
         ref, raw, tmp_path_factory.mktemp("llada2"), shards=2, tokenizer=tiny_hf.full_vocab(raw["vocab_size"])
     )
-    forward, ref.calls = ref.forward, 0
-
-    def counting(*args, **kwargs):
-        ref.calls += 1
-        return forward(*args, **kwargs)
-
-    ref.forward = counting
-    return ref, load_model(f"hf:{path}", device="cpu")
+    return count_forwards(ref), load_model(f"hf:{path}", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +52,9 @@ def tiny(tmp_path_factory):
 def test_logits_and_hidden_states_equal_the_reference():
     raw = tiny_llada2_config()
     ref = reference_llada2(raw)
-    native = native_twin(ref, raw)
     x = torch.randint(8, 32, (2, 70), generator=torch.Generator().manual_seed(0))
     x[:, 40::3] = MASK
-    with torch.no_grad():
-        want = ref(input_ids=x, attention_mask=block_mask(70).expand(2, 1, 70, 70), output_hidden_states=True)
-        got = native(input_ids=x, output_hidden_states=True)
-    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
-    for g, w in zip(got.hidden_states, want.hidden_states, strict=True):
-        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    assert_same_outputs(ref, native_twin(ref, raw), x, block_mask(70, B).log().expand(2, 1, 70, 70))
 
 
 def canvas(prompt: torch.Tensor, gen_length: int) -> torch.Tensor:
