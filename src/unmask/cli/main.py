@@ -75,7 +75,7 @@ def _add_hf(p: argparse.ArgumentParser, show_all: bool = False) -> None:
     g.add_argument(
         "--load-in-4bit",
         action="store_true",
-        help="native LLaDA / Dream in bitsandbytes NF4 4-bit (CUDA; pip install 'unmask[quant]')",
+        help="native backends (LLaDA / Dream / LLaDA2 / SDAR) in bitsandbytes NF4 4-bit (CUDA; pip install 'unmask[quant]')",
     )
     g.add_argument(
         "--dtype",
@@ -96,6 +96,13 @@ def _add_hf(p: argparse.ArgumentParser, show_all: bool = False) -> None:
         default=None,
         choices=["llada", "dream", "masked_lm"],
         help="logit alignment; default from config.model_type",
+    )
+    g.add_argument(
+        "--hf-block-length",
+        type=int,
+        default=None,
+        help="the block a block-causal checkpoint was trained with when its config.json does not say (SDAR -b8 ... "
+        "-b64); default: config.json's, else the family's (SDAR 4)",
     )
     g.add_argument(
         "--mask-id", type=int, default=None, help="mask token id when neither tokenizer nor config names one"
@@ -142,6 +149,7 @@ def hf_options(args: argparse.Namespace) -> dict[str, dict]:
         "native": False if args.remote_code else None,
         "device_map": args.device_map,
         "load_in_4bit": args.load_in_4bit or None,
+        "block_length": args.hf_block_length,
     }
     task = {"gen_length": args.gen_length, "chat": False if args.no_chat else None, **task_options(args.task_option)}
     return {

@@ -357,7 +357,7 @@ def load_hf_model(
             if not backend.block_length_option:
                 raise ValueError(
                     f"{name}: block_length applies to block-causal checkpoints whose config.json does not fix it "
-                    f"(SDAR); the native {backend.family} backend {'uses its fixed block' if backend.block_causal else 'is not block-causal'}: drop it"
+                    f"(SDAR); the native {backend.family} backend {'uses its fixed block' if backend.block_causal else 'is not block-causal'}: drop it (--hf-block-length)"
                 )
             config = {**config, "block_length": block_length}
         local = _local_snapshot(name_or_path, revision)
@@ -370,7 +370,9 @@ def load_hf_model(
         if load_in_4bit:
             raise ValueError(f"{name}: --load-in-4bit is implemented for the native backends only")
         if block_length is not None:
-            raise ValueError(f"{name}: block_length applies to the native block-causal backends (SDAR) only; drop it")
+            raise ValueError(
+                f"{name}: block_length applies to the native block-causal backends (SDAR) only; drop it (--hf-block-length)"
+            )
         model, tok, hf_style = _load_with_transformers(
             name_or_path,
             config,
