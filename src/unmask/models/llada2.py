@@ -246,5 +246,6 @@ class LLaDA2(BidirectionalLM):
     family = "LLaDA2"
     style = "llada"
     block_causal = True
+    _supports_flash_attn = False  # flash-attention kernels take a padding mask only, not the block mask
     config_from_dict = staticmethod(llada2_config)
     _no_split_modules = ["LLaDA2DecoderLayer"]

@@ -60,6 +60,7 @@ class SDAR(BidirectionalLM):
     family = "SDAR"
     style = "llada"
     block_causal = True
+    _supports_flash_attn = False  # flash-attention kernels take a padding mask only, not the block mask
     block_length_option = True
     tokenizer_class = "Qwen2Tokenizer"  # SDAR ships Qwen3's tokenizer files
     config_from_dict = staticmethod(sdar_config)
