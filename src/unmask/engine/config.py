@@ -4,8 +4,10 @@
 (:meth:`SamplingConfig.build`): ``llada`` is LLaDA's ``generate()`` (blocks of ``block_length`` decoded left to right,
 ``steps`` spread evenly over them with ``get_num_transfer_tokens``, Gumbel-max tokens, untempered confidences,
 ``cfg_scale``, ``logits_eos_inf``, ``confidence_eos_eot_inf``); ``dream`` is Dream's ``diffusion_generate()``
-(linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens and confidences). ``cache`` names
-the block cache strategy (:data:`unmask.engine.cache.CACHES`).
+(linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens and confidences); ``diffusion_gemma`` is
+DiffusionGemma's ``generate()`` on a renoised canvas (:mod:`unmask.engine.canvas`: ``steps`` per canvas, the
+``t_max`` -> ``t_min`` temperature schedule, adaptive stopping). ``cache`` names the block cache strategy
+(:data:`unmask.engine.cache.CACHES`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,23 @@ from typing import ClassVar
 
 from unmask.core.config import Config, option
 from unmask.engine.cache import CACHES
-from unmask.engine.schedules import BlockSchedule, TimestepSchedule
-from unmask.engine.tokens import CategoricalTokens, GumbelMaxTokens
+from unmask.engine.schedules import BlockSchedule, CanvasSchedule, StableAndConfident, TimestepSchedule
+from unmask.engine.tokens import CategoricalTokens, GumbelMaxTokens, ScheduledTemperatureTokens
 from unmask.models.base import MaskedDiffusionModel
 
-SAMPLERS = ("auto", "llada", "dream")
+SAMPLERS = ("auto", "llada", "dream", "diffusion_gemma")
 DREAM_ONLY = ("eps", "top_p", "top_k")
 LLADA_ONLY = ("block_length", "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
+DIFFUSION_GEMMA_ONLY = ("t_min", "t_max", "stability_threshold", "confidence_threshold")
+# each sampler's own options (given with another sampler: an error); the masked samplers share the rest
+OWN = {"llada": LLADA_ONLY, "dream": DREAM_ONLY, "diffusion_gemma": DIFFUSION_GEMMA_ONLY}
+OWNERS = {
+    "llada": "LLaDA generate()",
+    "dream": "Dream diffusion_generate()",
+    "diffusion_gemma": "DiffusionGemma generate()",
+}
+MASKED_ONLY = ("temperature", "refine_complete_block", "cache_refresh", "suppress_mask_token")
+DIFFUSION_GEMMA_STEPS = 48  # generate()'s default max_denoising_steps
 
 
 @dataclass
@@ -32,7 +44,8 @@ class SamplingConfig(Config):
 
     steps: int | None = option(
         None,
-        "total decoding steps (LLaDA steps / Dream steps); none: one token per step (NFE = masks; LLaDA sampler only)",
+        "total decoding steps (LLaDA steps / Dream steps; diffusion_gemma: max_denoising_steps per canvas, none: 48); "
+        "none: one token per step (NFE = masks; LLaDA sampler only)",
         low=1,
     )
     block_length: int | None = option(
@@ -74,9 +87,32 @@ class SamplingConfig(Config):
     sampler: str = option(
         "auto",
         "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
-        "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), auto: dream "
-        "for Dream models (logits shifted by one), else llada",
+        "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), diffusion_gemma "
+        "(DiffusionGemma generate: renoised canvases); auto: the model's own (dream for Dream models, "
+        "diffusion_gemma for uniform-state models, else llada)",
         choices=SAMPLERS,
+    )
+    t_min: float = option(
+        0.4, "diffusion_gemma: temperature at a canvas's last step (generate() t_min)", low=0.0, low_open=True
+    )
+    t_max: float = option(
+        0.8,
+        "diffusion_gemma: temperature at a canvas's first step, falling linearly to t_min (generate() t_max)",
+        low=0.0,
+        low_open=True,
+    )
+    stability_threshold: int | None = option(
+        1,
+        "diffusion_gemma: a canvas may stop once its argmax held for this many steps (generate() "
+        "stability_threshold); none: no adaptive stopping",
+        low=0,
+    )
+    confidence_threshold: float | None = option(
+        0.005,
+        "diffusion_gemma: ... and the mean entropy of its tempered logits is below this (generate() "
+        "confidence_threshold); none: no adaptive stopping",
+        low=0.0,
+        low_open=True,
     )
     cfg_scale: float = option(
         0.0,
@@ -118,6 +154,10 @@ class SamplingConfig(Config):
     )
 
     def check(self) -> None:
+        if self.t_max < self.t_min:
+            raise ValueError(
+                f"t_max ({self.t_max}) must be at least t_min ({self.t_min}): the temperature falls from t_max"
+            )
         if self.cache_refresh is not None and self.cache == "none":
             raise ValueError(
                 "cache_refresh (--cache-refresh) refreshes kept keys/values, but --cache none keeps none; "
@@ -125,18 +165,28 @@ class SamplingConfig(Config):
             )
 
     def resolve(self, model: MaskedDiffusionModel) -> str:
-        """The sampler for ``model`` ("llada" or "dream"), after checking the options fit it."""
+        """The sampler for ``model`` ("llada", "dream" or "diffusion_gemma"), after checking the options fit it."""
         sampler = self.sampler
         if sampler == "auto":
-            sampler = "dream" if model.logit_shift == 1 else "llada"
+            sampler = "diffusion_gemma" if model.canvas == "uniform" else "dream" if model.logit_shift == 1 else "llada"
+        if (sampler == "diffusion_gemma") != (model.canvas == "uniform"):
+            raise ValueError(
+                f"the {sampler} sampler does not decode {model.name}, whose canvas is {model.canvas}: the diffusion_gemma "
+                "sampler decodes uniform-state models (DiffusionGemma), llada and dream masked ones; drop --sampler"
+            )
         defaults = {f.name: f.default for f in fields(SamplingConfig)}
-        other = LLADA_ONLY if sampler == "dream" else DREAM_ONLY
-        given = [n for n in other if getattr(self, n) != defaults[n]]
+        owners = {name: (OWNERS[owner], owner) for owner, own in OWN.items() if owner != sampler for name in own}
+        if sampler == "diffusion_gemma":
+            owners.update(dict.fromkeys(MASKED_ONLY, ("the masked samplers' (LLaDA / Dream)", None)))
+        given = [n for n in owners if getattr(self, n) != defaults[n]]
         if given:
-            owner = "LLaDA generate()" if sampler == "dream" else "Dream diffusion_generate()"
+            owner, other = owners[given[0]]
+            switch = f", or choose the sampler with --sampler {other}" if other and other != "diffusion_gemma" else ""
+            if sampler == "diffusion_gemma" or other == "diffusion_gemma":
+                switch = ""  # a model has one kind of canvas: the other kind's sampler cannot decode it
             raise ValueError(
                 f"{', '.join(given)}: {owner} option(s), but {model.name} decodes with the {sampler} sampler; "
-                f"drop them, or choose the sampler with --sampler {'llada' if sampler == 'dream' else 'dream'}"
+                f"drop them{switch}"
             )
         if sampler == "dream" and self.steps is None:
             raise ValueError("the dream sampler needs steps (Dream's diffusion_generate steps), e.g. --steps 64")
@@ -149,9 +199,22 @@ class SamplingConfig(Config):
 
     def build(
         self, model: MaskedDiffusionModel
-    ) -> tuple[BlockSchedule | TimestepSchedule, GumbelMaxTokens | CategoricalTokens]:
+    ) -> tuple[
+        BlockSchedule | TimestepSchedule | CanvasSchedule,
+        GumbelMaxTokens | CategoricalTokens | ScheduledTemperatureTokens,
+    ]:
         """(count schedule, token rule) of the sampler for ``model``."""
         sampler = self.resolve(model)
+        if sampler == "diffusion_gemma":
+            steps = self.steps or DIFFUSION_GEMMA_STEPS
+            stopping = (
+                None
+                if self.stability_threshold is None or self.confidence_threshold is None
+                else StableAndConfident(self.stability_threshold, self.confidence_threshold)
+            )
+            return CanvasSchedule(steps, model.canvas_length, stopping), ScheduledTemperatureTokens(
+                self.t_min, self.t_max, steps
+            )
         if sampler == "dream":
             return TimestepSchedule(self.steps, self.eps), CategoricalTokens(self.temperature, self.top_p, self.top_k)
         ids = {}

@@ -50,6 +50,11 @@ class MaskedDiffusionModel(nn.Module):
     # The engine's cache strategies it serves (SamplingConfig.cache, unmask.engine.cache.CACHES); any mode but
     # "none" needs a forward that takes cache= a unmask.models.kv.KVWindow.
     cache_modes: tuple[str, ...] = ("none",)
+    # What the positions to generate hold while decoding (unmask.engine.loop picks the decode state from it):
+    # "masked": mask_id until revealed, a revealed token final (LLaDA, Dream); "uniform": uniform random tokens,
+    # every position of the current canvas re-decided each step and the rest renoised (DiffusionGemma; the model
+    # then implements encode / denoise, and mask_id only marks the positions to generate in the input).
+    canvas: str = "masked"
 
     def forward(
         self,
