@@ -109,16 +109,20 @@ def serve(
     return canvas, runner.seen
 
 
-def reveal_steps(seen: list[list[torch.Tensor]], mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def reveal_steps(
+    seen: list[list[torch.Tensor]], mask_id: int, steps_per_block: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """From each block's forward inputs: the step (per request, counted over its blocks as unmask's engine counts
-    them) at which each generated position was revealed (B, blocks * block_size), and each request's steps (B,)."""
+    them) at which each generated position was revealed (B, blocks * block_size), and each request's steps (B,).
+    A request's step is a forward after which its block still had masks or, with ``steps_per_block`` (a count
+    schedule), one of the block's first ``steps_per_block`` forwards."""
     B, block_size = seen[0][0].shape
     order = torch.full((B, len(seen) * block_size), -1, dtype=torch.long)
     steps = torch.zeros(B, dtype=torch.long)
     for k, inputs in enumerate(seen):
-        for before, after in zip(inputs, inputs[1:]):
+        for j, (before, after) in enumerate(zip(inputs, inputs[1:])):
             for row in range(B):
-                if (before[row] == mask_id).any():
+                if (before[row] == mask_id).any() if steps_per_block is None else j < steps_per_block:
                     revealed = (before[row] == mask_id) & (after[row] != mask_id)
                     order[row, k * block_size : (k + 1) * block_size][revealed] = steps[row]
                     steps[row] += 1

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -125,32 +126,38 @@ def test_engine_agrees_with_the_served_policy(sglang, model, prompt, spec):
     the same step, and one forward per step where SGLang runs one more per block (the forward that sees it clean)."""
     canvas, seen = serve(sglang("UnmaskPolicy", {"policy": spec}), model, prompt, BLOCKS, BLOCK)
     order, steps = reveal_steps(seen, model.mask_id)
-    start = torch.cat([prompt, torch.full((BATCH, BLOCKS * BLOCK), model.mask_id)], 1)
-    out = generate(model, start, get_policy(spec), SamplingConfig(block_length=BLOCK), gen_start=PROMPT)
+    out = generate(model, masked_answer(prompt), get_policy(spec), SamplingConfig(block_length=BLOCK), gen_start=PROMPT)
     assert torch.equal(out.sequences, canvas)
     assert torch.equal(out.order, order)
     assert torch.equal(out.nfe, steps)
-    assert [len(s) for s in seen] == [int(c) + 1 for c in _steps_per_block(order, steps)]
+    assert [len(s) for s in seen] == [most_steps(out.order, k) + 1 for k in range(BLOCKS)]
 
 
-def _steps_per_block(order: torch.Tensor, steps: torch.Tensor) -> list[int]:
-    """The most steps any request spent on each block (SGLang's synchronous loop runs until every block is done)."""
-    blocks = order.view(BATCH, BLOCKS, BLOCK)
-    return [int((blocks[:, k].max(1).values - blocks[:, k].min(1).values + 1).max()) for k in range(BLOCKS)]
+def masked_answer(prompt: torch.Tensor, blocks: int = BLOCKS) -> torch.Tensor:
+    return torch.cat([prompt, torch.full((len(prompt), blocks * BLOCK), 23)], 1)
+
+
+def most_steps(order: torch.Tensor, k: int) -> int:
+    """The most steps a request spent on block ``k`` (each step reveals at least one position there): SGLang's
+    synchronous loop runs until every request's block is done."""
+    return max(len(row.unique()) for row in order[:, k * BLOCK : (k + 1) * BLOCK])
 
 
 @WHEEL
-def test_count_schedule_per_block_matches_the_engine(sglang, model, prompt):
-    """``steps`` per block: a count policy reveals LLaDA's get_num_transfer_tokens share each step, as the engine
-    with steps = steps per block x blocks; SGLang runs each block's scheduled steps and one more forward."""
-    canvas, seen = serve(sglang("UnmaskPolicy", {"policy": "margin", "steps": 3}), model, prompt, BLOCKS, BLOCK)
-    start = torch.cat([prompt, torch.full((BATCH, BLOCKS * BLOCK), model.mask_id)], 1)
-    out = generate(
-        model, start, get_policy("margin"), SamplingConfig(steps=3 * BLOCKS, block_length=BLOCK), gen_start=PROMPT
-    )
-    order, steps = reveal_steps(seen, model.mask_id)
-    assert torch.equal(out.sequences, canvas) and torch.equal(out.order, order)
-    assert [len(s) for s in seen] == [4] * BLOCKS
+@pytest.mark.parametrize("steps", [3, 12])
+def test_count_schedule_per_block_matches_the_engine(sglang, model, prompt, steps):
+    """``steps`` per block: a count policy reveals LLaDA's get_num_transfer_tokens share each step (none in some
+    when steps > the block's masks), as the engine with steps per block x blocks; SGLang runs each block's scheduled
+    steps and one more forward (beyond its default limit of block_size + 1 when steps > block_size)."""
+    served = sglang("UnmaskPolicy", {"policy": "margin", "steps": steps})
+    canvas, seen = serve(served, model, prompt, BLOCKS, BLOCK)
+    config = SamplingConfig(steps=steps * BLOCKS, block_length=BLOCK)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # steps > masked positions: the engine says so
+        out = generate(model, masked_answer(prompt), get_policy("margin"), config, gen_start=PROMPT)
+    order, taken = reveal_steps(seen, model.mask_id, steps)
+    assert torch.equal(out.sequences, canvas) and torch.equal(out.order, order) and torch.equal(out.nfe, taken)
+    assert [len(s) for s in seen] == [steps + 1] * BLOCKS
 
 
 @WHEEL
@@ -162,8 +169,8 @@ def test_a_learned_policy_serves_through_the_same_adapter(sglang, tmp_path):
     LearnedPolicy.for_model("bernoulli", model, base_threshold=0.5).save(tmp_path / "bernoulli")
     spec = f"{tmp_path / 'bernoulli'}:mode=greedy"
     canvas, seen = serve(sglang("UnmaskPolicy", {"policy": spec, "model": model.name}), model, prompt, 1, BLOCK)
-    start = torch.cat([prompt, torch.full((BATCH, BLOCK), model.mask_id)], 1)
-    out = generate(model, start, resolve_policy(spec, model), SamplingConfig(block_length=BLOCK), gen_start=PROMPT)
+    config = SamplingConfig(block_length=BLOCK)
+    out = generate(model, masked_answer(prompt, 1), resolve_policy(spec, model), config, gen_start=PROMPT)
     order, steps = reveal_steps(seen, model.mask_id)
     assert torch.equal(out.sequences, canvas) and torch.equal(out.order, order)
     assert int(steps.max()) < BLOCK  # several positions in some step
@@ -175,9 +182,15 @@ def test_a_learned_policy_serves_through_the_same_adapter(sglang, tmp_path):
 def test_policies_needing_more_than_logits_are_refused(tiny_sudoku4_model, tmp_path):
     """One error naming what the policy needs: UPO's hidden features, an oracle's gold answer, a fixed step count."""
     LearnedPolicy.for_model("upo", tiny_sudoku4_model).save(tmp_path / "upo")
-    for spec, needs in [(str(tmp_path / "upo"), "hidden features"), ("oracle", "gold answer")]:
+    refused = [
+        (str(tmp_path / "upo"), "", "hidden features"),
+        ("oracle", "", "gold answer"),
+        ("bernoulli", "sudoku9-small", "whole answer's layout"),  # the shipped sudoku policy's learned coupling
+    ]
+    for spec, model, needs in refused:
         with pytest.raises(ValueError, match=f"cannot run as a served dLLM algorithm: it needs the .*{needs}"):
-            BlockPolicy(ServedPolicyConfig(policy=spec), BLOCK, 23)
+            BlockPolicy(ServedPolicyConfig(policy=spec, model=model), BLOCK, 23)
+    assert BlockPolicy(ServedPolicyConfig(policy="bernoulli", model="arithmetic-carry"), BLOCK, 23).policy.kind
     with pytest.raises(ValueError, match="needs a fixed number of steps: add `steps: N`"):
         BlockPolicy(ServedPolicyConfig(policy="origin"), BLOCK, 23)
     BlockPolicy(ServedPolicyConfig(policy="origin", steps=4), BLOCK, 23)
@@ -188,6 +201,8 @@ def test_bad_algorithm_configs_are_one_clear_error():
         ServedPolicyConfig.from_dict({}, source="--dllm-algorithm-config")
     with pytest.raises(ConfigError, match="--dllm-algorithm-config: unknown key 'treshold'.*valid keys: policy"):
         ServedPolicyConfig.from_dict({"policy": "confidence", "treshold": 0.9}, source="--dllm-algorithm-config")
+    with pytest.raises(ValueError, match="policy: bernoulli names unmask's shipped bernoulli policy of a model: add"):
+        ServedPolicyConfig(policy="bernoulli:mode=greedy")
     with pytest.raises(ValueError, match="unknown policy 'confidance'"):
         BlockPolicy(ServedPolicyConfig(policy="confidance"), BLOCK, 23)
 

@@ -30,7 +30,8 @@ from unmask.engine.state import RowMemory, StepState
 from unmask.engine.streams import SharedStream
 from unmask.engine.tokens import GumbelMaxTokens
 from unmask.models.base import MaskedDiffusionModel
-from unmask.policies.learned import LearnedPolicy
+from unmask.policies import split_spec
+from unmask.policies.learned import KINDS, LearnedPolicy
 from unmask.policies.resolve import resolve_policy
 
 SERVED = "the model SGLang serves"  # the served MDM's name when the config does not give one
@@ -70,6 +71,12 @@ class ServedPolicyConfig(Config):
             raise ValueError(
                 "the dLLM algorithm config names no unmask policy: add `policy: SPEC` (e.g. policy: threshold:0.9, "
                 "or policy: runs/NAME/best from unmask train-policy)"
+            )
+        kind = split_spec(self.policy)[0]
+        if kind in KINDS and not self.model:
+            raise ValueError(
+                f"policy: {kind} names unmask's shipped {kind} policy of a model: add `model: NAME` (the served MDM's "
+                "unmask name), or give a policy checkpoint directory"
             )
 
 
