@@ -10,9 +10,9 @@ What it does: writes a tiny random checkpoint of SGLang's LLaDA2 architecture (`
 SGLang's ``DllmConfig`` fixes them for this architecture) and a fresh, untrained Bernoulli policy for it; registers
 unmask in SGLang (``unmask sglang install``, undone at the end when it was not installed before); then, for
 SGLang's ``LowConfidence`` (threshold 0.95) and for ``UnmaskPolicy`` running the Bernoulli policy (greedy), starts
-an offline ``sglang.Engine`` in float32 (so SGLang's softmax and unmask's agree bit for bit) at each concurrency
-(``--max-running-requests``), decodes ``--requests`` random prompts of one block, ``--gen-length`` tokens each,
-times the batch, and compares every request's tokens with unmask's engine on the same checkpoint
+an offline ``sglang.Engine`` in float32 (so SGLang's softmax and unmask's agree bit for bit; ``--dtype``) at each
+concurrency (``--max-running-requests``), decodes ``--requests`` random prompts (``--prompt-length`` tokens, one
+block by default), ``--gen-length`` tokens each, times the batch (after one warm-up request), and compares every request's tokens with unmask's engine on the same checkpoint
 (``load_model("hf:DIR")``, ``block_length`` 32, the policy ``threshold:0.95`` without mask suppression for
 LowConfidence, the same Bernoulli checkpoint for UnmaskPolicy). Forwards per token are the engine's (NFE per
 generated token) plus SGLang's one extra forward per block (the forward that sees the block clean), exact where the
@@ -58,6 +58,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt-length", type=int, default=BLOCK, help="prompt tokens (a multiple of the block size 32)")
     p.add_argument("--gen-length", type=int, default=2 * BLOCK, help="tokens generated per request (a multiple of 32)")
     p.add_argument("--threshold", type=float, default=0.95, help="LowConfidence's threshold")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="SGLang's dtype; float32 (default) makes its softmax and unmask's agree bit for bit (bfloat16: tokens "
+        "next to the threshold can differ from unmask's float32 engine)",
+    )
+    p.add_argument("--attention-backend", default="triton", help="SGLang's --attention-backend (triton takes float32)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sglang_serve.json"), help="results JSON")
     args = p.parse_args(argv)
     for name in ("prompt_length", "gen_length"):
@@ -79,7 +86,7 @@ def require() -> None:
     if not torch.cuda.is_available():
         missing.append("a CUDA GPU")
     try:
-        from unmask.models.tiny import tiny_llada2_config  # noqa: F401
+        from unmask.models.tiny import randomize_, save_safetensors, tiny_llada2_config  # noqa: F401
     except ImportError:
         missing.append("unmask's LLaDA2 backend (unmask.models.tiny.tiny_llada2_config; branch block, not merged yet)")
     if missing:
@@ -109,7 +116,9 @@ def write_checkpoint(directory: Path, context: int) -> Path:
     return directory
 
 
-def serve(checkpoint: Path, algorithm: str, config: Path, concurrency: int, prompts: list[list[int]], gen: int):
+def serve(
+    args: argparse.Namespace, checkpoint: Path, algorithm: str, config: Path, concurrency: int, prompts: list[list[int]]
+):
     """SGLang's tokens for ``prompts`` and the wall seconds of the batch (an offline engine, started and shut down)."""
     import sglang
 
@@ -117,7 +126,8 @@ def serve(checkpoint: Path, algorithm: str, config: Path, concurrency: int, prom
         model_path=str(checkpoint),
         trust_remote_code=True,
         skip_tokenizer_init=True,
-        dtype="float32",
+        dtype=args.dtype,
+        attention_backend=args.attention_backend,
         dllm_algorithm=algorithm,
         dllm_algorithm_config=str(config),
         max_running_requests=concurrency,
@@ -126,7 +136,7 @@ def serve(checkpoint: Path, algorithm: str, config: Path, concurrency: int, prom
         log_level="error",
     )
     try:
-        params = {"max_new_tokens": gen, "temperature": 0.0, "ignore_eos": True}
+        params = {"max_new_tokens": args.gen_length, "temperature": 0.0, "ignore_eos": True}
         engine.generate(input_ids=prompts[:1], sampling_params=params)  # warm-up
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -134,7 +144,7 @@ def serve(checkpoint: Path, algorithm: str, config: Path, concurrency: int, prom
         seconds = time.perf_counter() - start
     finally:
         engine.shutdown()
-    return [o["output_ids"][:gen] for o in outputs], seconds
+    return [o["output_ids"][: args.gen_length] for o in outputs], seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             expected = ref.sequences[:, args.prompt_length :].tolist()
             forwards = (ref.nfe.float().mean().item() + args.gen_length // BLOCK) / args.gen_length
             for concurrency in args.concurrency:
-                tokens, seconds = serve(checkpoint, algorithm, config, concurrency, prompts.tolist(), args.gen_length)
+                tokens, seconds = serve(args, checkpoint, algorithm, config, concurrency, prompts.tolist())
                 agree = sum(t == e for t, e in zip(tokens, expected)) / len(expected)
                 rows.append(
                     {
