@@ -120,7 +120,9 @@ def test_adapter_commits_what_sglangs_algorithm_commits(sglang, model, prompt, c
 
 
 @WHEEL
-@pytest.mark.parametrize("spec", [f"threshold:{THRESHOLD}", "confidence", f"eb:{GAMMA}", "margin"])
+@pytest.mark.parametrize(
+    "spec", [f"threshold:{THRESHOLD}", "confidence", f"eb:{GAMMA}", "margin", "pc_sampler", f"dus:block_length={BLOCK}"]
+)
 def test_engine_agrees_with_the_served_policy(sglang, model, prompt, spec):
     """unmask's engine (``block_length`` = SGLang's block) on the same prompts: the same tokens, each revealed at
     the same step, and one forward per step where SGLang runs one more per block (the forward that sees it clean)."""

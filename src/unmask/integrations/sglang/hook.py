@@ -9,10 +9,11 @@ argmax token rule at temperature 0, the count schedule of ``steps`` per block, t
 unless ``suppress_mask_token`` is off), asks the policy, and writes the tokens it reveals.
 
 What the policy sees is the block, not the whole answer: ``candidates`` and ``masked`` are the block's masked
-positions, ``total`` the block's generated positions (so the diffusion time ``masked_fraction`` is the block's).
-Policies that read positions one at a time (every heuristic; the count schedule of a block) decide as in the
-engine for any number of blocks; a learned policy whose network looks across positions (f_phi's attention)
-decides as in the engine where the engine's generation region is one block. Policies that need what the hook
+positions, ``total`` the block's generated positions (so the diffusion time ``masked_fraction`` is the block's),
+and its row memory (``StepState.recall``) starts afresh with each block. Policies that read the block's positions
+alone (the heuristics but KLASS and DUS without ``block_length``; the count schedule of a block) decide as in the
+engine for any number of blocks; KLASS, DUS over the whole region and a learned policy whose network looks across
+positions (f_phi's attention) decide as in the engine where the engine's generation region is one block. Policies that need what the hook
 does not give (hidden features, the gold answer, the whole answer's layout) are refused when loaded
 (:func:`check_servable`).
 """
