@@ -205,6 +205,8 @@ def test_bad_algorithm_configs_are_one_clear_error():
         ServedPolicyConfig.from_dict({"policy": "confidence", "treshold": 0.9}, source="--dllm-algorithm-config")
     with pytest.raises(ValueError, match="policy: bernoulli names unmask's shipped bernoulli policy of a model: add"):
         ServedPolicyConfig(policy="bernoulli:mode=greedy")
+    with pytest.raises(ValueError, match="alpha 0.5 applies to alpha-conditioned learned policies"):
+        BlockPolicy(ServedPolicyConfig(policy="confidence", alpha=0.5), BLOCK, 23)
     with pytest.raises(ValueError, match="unknown policy 'confidance'"):
         BlockPolicy(ServedPolicyConfig(policy="confidance"), BLOCK, 23)
 
@@ -301,3 +303,21 @@ def test_the_pinned_wheel_is_installed_by_the_test_command():
     install = f'pip install -q --no-deps "sglang=={shim.TESTED}"'
     for name in ("README.md", ".ci/run"):
         assert install in (ROOT / name).read_text(), name
+
+
+@WHEEL
+@pytest.mark.parametrize("fdfo", [False, True], ids=["sync", "fdfo"])
+def test_a_policy_with_memory_carries_it_between_steps(sglang, fdfo):
+    """KLASS reads its previous step's distributions (StepState.recall): kept per request between SGLang's steps
+    (also across first-done-first-out rounds), it decides as in unmask's engine on one block; without them it could
+    reveal only its fallback's one position per step."""
+    model = tiny_mdm(PROMPT + BLOCK)
+    prompt = torch.randint(0, 23, (BATCH, PROMPT), generator=torch.Generator().manual_seed(1))
+    spec = "klass:conf_threshold=0.3:kl_threshold=1"
+    canvas, seen = serve(sglang("UnmaskPolicy", {"policy": spec}, fdfo), model, prompt, 1, BLOCK, fdfo)
+    out = generate(
+        model, masked_answer(prompt, 1), get_policy(spec), SamplingConfig(block_length=BLOCK), gen_start=PROMPT
+    )
+    order, steps = reveal_steps(seen, model.mask_id)
+    assert torch.equal(out.sequences, canvas) and torch.equal(out.order, order)
+    assert int(steps.max()) < BLOCK

@@ -125,6 +125,11 @@ class BlockPolicy:
         self.policy = resolve_policy(
             config.policy, ServedModel(config.model or SERVED, mask_id), config.alpha, check_servable
         )
+        if config.alpha is not None and not self.policy.capabilities.conditioned:
+            raise ValueError(
+                f"alpha {config.alpha:g} applies to alpha-conditioned learned policies (trained with --alpha-range); "
+                f"{self.policy.name!r} is not one: remove `alpha` from the dLLM algorithm config"
+            )
         if self.policy.capabilities.needs_steps and config.steps is None:
             raise ValueError(
                 f"policy {self.policy.name!r} may reveal nothing at a step and needs a fixed number of steps: add "
