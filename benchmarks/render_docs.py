@@ -26,6 +26,7 @@ from unmask.engine.config import SamplingConfig
 from unmask.evaluation.frontier import curve_aups
 from unmask.evaluation.metrics import aup
 from unmask.evaluation.run_config import EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig
+from unmask.integrations.sglang.hook import ServedPolicyConfig
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.training.grpo import GRPOConfig
@@ -66,6 +67,7 @@ CONFIG_CLASSES = (
     ParallelConfig,
     PlackettLuceConfig,
     MDMTrainConfig,
+    ServedPolicyConfig,
 )  # the reference tables of docs/configuration.md
 MARKER = re.compile(r"(<!-- generated:([\w.-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
