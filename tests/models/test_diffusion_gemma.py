@@ -187,10 +187,11 @@ def test_diffusion_gemma_options_are_refused_for_a_masked_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_upo_and_bernoulli_on_a_tiny_diffusion_gemma_and_evaluates_them(tmp_path, capsys):
-    """make-tiny, train-policy (UPO with its reward and KL reference; alpha-conditioned Bernoulli) and eval with the
-    learned policies beside DiffusionGemma's own entropy bound, all through the normal commands."""
+def test_the_gpu_recipes_train_upo_and_bernoulli_on_a_tiny_diffusion_gemma(tmp_path, capsys):
+    """make-tiny, train-policy with recipes/gpu/*-diffusiongemma-gsm8k.yaml (UPO with its reward and Top-K reference;
+    alpha-conditioned Bernoulli) at tiny sizes, and eval of both beside DiffusionGemma's own entropy bound."""
     import json
+    from pathlib import Path
 
     from unmask.cli.main import main
 
@@ -201,31 +202,17 @@ def test_cli_trains_upo_and_bernoulli_on_a_tiny_diffusion_gemma_and_evaluates_th
         "".join(json.dumps({"question": f"what is {a} + 2 ?", "answer": f"#### {a + 2}"}) + "\n" for a in range(4))
     )
     common = ["--model", model, "--task", "gsm8k", "--data", str(data), "--gen-length", "8", "--steps", "4"]
-    train = [*common, "--eval-data", str(data), "--eval-size", "2", "--num-generations", "2", "--prompts-per-step", "2"]
-    train += ["--max-steps", "2", "--d-model", "16"]
-    assert (
-        main(["train-policy", *train, "--reward", "upo", "--reference", "topk", "--output-dir", str(tmp_path / "upo")])
-        == 0
-    )
-    assert (
-        main(
-            [
-                "train-policy",
-                *train,
-                "--policy",
-                "bernoulli",
-                "--alpha-range",
-                "0,2",
-                "--output-dir",
-                str(tmp_path / "bern"),
-            ]
-        )
-        == 0
-    )
+    recipes = Path(__file__).resolve().parents[2] / "recipes" / "gpu"
+    small = [*common, "--eval-data", str(data), "--eval-size", "2", "--eval-steps", "1", "--num-generations", "2"]
+    small += ["--prompts-per-step", "2", "--max-steps", "2", "--d-model", "16", "--num-iterations", "1"]
+    for name in ("upo", "bernoulli"):  # the GPU recipes, at tiny sizes
+        recipe = recipes / f"{name}-diffusiongemma-gsm8k.yaml"
+        rc = main(["train-policy", "--config", str(recipe), *small, "--output-dir", str(tmp_path / name)])
+        assert rc == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "upo" / "last" / "config.json").read_text())
     assert saved["mdm"] == model and saved["train"]["run"]["sampling"]["steps"] == 4
     report = tmp_path / "eval.json"
-    policies = f"eb:0.1,{tmp_path / 'upo' / 'best'},{tmp_path / 'bern' / 'best'}"
+    policies = f"eb:0.1,{tmp_path / 'upo' / 'best'},{tmp_path / 'bernoulli' / 'best'}"
     assert main(["eval", *common, "--limit", "2", "--policies", policies, "--json", str(report)]) == 0, (
         capsys.readouterr().err
     )
