@@ -14,7 +14,7 @@ below 0.005): both run every step, and the comparison is of the loops' cost at e
 
 Command (from the repository root):
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/diffusion_gemma.py --sizes tiny,mid --repeats 5
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/diffusion_gemma.py --sizes tiny,mid --repeats 3
 
 Writes ``benchmarks/results/diffusion_gemma.json``.
 """
@@ -60,7 +60,7 @@ SIZES = {"tiny": ({}, 8, 35, 32), "mid": (MID, 32, 8192, 64)}  # text overrides,
 
 
 def checkpoint(directory: Path, size: str) -> Path:
-    """A random DiffusionGemma of ``size`` with the tiny word-level tokenizer (padded vocabulary past its words)."""
+    """A random DiffusionGemma of ``size`` with a word-level tokenizer of its vocabulary's size."""
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
     overrides, canvas, vocab, _ = SIZES[size]
@@ -70,7 +70,7 @@ def checkpoint(directory: Path, size: str) -> Path:
     torch.manual_seed(0)
     model = randomize_(DiffusionGemmaForBlockDiffusion(config), 0)
     model.save_pretrained(directory)
-    tok = tokenizer(chat=True, extra_words=3)
+    tok = tokenizer(chat=True, extra_words=vocab - len(tokenizer()))  # every id decodable: nothing masked out
     tok.save_pretrained(directory)
     return directory
 

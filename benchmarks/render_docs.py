@@ -613,6 +613,17 @@ def blocks() -> dict[str, str]:
             },
         ),
         "planner-cost": planner_cost(),
+        "diffusion-gemma-speed": simple(
+            "diffusion_gemma.json",
+            {
+                "size": lambda r: f"`{r['size']}` ({r['parameters']:,} parameters, canvas {r['canvas_length']})",
+                "tokens": lambda r: str(r["generated_tokens"]),
+                "same tokens": lambda r: "yes" if r["identical_tokens"] else "**no**",
+                "NFE / token (transformers, unmask)": lambda r: f"{r['nfe_per_token_transformers']:.3f}, {r['nfe_per_token_unmask']:.3f}",
+                "seconds (transformers, unmask)": lambda r: f"{r['seconds_transformers']:.3f}, {r['seconds_unmask']:.3f}",
+                "unmask / transformers": lambda r: f"{r['time_ratio']:.2f}",
+            },
+        ),
         "algorithm2-memory": simple(
             "algorithm2_memory.json",
             {

@@ -218,3 +218,4 @@ def test_the_gpu_recipes_train_upo_and_bernoulli_on_a_tiny_diffusion_gemma(tmp_p
     )
     results = json.loads(report.read_text())["results"]
     assert len(results) == 3 and all(r["n"] == 2 and 0 < r["nfe"] <= 4 for r in results)
+

@@ -15,6 +15,8 @@ little while the block is decoded, so they can be kept from the block's first st
 - ``dual`` (:class:`DualCache`, Fast-dLLM ``generate_with_dual_cache``): the first step keeps the keys/values of every position
   outside the block (before and after it); later steps run the block only.
 - ``none`` (:class:`NoCache`): every step runs the full sequence.
+- ``encoder`` (:class:`EncoderCache`): encoder-decoder block diffusion (DiffusionGemma), exact; what ``none`` gives a
+  model that serves no other mode.
 
 Beyond Fast-dLLM, ``SamplingConfig.cache_refresh`` makes a row's step after one that revealed at least that share
 of its block's masked positions a full step too: it runs and keeps everything afresh, as a block's first step.
@@ -351,7 +353,7 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
         )
     if mode not in model.cache_modes:
         raise ValueError(
-            f"{model.name} cannot serve cache mode {mode!r}: it runs no partial forward against kept keys/values "
+            f"{model.name} cannot serve cache mode {mode!r}: it runs no such forward against kept keys/values "
             f"(remote-code and generic Hugging Face models don't; the native LLaDA / Dream backends and the "
             f"built-in models do); modes it can use: {', '.join(model.cache_modes)}"
         )
