@@ -26,6 +26,7 @@ from unmask.engine.config import SamplingConfig
 from unmask.evaluation.frontier import curve_aups
 from unmask.evaluation.metrics import aup
 from unmask.evaluation.run_config import EvalConfig, ExamplesConfig, FrontierConfig, OrderConfig, RunConfig
+from unmask.integrations.sglang.hook import ServedPolicyConfig
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
 from unmask.training.grpo import GRPOConfig
@@ -66,6 +67,7 @@ CONFIG_CLASSES = (
     ParallelConfig,
     PlackettLuceConfig,
     MDMTrainConfig,
+    ServedPolicyConfig,
 )  # the reference tables of docs/configuration.md
 MARKER = re.compile(r"(<!-- generated:([\w.-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
@@ -631,6 +633,21 @@ def blocks() -> dict[str, str]:
         ),
         "planner-cost": planner_cost(),
         "block-diffusion": block_diffusion(),
+        "diffusion-gemma-speed": simple(
+            "diffusion_gemma.json",
+            {
+                "size": lambda r: f"`{r['size']}` ({r['parameters']:,} parameters, canvas {r['canvas_length']})",
+                "tokens": lambda r: str(r["generated_tokens"]),
+                "same tokens": lambda r: "yes" if r["identical_tokens"] else "**no**",
+                "NFE / token (transformers, unmask)": lambda r: (
+                    f"{r['nfe_per_token_transformers']:.3f}, {r['nfe_per_token_unmask']:.3f}"
+                ),
+                "seconds (transformers, unmask)": lambda r: (
+                    f"{r['seconds_transformers']:.3f}, {r['seconds_unmask']:.3f}"
+                ),
+                "unmask / transformers": lambda r: f"{r['time_ratio']:.2f}",
+            },
+        ),
         "algorithm2-memory": simple(
             "algorithm2_memory.json",
             {

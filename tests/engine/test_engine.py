@@ -214,7 +214,7 @@ def test_origin_needs_a_fixed_number_of_steps():
 
 
 def test_batch_is_bucketed_to_few_shapes():
-    from unmask.engine.loop import bucket
+    from unmask.engine.decode import bucket
 
     sizes = {bucket(b, 256) for b in range(1, 257)}
     assert len(sizes) <= 17 and all(bucket(b, 256) >= b for b in range(1, 257))

@@ -327,11 +327,11 @@ def test_refine_complete_block_adds_fast_dllms_empty_forward():
 def test_no_leak_across_rows_or_calls(mode, monkeypatch):
     """A row decodes the same in a batch (rows in different blocks at the same step, forwards padded to a bucket
     size) as alone, and a call is not affected by the call before it."""
-    import unmask.engine.loop
+    import unmask.engine.decode
 
-    sizes, bucket = [], unmask.engine.loop.bucket
+    sizes, bucket = [], unmask.engine.decode.bucket
     monkeypatch.setattr(
-        unmask.engine.loop, "bucket", lambda b, batch_size: sizes.append((b, bucket(b, batch_size))) or sizes[-1][1]
+        unmask.engine.decode, "bucket", lambda b, batch_size: sizes.append((b, bucket(b, batch_size))) or sizes[-1][1]
     )
     model = text_model()
     x = prompts(model, 8, 8, seed=5)
@@ -661,7 +661,7 @@ def test_an_injected_cache_strategy_runs_the_decode_and_reports_its_memory():
 
 
 def test_the_cache_registry_names_one_strategy_per_mode():
-    assert {mode: cls.mode for mode, cls in CACHES.items()} == {m: m for m in ("none", "prefix", "dual", "block")}
+    assert {mode: cls.mode for mode, cls in CACHES.items()} == {m: m for m in ("none", "prefix", "dual", "block", "encoder")}
     assert all(issubclass(cls, CacheStrategy) for cls in CACHES.values())
     assert (PrefixCache.suffix, DualCache.suffix) == (False, True)  # one mechanism: they differ in the window end
 

@@ -203,3 +203,37 @@ def test_chat_rendered_prompts_are_not_given_special_tokens_twice(tmp_path):
     text = lm.apply_chat_template([{"role": "user", "content": "what is 1 + 2 ?"}])
     assert text == "<user> what is 1 + 2 ? <assistant> "
     assert lm.encode(text) == lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.slow
+def test_lm_eval_runs_diffusion_gemma_and_agrees_with_unmask_eval(tmp_path):
+    """A uniform-state model through the harness: generate_until on renoised canvases, the same completions as
+    `unmask eval` with the same seeds; its loglikelihood requests get DiffusionGemma's clear error."""
+    from unmask.models.tiny import save_tiny
+
+    path = save_tiny(tmp_path / "dg", "diffusion_gemma")
+    harness = lm_eval.simple_evaluate(
+        model="unmask",
+        model_args=f"model=hf:{path},device=cpu,gen_length=8,steps=4,policy=eb:0.1",
+        tasks=["unmask_tiny_math"],
+        batch_size=4,
+        task_manager=TaskManager(include_path=str(DATA), include_defaults=False),
+        log_samples=True,
+    )
+    ours = evaluate(
+        task="gsm8k",
+        model=f"hf:{path}",
+        policies="eb:0.1",
+        data=str(DATA / "tiny_math.jsonl"),
+        steps=4,
+        batch_size=4,
+        progress=False,
+        model_options={"device": "cpu"},
+        task_options={"gen_length": 8, "chat": False},
+    )
+    samples = harness["samples"]["unmask_tiny_math"]
+    assert len(samples) == ours.results[0].n == 12
+    assert harness["results"]["unmask_tiny_math"]["solved,none"] == ours.results[0].solved_rate
+    lm = UnmaskLM(model=f"hf:{path}", device="cpu", gen_length=8, steps=4)
+    with pytest.raises(ValueError, match="no forward over a whole sequence"):
+        lm.loglikelihood([Instance("loglikelihood", {}, ("what is 1 + 1 ?", " 2"), 0)])

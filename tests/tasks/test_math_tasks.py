@@ -13,7 +13,7 @@ import torch
 from tiny_hf import WORDS, save_bert
 
 from unmask.cli.main import main
-from unmask.engine.loop import GenerationOutput
+from unmask.engine.decode import GenerationOutput
 from unmask.models import load_model
 from unmask.tasks import MathExample, get_task, math_reward
 from unmask.tasks.math_reward import extract_answer, is_equivalent, relative_logprob_bonus

@@ -374,6 +374,20 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
     return run_lm_eval(args.lm_eval_args)
 
 
+def cmd_sglang(args: argparse.Namespace) -> int:
+    from unmask.integrations.sglang import shim
+
+    if args.action == "install":
+        path = shim.install()
+        print(
+            f"wrote {path}: serve with --dllm-algorithm UnmaskPolicy --dllm-algorithm-config FILE.yaml (docs/deploy.md)"
+        )
+    else:
+        path = shim.uninstall()
+        print(f"removed {path}" if path else "unmask is not registered in this SGLang: nothing to remove")
+    return 0
+
+
 def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="unmask", description="Learning where to unmask in masked diffusion models.")
     parser.add_argument(
@@ -514,6 +528,16 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm_eval arguments")
     p.set_defaults(func=cmd_lm_eval)
+
+    p = sub.add_parser(
+        "sglang",
+        help="register unmask's policies as an SGLang dLLM algorithm (--dllm-algorithm UnmaskPolicy)",
+        description="install writes a one-line module into the installed SGLang's dLLM algorithm package "
+        "(sglang/srt/dllm/algorithm/unmask_policy.py), after checking the interface unmask relies on; "
+        "uninstall removes it. Run it with the Python that runs SGLang; see docs/deploy.md.",
+    )
+    p.add_argument("action", choices=("install", "uninstall"), help="install or uninstall the registration module")
+    p.set_defaults(func=cmd_sglang)
     return parser
 
 

@@ -20,6 +20,8 @@ little while the block is decoded, so they can be kept from the block's first st
   its cache; a step runs the current block, plus whatever is not final yet (at a block's first step, the block
   just finished, whose kept keys/values were computed before its last reveal; at the first step, the prompt),
   against them. Exact, not an approximation: the block's logits are those of a full forward.
+- ``encoder`` (:class:`EncoderCache`): encoder-decoder block diffusion (DiffusionGemma), exact; what ``none`` gives a
+  model that serves no other mode.
 
 Beyond Fast-dLLM, ``SamplingConfig.cache_refresh`` makes a row's step after one that revealed at least that share
 of its block's masked positions a full step too: it runs and keeps everything afresh, as a block's first step.
@@ -43,6 +45,7 @@ Positions outside the window get no new logits or features at a cached step: wha
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -321,7 +324,90 @@ class BlockCache(CacheStrategy):
         return (self.store.nbytes() if self.store is not None else 0) + kept
 
 
-CACHES: dict[str, type[CacheStrategy]] = {cls.mode: cls for cls in (NoCache, PrefixCache, DualCache, BlockCache)}
+class EncoderCache(CacheStrategy):
+    """``--cache encoder``: encoder-decoder block diffusion (DiffusionGemma, ``MaskedDiffusionModel.canvas`` "uniform").
+    The encoder reads the context into a key/value cache once per canvas (the prompt at the first, the previous
+    canvas's final tokens at each later one: exact, the encoder being causal); every step runs the decoder on the
+    current canvas only, against that cache, conditioned on the row's previous step's tempered logits (kept by
+    :meth:`assemble`; none at a canvas's first step), as DiffusionGemma's ``generate()`` does.
+
+    Rows decode their canvases in lockstep (:class:`unmask.engine.canvas.RenoisedCanvas`); the cache holds the rows
+    still generating, and a step over some of them reads a row-selected view of it. NFE counts decoder forwards (as
+    ``generate()``'s ``decoder_forward_passes``); ``positions_run`` counts the encoded and the denoised positions."""
+
+    mode = "encoder"
+
+    def prepare(self, model: MaskedDiffusionModel, batch_size: int, gen_start: int, block_length: int) -> None:
+        super().prepare(model, batch_size, gen_start, block_length)
+        self.cache, self.alive = None, None  # the encoder cache, of the rows ``alive`` (ascending)
+        self.kept: torch.Tensor | None = None  # (B, C, V) each row's last tempered logits (self-conditioning)
+        self.most = 0
+
+    def forward(self, input_ids, attention_mask, rows, block, first, output_hidden_states):
+        b, L = input_ids.shape
+        C = self.block_length
+        lo = int(block[0]) * C
+        start = self.gen_start + lo
+        mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        positions = torch.full((b,), C, device=input_ids.device)
+        if bool(first[0]):  # a canvas's first step (every row at once): encode what is new in the context
+            alive = rows.unique()  # the active rows, ascending (they come first; the rest repeat the first)
+            n = len(alive)
+            begin = 0 if lo == 0 else start - C
+            self._keep_rows(alive)
+            if self.cache is None:
+                self.cache = self.model.new_cache()
+            self.model.encode(input_ids[:n, begin:start], mask[:n, :start], self.cache, begin)
+            positions += start - begin
+        cache = self._view(rows)
+        conditioning = None if bool(first[0]) else self.kept[rows]
+        out = self.model.denoise(
+            input_ids[:, start : start + C], conditioning, cache, mask[:, : start + C], start, output_hidden_states
+        )
+        self.most = max(self.most, self._bytes())
+        window = Window(torch.arange(b, device=input_ids.device), lo, lo + C, out.logits, out.hidden_states, True)
+        return [window], positions
+
+    def _keep_rows(self, alive: torch.Tensor) -> None:
+        """Drop the rows that stopped generating from the encoder cache (rows only ever leave)."""
+        if self.alive is not None and not torch.equal(self.alive, alive):
+            self.cache.batch_select_indices(torch.searchsorted(self.alive, alive))
+        self.alive = alive
+
+    def _view(self, rows: torch.Tensor):
+        """The encoder cache of ``rows`` (a subset of the alive rows, possibly repeated): the cache itself, or a
+        row-selected copy of its layers (the cache is left as it is)."""
+        if torch.equal(rows, self.alive):
+            return self.cache
+        view = copy.copy(self.cache)
+        view.layers = [copy.copy(layer) for layer in self.cache.layers]
+        view.batch_select_indices(torch.searchsorted(self.alive, rows))
+        return view
+
+    def assemble(self, rows, windows, values):
+        """The one window's values, as they are; its tempered ``logits`` are kept as the rows' self-conditioning."""
+        (part,) = values
+        logits = part["logits"].to(self.model.embedding_dtype)
+        if self.kept is None:
+            self.kept = logits.new_empty((self.batch_size, *logits.shape[1:]))
+        self.kept[rows] = logits
+        return dict(part)
+
+    def _bytes(self) -> int:
+        held = 0 if self.kept is None else self.kept.numel() * self.kept.element_size()
+        for layer in self.cache.layers:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                held += 0 if not isinstance(t, torch.Tensor) else t.numel() * t.element_size()
+        return held
+
+    def nbytes(self) -> int:
+        """The encoder cache and the kept self-conditioning logits (after a call: the most held during it)."""
+        return self.most
+
+
+CACHES: dict[str, type[CacheStrategy]] = {
+    cls.mode: cls for cls in (NoCache, PrefixCache, DualCache, BlockCache, EncoderCache)
+}
 
 
 def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy | None = None) -> CacheStrategy:
@@ -330,6 +416,8 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
     another mode, or a mode ``model`` does not serve (its ``cache_modes``)."""
     if mode not in CACHES:
         raise ValueError(f"unknown cache mode {mode!r}; valid modes: {', '.join(CACHES)}")
+    if mode == "none" and "none" not in model.cache_modes:  # "no approximate cache": the model's own exact one
+        mode = model.cache_modes[0]
     if cache is None:
         cache = CACHES[mode]()
     elif cache.mode != mode:
@@ -338,7 +426,12 @@ def cache_strategy(model: MaskedDiffusionModel, mode: str, cache: CacheStrategy 
             f"sampling config says cache={mode!r}; give SamplingConfig(cache={cache.mode!r})"
         )
     if mode not in model.cache_modes:
-        if model.block_length:
+        if model.canvas == "uniform":
+            reason = (
+                "its decoder runs each step on the current canvas against the encoder's exact cache (--cache "
+                "encoder, what --cache none gives it)"
+            )
+        elif model.block_length:
             reason = (
                 f"it is block-causal (block diffusion): its finished blocks' keys/values are exact and kept by "
                 f"--cache block; Fast-dLLM's approximate {mode!r} cache does not apply"

@@ -6,8 +6,10 @@
 ``cfg_scale``, ``logits_eos_inf``, ``confidence_eos_eot_inf``); ``dream`` is Dream's ``diffusion_generate()``
 (linear timesteps down to ``eps``, tempered top-p / top-k categorical tokens and confidences); ``block`` is LLaDA2's
 ``generate()`` for block-causal models (block diffusion: the model's blocks counted from the sequence start,
-``steps`` per block, tempered top-k / top-p tokens, a row ending after the block that holds its first EOS).
-``cache`` names the block cache strategy (:data:`unmask.engine.cache.CACHES`).
+``steps`` per block, tempered top-k / top-p tokens, a row ending after the block that holds its first EOS);
+``diffusion_gemma`` is DiffusionGemma's ``generate()`` on a renoised canvas (:mod:`unmask.engine.canvas`: ``steps``
+per canvas, the ``t_max`` -> ``t_min`` temperature schedule, adaptive stopping). ``cache`` names the block cache
+strategy (:data:`unmask.engine.cache.CACHES`).
 """
 
 from __future__ import annotations
@@ -17,18 +19,34 @@ from typing import ClassVar
 
 from unmask.core.config import Config, option
 from unmask.engine.cache import CACHES
-from unmask.engine.schedules import BlockDiffusionSchedule, BlockSchedule, TimestepSchedule
-from unmask.engine.tokens import BlockDiffusionTokens, CategoricalTokens, GumbelMaxTokens
+from unmask.engine.schedules import (
+    BlockDiffusionSchedule,
+    BlockSchedule,
+    CanvasSchedule,
+    StableAndConfident,
+    TimestepSchedule,
+)
+from unmask.engine.tokens import BlockDiffusionTokens, CategoricalTokens, GumbelMaxTokens, ScheduledTemperatureTokens
 from unmask.models.base import MaskedDiffusionModel
 
-SAMPLERS = ("auto", "llada", "dream", "block")
-LLADA_ONLY = ("cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
-# the options each sampler does not have, and the loop that has them
-FOREIGN = {
-    "llada": (("eps", "top_p", "top_k", "block_eos_stop"), "Dream diffusion_generate() / LLaDA2 generate()"),
-    "dream": ((*LLADA_ONLY, "block_length", "block_eos_stop"), "LLaDA generate() / LLaDA2 generate()"),
-    "block": ((*LLADA_ONLY, "eps"), "LLaDA generate() / Dream diffusion_generate()"),
+SAMPLERS = ("auto", "llada", "dream", "block", "diffusion_gemma")
+LOOPS = {
+    "llada": "LLaDA generate()",
+    "dream": "Dream diffusion_generate()",
+    "block": "LLaDA2 generate()",
+    "diffusion_gemma": "DiffusionGemma generate()",
 }
+LLADA_ONLY = ("cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "confidence_float64")
+DIFFUSION_GEMMA_ONLY = ("t_min", "t_max", "stability_threshold", "confidence_threshold")
+MASKED_ONLY = ("temperature", "refine_complete_block", "cache_refresh", "suppress_mask_token")
+# the options each sampler does not have (given with it: an error naming the loops that have them)
+FOREIGN = {
+    "llada": ("eps", "top_p", "top_k", "block_eos_stop", *DIFFUSION_GEMMA_ONLY),
+    "dream": (*LLADA_ONLY, "block_length", "block_eos_stop", *DIFFUSION_GEMMA_ONLY),
+    "block": (*LLADA_ONLY, "eps", *DIFFUSION_GEMMA_ONLY),
+    "diffusion_gemma": (*LLADA_ONLY, *MASKED_ONLY, "block_length", "eps", "top_p", "top_k", "block_eos_stop"),
+}
+DIFFUSION_GEMMA_STEPS = 48  # generate()'s default max_denoising_steps
 
 
 @dataclass
@@ -39,8 +57,9 @@ class SamplingConfig(Config):
 
     steps: int | None = option(
         None,
-        "total decoding steps (LLaDA steps / Dream steps; block sampler: steps per block, LLaDA2 steps); none: one "
-        "token per step (NFE = masks; LLaDA sampler), the block length (block sampler)",
+        "total decoding steps (LLaDA steps / Dream steps; block sampler: steps per block, LLaDA2 steps; "
+        "diffusion_gemma: max_denoising_steps per canvas, none: 48); none: one token per step (NFE = masks; LLaDA "
+        "sampler), the block length (block sampler)",
         low=1,
     )
     block_length: int | None = option(
@@ -87,9 +106,32 @@ class SamplingConfig(Config):
         "auto",
         "upstream loop to reproduce: llada (LLaDA generate: blocks, Gumbel-max tokens), "
         "dream (Dream diffusion_generate: eps timesteps, tempered top-p/top-k tokens), block (LLaDA2 generate: "
-        "block diffusion in the model's blocks), auto: block for block-causal models (LLaDA2), dream for Dream "
-        "models (logits shifted by one), else llada",
+        "block diffusion in the model's blocks), diffusion_gemma (DiffusionGemma generate: renoised canvases); auto: "
+        "the model's own (diffusion_gemma for uniform-state models, block for block-causal ones (LLaDA2, SDAR), "
+        "dream for Dream models (logits shifted by one), else llada)",
         choices=SAMPLERS,
+    )
+    t_min: float = option(
+        0.4, "diffusion_gemma: temperature at a canvas's last step (generate() t_min)", low=0.0, low_open=True
+    )
+    t_max: float = option(
+        0.8,
+        "diffusion_gemma: temperature at a canvas's first step, falling linearly to t_min (generate() t_max)",
+        low=0.0,
+        low_open=True,
+    )
+    stability_threshold: int | None = option(
+        1,
+        "diffusion_gemma: a canvas may stop once its argmax held for this many steps (generate() "
+        "stability_threshold); none: no adaptive stopping",
+        low=0,
+    )
+    confidence_threshold: float | None = option(
+        0.005,
+        "diffusion_gemma: ... and the mean entropy of its tempered logits is below this (generate() "
+        "confidence_threshold); none: no adaptive stopping",
+        low=0.0,
+        low_open=True,
     )
     cfg_scale: float = option(
         0.0,
@@ -136,6 +178,10 @@ class SamplingConfig(Config):
     )
 
     def check(self) -> None:
+        if self.t_max < self.t_min:
+            raise ValueError(
+                f"t_max ({self.t_max}) must be at least t_min ({self.t_min}): the temperature falls from t_max"
+            )
         if self.cache_refresh is not None and self.cache not in ("prefix", "dual"):
             stale = " that go stale (a block-causal model's are exact)" if self.cache == "block" else ""
             raise ValueError(
@@ -144,17 +190,29 @@ class SamplingConfig(Config):
             )
 
     def resolve(self, model: MaskedDiffusionModel) -> str:
-        """The sampler for ``model`` ("llada", "dream" or "block"), after checking the options fit it."""
+        """The sampler for ``model`` ("llada", "dream", "block" or "diffusion_gemma"), after checking the options fit
+        it."""
         sampler = self.sampler
         if sampler == "auto":
-            sampler = "block" if model.block_length else "dream" if model.logit_shift == 1 else "llada"
-        defaults = {f.name: f.default for f in fields(SamplingConfig)}
-        foreign, owner = FOREIGN[sampler]
-        given = [n for n in foreign if getattr(self, n) != defaults[n]]
-        if given:
+            uniform, shifted = model.canvas == "uniform", model.logit_shift == 1
+            sampler = (
+                "diffusion_gemma" if uniform else "block" if model.block_length else "dream" if shifted else "llada"
+            )
+        if (sampler == "diffusion_gemma") != (model.canvas == "uniform"):
             raise ValueError(
-                f"{', '.join(given)}: option(s) of {owner}, but {model.name} decodes with the {sampler} sampler; "
-                f"drop them, or choose the sampler with --sampler ({', '.join(s for s in SAMPLERS if s != sampler)})"
+                f"the {sampler} sampler does not decode {model.name}, whose canvas is {model.canvas}: the "
+                "diffusion_gemma sampler decodes uniform-state models (DiffusionGemma), the others masked ones; drop "
+                "--sampler"
+            )
+        defaults = {f.name: f.default for f in fields(SamplingConfig)}
+        given = [n for n in FOREIGN[sampler] if getattr(self, n) != defaults[n]]
+        if given:
+            having = [s for s in FOREIGN if s != sampler and given[0] not in FOREIGN[s]]
+            switch = [s for s in having if (s == "diffusion_gemma") == (model.canvas == "uniform")]
+            hint = f", or choose the sampler with --sampler ({', '.join(switch)})" if switch else ""
+            raise ValueError(
+                f"{', '.join(given)}: option(s) of {' / '.join(LOOPS[s] for s in having)}, but {model.name} decodes "
+                f"with the {sampler} sampler; drop them{hint}"
             )
         if model.block_length and sampler != "block":
             raise ValueError(
@@ -187,9 +245,22 @@ class SamplingConfig(Config):
 
     def build(
         self, model: MaskedDiffusionModel
-    ) -> tuple[BlockSchedule | TimestepSchedule | BlockDiffusionSchedule, GumbelMaxTokens | CategoricalTokens]:
+    ) -> tuple[
+        BlockSchedule | TimestepSchedule | BlockDiffusionSchedule | CanvasSchedule,
+        GumbelMaxTokens | CategoricalTokens | ScheduledTemperatureTokens,
+    ]:
         """(count schedule, token rule) of the sampler for ``model``."""
         sampler = self.resolve(model)
+        if sampler == "diffusion_gemma":
+            steps = self.steps or DIFFUSION_GEMMA_STEPS
+            stopping = (
+                None
+                if self.stability_threshold is None or self.confidence_threshold is None
+                else StableAndConfident(self.stability_threshold, self.confidence_threshold)
+            )
+            return CanvasSchedule(steps, model.canvas_length, stopping), ScheduledTemperatureTokens(
+                self.t_min, self.t_max, steps
+            )
         if sampler == "block":
             # LLaDA2's block loop ends after its steps; that leaves masks only where a step revealed [MASK] (the
             # scheduled count is a floor for its rule), so with the mask token suppressed blocks run until clean

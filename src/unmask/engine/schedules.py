@@ -11,6 +11,10 @@
 * :class:`TimestepSchedule` is Dream's ``diffusion_generate()``: ``timesteps = linspace(1, eps, steps + 1)``,
   step i (t = timesteps[i], s = timesteps[i + 1]) reveals ``int(masked * (1 - s / t))`` positions (all of
   them at the last step), so a step may reveal nothing and still costs a forward.
+* :class:`CanvasSchedule` is DiffusionGemma's ``generate()``: canvases of ``canvas_length`` decoded left to right,
+  each for at most ``steps`` (``max_denoising_steps``) steps, ended early by :class:`StableAndConfident`. On a
+  renoised canvas every position is re-decided each step, so the count it gives a policy that follows a
+  schedule is cumulative: step j keeps ``ceil(C (j + 1) / steps)`` of the canvas's C positions.
 
 A schedule gives a :class:`Plan` for one generation length; the engine asks the plan for each step's count.
 """
@@ -122,3 +126,47 @@ class TimestepSchedule:
     def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
         timesteps = torch.linspace(1, self.eps, self.steps + 1, device=device)
         return _TimestepPlan(length, 1, self.steps, timesteps=timesteps)
+
+
+@dataclass
+class StableAndConfident:
+    """DiffusionGemma's adaptive stopping (transformers' ``StableAndConfidentStoppingCriteria``): a canvas ends after a
+    step whose argmax canvas equals those of the ``stability_threshold`` steps before it (0: always stable) and whose
+    tempered logits have mean entropy below ``confidence_threshold``."""
+
+    stability_threshold: int
+    confidence_threshold: float
+
+    def stop(self, history: torch.Tensor, argmax: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+        """(b,) bool: the rows whose canvas ends now, from ``history`` (b, S, C) (the previous argmax canvases, -1
+        before a canvas's first steps), this step's ``argmax`` (b, C) and per-position ``entropy`` (b, C)."""
+        stable = (history == argmax[:, None]).all(-1).all(-1)
+        return stable & (entropy.mean(-1) < self.confidence_threshold)
+
+
+@dataclass
+class _CanvasPlan(Plan):
+    stopping: StableAndConfident | None = None
+
+    def count(self, n0, n_cand, block_step):
+        s = self.steps_per_block
+        k = torch.minimum(((block_step + 1) * n_cand + s - 1) // s, n_cand)
+        return k, k / n_cand.clamp(min=1)
+
+
+@dataclass
+class CanvasSchedule:
+    """DiffusionGemma ``generate()`` (``max_denoising_steps``, ``canvas_length``, adaptive stopping)."""
+
+    steps: int
+    canvas_length: int
+    stopping: StableAndConfident | None = None
+
+    def plan(self, length: int, device: torch.device, gen_start: int = 0) -> Plan:
+        if length % self.canvas_length:
+            raise ValueError(
+                f"{length} positions to generate are not a whole number of canvases of {self.canvas_length} tokens "
+                f"(the model's canvas_length); generate a multiple of {self.canvas_length} (e.g. --gen-length "
+                f"{math.ceil(length / self.canvas_length) * self.canvas_length})"
+            )
+        return _CanvasPlan(self.canvas_length, length // self.canvas_length, self.steps, stopping=self.stopping)

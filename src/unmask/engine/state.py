@@ -29,6 +29,8 @@ class StepState:
     numbers come from ``draws`` (:mod:`unmask.engine.streams`). ``inputs`` holds per-row policy inputs (b,) the
     caller gave :func:`unmask.engine.loop.generate` (e.g. the speed weight ``alpha`` of alpha-conditioned policies).
     ``memory`` keeps what a policy carries from one step of a row to its next (:meth:`recall` / :meth:`remember`).
+    On a renoised canvas (:mod:`unmask.engine.canvas`) the region is the current canvas and every position of it
+    is a candidate each step: what the policy "reveals" is what the canvas keeps, the rest is renoised.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class StepState:
         offset: int = 0,
         inputs: dict[str, torch.Tensor] | None = None,
         memory: RowMemory | None = None,
+        entropy: torch.Tensor | None = None,
     ) -> None:
         if (tokens is None or confidence is None) and choose is None:
             raise ValueError("StepState needs tokens and confidence, or a token choice to draw them")
@@ -61,6 +64,15 @@ class StepState:
         self.offset = offset  # positions before the region (the prompt): upstream's topk layout, see top_k_mask
         self.inputs = inputs or {}
         self.memory = memory if memory is not None else RowMemory(candidates.shape[0])
+        self._entropy = entropy
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """(b, Lg) predictive entropy of each position: the token rule's own where it defines one (DiffusionGemma:
+        ``Categorical(logits=tempered).entropy()``), else ``-sum p log(p + 1e-10)`` of ``probs`` (at least 0)."""
+        if self._entropy is None:
+            self._entropy = (-(self.probs * torch.log(self.probs + 1e-10)).sum(-1)).clamp(min=0)
+        return self._entropy
 
     @property
     def row_ids(self) -> torch.Tensor:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 Distribution = Callable[[tuple[int, ...], torch.dtype, torch.device, "torch.Generator | None"], torch.Tensor]
+Kind = str | Distribution  # a name in DISTRIBUTIONS, or the draw itself
 
 DISTRIBUTIONS: dict[str, Distribution] = {
     "uniform": lambda shape, dtype, device, g: torch.rand(shape, generator=g, dtype=dtype, device=device),
@@ -32,6 +33,10 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         generator=g
     ),
 }
+
+
+def _draw(kind: Kind, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, g: torch.Generator | None):
+    return (DISTRIBUTIONS[kind] if isinstance(kind, str) else kind)(shape, dtype, device, g)
 
 
 class Draws:
@@ -70,6 +75,13 @@ class Draws:
     def exponential_rows(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(b, *shape) Exp(1) draws of any per-row shape (e.g. one per position of a row's current block)."""
         return self._rows("exponential", shape, dtype)
+
+    def integers(self, high: int, *shape: int) -> torch.Tensor:
+        """(b, *shape) uniform integers in [0, high) (``torch.randint``), not tied to positions (e.g. a canvas of
+        random tokens)."""
+        return self._rows(
+            lambda s, dtype, device, g: torch.randint(0, high, s, generator=g, device=device), shape, None
+        )
 
     def uniform_at(self, where: torch.Tensor, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(where.sum(), *tail) U[0, 1) draws, one per ``True`` entry of ``where`` (b, Lg), row-major."""
@@ -140,13 +152,13 @@ class _SharedDraws(Draws):
 
     def _positional(self, kind, tail, dtype):
         shape = (len(self.rows), self.gen_start + self.length, *tail)
-        return DISTRIBUTIONS[kind](shape, dtype, self.device, self.generator)[:, self.gen_start :]
+        return _draw(kind, shape, dtype, self.device, self.generator)[:, self.gen_start :]
 
     def _rows(self, kind, shape, dtype):
-        return DISTRIBUTIONS[kind]((len(self.rows), *shape), dtype, self.device, self.generator)
+        return _draw(kind, (len(self.rows), *shape), dtype, self.device, self.generator)
 
     def _at(self, kind, where, tail, dtype):
-        return DISTRIBUTIONS[kind]((int(where.sum()), *tail), dtype, self.device, self.generator)
+        return _draw(kind, (int(where.sum()), *tail), dtype, self.device, self.generator)
 
 
 class SharedStream(RandomStreams):
@@ -177,15 +189,13 @@ class _ExampleDraws(Draws):
 
     def _rows(self, kind, shape, dtype):
         if len(self.rows) == 0:
-            return torch.empty((0, *shape), dtype=dtype, device=self.device)
-        return torch.stack(
-            [DISTRIBUTIONS[kind](shape, dtype, self.device, self.generators[r]) for r in self.rows.tolist()]
-        )
+            return torch.empty((0, *shape), dtype=dtype or torch.long, device=self.device)
+        return torch.stack([_draw(kind, shape, dtype, self.device, self.generators[r]) for r in self.rows.tolist()])
 
     def _at(self, kind, where, tail, dtype):
         counts = where.sum(1).tolist()
         parts = [
-            DISTRIBUTIONS[kind]((n, *tail), dtype, self.device, self.generators[r])
+            _draw(kind, (n, *tail), dtype, self.device, self.generators[r])
             for r, n in zip(self.rows.tolist(), counts)
             if n
         ]

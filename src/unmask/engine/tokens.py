@@ -9,6 +9,9 @@
 * :class:`CategoricalTokens` is Dream's ``sample_tokens``: logits / T (T > 0), top-p then top-k filtering,
   ``probs = softmax``; tokens drawn from ``Categorical(probs)`` at T > 0 (``argmax`` otherwise) and
   confidences read from the same tempered, filtered ``probs``.
+* :class:`ScheduledTemperatureTokens` is DiffusionGemma's ``generate()`` step on a renoised canvas: logits divided
+  by a temperature falling linearly from ``t_max`` to ``t_min`` over the canvas's steps, tokens from
+  ``multinomial(softmax)`` at every canvas position, with the argmax and the entropy of the tempered logits.
 
 * :class:`BlockDiffusionTokens` is LLaDA2's ``_sample_with_temperature_topk_topp``: argmax of ``softmax(l)`` at
   temperature 0 (no filtering), else logits / T, top-k then top-p, ``multinomial`` over the result, drawn for every
@@ -121,8 +124,7 @@ class CategoricalTokens:
             if self.temperature == 0:
                 confidence, tokens = p.max(-1)
                 return tokens, confidence
-            q = draws.exponential_at(where, p.shape[-1], dtype=p.dtype)  # torch.multinomial(p, 1): argmax(p / Exp(1))
-            tokens = (p / p.sum(-1, keepdim=True) / q).argmax(-1)
+            tokens = multinomial(p, draws.exponential_at(where, p.shape[-1], dtype=p.dtype))
             return tokens, p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
         return choose
@@ -166,3 +168,38 @@ class BlockDiffusionTokens(CategoricalTokens):
             if self.top_p is not None and self.top_p < 1:
                 logits = top_p_filter(logits, self.top_p)
         return logits.softmax(-1), None, None
+
+
+def multinomial(probs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``torch.multinomial(probs, 1)`` over the last dimension given its ``Exp(1)`` draws ``q`` (same shape): the
+    argmax of ``p / sum(p) / q``, the numbers torch's own kernel draws and compares."""
+    return (probs / probs.sum(-1, keepdim=True) / q).argmax(-1)
+
+
+@dataclass
+class ScheduledTemperatureTokens:
+    """DiffusionGemma ``generate()`` (``LinearTemperatureScheduleLogitsProcessor``, then ``multinomial``): at step j
+    of a canvas of ``steps`` steps the logits are divided by ``t_min + (t_max - t_min) (steps - j) / steps``."""
+
+    t_min: float
+    t_max: float
+    steps: int
+
+    def prepare(self, logits: torch.Tensor, draws: Draws, block_step: torch.Tensor) -> dict[str, torch.Tensor]:
+        """For logits (b, C, V) at each row's ``block_step`` (b,): the tempered ``logits``, ``probs``, a drawn token
+        per position (``tokens``, with its probability ``confidence``), the ``argmax`` and the ``entropy``."""
+        remaining = (self.steps - block_step).to(torch.int32)  # generate()'s cur_step, counting down
+        temperature = self.t_min + (self.t_max - self.t_min) * (remaining / self.steps)
+        tempered = logits / temperature[:, None, None].to(logits.dtype)
+        probs = torch.softmax(tempered, dim=-1, dtype=torch.float32)
+        b, C, V = probs.shape
+        q = draws.exponential_at(torch.ones((b, C), dtype=torch.bool, device=probs.device), V, dtype=probs.dtype)
+        tokens = multinomial(probs.view(-1, V), q).view(b, C)
+        return {
+            "logits": tempered,
+            "probs": probs,
+            "tokens": tokens,
+            "confidence": probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1),
+            "argmax": tempered.argmax(-1),
+            "entropy": torch.distributions.Categorical(logits=tempered, validate_args=False).entropy(),
+        }

@@ -14,7 +14,8 @@ from unmask.core.checkpoint import atomic_write
 from unmask.core.distributed import current
 from unmask.core.tracking import progress_bar
 from unmask.engine.config import SamplingConfig
-from unmask.engine.loop import GenerationOutput, generate
+from unmask.engine.decode import GenerationOutput
+from unmask.engine.loop import generate
 from unmask.engine.policy import Policy
 from unmask.engine.streams import ExampleStreams
 from unmask.evaluation.metrics import aup

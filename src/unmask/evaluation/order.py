@@ -20,7 +20,7 @@ import numpy as np
 
 from unmask.core.checkpoint import atomic_write
 from unmask.engine.config import SamplingConfig
-from unmask.engine.loop import GenerationOutput
+from unmask.engine.decode import GenerationOutput
 from unmask.engine.policy import Policy
 from unmask.evaluation.evaluate import run_policy
 from unmask.models.base import MaskedDiffusionModel

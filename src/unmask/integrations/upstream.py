@@ -9,8 +9,8 @@
     texts = generate(load_model("hf:inclusionAI/LLaDA2.0-mini"), None, prompts, gen_length=256, steps=32,
                      threshold=0.95)                                   # LLaDA2's names (block diffusion)
 
-``model``: an unmask text MDM (``load_model("hf:...")``), a ``transformers`` dLLM (LLaDA, Dream, any masked
-LM) with its ``tokenizer``, or a name for :func:`unmask.models.load_model`. ``prompts``: strings (tokenized as
+``model``: an unmask text MDM (``load_model("hf:...")``), a ``transformers`` dLLM (LLaDA, Dream, DiffusionGemma, any
+masked LM) with its ``tokenizer``, or a name for :func:`unmask.models.load_model`. ``prompts``: strings (tokenized as
 LLaDA's and Dream's example scripts do, ``tokenizer(prompt)``; render a chat template first if the model wants
 one) or a (B, P) tensor of prompt ids with its ``attention_mask`` (left padding). LLaDA's loop options
 (``block_length``, ``remasking``, ``cfg_scale``, ...) pick the LLaDA loop, Dream's (``alg``, ``top_p``, ``eps``, ...)
@@ -285,6 +285,12 @@ def as_mdm(model: Any, tokenizer: Any = None, mask_id: int | None = None) -> Mas
     if tokenizer is None:
         raise ValueError("a transformers model needs its tokenizer: generate(model, tokenizer, prompts, ...)")
     name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+    if model.config.model_type == "diffusion_gemma":  # uniform-state: no mask token to choose
+        from unmask.models.diffusion_gemma import DiffusionGemma
+
+        if mask_id is not None:
+            raise ValueError("mask_id: DiffusionGemma has no mask token (its canvas starts as random tokens); drop it")
+        return DiffusionGemma(model, tokenizer, f"hf:{name}")
     family = getattr(model, "family", None)  # unmask's native LLaDA / Dream backends
     style = (
         replace(STYLES[family.lower()], pairwise_mask=False) if family else resolve_style(model.config.model_type, None)

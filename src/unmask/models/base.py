@@ -53,6 +53,11 @@ class MaskedDiffusionModel(nn.Module):
     # Block-causal models (block diffusion: LLaDA2.x): the block length their attention is causal across, blocks
     # counted from position 0; the engine then decodes in these blocks (SamplingConfig.sampler "block").
     block_length: int | None = None
+    # What the positions to generate hold while decoding (unmask.engine.loop picks the decode state from it):
+    # "masked": mask_id until revealed, a revealed token final (LLaDA, Dream); "uniform": uniform random tokens,
+    # every position of the current canvas re-decided each step and the rest renoised (DiffusionGemma; the model
+    # then implements encode / denoise, and mask_id only marks the positions to generate in the input).
+    canvas: str = "masked"
 
     def forward(
         self,

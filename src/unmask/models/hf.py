@@ -126,13 +126,7 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
         self.pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
         self.stop_ids = self._stop_ids()
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
-        with torch.no_grad():  # one tiny forward tells the vocabulary and feature sizes the model really has
-            probe = model(
-                input_ids=torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device),
-                output_hidden_states=True,
-            )
-        self.vocab_size = probe.logits.shape[-1]
-        self.hidden_size = self._layer(probe.hidden_states).shape[-1]
+        self.vocab_size, self.hidden_size = self._sizes()
         self.decodable = len(tokenizer)
         if self.decodable > self.vocab_size:
             raise ValueError(
@@ -143,6 +137,15 @@ class HFMaskedDiffusionModel(MaskedDiffusionModel):
             raise ValueError(
                 f"{name}: mask id {self.mask_id} is outside the model's vocabulary [0, {self.vocab_size}); check --mask-id"
             )
+
+    def _sizes(self) -> tuple[int, int]:
+        """(vocabulary, feature size) the model really has: one tiny forward tells them."""
+        with torch.no_grad():
+            probe = self.model(
+                input_ids=torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device),
+                output_hidden_states=True,
+            )
+        return probe.logits.shape[-1], self._layer(probe.hidden_states).shape[-1]
 
     def _stop_ids(self) -> tuple[int, ...]:
         ids: set[int] = set()
@@ -341,6 +344,20 @@ def load_hf_model(
     """
     config = read_config(name_or_path, revision)
     model_type = config.get("model_type", "")
+    if model_type == "diffusion_gemma":
+        return load_diffusion_gemma(
+            name_or_path,
+            config,
+            native=native,
+            style=style,
+            load_in_4bit=load_in_4bit,
+            dtype=dtype,
+            device=device,
+            device_map=device_map,
+            hidden_layer=hidden_layer,
+            tokenizer=tokenizer,
+            revision=revision,
+        )
     backend = native_backend(model_type)
     if native and backend is None:
         raise ValueError(
@@ -388,6 +405,56 @@ def load_hf_model(
         if backend is not None:
             self_check_remote(model, config, backend, name)
     return HFMaskedDiffusionModel(model, tok, hf_style, resolve_mask_id(tok, model, mask_id, name), name, hidden_layer)
+
+
+def load_diffusion_gemma(
+    name_or_path: str,
+    config: dict,
+    *,
+    native: bool | None,
+    style: str | None,
+    load_in_4bit: bool,
+    dtype: str | None,
+    device: str | None,
+    device_map: str | None,
+    hidden_layer: int,
+    tokenizer: str | None,
+    revision: str | None,
+) -> HFMaskedDiffusionModel:
+    """A DiffusionGemma checkpoint on transformers' own ``DiffusionGemmaForBlockDiffusion`` (no remote code, no
+    native copy: ``native`` and ``style`` do not apply), refusing a load that left any tensor uninitialised."""
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+    from unmask.models.diffusion_gemma import DiffusionGemma
+
+    name = f"hf:{name_or_path}"
+    for flag, given in (
+        ("--native", native is not None),
+        ("--hf-style", style is not None),
+        ("--load-in-4bit", load_in_4bit),
+    ):
+        if given:
+            raise ValueError(
+                f"{name}: {flag} does not apply to DiffusionGemma, which runs on transformers' own "
+                "DiffusionGemmaForBlockDiffusion; drop it"
+            )
+    if not config.get("canvas_length"):
+        raise ValueError(f"{name}: a DiffusionGemma config needs canvas_length (the block length); check config.json")
+    dev, torch_dtype = _device_and_dtype(device, dtype)
+    options = {"device_map": device_map} if device_map else {}
+    model, info = DiffusionGemmaForBlockDiffusion.from_pretrained(
+        name_or_path, dtype=torch_dtype, revision=revision, use_safetensors=True, output_loading_info=True, **options
+    )
+    unloaded = sorted(set(info["missing_keys"]) | set(info["mismatched_keys"]))
+    if unloaded:
+        raise ValueError(
+            f"{name}: {len(unloaded)} tensors of the model are not in the checkpoint ({', '.join(unloaded[:3])}); "
+            "it is not a complete DiffusionGemma checkpoint for this transformers version"
+        )
+    if not device_map:
+        model.to(dev)
+    tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, revision=revision)
+    return DiffusionGemma(model, tok, name, hidden_layer)
 
 
 def _native_tokenizer(path: str, backend: type, revision: str | None, checkpoint: bool) -> Any:

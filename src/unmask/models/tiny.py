@@ -1,4 +1,4 @@
-"""Tiny random LLaDA / Dream checkpoints in the real layout (``unmask make-tiny``): try the Hugging Face path on a
+"""Tiny random LLaDA / Dream / DiffusionGemma checkpoints in the real layout (``unmask make-tiny``): try the Hugging Face path on a
 CPU in seconds, with nothing downloaded.
 
 Each checkpoint is what a hub repository holds: ``config.json`` with the family's own keys (LLaDA's
@@ -6,7 +6,9 @@ Each checkpoint is what a hub repository holds: ``config.json`` with the family'
 grouped-query attention, SwiGLU, RMSNorm, RoPE, an untied head, Dream's q/k/v biases), ``model.safetensors``
 (or shards with ``model.safetensors.index.json``) under the upstream parameter names, and a word-level
 tokenizer with a chat template (a mask token for Dream; LLaDA names its mask in ``config.json``, as upstream).
-``load_model("hf:DIR")`` runs them on the native backends (:mod:`unmask.models.native`). The weights are random
+``load_model("hf:DIR")`` runs them on the native backends (:mod:`unmask.models.native`). A DiffusionGemma one is
+transformers' own ``DiffusionGemmaForBlockDiffusion`` at width 32 (2 layers, one sliding and one global, MoE with 4
+experts of which 2 are active, a 1-layer vision tower, canvases of 8 tokens), saved by ``save_pretrained``. The weights are random
 and large (std 0.3, norm weights around 1), so wrong wiring shows in the logits; the answers are noise.
 """
 
@@ -30,7 +32,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<user> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
 )
 MASK, PAD, EOS = WORDS.index("[MASK]"), WORDS.index("[PAD]"), WORDS.index("[EOS]")
-FAMILIES = ("llada", "dream", "llada2", "sdar")
+FAMILIES = ("llada", "dream", "llada2", "sdar", "diffusion_gemma")
 CONTEXT = 1024  # tokens: a GSM8K prompt and 256 generated tokens fit
 
 
@@ -211,6 +213,52 @@ TINY_CONFIGS = {
 }
 
 
+def tiny_diffusion_gemma_config(context: int = CONTEXT, canvas_length: int = 8, vocab_size: int = 35) -> dict:
+    """A DiffusionGemma-26B-A4B-shaped ``config.json`` at hidden size 32, built from transformers' own config classes
+    (MoE sizes set; the default vision tower alone would be ~160M parameters). The image token ids are the last three
+    of ``vocab_size`` (words the tiny tokenizer has but prompts never use)."""
+    from transformers import DiffusionGemmaConfig
+    from transformers.models.gemma4 import Gemma4VisionConfig
+
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "global_head_dim": 16,
+        "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "num_experts": 4,
+        "top_k_experts": 2,
+        "moe_intermediate_size": 16,
+        "enable_moe_block": True,
+        "max_position_embeddings": context,
+        "pad_token_id": PAD,
+        "eos_token_id": EOS,
+        "bos_token_id": 2,
+    }
+    vision = Gemma4VisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+    )
+    config = DiffusionGemmaConfig(
+        text_config=text,
+        vision_config=vision,
+        canvas_length=canvas_length,
+        boi_token_id=vocab_size - 3,
+        eoi_token_id=vocab_size - 2,
+        image_token_id=vocab_size - 1,
+    )
+    return config.to_dict()
+
+
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Overwrite every parameter with N(0, 0.3^2) (1-D: norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2))."""
     gen = torch.Generator().manual_seed(seed)
@@ -264,6 +312,8 @@ def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: 
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} is not empty; give a new directory (make-tiny never overwrites)")
+    if family == "diffusion_gemma":
+        return _save_diffusion_gemma(directory, context, seed)
     raw = TINY_CONFIGS[family](context)
     backend = native_backend(raw["model_type"])
     model = randomize_(backend(backend.config_from_dict(raw)), seed)
@@ -271,4 +321,18 @@ def save_tiny(directory: str | Path, family: str, context: int = CONTEXT, seed: 
     save_safetensors({backend.checkpoint_name(k): v for k, v in model.state_dict().items()}, directory)
     (directory / "config.json").write_text(json.dumps(raw, indent=2))
     tokenizer(mask=family == "dream", chat=True).save_pretrained(directory)
+    return directory
+
+
+def _save_diffusion_gemma(directory: Path, context: int, seed: int) -> Path:
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    tok = tokenizer(chat=True, extra_words=3)
+    config = DiffusionGemmaConfig.from_dict(tiny_diffusion_gemma_config(context, vocab_size=len(tok)))
+    torch.manual_seed(seed)
+    model = DiffusionGemmaForBlockDiffusion(config)
+    randomize_(model, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
     return directory

@@ -195,7 +195,7 @@ class EntropyBoundedPolicy(Policy):
         self.name = f"eb:{self.gamma:g}"
 
     def select(self, state: StepState) -> torch.Tensor:
-        entropy = -neg_entropy(state.probs).clamp(max=0)
+        entropy = state.entropy
         ranked = entropy.masked_fill(~state.candidates, float("inf")).sort(-1).values
         finite = ranked.masked_fill(ranked.isinf(), 0)
         within = (finite.cumsum(-1) - finite.cummax(-1).values <= self.gamma) & ~ranked.isinf()

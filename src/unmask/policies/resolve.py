@@ -5,7 +5,7 @@ policy shipped for the model (by kind: ``upo``, ``bernoulli``, ``plackett-luce``
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from unmask.core.hub import HF_SCHEME, resolve_hf_spec
@@ -16,14 +16,18 @@ from unmask.policies.learned import KINDS, load_policy
 SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "assets" / "policies"
 
 
-def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None = None) -> Policy:
+def resolve_policy(
+    spec: str, model: MaskedDiffusionModel, alpha: float | None = None, check: Callable[[Policy], None] | None = None
+) -> Policy:
     """A heuristic spec, a learned policy shipped for ``model`` by kind (``upo``, ``bernoulli``,
     ``plackett-luce``) or a policy checkpoint path. Learned policies take ``:key=value`` options (their
     ``OPTIONS``, :meth:`unmask.policies.learned.LearnedPolicy.with_options`): ``mode=greedy|sample``;
     fixed-count ones ``sigma=S`` (Gaussian noise for multi-shot sampling, UPO App. D); parallel policies
     ``temperature=T`` (tau_pi) and, when alpha-conditioned, ``alpha=A`` (``alpha`` sets it too unless the
     spec does). ``hf://OWNER/NAME[@REV][:options]``: a policy on the Hugging Face Hub
-    (through huggingface_hub's cache, :mod:`unmask.core.hub`)."""
+    (through huggingface_hub's cache, :mod:`unmask.core.hub`). ``check``: the caller's refusal of a policy it cannot
+    run (raise ValueError), called on the loaded policy before it is fitted to ``model`` (a serving hook that gives
+    logits only refuses policies that read hidden features)."""
     check_spec(spec)
     hub_name = None
     if spec.strip().startswith(HF_SCHEME):
@@ -35,7 +39,10 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
         policy = load_policy(SHIPPED_POLICIES / name)
         policy.name = name
     elif name not in KINDS and not Path(name).is_dir():
-        return get_policy(spec)
+        policy = get_policy(spec)
+        if check is not None:
+            check(policy)
+        return policy
     elif name in KINDS:
         path = SHIPPED_POLICIES / f"{name}-{model.name}"
         if path.resolve().parent != SHIPPED_POLICIES.resolve() or not path.is_dir():  # a name with "/" or ".."
@@ -49,6 +56,8 @@ def resolve_policy(spec: str, model: MaskedDiffusionModel, alpha: float | None =
         policy = load_policy(name)
         if hub_name:
             policy.name = f"{policy.kind}:{hub_name}"
+    if check is not None:
+        check(policy)
     policy.check_model(model)
     trained = getattr(policy.config, "mdm_name", "")
     if trained and trained != model.name:

@@ -43,7 +43,8 @@ from unmask.core.checkpoint import (
 from unmask.core.config import Config, kind_of, option
 from unmask.core.distributed import current
 from unmask.core.tracking import MetricsLogger, progress_bar
-from unmask.engine.loop import GenerationOutput, StepRecord, generate
+from unmask.engine.decode import GenerationOutput, StepRecord
+from unmask.engine.loop import generate
 from unmask.engine.policy import Policy
 from unmask.engine.streams import ExampleStreams
 from unmask.evaluation.run_config import RunConfig, load_data, resolve_task

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from unmask.engine.loop import GenerationOutput
+from unmask.engine.decode import GenerationOutput
 
 REWARD_FORMS = ("multiplicative", "additive", "none")
 
