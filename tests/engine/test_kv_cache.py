@@ -661,7 +661,9 @@ def test_an_injected_cache_strategy_runs_the_decode_and_reports_its_memory():
 
 
 def test_the_cache_registry_names_one_strategy_per_mode():
-    assert {mode: cls.mode for mode, cls in CACHES.items()} == {m: m for m in ("none", "prefix", "dual", "block", "encoder")}
+    assert {mode: cls.mode for mode, cls in CACHES.items()} == {
+        m: m for m in ("none", "prefix", "dual", "block", "encoder")
+    }
     assert all(issubclass(cls, CacheStrategy) for cls in CACHES.values())
     assert (PrefixCache.suffix, DualCache.suffix) == (False, True)  # one mechanism: they differ in the window end
 
