@@ -42,7 +42,7 @@ from unmask.evaluation.evaluate import gold_tokens, run_policy
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy
 from unmask.policies.oracle import correct
-from unmask.policies.planner import Planner
+from unmask.policies.planner import Planner, pair_inputs
 from unmask.tasks import get_task
 from unmask.training.imitation import imitation_loss
 
@@ -103,6 +103,56 @@ def units() -> torch.Tensor:
     return torch.stack([(k[:, None] == k[None, :]) & off for k in (r, c, box)]).float()
 
 
+def cliques(strength: torch.Tensor, threshold: float, min_size: int) -> torch.Tensor:
+    """(K, L) membership of the maximal cliques of the coupling graph {A_ij > threshold} with at least
+    ``min_size`` positions (Bron-Kerbosch with pivoting): the units the coupling found, read without a task rule."""
+    graph = {i: set(torch.nonzero(strength[i] > threshold).flatten().tolist()) for i in range(len(strength))}
+    found: list[set] = []
+
+    def extend(r: set, p: set, x: set) -> None:
+        if not p and not x:
+            found.append(r)
+            return
+        pivot = max(p | x, key=lambda v: len(graph[v] & p))
+        for v in list(p - graph[pivot]):
+            extend(r | {v}, p & graph[v], x & graph[v])
+            p, x = p - {v}, x | {v}
+
+    extend(set(), set(graph), set())
+    keep = sorted(sorted(c) for c in found if len(c) >= min_size)
+    members = torch.zeros(len(keep), len(strength))
+    for k, c in enumerate(keep):
+        members[k, c] = 1.0
+    return members
+
+
+class CliquePlanner(Planner):
+    """The planner's own features plus, per position i and each clique k holding i (sorted, ``slots`` of them),
+    s_ki = sum_{j in k masked, j != i} p_j(t_i) and w_ki = sum_{j in k written} [x_j = t_i]: the per-unit form of
+    the planner's s^c_i, w^c_i."""
+
+    def __init__(self, length: int, members: torch.Tensor, slots: int, d_model: int) -> None:
+        super().__init__(length, 0, 0, d_model, 4)
+        self.slots = slots
+        self.register_buffer("members", members)
+        self.inp[0] = torch.nn.Linear(self.inp[0].in_features + 2 * slots, d_model)
+
+    def features(self, obs: dict, confidence: torch.Tensor) -> torch.Tensor:
+        f = super().features(obs, confidence)
+        m = obs["masked"].float()
+        pairs = pair_inputs(obs["token_probs"], obs["tokens"])  # (n, j, i) = p_j(t_i)
+        own = pairs.diagonal(dim1=1, dim2=2)  # p_i(t_i)
+        wanted = torch.einsum("kj,nji->nki", self.members, pairs * m[:, :, None]) - self.members * (own * m)[:, None]
+        held = torch.einsum("kj,nji->nki", self.members, pairs * (1 - m)[:, :, None])
+        holds = self.members.bool()[None].expand_as(wanted)
+        pooled = [
+            x.masked_fill(~holds, float("-inf")).sort(1, descending=True).values[:, : self.slots]
+            for x in (wanted, held)
+        ]
+        extra = torch.cat(pooled, 1).transpose(1, 2)
+        return torch.cat([f, extra.masked_fill(extra.isinf(), 0.0) * m[..., None]], -1)
+
+
 def planner_for(pair: torch.Tensor, d_model: int) -> Planner:
     planner = Planner(LENGTH, len(pair), 0, d_model, 4)
     with torch.no_grad():
@@ -146,13 +196,18 @@ def as_policy(upo: LearnedPolicy, planner: Planner) -> LearnedPolicy:
         planner_heads=4,
     )
     policy = LearnedPolicy(config)
-    policy.load_state_dict({**upo.state_dict(), **{"planner." + k: v for k, v in planner.state_dict().items()}})
+    missing = policy.load_state_dict(upo.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("planner.") for k in missing), missing
+    policy.planner = planner
     return policy.eval()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="coupling,units", help="comma-separated: coupling | units (diagnostic)")
+    p.add_argument("--pair", default="coupling,units", help="comma-separated: coupling | cliques | units (diagnostic)")
+    p.add_argument("--clique-threshold", type=float, default=0.3, help="--pair cliques: the edges A_ij > this")
+    p.add_argument("--clique-min-size", type=int, default=5, help="--pair cliques: the smallest clique kept")
+    p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     p.add_argument("--train", type=int, default=2000, help="max-confidence training puzzles (round 0)")
     p.add_argument("--train-clues", default="24,26,28")
     p.add_argument("--dagger-rounds", type=int, default=2)
@@ -163,7 +218,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=300, help="held-out puzzles per clue count")
     p.add_argument("--out", default="benchmarks/results/imitation_dagger.json")
     args = p.parse_args()
-    rows, provenance = start_results(Path(args.out), False, command_line("benchmarks/imitation_dagger.py", args))
+    rows, provenance = start_results(Path(args.out), args.append, command_line("benchmarks/imitation_dagger.py", args))
     task, model = get_task("sudoku9"), load_model("sudoku9-small")
     upo = resolve_policy("upo", model)
     clues = [int(c) for c in args.train_clues.split(",")]
@@ -177,9 +232,15 @@ def main() -> None:
     start = collect(task, model, resolve_policy("confidence", model), upo, puzzles(args.train, 5000))
     print(f"{len(start['gold'])} max-confidence states ({time.perf_counter() - t0:.0f}s)", flush=True)
     for pair in args.pair.split(","):
-        weights = {"coupling": lambda: upo.coupling.strength.detach()[None], "units": units}[pair]()
         torch.manual_seed(0)
-        planner = planner_for(weights, args.d_model)
+        if pair == "cliques":
+            members = cliques(upo.coupling.strength.detach(), args.clique_threshold, args.clique_min_size)
+            slots = int(members.sum(0).max())
+            print(f"{len(members)} cliques of >= {args.clique_min_size} positions, up to {slots} per position")
+            planner = CliquePlanner(LENGTH, members, slots, args.d_model)
+        else:
+            weights = {"coupling": lambda: upo.coupling.strength.detach()[None], "units": units}[pair]()
+            planner = planner_for(weights, args.d_model)
         calibration = torch.tensor([math.log(upo.config.base_temperature), 0.0], requires_grad=True)
         states = dict(start)
         for r in range(args.dagger_rounds + 1):
