@@ -208,6 +208,7 @@ def main() -> None:
     p.add_argument("--clique-threshold", type=float, default=0.3, help="--pair cliques: the edges A_ij > this")
     p.add_argument("--clique-min-size", type=int, default=5, help="--pair cliques: the smallest clique kept")
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
+    p.add_argument("--save", default="", help="a folder for each pair's last planner (torch.save of its state dict)")
     p.add_argument("--train", type=int, default=2000, help="max-confidence training puzzles (round 0)")
     p.add_argument("--train-clues", default="24,26,28")
     p.add_argument("--dagger-rounds", type=int, default=2)
@@ -269,6 +270,9 @@ def main() -> None:
                     flush=True,
                 )
             save_json(Path(args.out), {"provenance": provenance, "results": rows})
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            torch.save(planner.state_dict(), Path(args.save) / f"planner-{pair}-round{args.dagger_rounds}.pt")
     print(f"wrote {args.out}")
 
 
