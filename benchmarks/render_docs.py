@@ -561,7 +561,11 @@ def imitation_dagger() -> str:
     name = "imitation_dagger.json"
     rows = load(name)["results"]
     clues = list(dict.fromkeys(r["clues"] for r in rows))
-    label = {"coupling": "the coupling's A (learned)", "units": "rows, columns, boxes (task rules: diagnostic)"}
+    label = {
+        "coupling": "the coupling's A (learned)",
+        "cliques": "the coupling's cliques (learned)",
+        "units": "rows, columns, boxes (task rules: diagnostic)",
+    }
     out = []
     for key in dict.fromkeys((r["pair"], r["round"]) for r in rows):
         mine = {r["clues"]: r for r in rows if (r["pair"], r["round"]) == key}
