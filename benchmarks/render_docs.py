@@ -555,6 +555,35 @@ def oracle_gap() -> str:
     )
 
 
+def imitation_dagger() -> str:
+    """Per pairwise input and DAgger round: the imitated planner's held-out solved rate beside the shipped ``upo``
+    on the same puzzles, per clue count (benchmarks/imitation_dagger.py)."""
+    name = "imitation_dagger.json"
+    rows = load(name)["results"]
+    clues = list(dict.fromkeys(r["clues"] for r in rows))
+    label = {
+        "coupling": "the coupling's A (learned)",
+        "cliques": "the coupling's cliques (learned)",
+        "units": "rows, columns, boxes (task rules: diagnostic)",
+    }
+    out = []
+    for key in dict.fromkeys((r["pair"], r["round"]) for r in rows):
+        mine = {r["clues"]: r for r in rows if (r["pair"], r["round"]) == key}
+        first = next(iter(mine.values()))
+        out.append(
+            [label.get(key[0], key[0]), str(key[1]), f"{first['states']:,}"]
+            + [
+                f"{pct(mine[c]['solved_rate'])} ({signed(mine[c]['solved_rate'] - mine[c]['shipped_upo'])})"
+                for c in clues
+            ]
+        )
+    shipped = {c: next(r["shipped_upo"] for r in rows if r["clues"] == c) for c in clues}
+    header = ["pairwise channels", "DAgger round", "states"] + [
+        f"{c} clues (shipped `upo` {pct(shipped[c])})" for c in clues
+    ]
+    return table(header, out) + "\n\n" + source(name)
+
+
 def planner_cost() -> str:
     """The policy step against one MDM forward, the shipped ``upo`` with and without the planner (policy_cost.py)."""
     out = []
@@ -648,6 +677,7 @@ def blocks() -> dict[str, str]:
                 "unmask / transformers": lambda r: f"{r['time_ratio']:.2f}",
             },
         ),
+        "imitation-dagger": imitation_dagger(),
         "algorithm2-memory": simple(
             "algorithm2_memory.json",
             {

@@ -1,0 +1,280 @@
+"""Imitation on states where a policy errs: max-confidence rollouts, then DAgger rounds that aggregate (issue 32).
+
+The imitation phase of ``train-policy`` (unmask.training.imitation) fits the oracle's labels on the learner's own
+states, which for the shipped coupled ``upo`` are almost all easy (docs/imitation.md). This experiment changes the
+data and nothing else in the objective:
+
+1. round 0's states come from **max-confidence** decoding of ``--train`` fresh puzzles (it errs often), each
+   state up to the first wrong reveal, every candidate labelled by the oracle (``unmask.policies.oracle.correct``);
+2. a planner (``unmask.policies.planner.Planner``, an MLP per position, zero-initialised head) is fitted as a
+   residual over the shipped ``upo``'s logits with the phase's own loss (``imitation_loss``); its pairwise
+   channels W^c are frozen: ``--pair coupling`` takes the shipped policy's learned coupling strength A (one channel,
+   no task rule), ``--pair units`` the sudoku rows, columns and boxes (three channels: a diagnostic of what
+   per-unit channels are worth, never a deployable policy);
+3. each DAgger round (Ross et al. 2011) decodes ``--dagger-prompts`` fresh puzzles with the current learner
+   (greedy), labels its states, **adds** them to every earlier round's states and refits.
+
+Every round is evaluated greedily on the same fresh held-out puzzles as the shipped ``upo`` (seed 2027, as
+benchmarks/oracle_gap.py). One JSON row per (pair, round, clues).
+
+Command (the figures in benchmarks/results/imitation_dagger.json and docs/imitation.md):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/imitation_dagger.py --pair coupling,units
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from common import command_line, start_results
+
+from unmask.api import resolve_policy
+from unmask.core.checkpoint import save_json
+from unmask.engine.loop import generate
+from unmask.engine.policy import Capabilities, Policy
+from unmask.engine.state import StepState
+from unmask.engine.streams import ExampleStreams
+from unmask.evaluation.evaluate import gold_tokens, run_policy
+from unmask.models import load_model
+from unmask.policies.learned import LearnedPolicy
+from unmask.policies.oracle import correct
+from unmask.policies.planner import Planner, pair_inputs
+from unmask.tasks import get_task
+from unmask.training.imitation import imitation_loss
+
+LENGTH = 81  # a 9x9 answer
+
+
+class Recorder(Policy):
+    """``behaviour`` acting; each recorded step keeps what the planner reads, the shipped ``upo``'s logits
+    (``base``) and confidences, and the oracle's labels."""
+
+    def __init__(self, behaviour: Policy, upo: LearnedPolicy) -> None:
+        self.behaviour, self.upo, self.name = behaviour, upo, "recorder"
+        self.capabilities = Capabilities(needs_hidden=True, needs_target=True)
+
+    @torch.no_grad()
+    def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = self.upo.observe(state)
+        conf = self.upo.read_confidence(obs)
+        base = self.upo.scorer(obs, conf)[0].masked_fill(~obs["allowed"], 0.0)
+        keep = ("token_probs", "tokens", "masked", "allowed")
+        data = {**{k: obs[k] for k in keep}, "conf": conf, "base": base, "gold": correct(state)}
+        return self.behaviour.select(state), data
+
+
+@torch.no_grad()
+def collect(task, model, behaviour: Policy, upo: LearnedPolicy, examples: list, batch: int = 256) -> dict:
+    """The labelled states of ``behaviour``'s rollouts, each up to its first wrong reveal (states with a gold
+    candidate only)."""
+    recorder, parts = Recorder(behaviour, upo), []
+    for i in range(0, len(examples), batch):
+        chunk = examples[i : i + batch]
+        target, enc = gold_tokens(task, chunk, model), task.encode(chunk, model)
+        streams = ExampleStreams(0, range(i, i + len(chunk)))
+        out = generate(
+            model,
+            enc.input_ids,
+            recorder,
+            None,
+            enc.attention_mask,
+            enc.gen_start,
+            streams,
+            record=True,
+            inputs={"target": target},
+        )
+        alive = torch.ones(len(chunk), dtype=torch.bool)
+        for rec in out.trajectory:
+            parts.append({k: v[alive[rec.rows]] for k, v in rec.data.items()})
+            alive[rec.rows[(rec.reveal & (rec.data["tokens"] != target[rec.rows])).any(1)]] = False
+    states = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return {k: v[states["gold"].any(1)] for k, v in states.items()}
+
+
+def units() -> torch.Tensor:
+    """(3, 81, 81): the rows, columns and boxes of a 9x9 sudoku (the diagnostic ``--pair units``)."""
+    r, c = torch.arange(LENGTH) // 9, torch.arange(LENGTH) % 9
+    box = (r // 3) * 3 + c // 3
+    off = ~torch.eye(LENGTH, dtype=torch.bool)
+    return torch.stack([(k[:, None] == k[None, :]) & off for k in (r, c, box)]).float()
+
+
+def cliques(strength: torch.Tensor, threshold: float, min_size: int) -> torch.Tensor:
+    """(K, L) membership of the maximal cliques of the coupling graph {A_ij > threshold} with at least
+    ``min_size`` positions (Bron-Kerbosch with pivoting): the units the coupling found, read without a task rule."""
+    graph = {i: set(torch.nonzero(strength[i] > threshold).flatten().tolist()) for i in range(len(strength))}
+    found: list[set] = []
+
+    def extend(r: set, p: set, x: set) -> None:
+        if not p and not x:
+            found.append(r)
+            return
+        pivot = max(p | x, key=lambda v: len(graph[v] & p))
+        for v in list(p - graph[pivot]):
+            extend(r | {v}, p & graph[v], x & graph[v])
+            p, x = p - {v}, x | {v}
+
+    extend(set(), set(graph), set())
+    keep = sorted(sorted(c) for c in found if len(c) >= min_size)
+    members = torch.zeros(len(keep), len(strength))
+    for k, c in enumerate(keep):
+        members[k, c] = 1.0
+    return members
+
+
+class CliquePlanner(Planner):
+    """The planner's own features plus, per position i and each clique k holding i (sorted, ``slots`` of them),
+    s_ki = sum_{j in k masked, j != i} p_j(t_i) and w_ki = sum_{j in k written} [x_j = t_i]: the per-unit form of
+    the planner's s^c_i, w^c_i."""
+
+    def __init__(self, length: int, members: torch.Tensor, slots: int, d_model: int) -> None:
+        super().__init__(length, 0, 0, d_model, 4)
+        self.slots = slots
+        self.register_buffer("members", members)
+        self.inp[0] = torch.nn.Linear(self.inp[0].in_features + 2 * slots, d_model)
+
+    def features(self, obs: dict, confidence: torch.Tensor) -> torch.Tensor:
+        f = super().features(obs, confidence)
+        m = obs["masked"].float()
+        pairs = pair_inputs(obs["token_probs"], obs["tokens"])  # (n, j, i) = p_j(t_i)
+        own = pairs.diagonal(dim1=1, dim2=2)  # p_i(t_i)
+        wanted = torch.einsum("kj,nji->nki", self.members, pairs * m[:, :, None]) - self.members * (own * m)[:, None]
+        held = torch.einsum("kj,nji->nki", self.members, pairs * (1 - m)[:, :, None])
+        holds = self.members.bool()[None].expand_as(wanted)
+        pooled = [
+            x.masked_fill(~holds, float("-inf")).sort(1, descending=True).values[:, : self.slots]
+            for x in (wanted, held)
+        ]
+        extra = torch.cat(pooled, 1).transpose(1, 2)
+        return torch.cat([f, extra.masked_fill(extra.isinf(), 0.0) * m[..., None]], -1)
+
+
+def planner_for(pair: torch.Tensor, d_model: int) -> Planner:
+    planner = Planner(LENGTH, len(pair), 0, d_model, 4)
+    with torch.no_grad():
+        planner.pair.copy_(pair)
+    planner.pair.requires_grad_(False)
+    return planner
+
+
+def residual_utilities(planner: Planner, s: dict) -> torch.Tensor:
+    """u = upo's logits + r_psi, -inf outside the allowed set."""
+    return (s["base"] + planner(s, s["conf"])).masked_fill(~s["allowed"], float("-inf"))
+
+
+def fit(planner: Planner, calibration: torch.Tensor, states: dict, epochs: int, batch: int = 256) -> float:
+    """``epochs`` passes of Adam on the imitation loss; the mean loss of the last pass."""
+    params = [p for p in planner.parameters() if p.requires_grad]
+    opt = torch.optim.Adam([*params, calibration], lr=1e-3)
+    g, n = torch.Generator().manual_seed(0), len(states["gold"])
+    for _ in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(n, generator=g).split(batch):
+            s = {k: v[idx] for k, v in states.items()}
+            loss = imitation_loss(residual_utilities(planner, s), s["gold"], s["allowed"], calibration)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            total += loss.item() * len(idx)
+    return total / n
+
+
+def as_policy(upo: LearnedPolicy, planner: Planner) -> LearnedPolicy:
+    """The shipped ``upo`` with ``planner`` as its residual (greedy)."""
+    config = replace(
+        upo.config,
+        planner=True,
+        planner_length=LENGTH,
+        pair_channels=planner.channels,
+        planner_d_model=planner.inp[0].out_features,
+        planner_layers=0,
+        planner_heads=4,
+    )
+    policy = LearnedPolicy(config)
+    missing = policy.load_state_dict(upo.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("planner.") for k in missing), missing
+    policy.planner = planner
+    return policy.eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", default="coupling,units", help="comma-separated: coupling | cliques | units (diagnostic)")
+    p.add_argument("--clique-threshold", type=float, default=0.3, help="--pair cliques: the edges A_ij > this")
+    p.add_argument("--clique-min-size", type=int, default=5, help="--pair cliques: the smallest clique kept")
+    p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
+    p.add_argument("--save", default="", help="a folder for each pair's last planner (torch.save of its state dict)")
+    p.add_argument("--train", type=int, default=2000, help="max-confidence training puzzles (round 0)")
+    p.add_argument("--train-clues", default="24,26,28")
+    p.add_argument("--dagger-rounds", type=int, default=2)
+    p.add_argument("--dagger-prompts", type=int, default=1000, help="learner rollouts added per DAgger round")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--eval-clues", default="24,28")
+    p.add_argument("--num", type=int, default=300, help="held-out puzzles per clue count")
+    p.add_argument("--out", default="benchmarks/results/imitation_dagger.json")
+    args = p.parse_args()
+    rows, provenance = start_results(Path(args.out), args.append, command_line("benchmarks/imitation_dagger.py", args))
+    task, model = get_task("sudoku9"), load_model("sudoku9-small")
+    upo = resolve_policy("upo", model)
+    clues = [int(c) for c in args.train_clues.split(",")]
+
+    def puzzles(n: int, seed: int) -> list:
+        return [ex for i, c in enumerate(clues) for ex in task.generate(n // len(clues), seed=seed + i, difficulty=c)]
+
+    held = {c: task.generate(args.num, seed=2027, difficulty=c) for c in map(int, args.eval_clues.split(","))}
+    shipped = {c: run_policy(task, model, ex, upo)[0].solved_rate for c, ex in held.items()}
+    t0 = time.perf_counter()
+    start = collect(task, model, resolve_policy("confidence", model), upo, puzzles(args.train, 5000))
+    print(f"{len(start['gold'])} max-confidence states ({time.perf_counter() - t0:.0f}s)", flush=True)
+    for pair in args.pair.split(","):
+        torch.manual_seed(0)
+        if pair == "cliques":
+            members = cliques(upo.coupling.strength.detach(), args.clique_threshold, args.clique_min_size)
+            slots = int(members.sum(0).max())
+            print(f"{len(members)} cliques of >= {args.clique_min_size} positions, up to {slots} per position")
+            planner = CliquePlanner(LENGTH, members, slots, args.d_model)
+        else:
+            weights = {"coupling": lambda: upo.coupling.strength.detach()[None], "units": units}[pair]()
+            planner = planner_for(weights, args.d_model)
+        calibration = torch.tensor([math.log(upo.config.base_temperature), 0.0], requires_grad=True)
+        states = dict(start)
+        for r in range(args.dagger_rounds + 1):
+            if r:  # DAgger: the learner's states, added to every earlier round's
+                new = collect(task, model, as_policy(upo, planner), upo, puzzles(args.dagger_prompts, 6000 + 10 * r))
+                states = {k: torch.cat([states[k], new[k]]) for k in states}
+            loss = fit(planner, calibration, states, args.epochs)
+            policy = as_policy(upo, planner)
+            for c, ex in held.items():
+                solved = run_policy(task, model, ex, policy)[0].solved_rate
+                rows.append(
+                    {
+                        "pair": pair,
+                        "round": r,
+                        "clues": c,
+                        "states": len(states["gold"]),
+                        "loss": loss,
+                        "solved_rate": solved,
+                        "shipped_upo": shipped[c],
+                        "num": args.num,
+                    }
+                )
+                print(
+                    f"pair {pair} round {r} ({len(states['gold'])} states, loss {loss:.4f}) clues {c}: "
+                    f"{solved:.1%} vs shipped upo {shipped[c]:.1%} ({time.perf_counter() - t0:.0f}s)",
+                    flush=True,
+                )
+            save_json(Path(args.out), {"provenance": provenance, "results": rows})
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            torch.save(planner.state_dict(), Path(args.save) / f"planner-{pair}-round{args.dagger_rounds}.pt")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
