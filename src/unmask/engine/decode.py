@@ -18,7 +18,7 @@ from unmask.engine.cache import CacheStrategy, Window
 from unmask.engine.schedules import Plan
 from unmask.engine.state import RowMemory, StepState
 from unmask.engine.streams import Draws, RandomStreams
-from unmask.engine.tokens import CategoricalTokens, GumbelMaxTokens
+from unmask.engine.tokens import BlockDiffusionTokens, CategoricalTokens, GumbelMaxTokens
 from unmask.models.base import MaskedDiffusionModel
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class DecodeState:
         self,
         model: MaskedDiffusionModel,
         cache: CacheStrategy,
-        tokens: GumbelMaxTokens | CategoricalTokens,
+        tokens: GumbelMaxTokens | CategoricalTokens | BlockDiffusionTokens,
         policy: Policy,
         config: SamplingConfig,
         streams: RandomStreams,
@@ -198,9 +198,8 @@ class DecodeState:
         """One step's forward, token rule and assembly for the ``active`` rows: the :class:`StepState` the policy sees
         (with the tokens of every masked position drawn, unless the policy draws them after it reveals)."""
         g, length = self.gen_start, self.block_of.shape[1]
-        first = (self.block_step[active] == 0) | self.refresh[
-            active
-        ]  # a block's first step, or a refresh (cache_refresh)
+        # a block's first step, or a refresh (cache_refresh)
+        first = (self.block_step[active] == 0) | self.refresh[active]
         windows = run_forward(model, cache, self, active, first, config.cfg_scale, policy.capabilities.needs_hidden)
         draws = streams.bind(active, g, length, model.device)
         suppress = model.mask_id if config.suppress_mask_token else None
