@@ -34,17 +34,15 @@ from common import command_line, start_results
 
 from unmask.api import resolve_policy
 from unmask.core.checkpoint import save_json
-from unmask.engine.loop import generate
 from unmask.engine.policy import Capabilities, Policy
 from unmask.engine.state import StepState
-from unmask.engine.streams import ExampleStreams
-from unmask.evaluation.evaluate import gold_tokens, run_policy
+from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy
 from unmask.policies.oracle import correct
 from unmask.policies.planner import Planner, pair_inputs
 from unmask.tasks import get_task
-from unmask.training.imitation import imitation_loss
+from unmask.training.imitation import imitation_loss, labelled_rollouts
 
 LENGTH = 81  # a 9x9 answer
 
@@ -71,27 +69,7 @@ class Recorder(Policy):
 def collect(task, model, behaviour: Policy, upo: LearnedPolicy, examples: list, batch: int = 256) -> dict:
     """The labelled states of ``behaviour``'s rollouts, each up to its first wrong reveal (states with a gold
     candidate only)."""
-    recorder, parts = Recorder(behaviour, upo), []
-    for i in range(0, len(examples), batch):
-        chunk = examples[i : i + batch]
-        target, enc = gold_tokens(task, chunk, model), task.encode(chunk, model)
-        streams = ExampleStreams(0, range(i, i + len(chunk)))
-        out = generate(
-            model,
-            enc.input_ids,
-            recorder,
-            None,
-            enc.attention_mask,
-            enc.gen_start,
-            streams,
-            record=True,
-            inputs={"target": target},
-        )
-        alive = torch.ones(len(chunk), dtype=torch.bool)
-        for rec in out.trajectory:
-            parts.append({k: v[alive[rec.rows]] for k, v in rec.data.items()})
-            alive[rec.rows[(rec.reveal & (rec.data["tokens"] != target[rec.rows])).any(1)]] = False
-    states = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    states = labelled_rollouts(task, model, Recorder(behaviour, upo), examples, None, 0, batch, progress=False)
     return {k: v[states["gold"].any(1)] for k, v in states.items()}
 
 

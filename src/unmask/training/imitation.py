@@ -95,6 +95,25 @@ def collect_states(
     gold_tokens(task, examples[:1], model)  # a task without targets fails before any rollout
     policy.eval()
     actor = Labelled(policy.with_options(mode="sample"))
+    return labelled_rollouts(task, model, actor, examples, sampling, draws, batch_size, keys, progress)
+
+
+@torch.no_grad()
+def labelled_rollouts(
+    task: Task,
+    model: MaskedDiffusionModel,
+    actor: Policy,
+    examples: list,
+    sampling: SamplingConfig | None,
+    draws: torch.Generator | int,
+    batch_size: int = 64,
+    keys: tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The recorded states (``keys`` of each step's data, None: all of it, with ``gold``) and ``target`` of
+    ``actor``'s rollouts, each row's up to its first reveal of a wrong token. ``actor`` records the tokens it would
+    write (``tokens``) and the oracle's labels (``gold``), as :class:`Labelled` does, and reads the engine input
+    ``target``. ``draws`` as for :func:`collect_states`."""
     parts: list[dict[str, torch.Tensor]] = []
     for i in progress_bar(
         range(0, len(examples), batch_size),
