@@ -341,7 +341,7 @@ class EncoderCache(CacheStrategy):
         super().prepare(model, batch_size, gen_start, block_length)
         self.cache, self.alive = None, None  # the encoder cache, of the rows ``alive`` (ascending)
         self.kept: torch.Tensor | None = None  # (B, C, V) each row's last tempered logits (self-conditioning)
-        self.most = 0
+        self.most = 0  # the largest the encoder cache has been (it changes only when a canvas is encoded)
 
     def forward(self, input_ids, attention_mask, rows, block, first, output_hidden_states):
         b, L = input_ids.shape
@@ -358,13 +358,13 @@ class EncoderCache(CacheStrategy):
             if self.cache is None:
                 self.cache = self.model.new_cache()
             self.model.encode(input_ids[:n, begin:start], mask[:n, :start], self.cache, begin)
+            self.most = max(self.most, self._cache_bytes())
             positions += start - begin
         cache = self._view(rows)
         conditioning = None if bool(first[0]) else self.kept[rows]
         out = self.model.denoise(
             input_ids[:, start : start + C], conditioning, cache, mask[:, : start + C], start, output_hidden_states
         )
-        self.most = max(self.most, self._bytes())
         window = Window(torch.arange(b, device=input_ids.device), lo, lo + C, out.logits, out.hidden_states, True)
         return [window], positions
 
@@ -393,16 +393,15 @@ class EncoderCache(CacheStrategy):
         self.kept[rows] = logits
         return dict(part)
 
-    def _bytes(self) -> int:
-        held = 0 if self.kept is None else self.kept.numel() * self.kept.element_size()
-        for layer in self.cache.layers:
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-                held += 0 if not isinstance(t, torch.Tensor) else t.numel() * t.element_size()
-        return held
+    def _cache_bytes(self) -> int:
+        tensors = (getattr(layer, name, None) for layer in self.cache.layers for name in ("keys", "values"))
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
     def nbytes(self) -> int:
-        """The encoder cache and the kept self-conditioning logits (after a call: the most held during it)."""
-        return self.most
+        """The encoder cache and the kept self-conditioning logits (after a call: the most held during it; the
+        logits are allocated once, for every row)."""
+        kept = 0 if self.kept is None else self.kept.numel() * self.kept.element_size()
+        return self.most + kept
 
 
 CACHES: dict[str, type[CacheStrategy]] = {

@@ -192,9 +192,7 @@ class ScheduledTemperatureTokens:
         temperature = self.t_min + (self.t_max - self.t_min) * (remaining / self.steps)
         tempered = logits / temperature[:, None, None].to(logits.dtype)
         probs = torch.softmax(tempered, dim=-1, dtype=torch.float32)
-        b, C, V = probs.shape
-        q = draws.exponential_at(torch.ones((b, C), dtype=torch.bool, device=probs.device), V, dtype=probs.dtype)
-        tokens = multinomial(probs.view(-1, V), q).view(b, C)
+        tokens = multinomial(probs, draws.exponential_rows(*probs.shape[1:], dtype=probs.dtype))
         return {
             "logits": tempered,
             "probs": probs,
