@@ -7,13 +7,15 @@ data and nothing else in the objective:
 1. round 0's states come from **max-confidence** decoding of ``--train`` fresh puzzles (it errs often), each
    state up to the first wrong reveal, every candidate labelled by the oracle (``unmask.policies.oracle.correct``);
 2. a planner (``unmask.policies.planner.Planner``, an MLP per position, zero-initialised head) is fitted as a
-   residual over the shipped ``upo``'s logits with the phase's own loss (``imitation_loss``); its pairwise
-   channels W^c are frozen: ``--pair coupling`` takes the shipped policy's learned coupling strength A (one channel,
-   no task rule), ``--pair units`` the sudoku rows, columns and boxes (three channels: a diagnostic of what
-   per-unit channels are worth, never a deployable policy);
+   residual over the shipped ``upo``'s logits with the phase's own fit (``fit_states``, ``imitation_loss``); its
+   pairwise channels W^c are frozen: ``--pair coupling`` takes the shipped policy's learned coupling strength A
+   (one channel, no task rule), ``--pair cliques`` the per-clique sums over the cliques of that coupling's graph
+   (the planner option ``planner_pairs="cliques"``), ``--pair units`` the sudoku rows, columns and boxes (three
+   channels: a diagnostic of what per-unit channels are worth, never a deployable policy);
 3. each DAgger round (Ross et al. 2011) decodes ``--dagger-prompts`` fresh puzzles with the current learner
    (greedy), labels its states, **adds** them to every earlier round's states and refits.
 
+``train-policy`` runs the cliques experiment itself: recipes/ablations/upo-dagger-sudoku9-small.yaml.
 Every round is evaluated greedily on the same fresh held-out puzzles as the shipped ``upo`` (seed 2027, as
 benchmarks/oracle_gap.py). One JSON row per (pair, round, clues).
 
@@ -34,43 +36,26 @@ from common import command_line, start_results
 
 from unmask.api import resolve_policy
 from unmask.core.checkpoint import save_json
-from unmask.engine.policy import Capabilities, Policy
-from unmask.engine.state import StepState
+from unmask.engine.policy import Policy
 from unmask.evaluation.evaluate import run_policy
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy
-from unmask.policies.oracle import correct
-from unmask.policies.planner import Planner, pair_inputs
+from unmask.policies.planner import Planner, cliques
 from unmask.tasks import get_task
-from unmask.training.imitation import imitation_loss, labelled_rollouts
+from unmask.training.grpo import GRPOConfig
+from unmask.training.imitation import collect_states, fit_inputs, fit_states, freeze_inputs
 
 LENGTH = 81  # a 9x9 answer
 
 
-class Recorder(Policy):
-    """``behaviour`` acting; each recorded step keeps what the planner reads, the shipped ``upo``'s logits
-    (``base``) and confidences, and the oracle's labels."""
-
-    def __init__(self, behaviour: Policy, upo: LearnedPolicy) -> None:
-        self.behaviour, self.upo, self.name = behaviour, upo, "recorder"
-        self.capabilities = Capabilities(needs_hidden=True, needs_target=True)
-
-    @torch.no_grad()
-    def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        obs = self.upo.observe(state)
-        conf = self.upo.read_confidence(obs)
-        base = self.upo.scorer(obs, conf)[0].masked_fill(~obs["allowed"], 0.0)
-        keep = ("token_probs", "tokens", "masked", "allowed")
-        data = {**{k: obs[k] for k in keep}, "conf": conf, "base": base, "gold": correct(state)}
-        return self.behaviour.select(state), data
-
-
 @torch.no_grad()
-def collect(task, model, behaviour: Policy, upo: LearnedPolicy, examples: list, batch: int = 256) -> dict:
-    """The labelled states of ``behaviour``'s rollouts, each up to its first wrong reveal (states with a gold
-    candidate only)."""
-    states = labelled_rollouts(task, model, Recorder(behaviour, upo), examples, None, 0, batch, progress=False)
-    return {k: v[states["gold"].any(1)] for k, v in states.items()}
+def collect(task, model, actor: Policy, learner: LearnedPolicy, examples: list) -> dict:
+    """The labelled states of ``actor``'s rollouts as ``learner`` observes them, each up to its first wrong reveal
+    (states with a gold candidate only), reduced to what the planner's fit reads (the phase's own functions)."""
+    states = collect_states(task, model, learner, examples, None, 0, batch_size=256, progress=False, actor=actor)
+    states = {k: v[states["gold"].any(1)] for k, v in states.items()}
+    freeze_inputs(learner, states)
+    return fit_inputs(learner, states)
 
 
 def units() -> torch.Tensor:
@@ -81,56 +66,6 @@ def units() -> torch.Tensor:
     return torch.stack([(k[:, None] == k[None, :]) & off for k in (r, c, box)]).float()
 
 
-def cliques(strength: torch.Tensor, threshold: float, min_size: int) -> torch.Tensor:
-    """(K, L) membership of the maximal cliques of the coupling graph {A_ij > threshold} with at least
-    ``min_size`` positions (Bron-Kerbosch with pivoting): the units the coupling found, read without a task rule."""
-    graph = {i: set(torch.nonzero(strength[i] > threshold).flatten().tolist()) for i in range(len(strength))}
-    found: list[set] = []
-
-    def extend(r: set, p: set, x: set) -> None:
-        if not p and not x:
-            found.append(r)
-            return
-        pivot = max(p | x, key=lambda v: len(graph[v] & p))
-        for v in list(p - graph[pivot]):
-            extend(r | {v}, p & graph[v], x & graph[v])
-            p, x = p - {v}, x | {v}
-
-    extend(set(), set(graph), set())
-    keep = sorted(sorted(c) for c in found if len(c) >= min_size)
-    members = torch.zeros(len(keep), len(strength))
-    for k, c in enumerate(keep):
-        members[k, c] = 1.0
-    return members
-
-
-class CliquePlanner(Planner):
-    """The planner's own features plus, per position i and each clique k holding i (sorted, ``slots`` of them),
-    s_ki = sum_{j in k masked, j != i} p_j(t_i) and w_ki = sum_{j in k written} [x_j = t_i]: the per-unit form of
-    the planner's s^c_i, w^c_i."""
-
-    def __init__(self, length: int, members: torch.Tensor, slots: int, d_model: int) -> None:
-        super().__init__(length, 0, 0, d_model, 4)
-        self.slots = slots
-        self.register_buffer("members", members)
-        self.inp[0] = torch.nn.Linear(self.inp[0].in_features + 2 * slots, d_model)
-
-    def features(self, obs: dict, confidence: torch.Tensor) -> torch.Tensor:
-        f = super().features(obs, confidence)
-        m = obs["masked"].float()
-        pairs = pair_inputs(obs["token_probs"], obs["tokens"])  # (n, j, i) = p_j(t_i)
-        own = pairs.diagonal(dim1=1, dim2=2)  # p_i(t_i)
-        wanted = torch.einsum("kj,nji->nki", self.members, pairs * m[:, :, None]) - self.members * (own * m)[:, None]
-        held = torch.einsum("kj,nji->nki", self.members, pairs * (1 - m)[:, :, None])
-        holds = self.members.bool()[None].expand_as(wanted)
-        pooled = [
-            x.masked_fill(~holds, float("-inf")).sort(1, descending=True).values[:, : self.slots]
-            for x in (wanted, held)
-        ]
-        extra = torch.cat(pooled, 1).transpose(1, 2)
-        return torch.cat([f, extra.masked_fill(extra.isinf(), 0.0) * m[..., None]], -1)
-
-
 def planner_for(pair: torch.Tensor, d_model: int) -> Planner:
     planner = Planner(LENGTH, len(pair), 0, d_model, 4)
     with torch.no_grad():
@@ -139,27 +74,13 @@ def planner_for(pair: torch.Tensor, d_model: int) -> Planner:
     return planner
 
 
-def residual_utilities(planner: Planner, s: dict) -> torch.Tensor:
-    """u = upo's logits + r_psi, -inf outside the allowed set."""
-    return (s["base"] + planner(s, s["conf"])).masked_fill(~s["allowed"], float("-inf"))
-
-
-def fit(planner: Planner, calibration: torch.Tensor, states: dict, epochs: int, batch: int = 256) -> float:
-    """``epochs`` passes of Adam on the imitation loss; the mean loss of the last pass."""
-    params = [p for p in planner.parameters() if p.requires_grad]
+def fit(policy: LearnedPolicy, calibration: torch.Tensor, states: dict, epochs: int) -> float:
+    """``epochs`` passes of a new Adam (lr 1e-3, batches of 256) on the phase's fit (``fit_states``) over the
+    planner's trainable parameters; the mean loss of the last pass."""
+    params = [p for p in policy.planner.parameters() if p.requires_grad]
     opt = torch.optim.Adam([*params, calibration], lr=1e-3)
-    g, n = torch.Generator().manual_seed(0), len(states["gold"])
-    for _ in range(epochs):
-        total = 0.0
-        for idx in torch.randperm(n, generator=g).split(batch):
-            s = {k: v[idx] for k, v in states.items()}
-            loss = imitation_loss(residual_utilities(planner, s), s["gold"], s["allowed"], calibration)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            total += loss.item() * len(idx)
-    return total / n
+    cfg = GRPOConfig(imitation_epochs=epochs, imitation_batch_size=256)
+    return fit_states(policy, states, opt, params, calibration, torch.Generator().manual_seed(0), cfg)
 
 
 def as_policy(upo: LearnedPolicy, planner: Planner) -> LearnedPolicy:
@@ -168,7 +89,10 @@ def as_policy(upo: LearnedPolicy, planner: Planner) -> LearnedPolicy:
         upo.config,
         planner=True,
         planner_length=LENGTH,
+        planner_pairs="learned" if planner.cliques is None else "cliques",
         pair_channels=planner.channels,
+        planner_cliques=0 if planner.cliques is None else len(planner.cliques),
+        planner_slots=planner.slots,
         planner_d_model=planner.inp[0].out_features,
         planner_layers=0,
         planner_heads=4,
@@ -208,7 +132,8 @@ def main() -> None:
     held = {c: task.generate(args.num, seed=2027, difficulty=c) for c in map(int, args.eval_clues.split(","))}
     shipped = {c: run_policy(task, model, ex, upo)[0].solved_rate for c, ex in held.items()}
     t0 = time.perf_counter()
-    start = collect(task, model, resolve_policy("confidence", model), upo, puzzles(args.train, 5000))
+    observer = as_policy(upo, Planner(LENGTH, 0, 0, args.d_model, 4))  # what every planner reads, untrained
+    start = collect(task, model, resolve_policy("confidence", model), observer, puzzles(args.train, 5000))
     print(f"{len(start['gold'])} max-confidence states ({time.perf_counter() - t0:.0f}s)", flush=True)
     for pair in args.pair.split(","):
         torch.manual_seed(0)
@@ -216,18 +141,17 @@ def main() -> None:
             members = cliques(upo.coupling.strength.detach(), args.clique_threshold, args.clique_min_size)
             slots = int(members.sum(0).max())
             print(f"{len(members)} cliques of >= {args.clique_min_size} positions, up to {slots} per position")
-            planner = CliquePlanner(LENGTH, members, slots, args.d_model)
+            planner = Planner(LENGTH, 0, 0, args.d_model, 4, cliques=members, slots=slots)
         else:
             weights = {"coupling": lambda: upo.coupling.strength.detach()[None], "units": units}[pair]()
             planner = planner_for(weights, args.d_model)
         calibration = torch.tensor([math.log(upo.config.base_temperature), 0.0], requires_grad=True)
-        states = dict(start)
+        states, policy = dict(start), as_policy(upo, planner)
         for r in range(args.dagger_rounds + 1):
-            if r:  # DAgger: the learner's states, added to every earlier round's
-                new = collect(task, model, as_policy(upo, planner), upo, puzzles(args.dagger_prompts, 6000 + 10 * r))
+            if r:  # DAgger: the learner's (greedy) states, added to every earlier round's
+                new = collect(task, model, policy, policy, puzzles(args.dagger_prompts, 6000 + 10 * r))
                 states = {k: torch.cat([states[k], new[k]]) for k in states}
-            loss = fit(planner, calibration, states, args.epochs)
-            policy = as_policy(upo, planner)
+            loss = fit(policy, calibration, states, args.epochs)
             for c, ex in held.items():
                 solved = run_policy(task, model, ex, policy)[0].solved_rate
                 rows.append(

@@ -1,9 +1,11 @@
 """Imitation of the oracle (unmask.training.imitation) and the planner (unmask.policies.planner): the objective of each
 action family, a planner that starts as its scorer, and the phase inside train-policy (checkpoints, log, exact
-resume)."""
+resume); the DAgger pipeline of issue 32 (the coupling's cliques as planner inputs, a round-0 actor, rounds that
+aggregate)."""
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,10 @@ import torch
 from kill_harness import policy_config
 
 from unmask.api import train_policy
+from unmask.core.checkpoint import load_tensors
 from unmask.models import load_model
 from unmask.policies.learned import LearnedPolicy, load_policy
-from unmask.policies.planner import Planner
+from unmask.policies.planner import Planner, cliques
 from unmask.tasks import get_task
 from unmask.training import imitation
 
@@ -157,3 +160,179 @@ def test_the_ablation_recipes_are_valid_train_policy_configs():
         config = GRPOConfig.from_flat(yaml.safe_load(recipe.read_text()), source=str(recipe))
         config.validate()
         assert config.imitation_rounds > 0
+
+
+# ----- the DAgger pipeline of issue 32: clique inputs, a round-0 actor, aggregation -----
+
+
+def block_strength(sizes, inside=0.9, outside=0.1):
+    """A (L, L) strength with blocks of ``sizes`` along the diagonal (zero diagonal)."""
+    blocks = torch.block_diag(*[torch.full((s, s), inside) for s in sizes])
+    return torch.where(blocks > 0, blocks, torch.full_like(blocks, outside)).fill_diagonal_(0.0)
+
+
+def test_cliques_recovers_the_blocks_of_a_block_diagonal_strength_and_respects_the_minimum_size():
+    members = cliques(block_strength([5, 3, 5]), threshold=0.3, min_size=4)
+    expected = torch.zeros(2, 13)
+    expected[0, :5], expected[1, 8:] = 1.0, 1.0
+    assert torch.equal(members, expected)
+    assert len(cliques(block_strength([5, 3, 5]), threshold=0.3, min_size=3)) == 3
+    assert len(cliques(block_strength([5, 3, 5]), threshold=0.05, min_size=3)) == 1  # every pair an edge
+    with pytest.raises(ValueError, match="no clique of >= 6 positions .*lower --clique-threshold or --clique-min-size"):
+        cliques(block_strength([5, 3, 5]), threshold=0.3, min_size=6)
+
+
+def test_the_clique_planners_features_are_the_sorted_per_clique_sums():
+    members = torch.zeros(3, 6)
+    members[0, [0, 1, 2]], members[1, [2, 3, 4, 5]], members[2, [0, 2, 5]] = 1.0, 1.0, 1.0
+    planner = Planner(6, channels=0, layers=0, d_model=8, n_head=2, cliques=members, slots=2)
+    obs = observation(n=2, length=6, vocab=4)
+    f = planner.features(obs, obs["token_probs"].amax(-1))[..., 7:]
+    probs, tokens, masked = obs["token_probs"], obs["tokens"], obs["masked"]
+    for n in range(2):
+        for i in range(6):
+            t = tokens[n, i]
+            holding = [set(torch.nonzero(k).flatten().tolist()) for k in members if k[i]]
+            s = sorted(
+                (sum(probs[n, j, t].item() for j in k if masked[n, j] and j != i) for k in holding), reverse=True
+            )
+            w = sorted((sum(probs[n, j, t].item() for j in k if not masked[n, j]) for k in holding), reverse=True)
+            pad = lambda v: (v + [0.0, 0.0])[:2]  # noqa: E731
+            expected = torch.tensor(pad(s) + pad(w)) * masked[n, i]
+            assert torch.allclose(f[n, i], expected, atol=1e-6), (n, i)
+
+
+def coupled(model, **settings):
+    """A bernoulli policy for ``model`` (sudoku4: 16 positions) with a coupling whose strength holds the four rows
+    of the grid as its cliques."""
+    policy = LearnedPolicy.for_model("bernoulli", model, d_model=8, coupling_rounds=1, coupling_length=16, **settings)
+    with torch.no_grad():
+        policy.coupling.weight.copy_(torch.where(block_strength([4] * 4) > 0.5, 2.0, -4.0))
+    return policy
+
+
+def test_a_clique_planner_checkpoint_reloads_to_identical_utilities(tmp_path):
+    model = load_model("sudoku4")
+    torch.manual_seed(0)
+    policy = coupled(model, planner=True, planner_pairs="cliques", planner_length=16, planner_d_model=8)
+    policy.use_cliques(cliques(policy.coupling.strength.detach(), 0.3, 4))
+    assert (policy.config.planner_cliques, policy.config.planner_slots) == (4, 1)
+    torch.nn.init.normal_(policy.planner.head[-1].weight)
+    policy.save(tmp_path / "p")
+    loaded = load_policy(tmp_path / "p")
+    obs = {**observation(length=16, vocab=5), "time": torch.rand(3)}
+    obs["confidence"] = obs["token_probs"].amax(-1)
+    assert torch.equal(loaded.planner.cliques, policy.planner.cliques)
+    assert policy.planner(obs, obs["confidence"]).abs().sum() > 0  # the planner takes part
+    assert torch.equal(loaded.scores(obs), policy.scores(obs))
+
+
+def test_the_actor_drives_the_rollout_while_the_learner_observes():
+    from unmask.engine.policy import Policy
+    from unmask.policies import get_policy
+    from unmask.policies.oracle import correct
+
+    model, task = load_model("sudoku4"), get_task("sudoku4")
+    examples = task.generate(6, seed=1, difficulty=6)
+    torch.manual_seed(0)
+    learner = LearnedPolicy.for_model("bernoulli", model, d_model=8)
+    confidence = get_policy("confidence")
+
+    class Direct(Policy):  # max-confidence decoding, each step's mask and labels recorded as they are
+        capabilities = replace(confidence.capabilities, needs_target=True)
+
+        def act(self, state, record=False):
+            data = {"masked": state.masked, "tokens": state.tokens, "gold": correct(state)} if record else {}
+            return confidence.select(state), data
+
+    states = imitation.collect_states(task, model, learner, examples, None, 0, actor=confidence, progress=False)
+    direct = imitation.labelled_rollouts(task, model, Direct(), examples, None, 0, progress=False)
+    for key in ("masked", "tokens", "gold", "target"):
+        assert torch.equal(states[key], direct[key]), key
+    assert "confidence" in states and "time" in states  # the learner's observation, not the actor's
+    own = imitation.collect_states(task, model, learner, examples, None, 0, progress=False)
+    assert len(own["masked"]) != len(states["masked"]) or not torch.equal(own["masked"], states["masked"])
+
+
+def dagger_run(out, init, resume=False, **settings):
+    """A tiny run of recipes/ablations/upo-dagger-sudoku9-small.yaml's pipeline on sudoku4."""
+    pipeline = {
+        "init_policy": str(init),
+        "coupling_rounds": 1,
+        "planner": True,
+        "planner_pairs": "cliques",
+        "clique_min_size": 4,
+        "planner_d_model": 8,
+        "imitation_actor": "confidence",
+        "imitation_actor_prompts": 5,
+        "imitation_rounds": 3,
+        "imitation_prompts": 3,
+        "imitation_epochs": 1,
+        "imitation_aggregate": True,
+        "imitation_mode": "greedy",
+        "eval_size": 4,
+        "max_steps": 1,
+    }
+    config = policy_config(out, **{**pipeline, **settings})
+    return train_policy(config, resume=resume, progress=False)
+
+
+@pytest.fixture
+def coupled_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    coupled(load_model("sudoku4")).save(tmp_path / "coupled", {})
+    return tmp_path / "coupled"
+
+
+def test_dagger_rounds_fit_on_every_earlier_rounds_states(tmp_path, monkeypatch, coupled_checkpoint):
+    fitted = []
+    real = imitation.Imitation.fit
+    monkeypatch.setattr(imitation.Imitation, "fit", lambda self, states: fitted.append(states) or real(self, states))
+    dagger_run(tmp_path / "run", coupled_checkpoint)
+    saved = [load_tensors(tmp_path / "run" / imitation.PHASE / "states" / f"round-{r}.safetensors") for r in range(3)]
+    assert sorted(saved[0]) == sorted(
+        ["token_probs", "tokens", "masked", "allowed", "gold", "confidence_read", "scorer_logits"]
+    )
+    for r in range(3):
+        for k, v in fitted[r].items():
+            assert torch.equal(v, torch.cat([s[k] for s in saved[: r + 1]])), (r, k)
+    with open(tmp_path / "run" / imitation.PHASE / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["fit_states"]) for r in rows[1:]] == [sum(len(s["gold"]) for s in saved[: r + 1]) for r in range(3)]
+    policy = load_policy(tmp_path / "run" / "best")
+    assert policy.config.planner_cliques == 4 and torch.equal(
+        policy.planner.cliques, cliques(policy.coupling.strength.detach(), 0.3, 4)
+    )
+
+
+def test_an_interrupted_dagger_run_resumes_exactly(tmp_path, monkeypatch, coupled_checkpoint):
+    dagger_run(tmp_path / "ref", coupled_checkpoint)
+    real = imitation.Imitation.save
+
+    def stop_after_second_round(self):
+        real(self)
+        if self.round == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(imitation.Imitation, "save", stop_after_second_round)
+    with pytest.raises(KeyboardInterrupt):
+        dagger_run(tmp_path / "run", coupled_checkpoint)
+    monkeypatch.setattr(imitation.Imitation, "save", real)
+    dagger_run(tmp_path / "run", coupled_checkpoint, resume=True)
+    for name in (f"{imitation.PHASE}/best", f"{imitation.PHASE}/last", "last"):
+        assert (tmp_path / "run" / name / "model.safetensors").read_bytes() == (
+            tmp_path / "ref" / name / "model.safetensors"
+        ).read_bytes(), name
+
+
+def test_bad_dagger_settings_are_one_clear_error(tmp_path, coupled_checkpoint):
+    with pytest.raises(
+        ValueError, match="cliques reads the cliques of the policy's learned coupling.*--coupling-rounds"
+    ):
+        policy_config(tmp_path / "a", planner=True, planner_pairs="cliques").validate()
+    with pytest.raises(ValueError, match="cliques reads the cliques of a trained coupling.*--init-policy"):
+        policy_config(tmp_path / "b", planner=True, planner_pairs="cliques", coupling_rounds=1).validate()
+    with pytest.raises(ValueError, match="no clique of >= 5 positions.*lower --clique-threshold"):
+        dagger_run(tmp_path / "c", coupled_checkpoint, clique_min_size=5)
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        dagger_run(tmp_path / "d", coupled_checkpoint, imitation_actor="nope")

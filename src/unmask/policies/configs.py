@@ -54,7 +54,24 @@ class StructureConfig(Config):
         "per-position features and learned pairwise channels over the whole answer, "
         "trained by imitation of the oracle (--imitation-rounds)",
     )
-    pair_channels: int = option(4, "the planner's learned pairwise channels W^c (L x L each)", low=0)
+    planner_pairs: str = option(
+        "learned",
+        "the planner's pairwise inputs: learned = --pair-channels matrices W^c trained with it; cliques = "
+        "per-clique sums over the maximal cliques of the (trained, frozen) coupling's graph {A_ij > "
+        "--clique-threshold} (needs a coupling and --init-policy: the coupling it reads)",
+        choices=("learned", "cliques"),
+    )
+    pair_channels: int = option(
+        4, "the planner's learned pairwise channels W^c (L x L each; --planner-pairs learned)", low=0
+    )
+    clique_threshold: float = option(
+        0.3, "--planner-pairs cliques: the coupling graph's edges are the pairs with strength A_ij > this", low=0.0
+    )
+    clique_min_size: int = option(5, "--planner-pairs cliques: the smallest clique kept (positions)", low=2)
+    planner_cliques: int = option(0, "cliques the planner reads (--planner-pairs cliques)", low=0, derived=True)
+    planner_slots: int = option(
+        0, "cliques per position the planner reads (the most holding one position)", low=0, derived=True
+    )
     planner_layers: int = option(
         0, "bidirectional transformer layers of the planner over the positions (0: an MLP per position)", low=0
     )
@@ -65,6 +82,11 @@ class StructureConfig(Config):
     )
 
     def check(self) -> None:
+        if self.planner and self.planner_pairs == "cliques" and not self.coupling_rounds:
+            raise ValueError(
+                "planner_pairs (--planner-pairs) cliques reads the cliques of the policy's learned coupling; "
+                "give the policy a coupling (--coupling-rounds N) or use --planner-pairs learned"
+            )
         if self.planner_d_model % self.planner_heads:
             raise ValueError(
                 f"planner_d_model (--planner-d-model) {self.planner_d_model} must be divisible by "
@@ -201,5 +223,18 @@ class PlackettLuceConfig(ParallelConfig):
         return self.count == "stop"
 
 
-PLANNER_FIELDS = ("planner", "pair_channels", "planner_layers", "planner_d_model", "planner_heads", "planner_length")
+PLANNER_FIELDS = (
+    "planner",
+    "planner_pairs",
+    "pair_channels",
+    "clique_threshold",
+    "clique_min_size",
+    "planner_cliques",
+    "planner_slots",
+    "planner_layers",
+    "planner_d_model",
+    "planner_heads",
+    "planner_length",
+)
+CLIQUE_FIELDS = ("planner_cliques", "planner_slots")  # derived from the coupling the planner is built over
 CONFIG_TYPES: dict[str, type] = {"upo": UPOConfig, "bernoulli": ParallelConfig, "plackett-luce": PlackettLuceConfig}

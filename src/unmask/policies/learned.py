@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -128,22 +128,39 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         self.coupling = (
             MeanFieldCoupling(config.coupling_length, config.coupling_rounds) if config.coupling_rounds else None
         )
-        self.planner = (
-            Planner(
-                config.planner_length,
-                config.pair_channels,
-                config.planner_layers,
-                config.planner_d_model,
-                config.planner_heads,
-            )
-            if config.planner
-            else None
+        self.planner = self._build_planner(
+            torch.zeros(config.planner_cliques, config.planner_length) if config.planner_cliques else None
         )
         self.name = self.kind
         self.default_mode = self.mode = kind.default_mode
         self.temperature = float(getattr(config, "temperature", 1.0))
         self.sigma = 0.0
         self.alpha = getattr(config, "alpha", None)
+
+    def _build_planner(self, cliques: torch.Tensor | None) -> Planner | None:
+        """The config's planner (None without one); ``cliques``: its (K, L) clique membership (zeros until the
+        saved buffer is loaded)."""
+        c = self.config
+        if not c.planner:
+            return None
+        learned = c.planner_pairs == "learned"
+        return Planner(
+            c.planner_length,
+            c.pair_channels if learned else 0,
+            c.planner_layers,
+            c.planner_d_model,
+            c.planner_heads,
+            cliques if not learned else None,
+            c.planner_slots,
+        )
+
+    def use_cliques(self, members: torch.Tensor) -> None:
+        """Give the planner (``planner_pairs="cliques"``) the clique membership (K, L) it reads
+        (:func:`unmask.policies.planner.cliques` of the frozen coupling): a new, untrained planner, its K and
+        slots (the most cliques holding one position) recorded in the config so a checkpoint reloads it."""
+        slots = int(members.sum(0).max())
+        self.config = replace(self.config, planner_cliques=len(members), planner_slots=slots)
+        self.planner = self._build_planner(members.float())
 
     @classmethod
     def for_model(cls, kind: str, model: MaskedDiffusionModel, **settings) -> LearnedPolicy:

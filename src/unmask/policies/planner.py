@@ -14,7 +14,15 @@ where t_i is the token position i would receive, c_i the confidence the policy r
     s^c_i = sum_{j masked} W^c_ij p_j(t_i),      w^c_i = sum_{j written} W^c_ij [x_j = t_i]
 
 how strongly the positions related to i by W^c (learned, L x L: rows, columns, boxes or carries are found by
-training) want, or already hold, the token i would receive. With ``planner_layers`` > 0 the per-position
+training) want, or already hold, the token i would receive. With ``cliques`` (``planner_pairs="cliques"``) the
+pairwise inputs are instead read per clique k of the policy's frozen coupling graph {A_ij > threshold}
+(:func:`cliques`: on sudoku9 the rows, columns and boxes, found by the coupling, not written in):
+
+    s_ki = sum_{j in k masked, j != i} p_j(t_i),      w_ki = sum_{j in k written} [x_j = t_i],
+
+each position's values over the cliques holding it sorted descending and kept for ``slots`` cliques (the MLP
+then reads "the unit where the token is least wanted elsewhere" directly; docs/imitation.md). With
+``planner_layers`` > 0 the per-position
 features pass through a small bidirectional transformer with learned position embeddings (the Gt-Margin
 planner of Asano et al., arXiv 2602.09501, §3.2) before the head; with 0 an MLP scores each position. The head
 is zero-initialised, so an untrained planner adds nothing and the policy starts as its scorer ("start as the
@@ -28,6 +36,37 @@ import torch
 from torch import nn
 
 BASE_FEATURES = 7
+INPUTS = ("token_probs", "tokens", "masked", "allowed")  # what the planner reads of an observation
+
+
+def cliques(strength: torch.Tensor, threshold: float, min_size: int) -> torch.Tensor:
+    """(K, L) membership of the maximal cliques of the graph {A_ij > ``threshold``} over the L positions with at
+    least ``min_size`` positions, sorted (Bron-Kerbosch with pivoting, Tomita et al. 2006): the units a coupling's
+    strength A (:attr:`unmask.policies.coupling.MeanFieldCoupling.strength`) found, read without a task rule."""
+    graph = {i: set(torch.nonzero(strength[i] > threshold).flatten().tolist()) - {i} for i in range(len(strength))}
+    found: list[set[int]] = []
+
+    def extend(r: set[int], p: set[int], x: set[int]) -> None:
+        if not p and not x:
+            found.append(r)
+            return
+        pivot = max(p | x, key=lambda v: len(graph[v] & p))
+        for v in list(p - graph[pivot]):
+            extend(r | {v}, p & graph[v], x & graph[v])
+            p, x = p - {v}, x | {v}
+
+    extend(set(), set(graph), set())
+    keep = sorted(sorted(c) for c in found if len(c) >= min_size)
+    if not keep:
+        largest = max(map(len, found))
+        raise ValueError(
+            f"the coupling graph {{A_ij > {threshold:g}}} has no clique of >= {min_size} positions (the largest "
+            f"has {largest}): lower --clique-threshold or --clique-min-size"
+        )
+    members = torch.zeros(len(keep), len(strength))
+    for k, c in enumerate(keep):
+        members[k, c] = 1.0
+    return members
 
 
 def pair_inputs(token_probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -38,16 +77,28 @@ def pair_inputs(token_probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
 
 
 class Planner(nn.Module):
-    """r_psi over ``length`` positions (see the module docstring)."""
+    """r_psi over ``length`` positions (see the module docstring); ``cliques``: a (K, L) membership
+    (:func:`cliques`) whose per-clique sums, ``slots`` per position, are inputs too (a buffer: saved with the
+    weights)."""
 
-    def __init__(self, length: int, channels: int, layers: int, d_model: int, n_head: int) -> None:
+    def __init__(
+        self,
+        length: int,
+        channels: int,
+        layers: int,
+        d_model: int,
+        n_head: int,
+        cliques: torch.Tensor | None = None,
+        slots: int = 0,
+    ) -> None:
         super().__init__()
         if length < 1:
             raise ValueError(f"a planner needs the generation length (>= 1 positions), got {length}")
-        self.length, self.channels = length, channels
+        self.length, self.channels, self.slots = length, channels, slots if cliques is not None else 0
         self.pair = nn.Parameter(torch.randn(channels, length, length) * 0.1) if channels else None
+        self.register_buffer("cliques", cliques)
         self.inp = nn.Sequential(
-            nn.Linear(BASE_FEATURES + 2 * channels, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+            nn.Linear(BASE_FEATURES + 2 * channels + 2 * self.slots, d_model), nn.GELU(), nn.Linear(d_model, d_model)
         )
         self.position = nn.Parameter(torch.zeros(length, d_model)) if layers else None
         self.layers = nn.ModuleList(
@@ -76,12 +127,31 @@ class Planner(nn.Module):
         own = log_p.gather(-1, tokens[..., None]).squeeze(-1)
         parts = [own * m, margin * m, entropy * m, confidence.float() * m, m, obs["allowed"].float(), time]
         f = torch.stack(parts, -1)
+        if self.pair is None and self.cliques is None:
+            return f
+        pairs = pair_inputs(probs, tokens)  # (n, j, i)
         if self.pair is not None:
-            pairs = pair_inputs(probs, tokens)  # (n, j, i)
             wanted = torch.einsum("cij,nji->nic", self.pair, pairs * m[:, :, None])
             held = torch.einsum("cij,nji->nic", self.pair, pairs * (1 - m)[:, :, None])
             f = torch.cat([f, wanted, held], -1)
+        if self.cliques is not None:
+            f = torch.cat([f, self.clique_features(pairs, m)], -1)
         return f
+
+    def clique_features(self, pairs: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """(n, L, 2 slots): s_ki (j != i) then w_ki over the cliques k holding i, each sorted descending, the first
+        ``slots`` (zero where i is in fewer cliques, and at written positions)."""
+        members = self.cliques
+        own = pairs.diagonal(dim1=1, dim2=2)  # p_i(t_i)
+        wanted = torch.einsum("kj,nji->nki", members, pairs * m[:, :, None]) - members * (own * m)[:, None]
+        held = torch.einsum("kj,nji->nki", members, pairs * (1 - m)[:, :, None])
+        holds = members.bool()[None].expand_as(wanted)
+        pooled = [
+            x.masked_fill(~holds, float("-inf")).sort(1, descending=True).values[:, : self.slots]
+            for x in (wanted, held)
+        ]
+        extra = torch.cat(pooled, 1).transpose(1, 2)
+        return extra.masked_fill(extra.isinf(), 0.0) * m[..., None]
 
     def forward(self, obs: dict[str, torch.Tensor], confidence: torch.Tensor) -> torch.Tensor:
         """The residual r_psi (n, L) added to the scorer's logits."""

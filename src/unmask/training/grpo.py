@@ -49,8 +49,9 @@ from unmask.engine.policy import Policy
 from unmask.engine.streams import ExampleStreams
 from unmask.evaluation.run_config import RunConfig, load_data, resolve_task
 from unmask.models import MaskedDiffusionModel, load_model
-from unmask.policies import get_policy
+from unmask.policies import check_spec, get_policy
 from unmask.policies.configs import (
+    CLIQUE_FIELDS,
     CONFIG_TYPES,
     DEFAULT_ALPHA,
     PLANNER_FIELDS,
@@ -59,6 +60,7 @@ from unmask.policies.configs import (
     UPOConfig,
 )
 from unmask.policies.learned import LearnedPolicy, load_policy
+from unmask.policies.planner import cliques
 from unmask.tasks.base import EncodedBatch, Scores, Task
 from unmask.training.reference import DEFAULT_BETA, Reference
 from unmask.training.rewards import REWARD_FORMS, speed_reward, trajectory_logprob
@@ -158,6 +160,29 @@ class GRPOConfig(Config):
         low=0,
     )
     imitation_prompts: int = option(1000, "training prompts decoded per imitation round", low=1)
+    imitation_actor: str = option(
+        "",
+        "a policy spec (e.g. confidence, as for eval) that decodes round 0's prompts instead of the learner: its states "
+        "(where it errs) are labelled by the oracle and recorded as the learner observes them; '' = the learner",
+    )
+    imitation_actor_prompts: int | None = option(
+        None, "training prompts of round 0 (the --imitation-actor's round); none = --imitation-prompts", low=1
+    )
+    imitation_mode: str = option(
+        "sample",
+        "how the learner decodes its imitation rounds: sample (its own sampled states) or greedy (the states of its "
+        "greedy decode, as benchmarks/imitation_dagger.py's DAgger rounds)",
+        choices=("sample", "greedy"),
+    )
+    imitation_reset_optimizer: bool = option(
+        False,
+        "each imitation round starts a new Adam (as benchmarks/imitation_dagger.py); false = the moments carry over",
+    )
+    imitation_aggregate: bool = option(
+        False,
+        "DAgger proper (Ross et al. 2011): each round fits on its states and every earlier round's (kept in "
+        "imitation/states/ for --resume); false = on its own states only",
+    )
     imitation_epochs: int = option(3, "passes over each round's states", low=1)
     imitation_learning_rate: float = option(1e-3, "Adam learning rate of the imitation fit", low=0.0, low_open=True)
     imitation_batch_size: int = option(256, "states per imitation gradient step", low=1)
@@ -209,6 +234,14 @@ class GRPOConfig(Config):
             )
         for spec in self.expert_steering:
             get_policy(spec)
+        if self.imitation_actor:
+            check_spec(self.imitation_actor)
+        if self.policy.planner and self.policy.planner_pairs == "cliques" and not self.init_policy:
+            raise ValueError(
+                "planner_pairs (--planner-pairs) cliques reads the cliques of a trained coupling: start from a "
+                "policy with one (--init-policy DIR, e.g. written by `unmask pretrain-coupling` or a shipped "
+                "policy) or use --planner-pairs learned"
+            )
         if self.baseline == "greedy" and self.expert_steering:
             raise ValueError(
                 "the greedy baseline compares the policy with itself; it does not combine with expert steering"
@@ -488,11 +521,9 @@ class GRPOTrainer:
         its coupling pre-training (``coupling_nll``, written by ``pretrain-coupling``) for the step-0 row."""
         initial = load_policy(directory)
         adds_planner = self.policy.planner is not None and initial.planner is None  # a zero-initialised one
-        comparable = (
-            replace(initial.config, **{f: getattr(self.policy.config, f) for f in PLANNER_FIELDS})
-            if adds_planner
-            else initial.config
-        )
+        # a clique planner's K and slots are derived from the weights (compared through them)
+        fields = PLANNER_FIELDS if adds_planner else CLIQUE_FIELDS
+        comparable = replace(initial.config, **{f: getattr(self.policy.config, f) for f in fields})
         if initial.kind != self.policy.kind or comparable != self.policy.config:
             ours, theirs = asdict(self.policy.config), asdict(initial.config)
             differ = [f"{k}: {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items() if theirs.get(k) != v]
@@ -500,6 +531,13 @@ class GRPOTrainer:
                 f"--init-policy {directory} is a {initial.kind} policy with other settings than this run's "
                 f"{self.policy.kind} policy ({'; '.join(differ) or 'another kind'}); train it with this "
                 "run's settings (the same recipe), or drop --init-policy"
+            )
+        ours = self.policy.config
+        if ours.planner and ours.planner_pairs == "cliques":  # the cliques of the coupling it starts from
+            self.policy.use_cliques(
+                cliques(initial.coupling.strength.detach(), ours.clique_threshold, ours.clique_min_size)
+                if adds_planner
+                else initial.planner.cliques
             )
         self.policy.load_state_dict({**self.policy.state_dict(), **initial.state_dict()})
         history = initial.record.get("coupling_nll")

@@ -1,7 +1,9 @@
 """Imitation of the ground-truth oracle: the step between the coupling's pre-training and GRPO.
 
 The policy decodes training prompts itself (DAgger, Ross et al. 2011: the states the *learner* visits, not the
-oracle's), and every state is labelled by the oracle (:mod:`unmask.policies.oracle`): ``gold`` marks the
+oracle's; round 0 may be decoded by another policy instead, ``imitation_actor``, e.g. max-confidence, which errs
+where the learner rarely does, its states recorded as the learner observes them), and every state is labelled by
+the oracle (:mod:`unmask.policies.oracle`): ``gold`` marks the
 candidates whose token already is the gold one. The policy's utilities are then fitted to those per-position
 labels ("is this argmax correct", :func:`imitation_loss`): for the parallel Bernoulli policies (Jazbec's f_phi)
 that is the likelihood of the parallel oracle's action; for the Plackett-Luce ones (UPO's g_phi, one position
@@ -11,13 +13,18 @@ learning to rank toward the oracle's order). Every candidate of every state carr
 (tried first: it over-fitted them and lost accuracy, docs/experiments.md).
 
 One mechanism serves both families; a planner (:mod:`unmask.policies.planner`) is what gives the scorer the
-inputs that make those labels predictable. Each of ``imitation_rounds`` rounds collects the states of
-``imitation_prompts`` fresh prompts decoded by the current policy (sampling mode) up to the first wrong reveal
-(later states condition on a contradiction of the gold answer), fits ``imitation_epochs`` passes of Adam over
-them (the MDM is not called in the fit), and evaluates the policy greedily on the run's held-out prompts; the
-best round's weights (round 0: the policy it started from) are kept (``imitation/best``) and start GRPO. Rounds do not aggregate earlier rounds'
-states (each round is a pure function of the weights it starts from, so a resumed run is exact); the optimizer
-carries over. ``imitation/last`` is resumable, ``imitation/metrics.csv`` logs one row per round.
+inputs that make those labels predictable (with ``planner_pairs="cliques"``, per-clique sums over the cliques of
+the frozen coupling). Each of ``imitation_rounds`` rounds collects the states of ``imitation_prompts`` fresh
+prompts (round 0: ``imitation_actor_prompts``) decoded by the current policy (``imitation_mode``: sampling, or
+greedy; round 0 by ``imitation_actor`` where one is given) up to the first wrong reveal (later states condition on
+a contradiction of the gold answer), fits ``imitation_epochs`` passes of Adam over them (the MDM is not called in
+the fit), and evaluates the policy greedily on the run's held-out prompts; the best round's weights (round 0: the
+policy it started from) are kept (``imitation/best``) and start GRPO. With ``imitation_aggregate`` each round fits
+on its states and every earlier round's (DAgger proper); each round's states are then saved
+(``imitation/states/round-K.safetensors``, what the fit reads, before the round's checkpoint) and a resumed run
+reloads them, so it stays exact; without it each round is a pure function of the weights it starts from. The
+optimizer carries over (``imitation_reset_optimizer``: a new one per round). ``imitation/last`` is resumable,
+``imitation/metrics.csv`` logs one row per round.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from unmask.core.checkpoint import (
     LAST,
     WEIGHTS,
     TrainingState,
+    atomic_write,
     has_checkpoint,
     load_tensors,
     load_training_checkpoint,
@@ -51,28 +60,35 @@ from unmask.models import MaskedDiffusionModel
 from unmask.policies.base import top_k_mask
 from unmask.policies.learned import LearnedPolicy
 from unmask.policies.oracle import correct
+from unmask.policies.planner import INPUTS
+from unmask.policies.resolve import resolve_policy
 from unmask.tasks import Task
 
 if TYPE_CHECKING:
-    from unmask.training.grpo import GRPOTrainer
+    from unmask.training.grpo import GRPOConfig, GRPOTrainer
 
 PHASE = "imitation"  # the phase's folder in the run directory
 STREAM = 2**41  # the rounds' random streams: ExampleStreams.seed_of(run seed, STREAM + round)
 
 
 class Labelled(Policy):
-    """The learner acting, each recorded step's observation extended with the tokens it would write and the
-    oracle's label ``gold`` (needs the engine input ``target``)."""
+    """The learner's observation of each recorded step, extended with the tokens it would write and the oracle's
+    label ``gold`` (needs the engine input ``target``); ``actor`` chooses the reveals (None: the learner)."""
 
-    def __init__(self, policy: LearnedPolicy) -> None:
-        self.policy = policy
-        self.name = f"{policy.name}+oracle labels"
-        self.capabilities = replace(policy.capabilities, needs_target=True)
+    def __init__(self, policy: LearnedPolicy, actor: Policy | None = None) -> None:
+        self.policy, self.actor = policy, actor
+        acting = actor or policy
+        self.name = f"{acting.name}+oracle labels"
+        needs_hidden = acting.capabilities.needs_hidden or policy.capabilities.needs_hidden  # the learner observes
+        self.capabilities = replace(acting.capabilities, needs_hidden=needs_hidden, needs_target=True)
 
     def act(self, state: StepState, record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        reveal, data = self.policy.act(state, record)
-        if record:
+        if self.actor is None:
+            reveal, data = self.policy.act(state, record)
             data = {k: v for k, v in data.items() if k not in ("action", "old_log_prob")}
+        else:
+            reveal, data = self.actor.select(state), (self.policy.observe(state) if record else {})
+        if record:
             data.update(tokens=state.tokens, gold=correct(state))
         return reveal, data
 
@@ -88,14 +104,17 @@ def collect_states(
     batch_size: int = 64,
     keys: tuple[str, ...] | None = None,
     progress: bool = True,
+    actor: Policy | None = None,
+    mode: str = "sample",
 ) -> dict[str, torch.Tensor]:
     """The observation (``keys``; None: all of it), ``tokens``, oracle label ``gold`` and ``target`` of every
-    state of the policy's sampled rollouts before its first reveal of a wrong token. ``draws``: one generator for
-    every batch, or a seed of per-example streams (example ``j`` draws from ``(seed, j)``)."""
+    state of the policy's rollouts in ``mode`` (``actor``'s, observed by the policy, where one is given) before the
+    first reveal of a wrong token. ``draws``: one generator for every batch, or a seed of per-example streams
+    (example ``j`` draws from ``(seed, j)``)."""
     gold_tokens(task, examples[:1], model)  # a task without targets fails before any rollout
     policy.eval()
-    actor = Labelled(policy.with_options(mode="sample"))
-    return labelled_rollouts(task, model, actor, examples, sampling, draws, batch_size, keys, progress)
+    labelled = Labelled(policy.with_options(mode=mode), actor)
+    return labelled_rollouts(task, model, labelled, examples, sampling, draws, batch_size, keys, progress)
 
 
 @torch.no_grad()
@@ -169,6 +188,13 @@ def freeze_inputs(policy: LearnedPolicy, states: dict[str, torch.Tensor], chunk:
     states.update({k: torch.cat(v) for k, v in parts.items() if v})
 
 
+def fit_inputs(policy: LearnedPolicy, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the fit reads of each state (after :func:`freeze_inputs`): where the planner alone is fitted, its
+    inputs, the frozen confidences and scorer logits and the labels; else everything but the targets."""
+    keep = [*INPUTS, *FROZEN] if policy.planner is not None else list(states)
+    return {k: states[k] for k in keep if k != "target"}
+
+
 def utilities(
     policy: LearnedPolicy, states: dict[str, torch.Tensor], idx: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,13 +228,56 @@ def imitation_loss(
     return -(per * allowed).sum() / allowed.sum().clamp(min=1)
 
 
+def fit_states(
+    policy: LearnedPolicy,
+    states: dict[str, torch.Tensor],
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    calibration: torch.Tensor,
+    generator: torch.Generator,
+    cfg: GRPOConfig,
+) -> float:
+    """``cfg.imitation_epochs`` passes of ``opt`` (over ``params``, clipped to norm 1, and the ``calibration``) on
+    :func:`imitation_loss` over ``states`` (with their frozen inputs, :func:`freeze_inputs`), in batches of
+    ``imitation_batch_size`` drawn from ``generator``, with the phase's ``imitation_top_k``, ``imitation_anchor``
+    and ``imitation_negative_weight``; the mean loss of the last pass."""
+    n = len(states["gold"])
+    policy.train()
+    total = 0.0
+    for _ in range(cfg.imitation_epochs):
+        perm = torch.randperm(n, generator=generator, device=generator.device)
+        total = 0.0
+        for idx in perm.split(cfg.imitation_batch_size):
+            (u, residual), allowed = utilities(policy, states, idx), states["allowed"][idx]
+            if cfg.imitation_top_k is not None:  # the decision-relevant candidates: the current top K
+                k = torch.full((len(idx),), cfg.imitation_top_k, device=u.device)
+                allowed = top_k_mask(u.detach(), allowed, k)
+            loss = imitation_loss(u, states["gold"][idx], allowed, calibration, cfg.imitation_negative_weight)
+            if cfg.imitation_anchor:  # lambda * mean r^2: the start's order where the labels do not object
+                loss = loss + cfg.imitation_anchor * residual[allowed].pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            total += loss.item() * len(idx)
+    policy.eval()
+    return total / n
+
+
+def round_prompts(trainer: GRPOTrainer, r: int) -> int:
+    """How many prompts round ``r`` decodes: ``imitation_actor_prompts`` in round 0 where given, else
+    ``imitation_prompts``."""
+    cfg = trainer.cfg
+    return cfg.imitation_actor_prompts if r == 0 and cfg.imitation_actor_prompts else cfg.imitation_prompts
+
+
 def round_examples(trainer: GRPOTrainer, r: int) -> list:
-    """Round ``r``'s ``imitation_prompts`` prompts: a slice of the run's data file, or freshly generated ones
-    (their own seed per round, spread over the difficulties)."""
-    n, run = trainer.cfg.imitation_prompts, trainer.cfg.run
+    """Round ``r``'s prompts (:func:`round_prompts`): the next slice of the run's data file, or freshly generated
+    ones (their own seed per round, spread over the difficulties)."""
+    n, run = round_prompts(trainer, r), trainer.cfg.run
     if trainer.train_examples is not None:
-        data = trainer.train_examples
-        return [data[(r * n + i) % len(data)] for i in range(n)]
+        data, start = trainer.train_examples, sum(round_prompts(trainer, q) for q in range(r))
+        return [data[(start + i) % len(data)] for i in range(n)]
     k = len(run.difficulties)
     return [
         ex
@@ -233,11 +302,16 @@ class Imitation:
         ]
         scale = getattr(policy.config, "base_temperature", None)  # UPO's tau0; parallel policies have none
         self.calibration = torch.tensor([math.log(scale or 1.0), 0.0], requires_grad=True)
-        self.opt = torch.optim.Adam([*self.params, self.calibration], lr=self.cfg.imitation_learning_rate)
+        self.opt = self.optimizer()
         self.gen = torch.Generator(device=trainer.model.device).manual_seed(
             ExampleStreams.seed_of(self.cfg.run.seed, STREAM - 1)
         )
         self.round, self.best, self.best_metrics = 0, float("-inf"), {}
+        self.actor = resolve_policy(self.cfg.imitation_actor, trainer.model) if self.cfg.imitation_actor else None
+        self.pool: list[dict[str, torch.Tensor]] = []  # every earlier round's states (imitation_aggregate)
+
+    def optimizer(self) -> torch.optim.Adam:
+        return torch.optim.Adam([*self.params, self.calibration], lr=self.cfg.imitation_learning_rate)
 
     def save(self) -> None:
         if not self.trainer.dist.main:
@@ -258,33 +332,45 @@ class Imitation:
         self.round, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
         with torch.no_grad():
             self.calibration.copy_(torch.tensor(state["calibration"]))
+        if self.cfg.imitation_aggregate:
+            device = self.trainer.model.device
+            self.pool = [
+                {k: v.to(device) for k, v in load_tensors(self.states_path(q)).items()} for q in range(self.round)
+            ]
+
+    def states_path(self, r: int) -> Path:
+        return self.dir / "states" / f"round-{r}.safetensors"
+
+    def collect(self, r: int) -> tuple[dict[str, torch.Tensor], int]:
+        """Round ``r``'s labelled states with a gold candidate, reduced to what the fit reads (:func:`fit_inputs`;
+        with ``imitation_aggregate`` also saved, atomically), and how many states the rollouts had."""
+        trainer = self.trainer
+        states = collect_states(
+            trainer.task,
+            trainer.model,
+            trainer.policy,
+            round_examples(trainer, r),
+            trainer.sampling,
+            ExampleStreams.seed_of(self.cfg.run.seed, STREAM + r),
+            batch_size=256,
+            progress=trainer.progress,
+            actor=self.actor if r == 0 else None,
+            mode=self.cfg.imitation_mode,
+        )
+        has_gold = states["gold"].any(1)
+        states = {k: v[has_gold] for k, v in states.items()}
+        freeze_inputs(trainer.policy, states)
+        states = fit_inputs(trainer.policy, states)
+        if self.cfg.imitation_aggregate and trainer.dist.main:
+            cpu = {k: v.contiguous().cpu() for k, v in states.items()}
+            atomic_write(self.states_path(r), lambda tmp: save_file(cpu, tmp))
+        return states, len(has_gold)
 
     def fit(self, states: dict[str, torch.Tensor]) -> float:
-        """``imitation_epochs`` passes of Adam over ``states``; the mean loss of the last pass."""
-        policy, n = self.trainer.policy, len(states["gold"])
-        freeze_inputs(policy, states)
-        policy.train()
-        total = 0.0
-        for _ in range(self.cfg.imitation_epochs):
-            perm = torch.randperm(n, generator=self.gen, device=self.gen.device)
-            total = 0.0
-            for idx in perm.split(self.cfg.imitation_batch_size):
-                (u, residual), allowed = utilities(policy, states, idx), states["allowed"][idx]
-                if self.cfg.imitation_top_k is not None:  # the decision-relevant candidates: the current top K
-                    k = torch.full((len(idx),), self.cfg.imitation_top_k, device=u.device)
-                    allowed = top_k_mask(u.detach(), allowed, k)
-                loss = imitation_loss(
-                    u, states["gold"][idx], allowed, self.calibration, self.cfg.imitation_negative_weight
-                )
-                if self.cfg.imitation_anchor:  # lambda * mean r^2: the start's order where the labels do not object
-                    loss = loss + self.cfg.imitation_anchor * residual[allowed].pow(2).mean()
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-                self.opt.step()
-                total += loss.item() * len(idx)
-        policy.eval()
-        return total / n
+        """One round's fit (:func:`fit_states`), with a new Adam where ``imitation_reset_optimizer``."""
+        if self.cfg.imitation_reset_optimizer:
+            self.opt = self.optimizer()
+        return fit_states(self.trainer.policy, states, self.opt, self.params, self.calibration, self.gen, self.cfg)
 
     def record(self, logger: MetricsLogger, row: dict) -> None:
         """Log the round's row, keep the policy as ``best`` when its held-out metric is the best so far (round 0:
@@ -317,19 +403,12 @@ class Imitation:
             disable=not trainer.progress,
         ) as bar:
             while self.round < cfg.imitation_rounds:
-                examples = round_examples(trainer, self.round)
-                states = collect_states(
-                    trainer.task,
-                    trainer.model,
-                    trainer.policy,
-                    examples,
-                    trainer.sampling,
-                    ExampleStreams.seed_of(cfg.run.seed, STREAM + self.round),
-                    batch_size=256,
-                    progress=trainer.progress,
-                )
-                has_gold = states["gold"].any(1)
-                states = {k: v[has_gold] for k, v in states.items()}
+                new, visited = self.collect(self.round)
+                if cfg.imitation_aggregate:  # DAgger: this round's states and every earlier round's
+                    self.pool.append(new)
+                    states = {k: torch.cat([part[k] for part in self.pool]) for k in new}
+                else:
+                    states = new
                 t0 = time.perf_counter()
                 loss = self.fit(states)
                 seconds = time.perf_counter() - t0
@@ -340,9 +419,10 @@ class Imitation:
                     {
                         "step": self.round,
                         "loss": loss,
-                        "states": len(has_gold),
+                        "states": visited,
+                        "fit_states": len(states["gold"]),
                         "fit_seconds": seconds,
-                        "gold_share": (states["gold"].sum() / states["allowed"].sum().clamp(min=1)).item(),
+                        "gold_share": (new["gold"].sum() / new["allowed"].sum().clamp(min=1)).item(),
                         **metrics,
                     },
                 )
