@@ -54,15 +54,15 @@ class StructureConfig(Config):
         "per-position features and learned pairwise channels over the whole answer, "
         "trained by imitation of the oracle (--imitation-rounds)",
     )
+    pair_channels: int = option(
+        4, "the planner's learned pairwise channels W^c (L x L each; --planner-pairs learned)", low=0
+    )
     planner_pairs: str = option(
         "learned",
         "the planner's pairwise inputs: learned = --pair-channels matrices W^c trained with it; cliques = "
         "per-clique sums over the maximal cliques of the (trained, frozen) coupling's graph {A_ij > "
         "--clique-threshold} (needs a coupling and --init-policy: the coupling it reads)",
         choices=("learned", "cliques"),
-    )
-    pair_channels: int = option(
-        4, "the planner's learned pairwise channels W^c (L x L each; --planner-pairs learned)", low=0
     )
     clique_threshold: float = option(
         0.3, "--planner-pairs cliques: the coupling graph's edges are the pairs with strength A_ij > this", low=0.0
