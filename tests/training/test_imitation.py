@@ -65,6 +65,21 @@ def test_a_policy_with_a_planner_starts_as_the_same_policy_without_one():
     assert torch.equal(plain.scores(obs), planned.scores(obs))
 
 
+def killed_after_round(monkeypatch, r, start) -> None:
+    """``start()`` a run that is killed once imitation round ``r``'s checkpoint is written."""
+    real = imitation.Imitation.save
+
+    def stop(self):
+        real(self)
+        if self.round == r:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(imitation.Imitation, "save", stop)
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    monkeypatch.setattr(imitation.Imitation, "save", real)
+
+
 def run(out, resume=False, **settings):
     config = policy_config(
         out,
@@ -94,17 +109,7 @@ def test_train_policy_imitates_then_grpo_with_its_log_checkpoints_and_exact_resu
     assert load_policy(ref / "best").planner is not None
     assert (tmp_path / "ref" / "last").is_dir() and (tmp_path / "ref" / "metrics.csv").is_file()
 
-    real = imitation.Imitation.save
-
-    def stop_after_first_round(self):
-        real(self)
-        if self.round == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(imitation.Imitation, "save", stop_after_first_round)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "run", **settings)
-    monkeypatch.setattr(imitation.Imitation, "save", real)
+    killed_after_round(monkeypatch, 1, lambda: run(tmp_path / "run", **settings))
     with pytest.raises(ValueError, match="already holds a training run"):
         run(tmp_path / "run", **settings)
     run(tmp_path / "run", resume=True, **settings)
@@ -305,19 +310,10 @@ def test_dagger_rounds_fit_on_every_earlier_rounds_states(tmp_path, monkeypatch,
     )
 
 
+@pytest.mark.slow
 def test_an_interrupted_dagger_run_resumes_exactly(tmp_path, monkeypatch, coupled_checkpoint):
     dagger_run(tmp_path / "ref", coupled_checkpoint)
-    real = imitation.Imitation.save
-
-    def stop_after_second_round(self):
-        real(self)
-        if self.round == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(imitation.Imitation, "save", stop_after_second_round)
-    with pytest.raises(KeyboardInterrupt):
-        dagger_run(tmp_path / "run", coupled_checkpoint)
-    monkeypatch.setattr(imitation.Imitation, "save", real)
+    killed_after_round(monkeypatch, 2, lambda: dagger_run(tmp_path / "run", coupled_checkpoint))
     dagger_run(tmp_path / "run", coupled_checkpoint, resume=True)
     for name in (f"{imitation.PHASE}/best", f"{imitation.PHASE}/last", "last"):
         assert (tmp_path / "run" / name / "model.safetensors").read_bytes() == (
