@@ -239,8 +239,8 @@ class GRPOConfig(Config):
         if self.policy.planner and self.policy.planner_pairs == "cliques" and not self.init_policy:
             raise ValueError(
                 "planner_pairs (--planner-pairs) cliques reads the cliques of a trained coupling: start from a "
-                "policy with one (--init-policy DIR, e.g. written by `unmask pretrain-coupling` or a shipped "
-                "policy) or use --planner-pairs learned"
+                "policy with one (--init-policy DIR: a shipped policy, or one written by `unmask pretrain-coupling "
+                "--no-planner`) or use --planner-pairs learned"
             )
         if self.baseline == "greedy" and self.expert_steering:
             raise ValueError(
