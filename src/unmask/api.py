@@ -222,10 +222,11 @@ def train_policy(
     if not resume:
         check_new_run(config.output_dir)  # before the steps, not after them
         check_new_run(Path(config.output_dir) / PHASE)
+    imitation = Imitation(trainer) if config.imitation_rounds else None  # a bad --imitation-actor fails here
     if trainer.needs_pretraining and not imitating:
         initial["coupling_nll"] = pretrain_step(trainer)[-1]
-    if config.imitation_rounds:
-        initial.update(Imitation(trainer).run(resume=imitating))
+    if imitation is not None:
+        initial.update(imitation.run(resume=imitating))
     return trainer.train(resume=False, max_minutes=max_minutes, initial=initial)
 
 
