@@ -584,6 +584,26 @@ def imitation_dagger() -> str:
     return table(header, out) + "\n\n" + source(name)
 
 
+def upo_dagger_recipe() -> str:
+    """The held-out solved rate per clue count of recipes/ablations/upo-dagger-sudoku9-small.yaml's policies beside
+    the shipped ``upo`` (benchmarks/oracle_gap.py --extra ... --only-extra)."""
+    name = "upo_dagger_recipe.json"
+    rows = load(name)["results"]
+    data = list(dict.fromkeys(r["data"] for r in rows))
+    label = {
+        "upo": "shipped `upo`",
+        "upo+cliques-dagger": "the recipe's `imitation/best`",
+        "upo+cliques-dagger+grpo20": "… after its 20 GRPO steps (`last/`)",
+    }
+    out = [
+        [label.get(key, f"`{key}`")]
+        + [pct(next(r["solved_rate"] for r in rows if (r["label"], r["data"]) == (key, d))) for d in data]
+        for key in dict.fromkeys(r["label"] for r in rows)
+    ]
+    header = ["policy"] + [d.split("=", 1)[-1] + " clues" for d in data]
+    return table(header, out) + "\n\n" + source(name)
+
+
 def planner_cost() -> str:
     """The policy step against one MDM forward, the shipped ``upo`` with and without the planner (policy_cost.py)."""
     out = []
@@ -678,6 +698,7 @@ def blocks() -> dict[str, str]:
             },
         ),
         "imitation-dagger": imitation_dagger(),
+        "upo-dagger-recipe": upo_dagger_recipe(),
         "algorithm2-memory": simple(
             "algorithm2_memory.json",
             {
