@@ -584,19 +584,21 @@ def imitation_dagger() -> str:
     return table(header, out) + "\n\n" + source(name)
 
 
+RECIPE_POLICIES = {  # the --extra labels of upo_dagger_recipe.json
+    "upo": "shipped `upo`",
+    "upo+cliques-dagger": "the recipe's `imitation/best`",
+    "upo+cliques-dagger+grpo20": "… after its 20 GRPO steps (`last/`)",
+}
+
+
 def upo_dagger_recipe() -> str:
     """The held-out solved rate per clue count of recipes/ablations/upo-dagger-sudoku9-small.yaml's policies beside
     the shipped ``upo`` (benchmarks/oracle_gap.py --extra ... --only-extra)."""
     name = "upo_dagger_recipe.json"
     rows = load(name)["results"]
     data = list(dict.fromkeys(r["data"] for r in rows))
-    label = {
-        "upo": "shipped `upo`",
-        "upo+cliques-dagger": "the recipe's `imitation/best`",
-        "upo+cliques-dagger+grpo20": "… after its 20 GRPO steps (`last/`)",
-    }
     out = [
-        [label.get(key, f"`{key}`")]
+        [RECIPE_POLICIES.get(key, f"`{key}`")]
         + [pct(next(r["solved_rate"] for r in rows if (r["label"], r["data"]) == (key, d))) for d in data]
         for key in dict.fromkeys(r["label"] for r in rows)
     ]
