@@ -37,7 +37,7 @@ from common import run_info
 
 from unmask.api import frontier
 from unmask.core.checkpoint import save_json
-from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+from unmask.evaluation.frontier import BOUNDS, POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
 
 
 def numbers(cast, text: str) -> list:
@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--ks", default=",".join(map(str, TOKENS_PER_STEP)))
     p.add_argument("--alphas", default=None, help="default: 5 across each alpha-conditioned policy's range")
     p.add_argument("--policy-temperatures", default=",".join(map(str, POLICY_TEMPERATURES)))
+    p.add_argument("--bounds", default=",".join(map(str, BOUNDS)), help="for policies trained by imitation")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     model_options = {"trust_remote_code": True} if args.trust_remote_code else {}
@@ -98,9 +99,9 @@ def main() -> None:
                 task=args.task,
                 model=model,
                 policies=args.policies,
-                data=args.data,
+                data=args.data or "",
                 num=args.num,
-                difficulty=args.difficulty,
+                difficulty=[args.difficulty],
                 limit=args.limit,
                 seed=args.seed,
                 block_length=block_length,
@@ -109,6 +110,7 @@ def main() -> None:
                 ks=numbers(int, args.ks),
                 alphas=numbers(float, args.alphas) if args.alphas else None,
                 policy_temperatures=numbers(float, args.policy_temperatures),
+                bounds=numbers(float, args.bounds),
                 model_options=model_options,
                 task_options=task_options,
             )

@@ -15,7 +15,7 @@ data and nothing else in the objective:
 3. each DAgger round (Ross et al. 2011) decodes ``--dagger-prompts`` fresh puzzles with the current learner
    (greedy), labels its states, **adds** them to every earlier round's states and refits.
 
-``train-policy`` runs the cliques experiment itself: recipes/ablations/upo-dagger-sudoku9-small.yaml.
+``train-policy`` runs the cliques experiment itself: recipes/upo-dagger-sudoku9-small.yaml.
 Every round is evaluated greedily on the same fresh held-out puzzles as the shipped ``upo`` (seed 2027, as
 benchmarks/oracle_gap.py). One JSON row per (pair, round, clues).
 

@@ -38,14 +38,13 @@ ORACLES = "oracle,gt_margin,oracle:parallel=1"
 def groups(args: argparse.Namespace, model: str) -> list[tuple[str, str, str]]:
     """(group, label, spec) of every policy of the table for ``model``."""
     shipped = [kind for kind in ("upo", "bernoulli") if (SHIPPED_POLICIES / f"{kind}-{model}").is_dir()]
+    extras = [(args.extra_group, label, spec) for label, _, spec in (e.partition("=") for e in args.extra)]
     if args.only_extra:
-        return [("ablation", label, spec) for label, _, spec in (e.partition("=") for e in args.extra)]
+        return extras
     rows = [("heuristic", s, s) for s in args.heuristics.split(",") if s]
     rows += [("parallel heuristic", s, s) for s in args.parallel.split(",") if s]
     rows += [("shipped", s, s) for s in shipped]
-    for extra in args.extra:
-        label, _, spec = extra.partition("=")
-        rows.append(("ablation", label, spec))
+    rows += extras
     rows += [("oracle", s, s) for s in ORACLES.split(",")]
     return rows
 
@@ -64,6 +63,12 @@ def main() -> None:
         default=[],
         metavar="LABEL=SPEC",
         help="a policy of the ablation (a checkpoint directory with options), repeatable",
+    )
+    p.add_argument(
+        "--extra-group",
+        default="ablation",
+        choices=("ablation", "shipped"),
+        help="the group of the --extra rows (shipped: a policy shipped under its own name)",
     )
     p.add_argument(
         "--only-extra",

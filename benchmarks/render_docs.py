@@ -47,6 +47,8 @@ ONE_PER_STEP = ("random", "left_to_right", "confidence", "margin", "entropy", "t
 # the data each shipped policy is shown on in the README's headline table (the task's default or hardest setting)
 HEADLINE = (
     ("upo-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
+    ("upo-dagger-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
+    ("upo-dagger-sudoku9-small:bound=0.01", "heuristics_small.json", "generated:clues=28"),
     ("upo-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
     ("bernoulli-sudoku9-small", "heuristics_small.json", "generated:clues=28"),
     ("bernoulli-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
@@ -169,14 +171,16 @@ def best_heuristic(rows: list[dict]) -> dict:
 def headline() -> str:
     """The README's table: each shipped learned policy beside the best heuristic on the same examples."""
     out = []
-    for pname, name, data in HEADLINE:
+    for spec, name, data in HEADLINE:
+        pname = spec.partition(":")[0]
         meta = json.loads((SHIPPED_POLICIES / pname / "config.json").read_text())
         rows = [r for r in with_aup(load(name)["results"]) if r["model"] == meta["mdm"] and r["data"] == data]
-        mine = next(r for r in rows if r["policy"] == meta["policy"]["kind"])
+        kind = meta["policy"]["kind"]  # KIND-MODEL's rows are named by its kind, another shipped policy's by its spec
+        mine = next(r for r in rows if r["policy"] == (kind if spec == f"{kind}-{meta['mdm']}" else spec))
         best, thr = best_heuristic(rows), next(r for r in rows if r["policy"] == "threshold:0.9")
         out.append(
             [
-                f"`{pname}`",
+                f"`{spec}`",
                 f"`{meta['mdm']}`",
                 data.split(":", 1)[-1].replace("=None", "=default"),
                 f"{pct(mine['solved_rate'])} ({mine['nfe']:.1f}, {mine['aup']:.1f})",
@@ -519,6 +523,9 @@ def rerun() -> str:
     )
 
 
+GROUPS = ("heuristic", "parallel heuristic", "shipped", "ablation", "oracle")  # the oracle-gap table's order
+
+
 def oracle_gap() -> str:
     """Per task and data: every policy's solved rate and NFE beside the oracles, and the share of the gap between
     the best one-per-step heuristic and the one-per-step oracle each learned policy closes (benchmarks/oracle_gap.py)."""
@@ -526,7 +533,9 @@ def oracle_gap() -> str:
     rows = load(name)["results"]
     out = []
     for key in dict.fromkeys((r["task"], r["model"], r["data"]) for r in rows):
-        mine = [r for r in rows if (r["task"], r["model"], r["data"]) == key]
+        mine = sorted(
+            (r for r in rows if (r["task"], r["model"], r["data"]) == key), key=lambda r: GROUPS.index(r["group"])
+        )
         best = max((r for r in mine if r["group"] == "heuristic"), key=lambda r: r["solved_rate"])
         top = next(r for r in mine if r["label"] == "oracle")
         gap = top["solved_rate"] - best["solved_rate"]
@@ -592,7 +601,7 @@ RECIPE_POLICIES = {  # the --extra labels of upo_dagger_recipe.json
 
 
 def upo_dagger_recipe() -> str:
-    """The held-out solved rate per clue count of recipes/ablations/upo-dagger-sudoku9-small.yaml's policies beside
+    """The held-out solved rate per clue count of recipes/upo-dagger-sudoku9-small.yaml's policies beside
     the shipped ``upo`` (benchmarks/oracle_gap.py --extra ... --only-extra)."""
     name = "upo_dagger_recipe.json"
     rows = load(name)["results"]
@@ -715,6 +724,7 @@ def blocks() -> dict[str, str]:
         out[name.removesuffix(".json").replace("_", "-")] = heuristics_pivot(name)
     for name in (
         "frontier_sudoku9-coupling.json",
+        "frontier_sudoku9-dagger.json",
         "frontier_arithmetic-carry.json",
         "frontier_sudoku9.json",
         "frontier_arithmetic-blocks.json",
@@ -752,11 +762,17 @@ def results_table(rows: list[dict], name: str) -> list[str]:
 def policy_card(name: str, meta: dict, rows: list[dict], source_name: str) -> str:
     pol = meta["policy"]
     held = ", ".join(f"{k} {v:.3g}" for k, v in meta.items() if k.startswith("eval_"))
+    how = (
+        "trained by imitation of the ground-truth oracle, then GRPO"
+        if any(k.startswith("imitation_") for k in meta)
+        else "trained with GRPO"
+    )
+    spec = pol["kind"] if name == f"{pol['kind']}-{meta['mdm']}" else name  # KIND-MODEL loads by its kind
     lines = [
         f"# {name}",
         "",
-        f"`{pol['kind']}` unmasking policy trained with GRPO (`unmask train-policy`) against the frozen built-in MDM "
-        f"`{meta['mdm']}` on `{meta['task']}`; `--policies {pol['kind']}` with `--model {meta['mdm']}` loads it.",
+        f"`{pol['kind']}` unmasking policy {how} (`unmask train-policy`) against the frozen built-in MDM "
+        f"`{meta['mdm']}` on `{meta['task']}`; `--policies {spec}` with `--model {meta['mdm']}` loads it.",
         "",
         "| | |",
         "|---|---|",
@@ -817,7 +833,13 @@ def cards() -> dict[Path, str]:
             out[BUILTIN_DIR / model / "README.md"] = model_card(model, meta, rows, name)
             order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r in rows))}
             for pname, pmeta in policies.items():
-                mine = [r for r in rows if r["policy"] == pmeta["policy"]["kind"] and pmeta["mdm"] == model]
+                kind = pmeta["policy"]["kind"]  # `upo` rows are upo-MODEL's; a named policy's rows carry its name
+                mine = [
+                    r
+                    for r in rows
+                    if pmeta["mdm"] == model
+                    and (r["policy"].partition(":")[0] == pname or (r["policy"] == kind and pname == f"{kind}-{model}"))
+                ]
                 if mine:
                     datasets = {r["data"] for r in mine}
                     shown = sorted(

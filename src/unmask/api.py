@@ -154,7 +154,7 @@ class FrontierReport:
 
 def frontier(config: FrontierConfig | None = None, progress: bool = True, **settings) -> FrontierReport:
     """``unmask frontier``: accuracy vs mean NFE of confidence (k per step), threshold and each policy of
-    ``config.policies`` (learned parallel ones swept over alpha or tau_pi); see :mod:`unmask.evaluation.frontier`.
+    ``config.policies`` (learned parallel ones swept over alpha or tau_pi, imitated ones over the bound); see :mod:`unmask.evaluation.frontier`.
     ``config``, or its flat settings as keywords."""
     config = build_config(FrontierConfig, config, settings)
     run, sampling = config.run, config.run.sampling
@@ -173,6 +173,7 @@ def frontier(config: FrontierConfig | None = None, progress: bool = True, **sett
         config.alphas,
         config.policy_temperatures,
         batch_size,
+        config.bounds,
     )
     curves = run_sweeps(task_obj, mdm, examples, sweeps, batch_size, run.seed, progress and current().main)
     trained_with = {spec: getattr(getattr(pol, "config", None), "mdm_name", None) for spec, pol in learned.items()}
@@ -265,7 +266,8 @@ def demo(config: DemoConfig | None = None, **settings) -> dict[str, EvalReport]:
     sudoku learned from uniform random order (no reference, no confidence prior), compared with every heuristic
     and the shipped ``upo`` on fresh 4x4 puzzles at the recipe's clue count; (2) the heuristics that solve 9x9
     puzzles at all (random order, left-to-right and threshold 0.7 solve none) beside the shipped ``upo`` /
-    ``bernoulli`` policies and the parallel ground-truth oracle (the upper bound, :mod:`unmask.policies.oracle`)
+    ``bernoulli`` policies, the shipped policy imitated from the oracle (``upo-dagger-sudoku9-small``, one per step
+    and with ``bound=0.01``) and the parallel ground-truth oracle (the upper bound, :mod:`unmask.policies.oracle`)
     on fresh 9x9 puzzles with ``difficulty`` clues. Writes a table, a solved-vs-NFE plot
     per task and one JSON; an earlier demo in ``output_dir`` is replaced, with a warning."""
     from unmask.core.checkpoint import load_json, save_json
@@ -293,7 +295,7 @@ def demo(config: DemoConfig | None = None, **settings) -> dict[str, EvalReport]:
         ),
         "sudoku9": evaluate(
             task="sudoku9",
-            policies=",".join([*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", "oracle:parallel=1"]),
+            policies=",".join([*_DEMO_HEURISTICS_9X9, "upo", "bernoulli", *_DEMO_IMITATED, "oracle:parallel=1"]),
             num=num,
             difficulty=[difficulty],
             seed=1,
@@ -309,4 +311,7 @@ def demo(config: DemoConfig | None = None, **settings) -> dict[str, EvalReport]:
 
 _DEMO_HEURISTICS = ("random", "left_to_right", "entropy", "margin", "confidence", "threshold:0.9", "threshold:0.7")
 _DEMO_HEURISTICS_9X9 = ("entropy", "margin", "confidence", "threshold:0.9")
+# the shipped policy trained by imitation of the oracle (recipes/upo-dagger-sudoku9-small.yaml), one per step and
+# with its correctness bound (docs/imitation.md)
+_DEMO_IMITATED = ("upo-dagger-sudoku9-small", "upo-dagger-sudoku9-small:bound=0.01")
 _DEMO_TRAINING = {"eval_size": 128, "eval_steps": 20}  # the held-out checks of the short run (the recipe: 256 every 10)

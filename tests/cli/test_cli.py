@@ -182,7 +182,10 @@ def test_demo_trains_on_4x4_and_compares_on_both_sudokus(tmp_path, capsys):
     data = json.loads((out / "demo_results.json").read_text())
     rows = {task: [r["policy"] for r in data[task]["results"]] for task in ("sudoku4", "sudoku9")}
     assert rows["sudoku4"][-2:] == ["upo", "upo:upo-sudoku4/best"] and "bernoulli" not in rows["sudoku4"]
-    assert rows["sudoku9"][-3:] == ["upo", "bernoulli", "oracle:parallel"] and "confidence" in rows["sudoku9"]
+    imitated = ["upo-dagger-sudoku9-small", "upo-dagger-sudoku9-small:bound=0.01"]
+    assert (
+        rows["sudoku9"][-5:] == ["upo", "bernoulli", *imitated, "oracle:parallel"] and "confidence" in rows["sudoku9"]
+    )
     assert all(r["n"] == 6 for task in data for r in data[task]["results"])
     for task in ("sudoku4", "sudoku9"):
         assert (out / f"demo_{task}.png").read_bytes()[:4] == b"\x89PNG"

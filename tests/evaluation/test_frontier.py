@@ -142,3 +142,27 @@ def test_bad_input_is_one_clear_line(policies, argv, message, capsys):
     assert main([argv[0], "--task", "sudoku4", *(["--num", "2"] if argv[0] != "train-policy" else []), *argv[1:]]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_policy_trained_by_imitation_is_swept_over_its_correctness_bound(tmp_path):
+    """Its calibration (config.calibration) makes bound=EPS its speed knob: a looser bound, fewer forwards."""
+    from dataclasses import replace
+
+    model = load_model("sudoku4")
+    policy = LearnedPolicy.for_model("upo", model, d_model=16, n_head=2)
+    policy.config = replace(policy.config, calibration=[0.0, 8.0])
+    policy.save(tmp_path / "imitated")
+    report = frontier(
+        task="sudoku4",
+        num=12,
+        difficulty=[5],
+        policies=str(tmp_path / "imitated"),
+        thresholds=[0.9],
+        ks=[1],
+        bounds=[0.001, 0.3],
+        progress=False,
+    )
+    curve = report.curves[str(tmp_path / "imitated")]
+    assert curve["knob"] == "bound" and [p["value"] for p in curve["points"]] == [0.001, 0.3]
+    tight, loose = curve["points"]
+    assert loose["nfe"] < tight["nfe"]

@@ -1,5 +1,6 @@
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -142,7 +143,7 @@ def test_options_give_a_view_that_shares_the_weights(tiny_sudoku4_model):
     with torch.no_grad():
         policy.scorer.mlp[-1].bias.fill_(0.25)
     assert view.scorer.mlp[-1].bias.item() == 0.25
-    assert set(policy.OPTIONS) == {"mode", "sigma"}  # g_phi has no tau_pi and no alpha input
+    assert set(policy.OPTIONS) == {"mode", "sigma", "bound"}  # g_phi has no tau_pi and no alpha input
     with pytest.raises(ValueError, match="unknown option 'temperature=2'; upo policies take mode=greedy|sample"):
         policy.with_options(temperature=2)
     with pytest.raises(ValueError, match="sigma takes FLOAT >= 0"):
@@ -193,3 +194,30 @@ def test_per_row_policy_inputs_are_checked(tiny_sudoku4_model):
         ValueError, match=r"policy input 'alpha' must be a tensor with one entry per row, shape \(3, ...\)"
     ):
         generate(tiny_sudoku4_model, x, get_policy("confidence"), inputs={"alpha": torch.zeros(2)})
+
+
+def test_the_correctness_bound_reveals_the_longest_prefix_it_allows(tiny_sudoku4_model, tmp_path):
+    """bound=EPS: the largest k with sum_{r<=k} log sigmoid(e^a u_(r) + b) >= log(1 - EPS), at least one."""
+    policy = LearnedPolicy.for_model("upo", tiny_sudoku4_model, d_model=16, n_head=2)
+    with pytest.raises(ValueError, match="only a policy trained by imitation"):
+        policy.with_options(bound=0.1)
+    policy.config = replace(policy.config, calibration=[0.0, 0.0])
+    u = torch.tensor([[4.0, 3.0, -1.0, 2.0], [-5.0, -6.0, 0.0, 0.0]])
+    allowed = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    # row 0: log sigmoid 4, 3, 2 = -0.018, -0.049, -0.127: two stay above log 0.9 = -0.105; row 1: none, so one
+    assert policy.with_options(bound=0.1).bound_count(u, allowed).tolist() == [2, 1]
+    assert policy.with_options(bound=0.2).bound_count(u, allowed).tolist() == [3, 1]
+    for bad, message in (({"bound": 1}, r"probability in \[0, 1\)"), ({"bound": 0.1, "mode": "sample"}, "greedy")):
+        with pytest.raises(ValueError, match=message):
+            policy.with_options(**bad)
+
+    task = get_task("sudoku4")
+    x = task.encode(task.generate(6, seed=7, difficulty=6), tiny_sudoku4_model).input_ids
+    greedy = generate(tiny_sudoku4_model, x, policy)
+    policy.config = replace(policy.config, calibration=[0.0, -50.0])  # no token is ever sure: one per step
+    one = generate(tiny_sudoku4_model, x, policy.with_options(bound=0.1))
+    assert torch.equal(one.sequences, greedy.sequences) and torch.equal(one.nfe, greedy.nfe)
+    policy.config = replace(policy.config, calibration=[0.0, 50.0])  # every token sure: all at once
+    assert (generate(tiny_sudoku4_model, x, policy.with_options(bound=0.1)).nfe == 1).all()
+    policy.save(tmp_path / "p")
+    assert load_policy(tmp_path / "p").config.calibration == [0.0, 50.0]

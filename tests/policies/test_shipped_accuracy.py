@@ -57,10 +57,22 @@ class Claim:
     learned_from_random: bool = False
     max_nfe_ratio: float | None = None
     alpha: float = ALPHA  # significance of the sign test for "beats" and for "learned_from_random"
+    options: str = ""  # decoding options of the policy's spec, e.g. ":bound=0.01"
+    rival: str | None = None  # a policy spec it must also beat (sign test at alpha)
 
 
 CLAIMS = (
     Claim("upo-sudoku9-small", "heuristics_small.json", 24, 64, beats=True),
+    Claim("upo-dagger-sudoku9-small", "heuristics_small.json", 24, 128, beats=True, rival="upo"),
+    Claim(
+        "upo-dagger-sudoku9-small",
+        "heuristics_small.json",
+        24,
+        128,
+        beats=True,
+        options=":bound=0.01",
+        max_nfe_ratio=0.4,
+    ),
     Claim("bernoulli-sudoku9-small", "heuristics_small.json", 24, 64, beats=True, max_nfe_ratio=0.6),
     Claim("upo-sudoku9-base", "heuristics_base.json", 24, 64, beats=True, alpha=0.05),
     Claim("bernoulli-sudoku9-base", "heuristics_base.json", 24, 64, beats=True, alpha=0.05, max_nfe_ratio=0.6),
@@ -107,7 +119,8 @@ def decode(mdm: str, task_name: str, difficulty: int | None, n: int, spec: str) 
 def paired(claim: Claim, other: str) -> tuple[int, int, float, float]:
     """(b, c, policy NFE, other NFE): examples solved by the policy only, by ``other`` only, and the mean NFEs."""
     m = meta(claim)
-    mine, nfe = decode(m["mdm"], m["task"], claim.difficulty, claim.n, str(SHIPPED_POLICIES / claim.policy))
+    spec = str(SHIPPED_POLICIES / claim.policy) + claim.options
+    mine, nfe = decode(m["mdm"], m["task"], claim.difficulty, claim.n, spec)
     theirs, other_nfe = decode(m["mdm"], m["task"], claim.difficulty, claim.n, other)
     return int((mine & ~theirs).sum()), int((~mine & theirs).sum()), nfe, other_nfe
 
@@ -117,7 +130,7 @@ def test_every_shipped_policy_has_a_claim():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.policy)
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.policy + c.options)
 def test_shipped_policy_against_its_best_heuristic(claim):
     heuristic = best_heuristic(claim)
     b, c, nfe, heuristic_nfe = paired(claim, heuristic)
@@ -128,6 +141,9 @@ def test_shipped_policy_against_its_best_heuristic(claim):
         assert c - b <= 3 * math.sqrt(b + c), summary
     if claim.max_nfe_ratio is not None:
         assert nfe <= claim.max_nfe_ratio * heuristic_nfe, summary
+    if claim.rival is not None:
+        b, c, _, _ = paired(claim, claim.rival)
+        assert sign_test_p(b, c) < claim.alpha, f"{claim.policy} vs {claim.rival} on {claim.n}: {b} vs {c} only"
     if claim.learned_from_random:
         b, c, _, _ = paired(claim, "random")
         assert sign_test_p(b, c) < claim.alpha, (

@@ -4,6 +4,7 @@ resume); the DAgger pipeline of issue 32 (the coupling's cliques as planner inpu
 aggregate)."""
 
 import csv
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -260,7 +261,7 @@ def test_the_actor_drives_the_rollout_while_the_learner_observes():
 
 
 def dagger_run(out, init, resume=False, **settings):
-    """A tiny run of recipes/ablations/upo-dagger-sudoku9-small.yaml's pipeline on sudoku4."""
+    """A tiny run of recipes/upo-dagger-sudoku9-small.yaml's pipeline on sudoku4."""
     pipeline = {
         "init_policy": str(init),
         "coupling_rounds": 1,
@@ -308,6 +309,12 @@ def test_dagger_rounds_fit_on_every_earlier_rounds_states(tmp_path, monkeypatch,
     assert policy.config.planner_cliques == 4 and torch.equal(
         policy.planner.cliques, cliques(policy.coupling.strength.detach(), 0.3, 4)
     )
+    # the fitted calibration goes with the weights (what bound=EPS reads), and GRPO starts from imitation's best
+    phase = tmp_path / "run" / imitation.PHASE
+    fitted_calibration = json.loads((phase / "last" / "trainer_state.json").read_text())["calibration"]
+    assert load_policy(phase / "last").config.calibration == pytest.approx(fitted_calibration)
+    best = load_policy(phase / "best").config.calibration
+    assert load_policy(tmp_path / "run" / "last").config.calibration == best
 
 
 @pytest.mark.slow
@@ -319,6 +326,7 @@ def test_an_interrupted_dagger_run_resumes_exactly(tmp_path, monkeypatch, couple
         assert (tmp_path / "run" / name / "model.safetensors").read_bytes() == (
             tmp_path / "ref" / name / "model.safetensors"
         ).read_bytes(), name
+        assert load_policy(tmp_path / "run" / name).config == load_policy(tmp_path / "ref" / name).config, name
 
 
 def test_bad_dagger_settings_are_one_clear_error(tmp_path, coupled_checkpoint):

@@ -7,7 +7,8 @@ with the same seed):
   is one-per-step max-confidence, the reference point of the summary),
 * ``threshold`` over Fast-dLLM confidence thresholds,
 * each learned parallel policy over alpha (alpha-conditioned policies) or over its
-  temperature tau_pi, sampled; other policies (UPO, heuristics) give a single point.
+  temperature tau_pi, sampled; a policy trained by imitation (its calibration, any kind) over the correctness
+  bound epsilon of its ``bound`` option; other policies (UPO, heuristics) give a single point.
 
 :func:`summarize` reports, per curve, the fewest mean NFE that keeps the solved rate
 within ``tol`` of one-per-step confidence (and the speed-up), and each learned point's
@@ -36,6 +37,7 @@ from unmask.tasks.base import Task
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 TOKENS_PER_STEP = (1, 2, 3, 4, 6, 8)
 POLICY_TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
+BOUNDS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 
 
 @dataclass
@@ -69,16 +71,28 @@ def steps_for_k(
 
 
 def learned_sweep(
-    spec: str, policy: Policy, sampling: SamplingConfig, alphas: Sequence[float] | None, temperatures: Sequence[float]
+    spec: str,
+    policy: Policy,
+    sampling: SamplingConfig,
+    alphas: Sequence[float] | None,
+    temperatures: Sequence[float],
+    bounds: Sequence[float] = BOUNDS,
 ) -> Sweep:
-    """alpha for alpha-conditioned policies (default: 5 values across the trained range), tau_pi for the
-    other sampled ones that take a temperature (greedy decoding ignores it), a single point otherwise."""
-    if not policy.capabilities.conditioned and not (policy.capabilities.stochastic and "temperature" in policy.OPTIONS):
+    """alpha for alpha-conditioned policies (default: 5 values across the trained range), the correctness bound
+    for greedy policies trained by imitation (``config.calibration``), tau_pi for the other sampled ones that
+    take a temperature (greedy decoding ignores it), a single point otherwise."""
+    calibrated = bool(getattr(getattr(policy, "config", None), "calibration", None))
+    if calibrated and not policy.capabilities.conditioned and not policy.capabilities.stochastic:
+        knob = "bound"
+    elif policy.capabilities.conditioned:
+        knob = "alpha"
+    elif policy.capabilities.stochastic and "temperature" in policy.OPTIONS:
+        knob = "temperature"
+    else:
         return Sweep(spec, "", [None], lambda _: (policy, sampling))
-    knob = "alpha" if policy.capabilities.conditioned else "temperature"
     if knob == "alpha" and alphas is None:
         alphas = np.linspace(*policy.config.alpha_range, 5).round(4).tolist()
-    values = list(alphas if knob == "alpha" else temperatures)
+    values = list({"alpha": alphas, "temperature": temperatures, "bound": bounds}[knob])
 
     def setup(value: float | None) -> tuple[Policy, SamplingConfig]:
         return policy.with_options(**{knob: value}), sampling
@@ -99,8 +113,9 @@ def standard_sweeps(
     alphas: Sequence[float] | None = None,
     temperatures: Sequence[float] = POLICY_TEMPERATURES,
     batch_size: int = 256,
+    bounds: Sequence[float] = BOUNDS,
 ) -> list[Sweep]:
-    """Confidence over k, threshold over its value, each learned policy over alpha or tau_pi."""
+    """Confidence over k, threshold over its value, each learned policy over alpha, tau_pi or the bound."""
     confidence = get_policy("confidence")
     steps = {k: steps_for_k(task, model, examples, int(k), sampling, batch_size) for k in ks}
     threshold = {t: get_policy(f"threshold:{t}") for t in thresholds}
@@ -108,7 +123,9 @@ def standard_sweeps(
         Sweep("confidence", "k", list(ks), lambda k: (confidence, replace(sampling, steps=steps[k]))),
         Sweep("threshold", "threshold", list(thresholds), lambda t: (threshold[t], sampling)),
     ]
-    return sweeps + [learned_sweep(spec, policy, sampling, alphas, temperatures) for spec, policy in learned.items()]
+    return sweeps + [
+        learned_sweep(spec, policy, sampling, alphas, temperatures, bounds) for spec, policy in learned.items()
+    ]
 
 
 def run_sweeps(

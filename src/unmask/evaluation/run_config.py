@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from unmask.core.config import Config, option
 from unmask.engine.config import SamplingConfig
-from unmask.evaluation.frontier import POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
+from unmask.evaluation.frontier import BOUNDS, POLICY_TEMPERATURES, THRESHOLDS, TOKENS_PER_STEP
 from unmask.models import recorded_task_options
 from unmask.tasks import TASKS, Task, get_task
 
@@ -113,7 +113,8 @@ class EvalConfig(Config):
 @dataclass
 class FrontierConfig(Config):
     """``unmask frontier``: each method's speed knob swept on the same examples (:func:`unmask.api.frontier`):
-    confidence over k tokens per step, threshold over its value, each of ``policies`` over alpha or tau_pi."""
+    confidence over k tokens per step, threshold over its value, each of ``policies`` over alpha, tau_pi or the
+    correctness bound."""
 
     COMMON: ClassVar[tuple[str, ...]] = ("policies",)
 
@@ -127,6 +128,14 @@ class FrontierConfig(Config):
     )
     policy_temperatures: list[float] = option(
         list(POLICY_TEMPERATURES), "tau_pi values for the other parallel policies", low=0.0, low_open=True
+    )
+    bounds: list[float] = option(
+        list(BOUNDS),
+        "correctness bounds epsilon for policies trained by imitation (their bound=EPS option)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
     run: RunConfig = option(
         default_factory=RunConfig, help="task, model, data and sampling (not steps: the sweeps set them)"

@@ -80,6 +80,12 @@ class StructureConfig(Config):
     planner_length: int = option(
         0, "positions of the generation region the planner is learned over", low=0, derived=True
     )
+    calibration: list[float] = option(
+        [],
+        "imitation's calibration (a, b) of the utilities: sigmoid(e^a u_i + b) is the probability that position "
+        "i's token is gold (unmask.training.imitation); what the decoding option bound=EPS reads; empty: none",
+        derived=True,
+    )
 
     def check(self) -> None:
         if self.planner and self.planner_pairs == "cliques" and not self.coupling_rounds:

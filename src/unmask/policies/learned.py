@@ -23,7 +23,9 @@ of the state, so the recorded log-probability stays that of the draw.
 
 Decoding options (a spec's ``PATH:key=value``, :meth:`LearnedPolicy.with_options`): ``mode`` greedy|sample,
 ``temperature`` (tau_pi), ``sigma`` (fixed-count Plackett-Luce: Gaussian noise on the probabilities before
-the argmax, UPO App. D) and ``alpha`` (the default speed weight of alpha-conditioned policies). Options give a
+the argmax, UPO App. D), ``alpha`` (the default speed weight of alpha-conditioned policies) and, for a policy
+trained by imitation, ``bound`` (reveal as many positions as the calibrated probability that all of them are
+right allows, :meth:`LearnedPolicy.bound_count`). Options give a
 view that shares the parameters; nothing mutates a policy in place. Per-row inputs (alpha in training, one
 per group) reach the policy through the engine's :attr:`StepState.inputs`.
 """
@@ -37,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unmask.core.checkpoint import (
@@ -135,6 +138,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         self.default_mode = self.mode = kind.default_mode
         self.temperature = float(getattr(config, "temperature", 1.0))
         self.sigma = 0.0
+        self.bound = 0.0
         self.alpha = getattr(config, "alpha", None)
 
     def _build_planner(self, cliques: torch.Tensor | None) -> Planner | None:
@@ -153,6 +157,12 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             cliques if not learned else None,
             c.planner_slots,
         )
+
+    def load_calibration(self, directory: str | Path) -> None:
+        """Take the calibration of the policy checkpoint ``directory`` (``config.calibration``: learned by
+        imitation, not a setting), the one its weights were saved with: a resumed run's."""
+        saved = load_json(Path(directory) / CONFIG)["policy"].get("calibration", [])
+        self.config = replace(self.config, calibration=list(saved))
 
     def use_cliques(self, members: torch.Tensor) -> None:
         """Give the planner (``planner_pairs="cliques"``) the clique membership (K, L) it reads
@@ -199,6 +209,7 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             options["sigma"] = "FLOAT >= 0 (Gaussian noise, UPO App. D)"
         if hasattr(self.config, "alpha"):
             options["alpha"] = "FLOAT within the trained alpha range (alpha-conditioned policies)"
+        options["bound"] = "FLOAT in [0, 1) (greedy; a policy trained by imitation: the chance any reveal is wrong)"
         return options
 
     def with_options(self, **options: str | float) -> LearnedPolicy:
@@ -206,6 +217,8 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         view = copy.copy(self)
         for key, value in options.items():
             view._set_option(key, value)
+        if view.bound and (view.mode == "sample" or view.sigma > 0):
+            raise ValueError("bound=EPS is a greedy decoding rule; drop mode=sample / sigma (or the bound)")
         return view
 
     def _set_option(self, key: str, value: str | float) -> None:
@@ -228,6 +241,15 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
             if not number >= 0:
                 raise ValueError(f"sigma must be >= 0, got {value}")
             self.sigma = number
+        elif key == "bound":
+            if not 0 <= number < 1:
+                raise ValueError(f"bound is a probability in [0, 1), got {value}")
+            if number and not self.config.calibration:
+                raise ValueError(
+                    "bound=EPS reads the calibrated probability that a position's token is right, which only a "
+                    "policy trained by imitation has (train-policy --imitation-rounds N); this one has none"
+                )
+            self.bound = number
         else:
             if not self.capabilities.conditioned:
                 raise ValueError(
@@ -296,6 +318,11 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
         confidence = self.read_confidence(obs)  # once: the scorer and the fallback both read it
         scores = self.scores(obs, confidence)
         allowed, k = obs["allowed"], state.num_transfer
+        if self.bound:  # a deterministic decoding rule over the calibrated ranking, never a recorded action
+            if record:
+                raise ValueError("bound=EPS is a decoding rule; training records the policy's own actions (drop it)")
+            u = scores[:, : allowed.shape[1]]
+            return top_k_mask(u, allowed, self.bound_count(u, allowed)), {}
         if self.mode == "sample":
             action = self.action.draw(scores, allowed, k, state.draws)
         elif self.sigma > 0:
@@ -314,6 +341,20 @@ class LearnedPolicy(nn.Module, Policy, HubMixin):
 
     def select(self, state: StepState) -> torch.Tensor:
         return self.act(state)[0]
+
+    def bound_count(self, u: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """k (n,) of the decoding option ``bound`` = epsilon: the longest prefix of the ranking by the utilities
+        u (n, L) whose calibrated probability that every token is gold stays >= 1 - epsilon, the positions taken
+        as independent:
+
+            k = max { k >= 1 : sum_{r <= k} log sigmoid(e^a u_(r) + b) >= log(1 - epsilon) }
+
+        with (a, b) the imitation's calibration (``config.calibration``, :func:`unmask.training.imitation.
+        imitation_loss`), u_(r) the r-th largest allowed utility; at least the top position."""
+        a, b = self.config.calibration
+        log_p = F.logsigmoid(math.exp(a) * u + b).masked_fill(~allowed, float("-inf"))
+        prefix = log_p.sort(1, descending=True).values.cumsum(1)
+        return (prefix >= math.log1p(-self.bound)).sum(1).clamp(min=1)
 
     # ----- checkpoints -----
     def checkpoint_config(self, extra: dict | None = None) -> dict:

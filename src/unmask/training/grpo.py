@@ -522,7 +522,7 @@ class GRPOTrainer:
         initial = load_policy(directory)
         adds_planner = self.policy.planner is not None and initial.planner is None  # a zero-initialised one
         # a clique planner's K and slots are derived from the weights (compared through them)
-        fields = PLANNER_FIELDS if adds_planner else CLIQUE_FIELDS
+        fields = (*(PLANNER_FIELDS if adds_planner else CLIQUE_FIELDS), "calibration")  # calibration: learned
         comparable = replace(initial.config, **{f: getattr(self.policy.config, f) for f in fields})
         if initial.kind != self.policy.kind or comparable != self.policy.config:
             ours, theirs = asdict(self.policy.config), asdict(initial.config)
@@ -540,6 +540,7 @@ class GRPOTrainer:
                 else initial.planner.cliques
             )
         self.policy.load_state_dict({**self.policy.state_dict(), **initial.state_dict()})
+        self.policy.config = replace(self.policy.config, calibration=initial.config.calibration)
         history = initial.record.get("coupling_nll")
         self.initial_metrics = {"coupling_nll": history[-1]} if history else {}
 
@@ -585,6 +586,7 @@ class GRPOTrainer:
         last = resumable_checkpoint(self.out)
         check_resume_settings(last, self.cfg.to_dict(), self.cfg.lr_scheduler_type != "constant")
         rng, state = load_training_checkpoint(last, self.policy, self.opt)
+        self.policy.load_calibration(last)
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
         self.step, self.best, self.skipped = state["step"], state["best"], state["skipped"]

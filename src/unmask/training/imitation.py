@@ -326,7 +326,9 @@ class Imitation:
         self.trainer.policy.save(self.dir / LAST, self.trainer._meta(), TrainingState(self.opt, rng, counters))
 
     def resume(self) -> None:
-        rng, state = load_training_checkpoint(resumable_checkpoint(self.dir), self.trainer.policy, self.opt)
+        last = resumable_checkpoint(self.dir)
+        rng, state = load_training_checkpoint(last, self.trainer.policy, self.opt)
+        self.trainer.policy.load_calibration(last)
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
         self.round, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
@@ -376,6 +378,8 @@ class Imitation:
         """Log the round's row, keep the policy as ``best`` when its held-out metric is the best so far (round 0:
         the policy imitation starts from), then checkpoint the phase."""
         trainer = self.trainer
+        if self.round:  # a fitted round: its calibration goes with the policy (decoding option bound=EPS)
+            trainer.policy.config = replace(trainer.policy.config, calibration=self.calibration.tolist())
         if row[trainer.selection] > self.best:
             self.best, self.best_metrics = (
                 row[trainer.selection],
@@ -433,4 +437,5 @@ class Imitation:
         logger.close()
         trainer.dist.barrier()  # rank 0 has written best/
         trainer.policy.load_state_dict(load_tensors(self.dir / "best" / WEIGHTS))
+        trainer.policy.load_calibration(self.dir / "best")
         return {"imitation_" + k.removeprefix("eval_"): v for k, v in self.best_metrics.items()}
