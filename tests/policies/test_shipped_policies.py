@@ -1,4 +1,4 @@
-"""The policies shipped in src/unmask/assets/policies load by kind for their MDM and decode its task."""
+"""The policies shipped in src/unmask/assets/policies load (KIND-MODEL by kind for its MDM, another by its name) and decode their task."""
 
 import json
 
@@ -22,16 +22,19 @@ def test_policies_are_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_policy_resolves_by_kind_and_decodes(name):
+    """KIND-MODEL loads by its kind for its MDM; another shipped policy (upo-dagger-sudoku9-small) by its name."""
     meta = json.loads((SHIPPED_POLICIES / name / "config.json").read_text())
     kind = meta["policy"]["kind"]
-    assert name == f"{kind}-{meta['mdm']}" and (SHIPPED_POLICIES / name / "README.md").is_file()
+    spec = kind if name == f"{kind}-{meta['mdm']}" else name
+    assert name.startswith(f"{kind}-") and name.endswith(f"-{meta['mdm']}")
+    assert (SHIPPED_POLICIES / name / "README.md").is_file()
     report = evaluate(
         task=meta["task"],
         model=meta["mdm"],
-        policies=f"confidence,{kind}",
+        policies=f"confidence,{spec}",
         num=4,
         task_options=meta["train"]["run"]["task_options"],
         progress=False,
     )
-    learned = next(r for r in report.results if r.policy == kind)
+    learned = next(r for r in report.results if r.policy == spec)
     assert learned.n == 4 and learned.nfe >= 1
