@@ -188,6 +188,22 @@ def test_cliques_recovers_the_blocks_of_a_block_diagonal_strength_and_respects_t
         cliques(block_strength([5, 3, 5]), threshold=0.3, min_size=6)
 
 
+def cocktail_party(pairs: int) -> torch.Tensor:
+    """Every pair an edge but i, i + pairs: 2^pairs maximal cliques, each position in half of them."""
+    strength = 1.0 - torch.eye(2 * pairs)
+    strength[torch.arange(pairs), torch.arange(pairs) + pairs] = 0.0
+    strength[torch.arange(pairs) + pairs, torch.arange(pairs)] = 0.0
+    return strength
+
+
+def test_a_coupling_graph_that_is_no_set_of_units_is_refused():
+    """Dense graphs (zebra's coupling at 0.3: tens of thousands of overlapping cliques) have no units to read."""
+    with pytest.raises(ValueError, match="64 cliques, 32 of them through one position: it is no set of units"):
+        cliques(cocktail_party(6), threshold=0.3, min_size=3)
+    with pytest.raises(ValueError, match="more than 384 maximal cliques: it is no set of units.*--planner-pairs"):
+        cliques(cocktail_party(12), threshold=0.3, min_size=3)
+
+
 def test_the_clique_planners_features_are_the_sorted_per_clique_sums():
     members = torch.zeros(3, 6)
     members[0, [0, 1, 2]], members[1, [2, 3, 4, 5]], members[2, [0, 2, 5]] = 1.0, 1.0, 1.0

@@ -39,16 +39,27 @@ BASE_FEATURES = 7
 INPUTS = ("token_probs", "tokens", "masked", "allowed")  # what the planner reads of an observation
 
 
+MAX_CLIQUES_PER_POSITION = 16  # beyond this the graph is no set of units (sudoku: 3 per cell)
+
+
 def cliques(strength: torch.Tensor, threshold: float, min_size: int) -> torch.Tensor:
     """(K, L) membership of the maximal cliques of the graph {A_ij > ``threshold``} over the L positions with at
     least ``min_size`` positions, sorted (Bron-Kerbosch with pivoting, Tomita et al. 2006): the units a coupling's
-    strength A (:attr:`unmask.policies.coupling.MeanFieldCoupling.strength`) found, read without a task rule."""
+    strength A (:attr:`unmask.policies.coupling.MeanFieldCoupling.strength`) found, read without a task rule. A
+    graph with more than ``MAX_CLIQUES_PER_POSITION`` cliques through a position is refused (a dense coupling, e.g.
+    zebra's at 0.3: thousands of overlapping cliques, no units)."""
     graph = {i: set(torch.nonzero(strength[i] > threshold).flatten().tolist()) - {i} for i in range(len(strength))}
     found: list[set[int]] = []
+    not_units = (
+        f"the coupling graph {{A_ij > {threshold:g}}} over {len(strength)} positions holds %s: it is no set of units "
+        "(rows, columns, boxes) to read; raise --clique-threshold, or use --planner-pairs learned"
+    )
 
     def extend(r: set[int], p: set[int], x: set[int]) -> None:
         if not p and not x:
             found.append(r)
+            if len(found) > MAX_CLIQUES_PER_POSITION * len(strength):  # a dense graph: stop before it explodes
+                raise ValueError(not_units % f"more than {len(found) - 1} maximal cliques")
             return
         pivot = max(p | x, key=lambda v: len(graph[v] & p))
         for v in list(p - graph[pivot]):
@@ -66,6 +77,8 @@ def cliques(strength: torch.Tensor, threshold: float, min_size: int) -> torch.Te
     members = torch.zeros(len(keep), len(strength))
     for k, c in enumerate(keep):
         members[k, c] = 1.0
+    if members.sum(0).max() > MAX_CLIQUES_PER_POSITION:
+        raise ValueError(not_units % f"{len(keep)} cliques, {int(members.sum(0).max())} of them through one position")
     return members
 
 
