@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,17 @@ def add_task_option(parser: argparse.ArgumentParser) -> None:
 
 
 def command_line(script: str, args: argparse.Namespace) -> str:
-    """``script`` followed by the flags set in ``args`` (flags as given; lists as repeated flags)."""
+    """``script`` followed by the flags set in ``args`` (flags as given; lists as repeated flags; values quoted
+    for the shell where they need it)."""
     parts = [script]
     for key, value in vars(args).items():
         flag = f"--{key.replace('_', '-')}"
         if value is True:
             parts.append(flag)
         elif isinstance(value, list):
-            parts += [f"{flag} {v}" for v in value]
+            parts += [f"{flag} {shlex.quote(str(v))}" for v in value]
         elif value:
-            parts.append(f"{flag} {value}")
+            parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)
 
 
