@@ -168,6 +168,13 @@ def best_heuristic(rows: list[dict]) -> dict:
     return max((r for r in rows if r["policy"] in ONE_PER_STEP), key=lambda r: r["solved_rate"])
 
 
+def rows_named(spec: str, meta: dict) -> str:
+    """The policy name in the results rows of the shipped policy ``spec`` (config ``meta``): its kind for
+    KIND-MODEL (``--policies upo`` loads it for its MDM), else the spec itself."""
+    kind = meta["policy"]["kind"]
+    return kind if spec == f"{kind}-{meta['mdm']}" else spec
+
+
 def headline() -> str:
     """The README's table: each shipped learned policy beside the best heuristic on the same examples."""
     out = []
@@ -175,8 +182,7 @@ def headline() -> str:
         pname = spec.partition(":")[0]
         meta = json.loads((SHIPPED_POLICIES / pname / "config.json").read_text())
         rows = [r for r in with_aup(load(name)["results"]) if r["model"] == meta["mdm"] and r["data"] == data]
-        kind = meta["policy"]["kind"]  # KIND-MODEL's rows are named by its kind, another shipped policy's by its spec
-        mine = next(r for r in rows if r["policy"] == (kind if spec == f"{kind}-{meta['mdm']}" else spec))
+        mine = next(r for r in rows if r["policy"] == rows_named(spec, meta))
         best, thr = best_heuristic(rows), next(r for r in rows if r["policy"] == "threshold:0.9")
         out.append(
             [
@@ -767,7 +773,7 @@ def policy_card(name: str, meta: dict, rows: list[dict], source_name: str) -> st
         if any(k.startswith("imitation_") for k in meta)
         else "trained with GRPO"
     )
-    spec = pol["kind"] if name == f"{pol['kind']}-{meta['mdm']}" else name  # KIND-MODEL loads by its kind
+    spec = rows_named(name, meta)  # KIND-MODEL loads by its kind
     lines = [
         f"# {name}",
         "",
@@ -833,12 +839,11 @@ def cards() -> dict[Path, str]:
             out[BUILTIN_DIR / model / "README.md"] = model_card(model, meta, rows, name)
             order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r in rows))}
             for pname, pmeta in policies.items():
-                kind = pmeta["policy"]["kind"]  # `upo` rows are upo-MODEL's; a named policy's rows carry its name
                 mine = [
                     r
                     for r in rows
                     if pmeta["mdm"] == model
-                    and (r["policy"].partition(":")[0] == pname or (r["policy"] == kind and pname == f"{kind}-{model}"))
+                    and (r["policy"].partition(":")[0] == pname or r["policy"] == rows_named(pname, pmeta))
                 ]
                 if mine:
                     datasets = {r["data"] for r in mine}

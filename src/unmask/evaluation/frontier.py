@@ -81,7 +81,7 @@ def learned_sweep(
     """alpha for alpha-conditioned policies (default: 5 values across the trained range), the correctness bound
     for greedy policies trained by imitation (``config.calibration``), tau_pi for the other sampled ones that
     take a temperature (greedy decoding ignores it), a single point otherwise."""
-    calibrated = bool(getattr(getattr(policy, "config", None), "calibration", None))
+    calibrated = "bound" in policy.OPTIONS and bool(policy.config.calibration)  # a learned policy, imitated
     if calibrated and not policy.capabilities.conditioned and not policy.capabilities.stochastic:
         knob = "bound"
     elif policy.capabilities.conditioned:
