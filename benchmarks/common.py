@@ -83,3 +83,11 @@ def start_results(out: Path, append: bool, command: str) -> tuple[list[dict], li
     or new ones; the provenance gains this run's :func:`run_info`."""
     previous = json.loads(out.read_text()) if append and out.exists() else {}
     return previous.get("results", []), previous.get("provenance", []) + [run_info(command)]
+
+
+def add_rows(rows: list[dict], new: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """``rows`` with ``new`` added, an earlier row with the same values of ``key`` (e.g. model, data, policy)
+    replaced in place: re-measuring a policy with ``--append`` supersedes its rows, never duplicates them."""
+    fresh = {tuple(r[k] for k in key): r for r in new}
+    out = [fresh.pop(tuple(r[k] for k in key), r) for r in rows]
+    return out + list(fresh.values())

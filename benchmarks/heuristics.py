@@ -37,7 +37,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import add_task_option, command_line, start_results
+from common import add_rows, add_task_option, command_line, start_results
 
 from unmask.api import resolve_policy
 from unmask.cli.main import task_options
@@ -58,7 +58,11 @@ def main() -> None:
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--policies", default=POLICIES)
     p.add_argument("--out", default="benchmarks/results/heuristics.json")
-    p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the rows to an existing --out file (replacing its rows of the same model, data and policy)",
+    )
     add_task_option(p)
     args = p.parse_args()
     task = get_task(args.task, **task_options(args.task_option))
@@ -81,7 +85,8 @@ def main() -> None:
             policies = [resolve_policy(s, model) for s in args.policies.split(",")]
             results = evaluate(task, model, examples, policies, seed=0, progress=False)
             print(f"\n{model_name} · {args.task} · {data}\n{format_table(results)}", flush=True)
-            rows += [{"model": model_name, "task": args.task, "data": data, **r.__dict__} for r in results]
+            new = [{"model": model_name, "task": args.task, "data": data, **r.__dict__} for r in results]
+            rows = add_rows(rows, new, ("model", "data", "policy"))
             save_json(out, {"provenance": provenance, "results": rows})  # saved after every block
     print(f"\nwrote {out}")
 

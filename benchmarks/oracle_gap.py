@@ -5,13 +5,22 @@ extra policies given (``--extra NAME=SPEC``: the ablation's checkpoints), and th
 upper bounds that read the gold answer, never deployable). ``gap closed`` is (policy - best one-per-step
 heuristic) / (one-per-step oracle - best one-per-step heuristic), in solved rate.
 
-Commands (the figures in benchmarks/results/oracle_gap.json and docs/oracle_gap.md):
+Commands (the figures in benchmarks/results/oracle_gap.json and docs/imitation.md; with --append a re-measured
+label replaces its earlier rows):
     .venv/bin/python benchmarks/oracle_gap.py --task sudoku9 --difficulty 24,28,36 --num 300
     .venv/bin/python benchmarks/oracle_gap.py --task sudoku9 --difficulty 24,28,36 --num 300 --append --only-extra \
         --extra "upo+planner+imitation=runs/upo-imitation-sudoku9-small/imitation/best"
+    .venv/bin/python benchmarks/oracle_gap.py --task sudoku9 --difficulty 24,28,36 --num 300 --append --only-extra \
+        --extra-group shipped --extra "upo-dagger-sudoku9-small=upo-dagger-sudoku9-small" \
+        --extra "upo-dagger-sudoku9-small, bound 0.01=upo-dagger-sudoku9-small:bound=0.01"
+    #   and the same with --extra-group ablation for runs/upo-dagger-{mlp,deep}-sudoku9-small/best (recipes/ablations)
     .venv/bin/python benchmarks/oracle_gap.py --task zebra --num 300 --append
+    .venv/bin/python benchmarks/oracle_gap.py --task zebra --num 300 --append --only-extra \
+        --extra "upo+dagger (scorer)=runs/upo-dagger-zebra/best"
     .venv/bin/python benchmarks/oracle_gap.py --task arithmetic --models arithmetic-carry --difficulty 16 \
-        --task-option max_digits=16 --task-option propagate=0.8 --num 300 --append
+        --task-option max_digits=16 --task-option propagate=0.8 --num 2000 --append --extra-group shipped \
+        --extra "upo-dagger-arithmetic-carry=upo-dagger-arithmetic-carry" \
+        --extra "upo-dagger-arithmetic-carry, bound 0.01=upo-dagger-arithmetic-carry:bound=0.01"
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import add_task_option, command_line, start_results
+from common import add_rows, add_task_option, command_line, start_results
 
 from unmask.api import resolve_policy
 from unmask.cli.main import task_options
@@ -76,7 +85,11 @@ def main() -> None:
         help="evaluate the --extra policies alone (with --append: rows beside an earlier run's)",
     )
     p.add_argument("--out", default="benchmarks/results/oracle_gap.json")
-    p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the rows to an existing --out file (replacing its rows of the same task, model, data and label)",
+    )
     add_task_option(p)
     args = p.parse_args()
     task = get_task(args.task, **task_options(args.task_option))
@@ -95,10 +108,11 @@ def main() -> None:
             policies = [resolve_policy(spec, model) for _, _, spec in table]
             results = evaluate(task, model, examples, policies, seed=0, progress=False)
             print(f"\n{model_name} · {args.task} · {data}\n{format_table(results)}", flush=True)
-            rows += [
+            new = [
                 {"model": model_name, "task": args.task, "data": data, "group": group, "label": label, **r.__dict__}
                 for (group, label, _), r in zip(table, results)
             ]
+            rows = add_rows(rows, new, ("task", "model", "data", "label"))
             save_json(out, {"provenance": provenance, "results": rows})  # saved after every block
     print(f"\nwrote {out}")
 

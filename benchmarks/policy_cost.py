@@ -11,6 +11,8 @@ benchmarks/results/parallel/policy_cost_coupling.json):
         --batch-sizes 1,64 --forwards 200 --out benchmarks/results/upo/policy_cost_planner.json   # the planner
     .venv/bin/python benchmarks/policy_cost.py --models sudoku9-small --policy upo --batch-sizes 1,64 --forwards 200 \
         --out benchmarks/results/upo/policy_cost_shipped.json   # the same, minutes apart, without the planner
+    .venv/bin/python benchmarks/policy_cost.py --models sudoku9-small --policy upo-dagger-sudoku9-small --batch-sizes 1,64 \
+        --forwards 200 --out benchmarks/results/upo/policy_cost_dagger.json   # the shipped two-layer clique planner
 
 One CPU thread. Each model decodes fresh 9x9 puzzles (30 clues) with an untrained Bernoulli policy (default
 size, sampled) until it has run at least --forwards MDM forwards; a forward hook times every MDM forward and a

@@ -17,11 +17,12 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from unmask.api import SHIPPED_POLICIES
-from unmask.core.config import reference_markdown
+from unmask.core.config import describe, field_spec, reference_markdown
 from unmask.engine.config import SamplingConfig
 from unmask.evaluation.frontier import curve_aups
 from unmask.evaluation.metrics import aup
@@ -29,6 +30,7 @@ from unmask.evaluation.run_config import EvalConfig, ExamplesConfig, FrontierCon
 from unmask.integrations.sglang.hook import ServedPolicyConfig
 from unmask.models import BUILTIN_DIR, builtin_models
 from unmask.policies.configs import ParallelConfig, PlackettLuceConfig, UPOConfig
+from unmask.tasks import TASKS
 from unmask.training.grpo import GRPOConfig
 from unmask.training.mdm import MDMTrainConfig
 
@@ -54,6 +56,8 @@ HEADLINE = (
     ("bernoulli-sudoku9-base", "heuristics_base.json", "generated:clues=28"),
     ("upo-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
     ("bernoulli-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
+    ("upo-dagger-arithmetic-carry", "heuristics_arithmetic-carry.json", "generated:digits=16"),
+    ("upo-dagger-arithmetic-carry:bound=0.01", "heuristics_arithmetic-carry.json", "generated:digits=16"),
     ("upo-sudoku4", "heuristics_sudoku4.json", "generated:clues=4"),
     ("upo-zebra", "heuristics_zebra.json", "generated:extra_clues=None"),
 )
@@ -626,7 +630,8 @@ def planner_cost() -> str:
     out = []
     for label, name in (
         ("shipped `upo`", "upo/policy_cost_shipped.json"),
-        ("`upo` + planner", "upo/policy_cost_planner.json"),
+        ("`upo` + MLP planner, learned pairs", "upo/policy_cost_planner.json"),
+        ("`upo-dagger-sudoku9-small`", "upo/policy_cost_dagger.json"),
     ):
         for r in load(name)["results"]:
             out.append(
@@ -640,8 +645,9 @@ def planner_cost() -> str:
             )
     return (
         table(["policy", "MDM", "batch", "policy parameters", "policy step / MDM forward"], out)
-        + "\n\nFrom `benchmarks/results/upo/policy_cost_shipped.json` and `policy_cost_planner.json` (commands in "
-        "`benchmarks/policy_cost.py`), one thread, run minutes apart."
+        + "\n\nFrom `benchmarks/results/upo/policy_cost_shipped.json`, `policy_cost_planner.json` and "
+        "`policy_cost_dagger.json` (commands in `benchmarks/policy_cost.py`), one thread; each ratio is measured "
+        "within one run."
     )
 
 
@@ -738,7 +744,25 @@ def blocks() -> dict[str, str]:
     ):
         out[name.removesuffix(".json").replace("_", "-")] = frontier(name)
     out.update({f"config-{cls.__name__}": reference_markdown(cls) for cls in CONFIG_CLASSES})  # docs/configuration.md
+    out["task-options"] = task_options()
     return out
+
+
+def task_options() -> str:
+    """Every task's options (``--task-option KEY=VALUE``), from their typed classes (unmask.tasks.options)."""
+    rows = []
+    for name, task in TASKS.items():
+        for f in fields(task.options):
+            default = repr(f.default) if isinstance(f.default, str) else str(f.default).lower()
+            shown = default if len(default) <= 24 else default[:20] + "…'"
+            rows.append(
+                [f"`{name}`", f"`{f.name}`", describe(f, field_spec(task.options, f)), f"`{shown}`", f.metadata["help"]]
+            )
+    takes_none = [f"`{name}`" for name, task in TASKS.items() if not fields(task.options)]
+    return (
+        table(["task", "option", "valid values", "default", "what it sets"], rows)
+        + f"\n\n{', '.join(takes_none)} take no options."
+    )
 
 
 def recipe_command(command: str, name: str) -> str:
@@ -768,11 +792,13 @@ def results_table(rows: list[dict], name: str) -> list[str]:
 def policy_card(name: str, meta: dict, rows: list[dict], source_name: str) -> str:
     pol = meta["policy"]
     held = ", ".join(f"{k} {v:.3g}" for k, v in meta.items() if k.startswith("eval_"))
-    how = (
-        "trained by imitation of the ground-truth oracle, then GRPO"
-        if any(k.startswith("imitation_") for k in meta)
-        else "trained with GRPO"
-    )
+    imitated, grpo_steps = any(k.startswith("imitation_") for k in meta), meta["train"].get("max_steps", 0)
+    how = "trained with GRPO"
+    checkpoint = f"step {meta['step']} of the run"
+    if imitated:
+        how = "trained by imitation of the ground-truth oracle" + (", then GRPO" if grpo_steps else " alone, no GRPO")
+        if meta["step"] == 0:
+            checkpoint = "the imitation phase's best round" + (" (no GRPO step beat it)" if grpo_steps else "")
     spec = rows_named(name, meta)  # KIND-MODEL loads by its kind
     lines = [
         f"# {name}",
@@ -782,7 +808,7 @@ def policy_card(name: str, meta: dict, rows: list[dict], source_name: str) -> st
         "",
         "| | |",
         "|---|---|",
-        f"| checkpoint | step {meta['step']} of the run: the best held-out {'reward' if 'eval_reward' in meta else 'solved rate'} ({held}) |",
+        f"| checkpoint | {checkpoint}: the best held-out {'reward' if 'eval_reward' in meta else 'solved rate'} ({held}) |",
         f"| settings | {', '.join(f'{k}={v}' for k, v in pol.items() if not k.startswith('mdm_'))} |",
         "",
         "Training command (the recipe holds the settings that differ from the defaults; the checkpoint is the run"

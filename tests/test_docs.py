@@ -19,6 +19,7 @@ from unmask.cli.main import UsageError, build_parser, main
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import render_docs  # noqa: E402
+from common import add_rows  # noqa: E402
 
 PAGES = [
     REPO / "README.md",
@@ -134,3 +135,14 @@ def test_results_record_their_provenance(path):
         assert {"command", "commit", "date", "machine"} <= set(run), f"{path.name}: {sorted(run)}"
         assert run["commit"] and run["date"], f"{path.name}: {run}"
         assert (run["command"] and run["machine"]) or "backfilled" in run, f"{path.name}: {run}"
+
+
+def test_appended_rows_supersede_the_same_policys_earlier_rows():
+    """benchmarks' --append: a re-measured policy replaces its row in place; other rows and new ones stay."""
+    old = [
+        {"data": "a", "policy": "p", "v": 1},
+        {"data": "a", "policy": "q", "v": 2},
+        {"data": "b", "policy": "p", "v": 3},
+    ]
+    new = [{"data": "a", "policy": "p", "v": 9}, {"data": "c", "policy": "p", "v": 4}]
+    assert [r["v"] for r in add_rows(old, new, ("data", "policy"))] == [9, 2, 3, 4]

@@ -49,7 +49,14 @@ def test_eval_prints_table_and_writes_json_and_plot(tmp_path, capsys):
         (["eval", "--task", "sudoku4", "--data", "/nonexistent.csv"], "does not exist"),
         (["eval", "--task", "sudoku4", "--model", "sudoku9-small", "--num", "2"], "does not read sudoku4 grids"),
         (["eval", "--task", "sudoku4", "--policies", "bernoulli", "--num", "2"], "no shipped bernoulli policy"),
-        (["eval", "--task", "arithmetic", "--task-option", "bogus=4", "--num", "2"], "does not take the options bogus"),
+        (
+            ["eval", "--task", "arithmetic", "--task-option", "bogus=4", "--num", "2"],
+            "has no option 'bogus'; its options: op, max_digits",
+        ),
+        (
+            ["eval", "--task", "arithmetic", "--task-option", "max_digits=abc", "--num", "2"],
+            "max_digits (--task-option max_digits) must be an integer, got 'abc'",
+        ),
         (["eval", "--task", "arithmetic", "--task-option", "max_digits", "--num", "2"], "takes KEY=VALUE"),
         (
             ["eval", "--task", "arithmetic", "--task-option", "max_digits=4", "--num", "2"],

@@ -220,3 +220,24 @@ def test_the_gpu_recipes_train_upo_and_bernoulli_on_a_tiny_diffusion_gemma(tmp_p
     )
     results = json.loads(report.read_text())["results"]
     assert len(results) == 3 and all(r["n"] == 2 and 0 < r["nfe"] <= 4 for r in results)
+
+
+def test_a_policy_on_the_canvas_reads_the_canvas_steps_left_as_its_diffusion_time(model):
+    """Every canvas position is a candidate each step, so the mask share is always 1: the time a policy reads
+    (Jazbec's f_phi conditions on it) is the share of the canvas's step budget left, 1, 3/4, 1/2, 1/4 with 4 steps."""
+    from unmask.engine.policy import Policy
+
+    confidence = resolve_policy("confidence", model)
+    times = []
+
+    class Spy(Policy):
+        capabilities = confidence.capabilities
+
+        def select(self, state):
+            assert state.masked.all()
+            times.append(state.masked_fraction.tolist())
+            return confidence.select(state)
+
+    x = torch.cat([PROMPT.expand(2, -1), torch.full((2, 8), model.mask_id)], 1)
+    generate(model, x, Spy(), SamplingConfig(steps=4), gen_start=6, generator=torch.Generator().manual_seed(0))
+    assert times[:4] == [[1.0, 1.0], [0.75, 0.75], [0.5, 0.5], [0.25, 0.25]]

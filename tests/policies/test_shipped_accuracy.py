@@ -17,10 +17,13 @@ heuristic only. Without a real difference each of those ``b + c`` examples goes 
   The examples are seeded, so a result does not change from run to run; the power is what a re-trained policy as
   good as the shipped one can count on.
 * **matches** (the ones the README says only match: ``upo-arithmetic-carry``, ``bernoulli-arithmetic-carry``,
-  ``upo-sudoku4``, ``upo-zebra``): the policy may lose at most 3 standard deviations of the paired difference,
-  (c - b) / n <= 3 sqrt(b + c) / n (one-sided, about 0.1% for a policy as good as the heuristic), and it must
-  show what it does claim instead: beating random order, its starting point (``learned_from_random``), by the
-  sign test above, or needing fewer NFE (``max_nfe_ratio``: mean NFE at most that share of the heuristic's).
+  ``upo-dagger-arithmetic-carry``, ``upo-sudoku4``, ``upo-zebra``): the policy may lose at most 3 standard
+  deviations of the paired difference, (c - b) / n <= 3 sqrt(b + c) / n (one-sided, about 0.1% for a policy as
+  good as the heuristic), and it shows what it does claim instead where it claims more: beating random order,
+  its starting point (``learned_from_random``), by the sign test above, or needing fewer NFE (``max_nfe_ratio``:
+  mean NFE at most that share of the heuristic's). ``upo-dagger-arithmetic-carry`` one per step claims only the
+  match here: its gain over the heuristic (98.5% against 97.7% on 2000 problems, the oracle's accuracy) is a
+  handful of problems in 200, measured in benchmarks/results/oracle_gap.json, not testable at this size.
 
 Examples are generated with seed 7 (the benchmarks use 2026), so the test does not re-read the benchmark's puzzles.
 """
@@ -78,6 +81,16 @@ CLAIMS = (
     Claim("bernoulli-sudoku9-base", "heuristics_base.json", 24, 64, beats=True, alpha=0.05, max_nfe_ratio=0.6),
     Claim("upo-arithmetic-carry", "heuristics_arithmetic-carry.json", 16, 200, beats=False, learned_from_random=True),
     Claim("bernoulli-arithmetic-carry", "heuristics_arithmetic-carry.json", 16, 200, beats=False, max_nfe_ratio=0.25),
+    Claim("upo-dagger-arithmetic-carry", "heuristics_arithmetic-carry.json", 16, 200, beats=False),
+    Claim(
+        "upo-dagger-arithmetic-carry",
+        "heuristics_arithmetic-carry.json",
+        16,
+        200,
+        beats=False,
+        options=":bound=0.01",
+        max_nfe_ratio=0.2,
+    ),
     Claim("upo-sudoku4", "heuristics_sudoku4.json", 4, 300, beats=False, learned_from_random=True),
     Claim("upo-zebra", "heuristics_zebra.json", None, 64, beats=False),
 )

@@ -209,7 +209,7 @@ def test_prompts_longer_than_the_context_name_the_fix(tmp_path):
 
 def test_task_options_and_model_kind_are_checked(tiny_sudoku4_model):
     assert get_task("math500", gen_length=32).gen_length == 32
-    with pytest.raises(ValueError, match="does not take the options gen_length"):
+    with pytest.raises(ValueError, match="task sudoku9 has no option 'gen_length'; it takes none"):
         get_task("sudoku9", gen_length=8)
     with pytest.raises(ValueError, match="unknown reward"):
         get_task("gsm8k", reward="dense")

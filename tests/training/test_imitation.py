@@ -285,6 +285,7 @@ def dagger_run(out, init, resume=False, **settings):
         "planner_pairs": "cliques",
         "clique_min_size": 4,
         "planner_d_model": 8,
+        "planner_layers": 1,
         "imitation_actor": "confidence",
         "imitation_actor_prompts": 5,
         "imitation_rounds": 3,

@@ -150,6 +150,7 @@ class RenoisedCanvas(DecodeState):
             inputs={name: value[active] for name, value in self.inputs.items()},
             memory=self.memory,
             entropy=step["entropy"],
+            time=1 - self.block_step[active].float() / self.plan.steps_per_block,
         )
 
     def commit(self, active: torch.Tensor, reveal: torch.Tensor, state: StepState, cache_refresh: float | None) -> None:

@@ -52,6 +52,7 @@ class StepState:
         inputs: dict[str, torch.Tensor] | None = None,
         memory: RowMemory | None = None,
         entropy: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
     ) -> None:
         if (tokens is None or confidence is None) and choose is None:
             raise ValueError("StepState needs tokens and confidence, or a token choice to draw them")
@@ -65,6 +66,7 @@ class StepState:
         self.inputs = inputs or {}
         self.memory = memory if memory is not None else RowMemory(candidates.shape[0])
         self._entropy = entropy
+        self._time = time
 
     @property
     def entropy(self) -> torch.Tensor:
@@ -142,7 +144,11 @@ class StepState:
 
     @property
     def masked_fraction(self) -> torch.Tensor:
-        """Diffusion time t in (0, 1]: the share of the row's generated positions still masked."""
+        """Diffusion time t in (0, 1]: the share of the row's generated positions still masked; where every position
+        stays a candidate (a renoised canvas, :mod:`unmask.engine.canvas`) the share of the canvas's steps left
+        (``time``), which the mask share (always 1 there) cannot tell."""
+        if self._time is not None:
+            return self._time
         return self.masked.sum(1) / self.total.clamp(min=1)
 
 

@@ -88,6 +88,13 @@ class ArithmeticTask(Task):
     name = "arithmetic"
     default_model = "arithmetic"
     difficulty_name = "digits"
+    OPTIONS = {  # the constructor's options (unmask.tasks.options)
+        "op": "add, mul (multiplication) or mixed (both, one per problem)",
+        "max_digits": "digits of the longest operand the layout holds (>= 1); one model serves every size up to it",
+        "multiplier_digits": "digits of the second factor of a multiplication (1 .. max_digits); none: max_digits",
+        "propagate": "probability in [0, 1] that a digit pair of an addition sums to 9, so carries run on (long "
+        "carry chains: the arithmetic-carry model); none: uniform digits",
+    }
 
     def __init__(
         self, op: str = "add", max_digits: int = 8, multiplier_digits: int | None = None, propagate: float | None = None

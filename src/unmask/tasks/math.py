@@ -133,6 +133,15 @@ class MathTask(Task):
     """A math word-problem task; ``gold`` reads the final answer from a reference solution."""
 
     example_type = MathExample
+    OPTIONS = {  # the constructor's options (unmask.tasks.options)
+        "gen_length": "tokens to generate after the prompt (>= 1; --gen-length)",
+        "chat": "wrap prompts in the tokenizer's chat template when it has one (--no-chat: false)",
+        "template": "the prompt, holding {question} (UPO App. E.2's by default)",
+        "response_prefix": "text after the prompt that the answer continues (UPO's '<reasoning>' line by default)",
+        "reward": "binary (the final answer verifies) or upo (plus UPO's relative log-probability bonus)",
+        "bonus": "the upo reward's bonus for the most likely trajectory of a prompt's group",
+        "verify_timeout": "seconds per math-verify check, each in a worker thread",
+    }
 
     def __init__(
         self,

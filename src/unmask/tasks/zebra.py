@@ -85,6 +85,10 @@ class ZebraTask(Task):
     example_type = ZebraExample
     name = "zebra"
     difficulty_name = "extra_clues"
+    OPTIONS = {  # the constructor's options (unmask.tasks.options)
+        "houses": "houses in the row (>= 2; the generator handles 3 to 6)",
+        "attributes": "attributes per house (>= 2; the generator handles 3 to 6)",
+    }
 
     def __init__(self, houses: int = DEFAULT_SIZE[0], attributes: int = DEFAULT_SIZE[1]) -> None:
         if houses < 2 or attributes < 2:
