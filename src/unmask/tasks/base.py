@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -75,6 +75,7 @@ class Task:
     default_model: str = ""
     difficulty_name: str = "difficulty"  # what ``generate``'s one difficulty knob counts (sudoku: "clues")
     example_type: type = object  # what ``generate`` / ``load`` return and ``encode`` / ``score`` take
+    OPTIONS: ClassVar[dict[str, str]] = {}  # help text of the constructor's keyword options (unmask.tasks.options)
 
     def check_count(self, n: Any) -> None:
         """One clear error for a number of examples to generate that is not an integer >= 0."""

@@ -27,7 +27,7 @@ def task_options(task: str, cls: type[Task] | None = None) -> type[Config]:
     params, hints, helps = [], {}, {}
     if cls is not None:
         params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.default is not p.empty]
-        hints, helps = typing.get_type_hints(cls.__init__), getattr(cls, "OPTIONS", {})
+        hints, helps = typing.get_type_hints(cls.__init__), cls.OPTIONS
         undocumented = [p.name for p in params if p.name not in helps]
         if undocumented:
             raise TypeError(f"{cls.__name__}.OPTIONS has no help text for {', '.join(undocumented)}")
