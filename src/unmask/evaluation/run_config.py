@@ -43,7 +43,9 @@ class RunConfig(Config):
     seed: int = option(0, "random seed of generated examples, sampling and training", low=0)
     sampling: SamplingConfig = option(default_factory=SamplingConfig, help="sampling (LLaDA generate() names)")
     model_options: dict = option({}, "options forwarded to unmask.models.load_model (the Hugging Face flags)")
-    task_options: dict = option({}, "options forwarded to unmask.tasks.get_task (--task-option KEY=VALUE)")
+    task_options: dict = option(
+        {}, "options forwarded to unmask.tasks.get_task (--task-option KEY=VALUE; each task's: docs/tasks.md)"
+    )
 
     @property
     def difficulties(self) -> list[int | None]:

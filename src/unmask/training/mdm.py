@@ -59,7 +59,8 @@ class MDMTrainConfig(Config):
         "none", "experiment trackers besides metrics.csv (TRL report_to): tensorboard, wandb, none or a comma list"
     )
     task_options: dict = option(
-        {}, "options forwarded to unmask.tasks.get_task (--task-option KEY=VALUE, e.g. arithmetic op=mul)"
+        {},
+        "options forwarded to unmask.tasks.get_task (--task-option KEY=VALUE, e.g. arithmetic op=mul; docs/tasks.md)",
     )
 
     def check(self) -> None:
